@@ -1,0 +1,1 @@
+"""Deployment: the one-command demo, Jetson provisioning scripts (deploy/jetson/), bundle rollout."""

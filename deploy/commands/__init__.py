@@ -1,0 +1,1 @@
+"""Subcommand modules (one per command, each exposing COMMAND; heavy imports inside run)."""

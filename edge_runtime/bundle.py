@@ -1,0 +1,258 @@
+"""The bundle contract (read side, plus the writer helpers export uses).
+
+A bundle is a folder: `manifest.json`, `model.onnx`, `text_embeddings.npy`, optional
+variants (e.g. `model.int8.onnx`), optional calibration cache and engines built on the
+target. The runtime trusts nothing but the manifest: every file listed is sha256-checked,
+a newer schema is refused, and engines carry the TensorRT version and GPU they were built for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from edge_runtime.config import from_mapping, to_dict
+from edge_runtime.errors import BundleError, ConfigError
+
+SCHEMA = "clipinspect.bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # a str dimension is dynamic ("batch")
+    dtype: str  # numpy dtype name: 'uint8', 'float32', 'float16'
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a camera image becomes the `image` input. Normalisation by mean/std happens inside
+    the graph when `input_layout` is 'NHWC_uint8' (the default), outside for 'NCHW_float32'."""
+
+    image_size: tuple[int, int]  # (height, width) the model sees
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    input_layout: Literal["NHWC_uint8", "NCHW_float32"] = "NHWC_uint8"
+    resize: Literal["area", "linear", "cubic"] = "area"
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ConfigError(f"preprocess.image_size must be (height, width) >= 8, got {self.image_size}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError("preprocess.std must be positive")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    method: str  # how it was chosen, e.g. "f1-max on eval of run X (category bottle)"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    prompts: Mapping[str, str]  # {"normal": "...", "abnormal": "..."} (templates as used)
+    embeddings_file: str | None = "text_embeddings.npy"  # None when baked into the graph
+    baked: bool = False
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """An ONNX file to run: the FP32 export or an INT8 Q/DQ variant from calibration."""
+
+    file: str
+    precision: Literal["fp32", "fp16", "int8"]
+    quantization: str = ""  # e.g. "ort static QDQ, per-channel, MatMul/Gemm"
+    calibration_set_sha256: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """A TensorRT engine built ON the target. Not portable across TensorRT versions or GPUs."""
+
+    file: str
+    precision: Literal["fp16", "int8", "fp32"]
+    source_onnx: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    build_flags: tuple[str, ...] = ()
+    workspace_mb: int = 0
+    calibration_cache: str = ""
+    calibration_cache_sha256: str = ""
+    calibration_set_sha256: str = ""
+    built_at: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema: str
+    schema_version: int
+    model_id: str
+    clip_source: str
+    preprocess: PreprocessSpec
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    threshold: Threshold
+    text: TextSpec
+    files: Mapping[str, FileEntry]
+    model_file: str = "model.onnx"
+    opset: int = 17
+    versions: Mapping[str, str] = field(default_factory=dict)
+    variants: tuple[ModelVariant, ...] = ()
+    engines: tuple[EngineEntry, ...] = ()
+    created: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA:
+            raise ConfigError(f"not a clipinspect bundle manifest (schema {self.schema!r})")
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name, "input")
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name, "output")
+
+    def to_json(self) -> str:
+        return json.dumps(to_dict(self), indent=2, sort_keys=False) + "\n"
+
+
+def _by_name(specs: tuple[TensorSpec, ...], name: str, what: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise BundleError(f"bundle has no {what} named '{name}'")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: Manifest
+    manifest_sha256: str  # identifies the bundle in every verdict
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def model_path(self, precision: str = "fp32") -> Path:
+        """The ONNX file for `precision` ('fp32' = the export; others must be a listed variant)."""
+        if precision == "fp32":
+            return self.path(self.manifest.model_file)
+        for v in self.manifest.variants:
+            if v.precision == precision:
+                return self.path(v.file)
+        have = ["fp32"] + [v.precision for v in self.manifest.variants]
+        raise BundleError(f"bundle {self.root} has no {precision} ONNX model (has: {', '.join(have)}); run 'clipinspect calibrate' for int8")
+
+    def text_embeddings(self):
+        """The [2, D] float32 text embeddings (row 0 normal, row 1 abnormal), or None if baked."""
+        import numpy as np
+
+        if self.manifest.text.baked or not self.manifest.text.embeddings_file:
+            return None
+        arr = np.load(self.path(self.manifest.text.embeddings_file), allow_pickle=False)
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path: str | Path) -> FileEntry:
+    return FileEntry(sha256=sha256_file(path), bytes=os.path.getsize(path))
+
+
+def parse_manifest(data: Mapping[str, Any], where: str = MANIFEST) -> Manifest:
+    if not isinstance(data, Mapping):
+        raise BundleError(f"{where}: not a JSON object")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{where}: missing or bad schema_version")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"{where}: bundle schema version {version} is newer than this runtime supports ({SCHEMA_VERSION}); upgrade clipinspect on the device"
+        )
+    try:
+        return from_mapping(Manifest, data)
+    except ConfigError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+
+
+def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Read and validate a bundle. With `verify`, every listed file must exist and match its sha256."""
+    root = Path(root)
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"bundle folder not found: {root}")
+    if not mpath.is_file():
+        raise BundleError(f"{root} is not a bundle: no {MANIFEST}")
+    raw = mpath.read_bytes()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: invalid JSON ({exc})") from None
+    manifest = parse_manifest(data, str(mpath))
+    bundle = Bundle(root=root, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest())
+    _check_references(bundle)
+    if verify:
+        verify_files(bundle)
+    return bundle
+
+
+def _check_references(bundle: Bundle) -> None:
+    m = bundle.manifest
+    needed = [m.model_file] + [v.file for v in m.variants] + [e.file for e in m.engines]
+    if m.text.embeddings_file and not m.text.baked:
+        needed.append(m.text.embeddings_file)
+    for name in needed:
+        if name not in m.files:
+            raise BundleError(f"{bundle.root / MANIFEST}: '{name}' is referenced but has no sha256 entry in 'files'")
+
+
+def verify_files(bundle: Bundle) -> None:
+    for name, entry in bundle.manifest.files.items():
+        p = bundle.root / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"bundle file name {name!r} escapes the bundle folder")
+        if not p.is_file():
+            raise BundleError(f"bundle file missing: {p}")
+        size = p.stat().st_size
+        if size != entry.bytes or sha256_file(p) != entry.sha256:
+            raise BundleError(f"bundle file {p} does not match its sha256 in the manifest (edited or corrupted); refusing to load")
+
+
+def write_manifest(root: str | Path, manifest: Manifest) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves half a manifest."""
+    root = Path(root)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(manifest.to_json())
+    os.replace(tmp, root / MANIFEST)
+    return root / MANIFEST
+
+
+def with_file(manifest: Manifest, root: str | Path, name: str) -> Manifest:
+    """Manifest with `name` (a file inside `root`) hashed into `files`."""
+    files = dict(manifest.files)
+    files[name] = file_entry(Path(root) / name)
+    return replace(manifest, files=files)

@@ -1,0 +1,43 @@
+"""Our exception types. The CLI renders any of them as one line and exits with `exit_code`."""
+
+from __future__ import annotations
+
+
+class ClipInspectError(Exception):
+    """Base for errors the user can act on (bad input, missing piece). Exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(ClipInspectError):
+    """A config file or override is wrong: unknown key, bad type, value out of range."""
+
+
+class DataError(ClipInspectError):
+    """A data set, image or mask cannot be used; the message names the file."""
+
+
+class BundleError(ClipInspectError):
+    """A bundle is missing, tampered with, from a newer schema, or built for another device."""
+
+
+class MissingDependency(ClipInspectError):
+    """An optional package or vendor SDK is not installed."""
+
+
+class BackendUnavailable(ClipInspectError):
+    """The requested backend/precision/provider cannot run here. Never silently replaced."""
+
+
+class SourceError(ClipInspectError):
+    """A frame source cannot be opened or has failed for good."""
+
+
+class PublishError(ClipInspectError):
+    """A publisher cannot be configured or opened."""
+
+
+class CheckFailed(ClipInspectError):
+    """A verification ran and the result is outside tolerance (exit 1, not a usage error)."""
+
+    exit_code = 1

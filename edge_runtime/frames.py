@@ -1,0 +1,39 @@
+"""Frames and the FrameSource seam."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image. `image` is HxW (mono/Bayer) or HxWx3; `meta['pixel_format']` says
+    which (e.g. 'RGB8', 'BGR8', 'BayerRG8', 'Mono8'), so preprocessing can convert once."""
+
+    image: np.ndarray
+    timestamp_ns: int  # capture time, time.monotonic_ns() domain unless meta says otherwise
+    frame_id: int
+    camera_serial: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """A camera or replay. `frames()` yields until the source ends or `close()` is called.
+
+    Sources count what they drop (incomplete, corrupt, unreadable) in `stats()` rather than
+    raising, so the capture loop keeps going; an unrecoverable failure raises SourceError.
+    """
+
+    uri: str
+
+    def open(self) -> None: ...
+
+    def frames(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> Mapping[str, int]: ...

@@ -1,0 +1,139 @@
+"""Preprocessing: one set of pure functions used by training, export parity checks and the device.
+
+camera image (any size, Bayer/mono/BGR/RGB) -> optional ROI crop -> colour conversion to the
+model's order -> resize to the model size -> uint8 HxWx3. Mean/std normalisation happens in
+the ONNX graph for the default uint8 input; `normalize` is the numpy reference of that step.
+
+Resizing: images are resized straight to the model's square size (no centre crop) so that
+pixel masks keep their alignment, as AnomalyCLIP does. Large frames are first halved with
+`cv2.pyrDown` (cheap, anti-aliased) until less than twice the target, then INTER_AREA; the
+expensive full-frame INTER_AREA never runs (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from edge_runtime.errors import DataError
+
+# Bayer layouts as the camera names them (GenICam PFNC: pattern of the top-left 2x2 block).
+# OpenCV's Bayer codes are named after the 2x2 block starting at pixel (1,1), hence the shift:
+# a camera's BayerRG is OpenCV's BayerBG.
+_BAYER_TO_RGB = {
+    "BayerRG8": "COLOR_BayerBG2RGB",
+    "BayerBG8": "COLOR_BayerRG2RGB",
+    "BayerGR8": "COLOR_BayerGB2RGB",
+    "BayerGB8": "COLOR_BayerGR2RGB",
+}
+
+_INTERP = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "cubic": "INTER_CUBIC"}
+
+
+@dataclass(frozen=True)
+class Roi:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, text: str | Sequence[int] | None) -> "Roi | None":
+        if text is None or text == "":
+            return None
+        parts = [int(p) for p in (text.split(",") if isinstance(text, str) else text)]
+        if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or parts[0] < 0 or parts[1] < 0:
+            raise DataError(f"ROI must be x,y,width,height with positive size, got {text!r}")
+        return cls(*parts)
+
+
+def crop_roi(image: np.ndarray, roi: Roi | None) -> np.ndarray:
+    if roi is None:
+        return image
+    h, w = image.shape[:2]
+    if roi.x + roi.width > w or roi.y + roi.height > h:
+        raise DataError(f"ROI {roi} lies outside the {w}x{h} image")
+    return image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+
+
+def to_rgb(image: np.ndarray, pixel_format: str = "RGB8") -> np.ndarray:
+    """Convert a camera image to HxWx3 uint8 RGB. `pixel_format` uses GenICam names."""
+    import cv2
+
+    if image.dtype != np.uint8:
+        raise DataError(f"expected 8-bit pixels, got {image.dtype} ({pixel_format})")
+    if pixel_format in _BAYER_TO_RGB:
+        if image.ndim != 2:
+            raise DataError(f"{pixel_format} frame must be 2-D, got shape {image.shape}")
+        return cv2.cvtColor(image, getattr(cv2, _BAYER_TO_RGB[pixel_format]))
+    if pixel_format == "Mono8" or image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise DataError(f"cannot interpret image of shape {image.shape} as {pixel_format}")
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if pixel_format in ("BGR8", "BGRa8"):
+        return image[:, :, ::-1]
+    if pixel_format in ("RGB8", "RGBa8"):
+        return image
+    raise DataError(f"unsupported pixel format {pixel_format!r}")
+
+
+def resize_to(image: np.ndarray, size_hw: tuple[int, int], method: str = "area") -> np.ndarray:
+    """Resize to (height, width): pyramid halving while >= 2x the target, then `method`
+    (INTER_AREA when shrinking, INTER_LINEAR when enlarging or for method 'linear')."""
+    import cv2
+
+    th, tw = int(size_hw[0]), int(size_hw[1])
+    h, w = image.shape[:2]
+    while h >= 2 * th and w >= 2 * tw:
+        image = cv2.pyrDown(image)
+        h, w = image.shape[:2]
+    if (h, w) == (th, tw):
+        return np.ascontiguousarray(image)
+    interp = _INTERP.get(method)
+    if interp is None:
+        raise DataError(f"unknown resize method {method!r}")
+    if method == "area" and (h < th or w < tw):
+        interp = "INTER_LINEAR"  # INTER_AREA is for shrinking; enlarging with it is nearest-like
+    return cv2.resize(image, (tw, th), interpolation=getattr(cv2, interp))
+
+
+def prepare(
+    image: np.ndarray,
+    size_hw: tuple[int, int],
+    *,
+    pixel_format: str = "RGB8",
+    color_order: str = "RGB",
+    roi: Roi | None = None,
+    method: str = "area",
+) -> np.ndarray:
+    """Camera/file image -> model-size HxWx3 uint8 in the model's colour order."""
+    # Crop first (fewest pixels touched), convert colour before resizing (Bayer must be
+    # demosaiced at full resolution), then shrink.
+    img = crop_roi(image, roi)
+    img = to_rgb(img, pixel_format)
+    img = resize_to(img, size_hw, method)
+    if color_order == "BGR":
+        img = img[:, :, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def normalize(batch_uint8_nhwc: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW, (x/255 - mean)/std. Reference for the in-graph step."""
+    x = batch_uint8_nhwc.astype(np.float32) * np.float32(1.0 / 255.0)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def upsample_map(anomaly_map: np.ndarray, size_hw: tuple[int, int], sigma: float = 0.0) -> np.ndarray:
+    """Patch-grid map [h, w] -> image-size map (bilinear), optionally Gaussian-smoothed
+    (AnomalyCLIP uses sigma 4 at 518 px). Used by eval and by the device's heatmaps."""
+    import cv2
+
+    out = cv2.resize(anomaly_map.astype(np.float32), (int(size_hw[1]), int(size_hw[0])), interpolation=cv2.INTER_LINEAR)
+    if sigma > 0:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    return out

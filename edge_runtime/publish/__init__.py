@@ -1,0 +1,1 @@
+"""Verdict publishers, picked by URI."""

@@ -1,0 +1,1 @@
+"""Frame sources, picked by URI."""

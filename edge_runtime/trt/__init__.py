@@ -1,0 +1,1 @@
+"""TensorRT: engine build, INT8 calibrator, compatibility checks (imported lazily; needs tensorrt/pycuda)."""

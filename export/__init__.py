@@ -1,0 +1,1 @@
+"""ONNX export of the merged detector, the bundle writer and parity checks."""

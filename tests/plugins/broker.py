@@ -1,0 +1,1 @@
+"""Fixtures for the broker area (owned by that area's tests)."""

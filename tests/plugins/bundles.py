@@ -1,0 +1,1 @@
+"""Fixtures for the bundles area (owned by that area's tests)."""

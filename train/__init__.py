@@ -1,0 +1,1 @@
+"""Desktop training side: data sets, CLIP + LoRA model (AnomalyCLIP-style), training, eval, merge."""
