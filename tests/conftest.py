@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.plugins.models",
     "tests.plugins.bundles",
     "tests.plugins.broker",
+    "tests.plugins.edge",
 ]
