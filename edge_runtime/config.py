@@ -7,6 +7,7 @@ required fields. Range checks live in each dataclass's `__post_init__`, raising 
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import enum
@@ -147,7 +148,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value in args:
             return value
         raise ConfigError(f"'{where}' must be one of {', '.join(map(repr, args))}, got {value!r}")
-    if origin in (tuple, list, Sequence, typing.Sequence) or tp in (tuple, list):
+    if origin in (tuple, list, collections.abc.Sequence) or tp in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"'{where}' must be a list, got {value!r}")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
@@ -158,7 +159,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             item_tp = args[0] if args else Any
             items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
         return list(items) if origin is list else tuple(items)
-    if origin in (dict, Mapping, typing.Mapping) or tp is dict:
+    if origin in (dict, collections.abc.Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"'{where}' must be a mapping, got {value!r}")
         vt = args[1] if len(args) == 2 else Any
