@@ -256,3 +256,25 @@ def with_file(manifest: Manifest, root: str | Path, name: str) -> Manifest:
     files = dict(manifest.files)
     files[name] = file_entry(Path(root) / name)
     return replace(manifest, files=files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edge_runtime.bundle DIR`: verify a bundle's manifest and hashes (used by
+    deploy/jetson/rollout.sh on the target, where only the edge runtime is installed)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m edge_runtime.bundle BUNDLE_DIR", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_bundle(args[0])
+    except BundleError as exc:
+        print(f"bundle check failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok {bundle.manifest_sha256} {bundle.manifest.model_id}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
