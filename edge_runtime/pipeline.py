@@ -1,0 +1,429 @@
+"""The pipelined capture loop: capture -> bounded queue -> inference -> bounded queue -> publish.
+
+Three threads so capture, inference and publishing overlap:
+
+* capture: pulls frames from the FrameSource into the inference queue. With drop policy
+  `newest` a full queue drops its OLDEST frame (the line wants the latest part judged); with
+  `block` capture waits for room before it takes the next frame. `inference_queue: 0` is a
+  hand-off: a frame is taken only when inference is idle, so no frame ages in a queue (the
+  bench uses this to measure latency against model-only numbers).
+* inference: preprocess + backend.infer + postprocess (verdict, heatmap).
+* publish: hands verdicts to the Publisher. Publishers queue internally, so this rarely
+  waits; if the publish queue still fills, inference blocks (counted) — a verdict is never
+  dropped. Capture is never blocked by publishing under `newest`.
+
+Every frame carries monotonic timestamps per stage; stage latencies go to a LatencyRecorder.
+`stop()` is safe from a signal handler: capture stops, queued frames are still inferred and
+published, and the publisher is flushed before `run()` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.frames import Frame
+from edge_runtime.preprocess import Roi, normalize, prepare
+from edge_runtime.stats import IntervalMeter, LatencyRecorder
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture_wait", "queue", "preprocess", "inference", "postprocess", "publish", "total")
+_MS = 1e-6
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    inference_queue: int = 2  # frames waiting for inference; 0 = hand-off (capture on demand)
+    drop_policy: Literal["newest", "block"] = "newest"
+    publish_queue: int = 256  # verdicts waiting for the publisher; full -> inference waits
+    stats_interval_s: float = 10.0  # periodic stats log line; 0 = off
+    flush_timeout_s: float = 10.0
+    stats_window: int = 100_000  # latency samples kept per stage for percentiles
+
+    def __post_init__(self) -> None:
+        if self.inference_queue < 0:
+            raise ConfigError(f"pipeline.inference_queue must be >= 0, got {self.inference_queue}")
+        if self.inference_queue == 0 and self.drop_policy == "newest":
+            raise ConfigError("pipeline.inference_queue 0 (hand-off) needs drop_policy 'block'; 'newest' needs a queue of at least 1")
+        if self.publish_queue < 1:
+            raise ConfigError(f"pipeline.publish_queue must be >= 1, got {self.publish_queue}")
+        if self.stats_interval_s < 0 or self.flush_timeout_s < 0:
+            raise ConfigError("pipeline.stats_interval_s and flush_timeout_s must be >= 0")
+        if self.stats_window < 1:
+            raise ConfigError("pipeline.stats_window must be >= 1")
+
+
+class _Closed:
+    pass
+
+
+CLOSED = _Closed()
+
+
+class BoundedQueue:
+    """A queue with an explicit full-queue policy and hand-off mode.
+
+    `newest`: put never waits; when full the oldest item is evicted and returned to the caller
+    (who counts it). `block`: `wait_ready` waits until a put would not wait, so the producer
+    takes its next item only when there is room (maxsize 0: when a consumer is waiting).
+    """
+
+    def __init__(self, maxsize: int, policy: str = "block") -> None:
+        if policy not in ("newest", "block"):
+            raise ConfigError(f"unknown drop policy {policy!r} (newest|block)")
+        self.maxsize = maxsize
+        self.policy = policy
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._aborted = False
+        self._waiting_consumers = 0
+        self.high_water = 0
+
+    def _has_room(self) -> bool:
+        if self.maxsize == 0:
+            return not self._items and self._waiting_consumers > 0
+        return len(self._items) < self.maxsize
+
+    def wait_ready(self, stop: threading.Event | None = None, poll_s: float = 0.05) -> bool:
+        """Block-policy producers call this before acquiring an item. False when aborted/stopped."""
+        if self.policy == "newest":
+            return not self._aborted
+        with self._cond:
+            while not self._has_room():
+                if self._aborted or (stop is not None and stop.is_set()):
+                    return False
+                self._cond.wait(poll_s)
+            return not self._aborted
+
+    def put(self, item: Any) -> Any | None:
+        """Add `item`; returns an evicted item under `newest`, else None. Waits under `block`."""
+        with self._cond:
+            evicted = None
+            if self.policy == "newest":
+                if len(self._items) >= max(self.maxsize, 1):
+                    evicted = self._items.popleft()
+            else:
+                # Room was normally reserved by wait_ready; a hand-off queue may briefly hold one.
+                while len(self._items) >= max(self.maxsize, 1) and not self._aborted:
+                    self._cond.wait(0.05)
+            if self._aborted:
+                return None
+            self._items.append(item)
+            self.high_water = max(self.high_water, len(self._items))
+            self._cond.notify_all()
+            return evicted
+
+    def get(self) -> Any:
+        """Next item, or CLOSED once the producer closed the queue and it is empty (or aborted)."""
+        with self._cond:
+            self._waiting_consumers += 1
+            self._cond.notify_all()
+            try:
+                while not self._items:
+                    if self._closed or self._aborted:
+                        return CLOSED
+                    self._cond.wait(0.1)
+                if self._aborted:
+                    return CLOSED
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            finally:
+                self._waiting_consumers -= 1
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def abort(self) -> int:
+        """Wake everybody and discard what is queued; returns how many items were discarded."""
+        with self._cond:
+            self._aborted = True
+            n = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return n
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+@dataclass
+class _Work:
+    frame: Frame
+    t_wait_ns: int  # capture thread started waiting for this frame
+    t_captured_ns: int  # frame in hand
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    verdict: dict[str, Any] | None = None
+    t_post_ns: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    captured: int
+    inferred: int
+    published: int
+    dropped: int
+    ok: int
+    ng: int
+    wall_s: float
+    fps: float
+    stop_reason: str
+    flushed: bool
+    stats: Mapping[str, Any]
+    counters: Mapping[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "captured": self.captured,
+            "inferred": self.inferred,
+            "published": self.published,
+            "dropped": self.dropped,
+            "ok": self.ok,
+            "ng": self.ng,
+            "wall_s": round(self.wall_s, 3),
+            "fps": round(self.fps, 3),
+            "stop_reason": self.stop_reason,
+            "flushed": self.flushed,
+            "counters": dict(self.counters),
+            "stats": dict(self.stats),
+        }
+
+
+def make_preprocessor(bundle: Any, roi: Roi | None = None) -> Callable[[Frame], np.ndarray]:
+    """Frame -> one model input (HxWx3 uint8, or CxHxW float32 for NCHW_float32 bundles)."""
+    spec = bundle.manifest.preprocess
+    size = tuple(spec.image_size)
+    nchw = spec.input_layout == "NCHW_float32"
+
+    def preprocess(frame: Frame) -> np.ndarray:
+        fmt = str(frame.meta.get("pixel_format", "RGB8")) if frame.meta else "RGB8"
+        img = prepare(frame.image, size, pixel_format=fmt, color_order=spec.color_order, roi=roi, method=spec.resize)
+        if nchw:
+            return normalize(img[None], spec.mean, spec.std)[0]
+        return img
+
+    return preprocess
+
+
+class Pipeline:
+    """Runs one source through one backend into one publisher until the source ends, a limit
+    is reached or `stop()` is called. The caller opens/closes source, backend and publisher."""
+
+    def __init__(
+        self,
+        source: Any,
+        backend: Any,
+        postprocessor: Callable[[Frame, float, np.ndarray, Mapping[str, float]], dict[str, Any]],
+        publisher: Any,
+        preprocess: Callable[[Frame], np.ndarray],
+        options: PipelineOptions = PipelineOptions(),
+        *,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        recorder: LatencyRecorder | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
+        if duration_s is not None and duration_s <= 0:
+            raise ConfigError(f"duration must be > 0 s, got {duration_s}")
+        self.source = source
+        self.backend = backend
+        self.postprocessor = postprocessor
+        self.publisher = publisher
+        self.preprocess = preprocess
+        self.options = options
+        self.max_frames = max_frames
+        self.duration_s = duration_s
+        self.recorder = recorder or LatencyRecorder(options.stats_window)
+        self.on_frame = on_frame
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._errors: list[BaseException] = []
+        self._q_in = BoundedQueue(options.inference_queue, options.drop_policy)
+        self._q_out = BoundedQueue(options.publish_queue, "block")
+        self._lock = threading.Lock()
+        self.captured = 0
+        self.inferred = 0
+        self.published = 0
+        self.dropped = 0
+        self.ok = 0
+        self.ng = 0
+        self._done = threading.Event()
+
+    # -- control -------------------------------------------------------------------------
+    def stop(self, reason: str = "stop requested") -> None:
+        """Stop capturing; what is already captured is still inferred and published.
+        Only sets flags, so it is safe to call from a signal handler."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+        self.stop(f"error: {exc}")
+        lost = self._q_in.abort() + self._q_out.abort()
+        if lost:
+            self.recorder.count("lost_on_error", lost)
+
+    # -- threads -------------------------------------------------------------------------
+    def _capture(self) -> None:
+        it = None
+        try:
+            it = iter(self.source.frames())
+            while not self._stop.is_set():
+                if not self._q_in.wait_ready(self._stop):
+                    break
+                t_wait = time.monotonic_ns()
+                frame = next(it, None)
+                t_cap = time.monotonic_ns()
+                if frame is None:
+                    self.stop("source ended")
+                    break
+                evicted = self._q_in.put(_Work(frame, t_wait, t_cap))
+                with self._lock:
+                    self.captured += 1
+                    n = self.captured
+                if evicted is not None:
+                    with self._lock:
+                        self.dropped += 1
+                    self.recorder.count("drops_inference_queue")
+                if self.max_frames is not None and n >= self.max_frames:
+                    self.stop(f"max frames ({self.max_frames}) reached")
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+            self._fail(exc)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # a generator's cleanup failing must not hide the run's result
+                    log.warning("closing the frame iterator failed: %s", exc)
+            self._q_in.close()
+
+    def _infer(self) -> None:
+        try:
+            while True:
+                work = self._q_in.get()
+                if work is CLOSED:
+                    break
+                t0 = time.monotonic_ns()
+                x = self.preprocess(work.frame)
+                t1 = time.monotonic_ns()
+                out = self.backend.infer(x[None])
+                t2 = time.monotonic_ns()
+                stages = work.stages_ms
+                stages["capture_wait"] = (work.t_captured_ns - work.t_wait_ns) * _MS
+                stages["queue"] = (t0 - work.t_captured_ns) * _MS
+                stages["preprocess"] = (t1 - t0) * _MS
+                stages["inference"] = (t2 - t1) * _MS
+                verdict = self.postprocessor(work.frame, float(out.score[0]), out.anomaly_map[0], dict(stages))
+                t3 = time.monotonic_ns()
+                stages["postprocess"] = (t3 - t2) * _MS
+                verdict.setdefault("latency_ms", {})["postprocess"] = round(stages["postprocess"], 3)
+                work.verdict = verdict
+                work.t_post_ns = t3
+                with self._lock:
+                    self.inferred += 1
+                    if verdict.get("verdict") == "NG":
+                        self.ng += 1
+                    else:
+                        self.ok += 1
+                if len(self._q_out) >= self._q_out.maxsize:
+                    self.recorder.count("publish_backpressure")
+                if not self._q_out.wait_ready():
+                    break  # aborted by an error elsewhere
+                self._q_out.put(work)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+        finally:
+            self._q_out.close()
+
+    def _publish(self) -> None:
+        try:
+            while True:
+                work = self._q_out.get()
+                if work is CLOSED:
+                    break
+                self.publisher.publish(work.verdict)
+                t4 = time.monotonic_ns()
+                work.stages_ms["publish"] = (t4 - work.t_post_ns) * _MS
+                work.stages_ms["total"] = (t4 - work.t_captured_ns) * _MS
+                self.recorder.record(work.stages_ms)
+                with self._lock:
+                    self.published += 1
+                    n = self.published
+                if self.on_frame is not None:
+                    self.on_frame(n)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    # -- main ----------------------------------------------------------------------------
+    def run(self) -> PipelineResult:
+        t_start = time.monotonic()
+        threads = [
+            threading.Thread(target=self._capture, name="clipinspect-capture", daemon=True),
+            threading.Thread(target=self._infer, name="clipinspect-inference", daemon=True),
+            threading.Thread(target=self._publish, name="clipinspect-publish", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        meter = IntervalMeter(self.recorder)
+        interval = self.options.stats_interval_s
+        next_stats = time.monotonic() + interval if interval > 0 else float("inf")
+        deadline = t_start + self.duration_s if self.duration_s else float("inf")
+        try:
+            # Short waits keep this thread responsive to signals and limits.
+            while any(t.is_alive() for t in threads):
+                threads[-1].join(0.05)
+                now = time.monotonic()
+                if now >= deadline:
+                    self.stop(f"duration ({self.duration_s:g} s) reached")
+                if now >= next_stats:
+                    log.info("stats: %s", meter.tick(("inference", "total")))
+                    next_stats = now + interval
+        except KeyboardInterrupt:
+            # The CLI installs its own handlers; a bare Ctrl-C from an embedding program still drains.
+            self.stop("interrupted")
+            for t in threads:
+                t.join()
+        flushed = True
+        if not self._errors:
+            flushed = bool(self.publisher.flush(self.options.flush_timeout_s))
+            if not flushed:
+                log.warning("publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)", self.options.flush_timeout_s)
+        wall = time.monotonic() - t_start
+        if self._errors:
+            raise self._errors[0]
+        counters = self.recorder.counters()
+        return PipelineResult(
+            captured=self.captured,
+            inferred=self.inferred,
+            published=self.published,
+            dropped=self.dropped,
+            ok=self.ok,
+            ng=self.ng,
+            wall_s=wall,
+            fps=self.recorder.fps(),
+            stop_reason=self._stop_reason or "source ended",
+            flushed=flushed,
+            stats=self.recorder.snapshot(),
+            counters=counters,
+        )

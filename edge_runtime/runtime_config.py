@@ -1,0 +1,110 @@
+"""The device's runtime config (/etc/clipinspect/config.yaml): one frozen dataclass per section.
+
+```yaml
+bundle: {path: /opt/clipinspect/bundle, verify: true}
+source: {uri: "spinnaker://12345678", options: {exposure_us: 2000, buffer_handling: NewestOnly}}
+backend: {name: trt, precision: fp16, intra_op_threads: 0}
+publish: {uri: "mqtt://broker:1883/line1", options: {qos: 1, spool_dir: /var/spool/clipinspect}}
+pipeline: {inference_queue: 2, drop_policy: newest, publish_queue: 256, stats_interval_s: 10}
+preprocess: {roi: [0, 0, 1024, 1024]}
+heatmaps: {dir: /var/lib/clipinspect/heatmaps, max_files: 500, only_ng: true}
+threshold: null   # null = the bundle's threshold
+```
+Command-line flags override `--set key.sub=value`, which overrides the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from edge_runtime.config import apply_overrides, from_mapping, load_yaml
+from edge_runtime.errors import ConfigError
+from edge_runtime.pipeline import PipelineOptions
+from edge_runtime.postprocess import HeatmapOptions
+from edge_runtime.preprocess import Roi
+from edge_runtime.publish.options import PublishOptions
+from edge_runtime.sources.options import SourceOptions
+
+
+@dataclass(frozen=True)
+class BundleSection:
+    path: Path | None = None
+    verify: bool = True  # sha256 of every file at start-up
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    uri: str = ""
+    options: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass(frozen=True)
+class BackendSection:
+    name: str = "ort-cpu"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    intra_op_threads: int = 0  # ONNX Runtime only; 0 = its default (one per core)
+    allow_spinning: bool = True  # ONNX Runtime only; False frees cores between runs
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 0:
+            raise ConfigError(f"backend.intra_op_threads must be >= 0, got {self.intra_op_threads}")
+
+    def options(self) -> dict[str, Any]:
+        """Constructor options for make_backend (only ONNX Runtime backends take any)."""
+        if self.name.startswith("ort-"):
+            return {"intra_op_threads": self.intra_op_threads, "allow_spinning": self.allow_spinning}
+        return {}
+
+
+@dataclass(frozen=True)
+class PublishSection:
+    uri: str = "stdout://"
+    options: PublishOptions = field(default_factory=PublishOptions)
+
+
+@dataclass(frozen=True)
+class PreprocessSection:
+    roi: tuple[int, int, int, int] | None = None  # software ROI (x, y, width, height) before resizing
+
+    def roi_obj(self) -> Roi | None:
+        return Roi.parse(self.roi) if self.roi is not None else None
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    bundle: BundleSection = field(default_factory=BundleSection)
+    source: SourceSection = field(default_factory=SourceSection)
+    backend: BackendSection = field(default_factory=BackendSection)
+    publish: PublishSection = field(default_factory=PublishSection)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    preprocess: PreprocessSection = field(default_factory=PreprocessSection)
+    heatmaps: HeatmapOptions = field(default_factory=HeatmapOptions)
+    threshold: float | None = None  # overrides the bundle's threshold
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1] (scores are probabilities), got {self.threshold}")
+
+
+def load_runtime_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> RuntimeConfig:
+    """File < `--set` overrides < explicit flags (dotted keys, None values ignored)."""
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, overrides)
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key '{part}' is not a section")
+            node = child
+        node[parts[-1]] = str(value) if isinstance(value, Path) else value
+    return from_mapping(RuntimeConfig, data)

@@ -1,0 +1,122 @@
+"""Wiring a RuntimeConfig into a running Pipeline (shared by `run` and the end-to-end bench).
+
+`RuntimeSession` loads the bundle, makes and loads the backend (logging what actually runs),
+opens the source and the publisher, and closes all of them in reverse order, also on error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from edge_runtime.backends import make_backend
+from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.errors import ConfigError
+from edge_runtime.pipeline import Pipeline, PipelineResult, make_preprocessor
+from edge_runtime.postprocess import Postprocessor
+from edge_runtime.runtime_config import RuntimeConfig
+from edge_runtime.stats import LatencyRecorder
+
+log = logging.getLogger(__name__)
+
+
+def load_backend(bundle: Bundle, name: str, precision: str, **options: Any):
+    backend = make_backend(name, **options)
+    backend.load(bundle, precision)
+    info = dict(backend.describe())
+    log.info(
+        "backend %s ran with provider %s, precision %s",
+        info.get("backend", name),
+        info.get("provider", info.get("device", "?")),
+        info.get("precision", precision),
+    )
+    return backend, info
+
+
+@dataclass
+class RuntimeSession:
+    config: RuntimeConfig
+    bundle: Bundle
+    backend: Any
+    backend_info: dict[str, Any]
+    source: Any
+    publisher: Any
+    postprocessor: Postprocessor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pipeline(self, *, max_frames: int | None = None, duration_s: float | None = None, recorder: LatencyRecorder | None = None, on_frame: Callable[[int], None] | None = None) -> Pipeline:
+        return Pipeline(
+            self.source,
+            self.backend,
+            self.postprocessor,
+            self.publisher,
+            make_preprocessor(self.bundle, self.config.preprocess.roi_obj()),
+            self.config.pipeline,
+            max_frames=max_frames,
+            duration_s=duration_s,
+            recorder=recorder,
+            on_frame=on_frame,
+        )
+
+
+@contextlib.contextmanager
+def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[str, Any] | None = None) -> Iterator[RuntimeSession]:
+    """Everything a pipeline needs, opened; closed in reverse order on exit. A pre-loaded
+    `backend` (the bench reuses one across model-only and end-to-end runs) is not closed here."""
+    if cfg.bundle.path is None:
+        raise ConfigError("no bundle given (--bundle or bundle.path)")
+    if not cfg.source.uri:
+        raise ConfigError("no frame source given (--source or source.uri)")
+    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify)
+    with contextlib.ExitStack() as stack:
+        if backend is None:
+            backend, backend_info = load_backend(bundle, cfg.backend.name, cfg.backend.precision, **cfg.backend.options())
+            stack.callback(backend.close)
+        info = dict(backend_info or backend.describe())
+        post = Postprocessor(bundle, info, threshold=cfg.threshold, heatmaps=cfg.heatmaps, roi=cfg.preprocess.roi_obj())
+        from edge_runtime.publish import open_publisher
+        from edge_runtime.sources import open_source
+
+        publisher = open_publisher(cfg.publish.uri, cfg.publish.options)
+        stack.callback(publisher.close)
+        source = open_source(cfg.source.uri, cfg.source.options)
+        source.open()
+        stack.callback(source.close)
+        log.info("source %s -> %s, threshold %.4f (%s)", cfg.source.uri, cfg.publish.uri, post.threshold, post.threshold_source)
+        yield RuntimeSession(cfg, bundle, backend, info, source, publisher, post)
+
+
+@contextlib.contextmanager
+def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
+    """SIGINT/SIGTERM -> pipeline.stop() (drain, flush, exit 0). Only the main thread may
+    install handlers; elsewhere this does nothing and the embedding program decides."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if pipeline.stopping:
+            log.warning("%s again: still draining, please wait", name)
+            return
+        log.info("%s: stopping capture, draining queues, flushing publisher", name)
+        pipeline.stop(name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_pipeline(session: RuntimeSession, **kwargs: Any) -> PipelineResult:
+    pipeline = session.pipeline(**kwargs)
+    with stop_on_signals(pipeline):
+        return pipeline.run()
