@@ -1,0 +1,70 @@
+"""Merging LoRA into CLIP keeps the scores; the merged folder round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from edge_runtime.errors import DataError  # noqa: E402
+from tests.plugins.models import build_tiny_model  # noqa: E402
+from train.merged import HEAD_FILE, MODEL_JSON, load_merged, save_merged  # noqa: E402
+
+
+def _images(n=4, seed=3):
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_merged_scores_equal_adapter_scores(tiny_clip_dir, tmp_path):
+    model, loaded = build_tiny_model(tiny_clip_dir, seed=5)
+    assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if ".lora_B." in n)
+    x = _images()
+    with torch.no_grad():
+        ref = model.predict(x)
+    info = save_merged(model, tmp_path / "m", clip_source=str(tiny_clip_dir), mean=loaded.mean, std=loaded.std,
+                       name="run1")
+    merged, info2 = load_merged(tmp_path / "m")
+    assert info2 == info
+    assert not any(".lora_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        out = merged.predict(x)
+    assert (out.score - ref.score).abs().max() <= 1e-5
+    assert (out.anomaly_map - ref.anomaly_map).abs().max() <= 1e-5
+
+
+def test_merged_info_roundtrip_and_defaults(merged_tiny_dir):
+    model, info = load_merged(merged_tiny_dir)
+    assert not model.training
+    assert info.threshold == 0.5 and info.threshold_method == "default: no eval run"
+    assert info.image_size == (64, 64) and info.grid == (8, 8) and info.feature_layers == (1, 2, 3, 4)
+    assert info.model_id.startswith("tiny-test-") and len(info.model_id) == len("tiny-test-") + 8
+    assert info.prompts == ("a photo of a flawless object", "a photo of a damaged object")
+    assert (merged_tiny_dir / "model.safetensors").is_file() and (merged_tiny_dir / HEAD_FILE).is_file()
+    assert not list(merged_tiny_dir.glob("*.bin")) and not list(merged_tiny_dir.glob("*.pt"))
+    emb = model.text_embeddings()
+    assert emb.shape == (2, info.embed_dim)
+
+
+def test_model_id_depends_on_weights(tiny_clip_dir, tmp_path):
+    ids = []
+    for seed in (1, 2):
+        model, loaded = build_tiny_model(tiny_clip_dir, seed=seed)
+        ids.append(save_merged(model, tmp_path / str(seed), clip_source="x", mean=loaded.mean, std=loaded.std).model_id)
+    assert ids[0] != ids[1]
+
+
+def test_load_merged_rejects_non_merged_and_newer_format(tiny_clip_dir, merged_tiny_dir, tmp_path):
+    with pytest.raises(DataError, match=MODEL_JSON):
+        load_merged(tiny_clip_dir)
+    import shutil
+
+    copy = tmp_path / "newer"
+    shutil.copytree(merged_tiny_dir, copy)
+    doc = json.loads((copy / MODEL_JSON).read_text())
+    doc["format_version"] = 99
+    (copy / MODEL_JSON).write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="newer"):
+        load_merged(copy)

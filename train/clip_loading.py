@@ -1,0 +1,90 @@
+"""Load a Hugging Face CLIP (local folder or hub id) with its tokenizer and preprocessing numbers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ConfigError, DataError
+
+from train.clip_presets import CLIP_MEAN, CLIP_STD
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedClip:
+    model: Any  # transformers.CLIPModel, eval mode, FP32, eager attention (plain MatMul/Softmax for ONNX)
+    tokenizer: Any
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __iter__(self):  # unpacks as (model, tokenizer, image_size, mean, std)
+        return iter((self.model, self.tokenizer, self.image_size, self.mean, self.std))
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1 or Path(source).exists()
+
+
+def _mean_std(folder: Path | None) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    if folder is None or not (folder / "preprocessor_config.json").is_file():
+        return CLIP_MEAN, CLIP_STD
+    path = folder / "preprocessor_config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        mean = tuple(float(v) for v in cfg.get("image_mean", CLIP_MEAN))
+        std = tuple(float(v) for v in cfg.get("image_std", CLIP_STD))
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if len(mean) != 3 or len(std) != 3:
+        raise DataError(f"{path}: image_mean/image_std must have 3 values")
+    return mean, std  # type: ignore[return-value]
+
+
+def load_clip(source: str | Path, local_only: bool = False) -> LoadedClip:
+    """(CLIPModel, tokenizer, image_size (h, w), mean, std) from a local folder or a hub id.
+
+    A missing folder is a DataError; a hub id that cannot be fetched (offline, typo, gated)
+    is a ConfigError. Weights are read from safetensors only (never a pickle).
+    """
+    from transformers import AutoTokenizer, CLIPModel
+
+    text = str(source)
+    folder: Path | None = None
+    if isinstance(source, Path) or _looks_like_path(text):
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"CLIP folder not found: {folder}")
+        if not (folder / "config.json").is_file():
+            raise DataError(f"not a Hugging Face CLIP folder (no config.json): {folder}")
+    where = str(folder) if folder else text
+    try:
+        model = CLIPModel.from_pretrained(
+            where, use_safetensors=True, attn_implementation="eager", local_files_only=local_only or folder is not None
+        )
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only or folder is not None)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err = DataError if folder else ConfigError
+        raise err(f"cannot load CLIP '{where}': {first}") from None
+    if folder is None:
+        # a hub snapshot: read its preprocessor_config from the local cache
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(text, allow_patterns=["preprocessor_config.json"], local_files_only=True))
+        except Exception:  # noqa: BLE001 - no preprocessor config cached: CLIP's published numbers
+            folder = None
+    mean, std = _mean_std(folder)
+    size = model.config.vision_config.image_size
+    model.eval()
+    if getattr(model.config, "clipinspect_random_test_model", None):
+        log.warning("CLIP %s is a RANDOM test model (made by make-tiny-clip), not a trained CLIP", where)
+    log.info("loaded CLIP %s: %d px, patch %d, %.1fM parameters", where, size,
+             model.config.vision_config.patch_size, sum(p.numel() for p in model.parameters()) / 1e6)
+    return LoadedClip(model, tokenizer, (int(size), int(size)), mean, std)

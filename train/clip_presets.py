@@ -1,0 +1,150 @@
+"""Random-init CLIP folders in Hugging Face format, for tests and benchmarks without downloads.
+
+`make_clip_folder` writes what `CLIPModel.from_pretrained` and `AutoTokenizer.from_pretrained`
+read: config.json + model.safetensors, a word-level tokenizer (tokenizer.json) whose small
+vocabulary covers the prompt, object and defect words, and preprocessor_config.json with
+CLIP's mean/std. The weights are RANDOM: the folder is marked as a test model in its config
+(`clipinspect_random_test_model`) and README so nobody mistakes it for a trained CLIP.
+
+Archs: "tiny" (64 px, patch 8, width 64, 4 layers per tower: trains in seconds on a CPU),
+"vit-b-16" (the openai/clip-vit-base-patch16 shapes, 224 px) and "vit-l-14-336" (the
+openai/clip-vit-large-patch14-336 shapes) for export/latency benchmarks with real sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ConfigError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
+# eos id must not be 2: transformers' CLIPTextModel treats eos_token_id == 2 as the legacy
+# "argmax of ids" pooling. Padding uses EOS as the original CLIP tokenizer does.
+SPECIAL = (BOS, EOS, UNK)
+
+# Prompt templates, object/category names (MVTec AD, VisA, Kolektor) and defect words.
+_WORDS = """
+a an the photo of picture image close up view cropped object flawless perfect normal good
+unblemished damaged broken defective anomalous abnormal faulty flawed with without and
+bottle cable capsule carpet grid hazelnut leather metal nut pill screw tile toothbrush
+transistor wood zipper candle capsules cashew chewinggum chewing gum fryum macaroni1
+macaroni2 pcb1 pcb2 pcb3 pcb4 pipe_fryum commutator surface part product item
+crack cracked scratch scratched hole holes cut contamination contaminated stain color
+fold bent large small missing misplaced swapped poke print glue squeeze fabric liquid rough
+combined faulty_imprint pill_type manipulated_front scratch_head scratch_neck thread_side
+thread_top broken_large broken_small broken_teeth fabric_border fabric_interior split_teeth
+squeezed_teeth cable_swap cut_inner_insulation cut_outer_insulation missing_cable missing_wire
+poke_insulation bent_lead cut_lead damaged_case misplaced gray_stroke oil glue_strip
+metal_contamination dent spot chip burnt melt bubble
+""".split()
+
+_ARCHS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                     max_position_embeddings=32),
+        "vision": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                       image_size=64, patch_size=8),
+        "projection_dim": 32,
+    },
+    # openai/clip-vit-base-patch16
+    "vit-b-16": {
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                     max_position_embeddings=77),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=224, patch_size=16),
+        "projection_dim": 512,
+    },
+    # openai/clip-vit-large-patch14-336
+    "vit-l-14-336": {
+        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                     max_position_embeddings=77),
+        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=336, patch_size=14),
+        "projection_dim": 768,
+    },
+}
+
+ARCHS = tuple(_ARCHS)
+README = """# RANDOM TEST MODEL: not a trained CLIP
+
+Written by `clipinspect make-tiny-clip` (arch `{arch}`, seed {seed}). The weights are random and
+the tokenizer is a small word-level vocabulary, so this model detects nothing useful until it is
+trained, and even then only on the data it saw. It exists so the pipeline (train, merge, export,
+calibrate, run) can be tested offline. For real use pass a real CLIP, e.g.
+`--clip openai/clip-vit-base-patch16`.
+"""
+
+
+def vocabulary() -> list[str]:
+    """Token list: specials first (ids 0..2), then the words, in a stable order."""
+    seen: dict[str, None] = {}
+    for w in _WORDS:
+        seen.setdefault(w.lower(), None)
+    return [*SPECIAL, *seen]
+
+
+def make_tokenizer(max_length: int):
+    """A word-level fast tokenizer that lower-cases, splits on whitespace/punctuation and wraps
+    each text in BOS ... EOS, like CLIP's."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=EOS,
+        model_max_length=max_length,
+    )
+
+
+def clip_config(arch: str = "tiny"):
+    from transformers import CLIPConfig
+
+    if arch not in _ARCHS:
+        raise ConfigError(f"unknown CLIP arch '{arch}' (known: {', '.join(ARCHS)})")
+    spec = _ARCHS[arch]
+    ids = {tok: i for i, tok in enumerate(SPECIAL)}
+    text = dict(spec["text"], vocab_size=len(vocabulary()) if arch == "tiny" else 49408,
+                bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[EOS],
+                projection_dim=spec["projection_dim"])
+    vision = dict(spec["vision"], projection_dim=spec["projection_dim"])
+    # every openai CLIP uses quick_gelu (CLIPConfig's default too; stated for clarity)
+    text["hidden_act"] = vision["hidden_act"] = "quick_gelu"
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=spec["projection_dim"])
+
+
+def make_clip_folder(out_dir: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
+    """Write a random-init CLIP of `arch` to `out_dir` (created) and return the folder."""
+    import torch
+    from transformers import CLIPModel
+
+    config = clip_config(arch)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    model.config.clipinspect_random_test_model = {"arch": arch, "seed": seed}
+    model.save_pretrained(out, safe_serialization=True)
+    make_tokenizer(config.text_config.max_position_embeddings).save_pretrained(out)
+    size = config.vision_config.image_size
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True, "size": {"shortest_edge": size},
+        "do_center_crop": True, "crop_size": {"height": size, "width": size},
+        "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD),
+        "do_convert_rgb": True, "resample": 3,
+    }
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(README.format(arch=arch, seed=seed), encoding="utf-8")
+    return out

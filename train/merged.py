@@ -1,0 +1,166 @@
+"""A merged model folder: LoRA folded into the CLIP weights (PEFT merge_and_unload).
+
+Layout: a plain Hugging Face CLIP folder (config.json, model.safetensors, tokenizer files,
+preprocessor_config.json) + `anomaly_head.safetensors` (context tokens, adapters,
+temperature) + `clipinspect_model.json` (prompts, threshold, preprocessing, provenance).
+Export reads it with `load_merged`; it needs neither PEFT nor the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.config import from_mapping
+from edge_runtime.errors import ConfigError, DataError
+
+from train.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_JSON = "clipinspect_model.json"
+HEAD_FILE = "anomaly_head.safetensors"
+FORMAT = "clipinspect.merged"
+FORMAT_VERSION = 1
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD_METHOD = "default: no eval run"
+
+
+@dataclass(frozen=True)
+class MergedInfo:
+    clip_source: str
+    model_id: str
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    prompts: tuple[str, str]
+    threshold: float
+    threshold_method: str
+    feature_layers: tuple[int, ...]
+    n_ctx: int = 0
+    adapter: bool = False
+    learn_temperature: bool = True
+    embed_dim: int = 0
+    patch_size: int = 0
+    grid: tuple[int, int] = (0, 0)
+    source_run: str = ""
+    epoch: int | None = None
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(prompts=self.prompts, n_ctx=self.n_ctx, feature_layers=self.feature_layers,
+                           adapter=self.adapter, learn_temperature=self.learn_temperature)
+
+
+def _short_hash(*files: Path) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:8]
+
+
+def save_merged(
+    model: Any,
+    out_dir: str | Path,
+    *,
+    clip_source: str,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    name: str = "model",
+    threshold: float | None = None,
+    threshold_method: str | None = None,
+    source_run: str = "",
+    epoch: int | None = None,
+) -> MergedInfo:
+    """Merge LoRA into `model.clip` IN PLACE (the model keeps working, without adapters) and
+    write the merged folder. `model_id` is `<name>-<8 hex of the weights' sha256>`."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model.peft_model is not None:
+        model.clip = model.peft_model.merge_and_unload()
+        object.__setattr__(model, "peft_model", None)
+    model.clip.save_pretrained(out, safe_serialization=True)
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(out)
+    size = model.image_size
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size[0]},
+        "do_center_crop": True, "crop_size": {"height": size[0], "width": size[1]}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std),
+        "do_convert_rgb": True, "resample": 3,
+    }, indent=2) + "\n", encoding="utf-8")
+    save_file(model.head_state(), str(out / HEAD_FILE), metadata={"format": FORMAT})
+    weights = sorted(out.glob("*.safetensors"))
+    cfg = model.config
+    info = MergedInfo(
+        clip_source=str(clip_source),
+        model_id=f"{name}-{_short_hash(*weights)}",
+        image_size=(int(size[0]), int(size[1])),
+        mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in std),  # type: ignore[arg-type]
+        prompts=tuple(cfg.prompts),  # type: ignore[arg-type]
+        threshold=float(DEFAULT_THRESHOLD if threshold is None else threshold),
+        threshold_method=threshold_method or DEFAULT_THRESHOLD_METHOD,
+        feature_layers=tuple(model.feature_layers),
+        n_ctx=cfg.n_ctx,
+        adapter=cfg.adapter,
+        learn_temperature=cfg.learn_temperature,
+        embed_dim=model.embed_dim,
+        patch_size=model.patch_size,
+        grid=tuple(model.grid),  # type: ignore[arg-type]
+        source_run=str(source_run),
+        epoch=epoch,
+    )
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}
+    (out / MODEL_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    log.info("merged model %s written to %s (threshold %.4f: %s)", info.model_id, out, info.threshold,
+             info.threshold_method)
+    return info
+
+
+def read_merged_info(path: str | Path) -> MergedInfo:
+    p = Path(path) / MODEL_JSON
+    if not p.is_file():
+        raise DataError(f"not a merged clipinspect model (no {MODEL_JSON}): {Path(path)}")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {p}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DataError(f"{p}: not a {FORMAT} file")
+    version = doc.pop("format_version", None)
+    doc.pop("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(f"{p}: format_version {version!r} is newer than this clipinspect reads ({FORMAT_VERSION})")
+    try:
+        return from_mapping(MergedInfo, doc, where=MODEL_JSON)
+    except ConfigError as exc:
+        raise DataError(f"{p}: {exc}") from None
+
+
+def load_merged(path: str | Path, device: str = "cpu") -> tuple[Any, MergedInfo]:
+    """(AnomalyCLIP in eval mode, MergedInfo) from a merged folder."""
+    from safetensors.torch import load_file
+
+    from train.clip_loading import load_clip
+    from train.model import AnomalyCLIP
+
+    folder = Path(path)
+    info = read_merged_info(folder)
+    head = folder / HEAD_FILE
+    if not head.is_file():
+        raise DataError(f"merged model is missing {HEAD_FILE}: {folder}")
+    clip, tokenizer, size, _mean, _std = load_clip(folder)
+    model = AnomalyCLIP(clip, tokenizer, info.model_config(), tuple(info.image_size))
+    missing, unexpected = model.head.load_state_dict(load_file(str(head)), strict=False)
+    if missing or unexpected:
+        raise DataError(f"{head}: head parameters do not match {MODEL_JSON} "
+                        f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    return model.to(device).eval(), info
