@@ -1,0 +1,54 @@
+"""`clipinspect verify-bundle`: torch reference vs ONNX Runtime CPU on real image files."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_runtime.cli import Command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder")
+    p.add_argument("--images", required=True, help="folder of image files (searched recursively; *_mask files skipped)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="which ONNX model of the bundle to check (default fp32)")
+    p.add_argument("--atol", type=float, default=None, help="tolerance on |Δscore| and |Δmap| (default: fp32 1e-4, fp16 1e-2, int8 5e-2)")
+    p.add_argument("--max-images", type=int, default=16, help="check at most N images, evenly spaced (default 16; 0 = all)")
+    p.add_argument("--merged", default=None, help="merged model folder for the torch reference (default: the one in the manifest)")
+    p.add_argument("--table", action="store_true", help="print one line per image")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime.deps import require
+    from edge_runtime.errors import CheckFailed, ConfigError
+
+    require("torch", extra="train", purpose="the torch reference of verify-bundle")
+    from edge_runtime.bundle import load_bundle
+    from export.parity import OrtCpuRunner, default_atol, list_images, run_parity
+    from export.torch_backend import TorchBackend
+
+    atol = default_atol(args.precision) if args.atol is None else args.atol
+    if atol < 0:
+        raise ConfigError(f"--atol must be >= 0, got {atol}")
+    bundle = load_bundle(args.bundle)  # sha256 of every file checked here
+    images = list_images(args.images, args.max_images)
+    reference = TorchBackend(merged=args.merged)
+    reference.load(bundle, "fp32")
+    candidate = OrtCpuRunner()
+    candidate.load(bundle, args.precision)
+    report = run_parity(bundle, reference, candidate, images, atol)
+    if args.table:
+        print(report.table())
+    print(f"bundle {bundle.root} ({bundle.manifest.model_id}, manifest {bundle.manifest_sha256[:12]})")
+    print(f"max |Δscore| {report.max_score_diff:.3e}")
+    print(f"max |Δmap|   {report.max_map_diff:.3e}")
+    print(f"verdicts agree at threshold {report.threshold:.6g}: {report.verdicts_agree}/{len(report.rows)}")
+    print(report.summary())
+    if not report.ok:
+        raise CheckFailed(
+            f"{report.candidate} differs from {report.reference} beyond atol {atol:g} "
+            f"(max |Δscore| {report.max_score_diff:.3e}, max |Δmap| {report.max_map_diff:.3e})"
+        )
+    return 0
+
+
+COMMAND = Command(help="check a bundle's ONNX model against the torch reference on real images", add_arguments=add_arguments, run=run)

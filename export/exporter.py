@@ -1,0 +1,100 @@
+"""The one export entry: merged model folder -> bundle folder (ONNX + text embeddings + manifest)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_runtime.bundle import Bundle, PreprocessSpec, Threshold
+from edge_runtime.errors import ConfigError, DataError
+from export.bundle_writer import BundleWriter, make_manifest
+from export.onnx_export import ExportOptions, export_onnx, input_layout
+from export.text_embeddings import compute_text_embeddings, save_text_embeddings
+from export.torch_backend import MERGED_KEY
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+EMBEDDINGS_FILE = "text_embeddings.npy"
+
+
+@dataclass(frozen=True)
+class ThresholdOverride:
+    value: float
+    method: str
+
+
+def export_bundle(
+    merged_dir: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions = ExportOptions(),
+    *,
+    overwrite: bool = False,
+    threshold: ThresholdOverride | None = None,
+    resize: str = "area",
+) -> Bundle:
+    """Load the merged model, export it, write the bundle atomically and return it (loaded
+    back through edge_runtime.bundle.load_bundle, hashes checked)."""
+    merged_dir = Path(merged_dir).absolute()
+    if not merged_dir.is_dir():
+        raise DataError(f"merged model folder not found: {merged_dir}")
+    import torch
+
+    from train.merged import load_merged
+
+    model, info = load_merged(merged_dir)
+    model = model.to("cpu", torch.float32).eval()
+    thr = _threshold(info, threshold, merged_dir)
+    text = compute_text_embeddings(model)
+    image_size = (int(info.image_size[0]), int(info.image_size[1]))
+    preprocess = PreprocessSpec(
+        image_size=image_size,
+        color_order="RGB",
+        mean=tuple(float(v) for v in info.mean),
+        std=tuple(float(v) for v in info.std),
+        input_layout=input_layout(options),  # type: ignore[arg-type]
+        resize=resize,  # type: ignore[arg-type]
+    )
+    with BundleWriter(out_dir, overwrite=overwrite) as writer:
+        result = export_onnx(
+            model, writer.path(MODEL_FILE), image_size=image_size, mean=preprocess.mean, std=preprocess.std, text_embeddings=text, options=options
+        )
+        save_text_embeddings(writer.path(EMBEDDINGS_FILE), text)
+        manifest = make_manifest(
+            model_id=str(info.model_id),
+            clip_source=str(info.clip_source),
+            preprocess=preprocess,
+            inputs=result.inputs,
+            outputs=result.outputs,
+            threshold=thr,
+            prompts=info.prompts,
+            baked_text=options.bake_text,
+            opset=options.opset,
+            model_file=MODEL_FILE,
+            embeddings_file=EMBEDDINGS_FILE,
+            extra={
+                MERGED_KEY: str(merged_dir),
+                "feature_layers": [int(v) for v in (getattr(info, "feature_layers", None) or ())],
+                "map_size": list(result.map_size),
+                "export": {
+                    "exporter": "torch.onnx.export(dynamo=False) + onnxscript optimizer" if options.optimize else "torch.onnx.export(dynamo=False)",
+                    "dynamic_batch": options.dynamic_batch,
+                    "float_input": options.float_input,
+                    "bake_text": options.bake_text,
+                    "nodes": result.nodes,
+                    "self_check_max_diff": result.self_check_max_diff,
+                },
+            },
+        )
+        return writer.commit(manifest)
+
+
+def _threshold(info: object, override: ThresholdOverride | None, merged_dir: Path) -> Threshold:
+    if override is not None:
+        return Threshold(float(override.value), override.method, source="export --threshold")
+    value = getattr(info, "threshold", None)
+    if value is None:
+        raise ConfigError(f"merged model {merged_dir} carries no threshold (run 'clipinspect eval' before merging, or pass --threshold)")
+    method = str(getattr(info, "threshold_method", "") or "unknown")
+    return Threshold(float(value), method, source=str(merged_dir))

@@ -1,0 +1,287 @@
+"""Exporting the merged model (vision tower + anomaly head) as ONE ONNX graph.
+
+The graph carries its own pre-processing (uint8 NHWC RGB -> /255 -> mean/std -> NCHW), as
+anomalib's export does, so the device feeds camera pixels and gets the trained score:
+inputs  `image` uint8 [N,H,W,3] (or float32 [N,3,H,W] already normalised with float_input)
+        `text_embeddings` float32 [2,D] (absent when baked into the graph)
+outputs `score` float32 [N], `anomaly_map` float32 [N,h,w] (patch grid, P(abnormal)).
+
+Exporter: torch's TorchScript-based exporter (`dynamo=False`). It traces the exact eager
+forward and handles HF CLIP predictably; the graph is then cleaned by onnxscript's optimizer
+(constant folding, dead-code removal, all standard ONNX ops) and checked: onnx.checker, strict
+shape inference, the I/O contract, and ORT-vs-torch on a random image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from edge_runtime.bundle import TensorSpec
+from edge_runtime.errors import BundleError, CheckFailed, ConfigError
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 17
+IMAGE = "image"
+TEXT = "text_embeddings"
+SCORE = "score"
+MAP = "anomaly_map"
+BATCH = "batch"
+SELF_CHECK_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = 17
+    dynamic_batch: bool = False
+    float_input: bool = False
+    bake_text: bool = False
+    optimize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.opset < MIN_OPSET:
+            raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {self.opset}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    map_size: tuple[int, int]
+    nodes: int
+    self_check_max_diff: float
+
+
+def input_layout(options: ExportOptions) -> str:
+    return "NCHW_float32" if options.float_input else "NHWC_uint8"
+
+
+def tensor_specs(
+    image_size: tuple[int, int], embed_dim: int, map_size: tuple[int, int], options: ExportOptions
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The I/O contract the exported graph must satisfy (and the manifest states)."""
+    n: int | str = BATCH if options.dynamic_batch else 1
+    h, w = image_size
+    if options.float_input:
+        image = TensorSpec(IMAGE, (n, 3, h, w), "float32", "RGB image, NCHW, already normalised: (x/255 - mean)/std")
+    else:
+        image = TensorSpec(IMAGE, (n, h, w, 3), "uint8", "RGB image, NHWC, 0-255; /255 and mean/std normalisation happen inside the graph")
+    inputs = (image,)
+    if not options.bake_text:
+        inputs += (TensorSpec(TEXT, (2, embed_dim), "float32", "L2-normalised text embeddings: row 0 normal prompt, row 1 abnormal prompt"),)
+    outputs = (
+        TensorSpec(SCORE, (n,), "float32", "image anomaly score in [0,1], higher = more anomalous; NG when score >= threshold"),
+        TensorSpec(MAP, (n, *map_size), "float32", "per-patch probability of 'abnormal' on the patch grid; upsample to the image for a heatmap"),
+    )
+    return inputs, outputs
+
+
+def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], float_input: bool, baked: np.ndarray | None):
+    import torch
+    from torch import nn
+
+    class ExportGraph(nn.Module):
+        """Pre-processing + model in one module, so it all lands in the one graph."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.float_input = float_input
+            # Same arithmetic order as edge_runtime.preprocess.normalize (x * (1/255) - mean) / std,
+            # so the in-graph step and the numpy reference agree to float rounding.
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+            self.baked = baked is not None
+            if baked is not None:
+                self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(baked, np.float32)), persistent=False)
+
+        def forward(self, image: torch.Tensor, text_embeddings: torch.Tensor | None = None):
+            if self.float_input:
+                x = image
+            else:
+                x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
+                x = (x - self.mean) / self.std
+            text = self.text if self.baked else text_embeddings
+            out = self.model(x, text)
+            return out.score, out.anomaly_map
+
+    return ExportGraph().eval()
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Export with HF's 'eager' attention (plain MatMul/Softmax, which every ONNX consumer
+    incl. TensorRT parses); restore the model's own choice afterwards."""
+    from transformers import PreTrainedModel
+
+    changed = []
+    for m in model.modules():
+        if isinstance(m, PreTrainedModel):
+            before = getattr(m.config, "_attn_implementation", None)
+            if before != "eager":
+                m.set_attn_implementation("eager")
+                changed.append((m, before))
+    try:
+        yield
+    finally:
+        for m, before in changed:
+            if before is not None:
+                m.set_attn_implementation(before)
+
+
+def export_onnx(
+    model: Any,
+    out_path: str | Path,
+    *,
+    image_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    text_embeddings: np.ndarray,
+    options: ExportOptions = ExportOptions(),
+) -> ExportResult:
+    """Export `model` (an eval-mode AnomalyCLIP: forward(pixel_values, text_embeddings) ->
+    .score [N], .anomaly_map [N,h,w]) with pre-processing to `out_path` and check it."""
+    import onnx
+    import torch
+
+    out_path = Path(out_path)
+    h, w = (int(image_size[0]), int(image_size[1]))
+    was_training = model.training
+    model.eval()
+    wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None)
+    text_t = torch.from_numpy(np.ascontiguousarray(text_embeddings, np.float32))
+    rng = np.random.default_rng(0)
+    example_u8 = rng.integers(0, 256, size=(1, h, w, 3), dtype=np.uint8)
+    example = _graph_input(example_u8, mean, std, options.float_input)
+    args: tuple = (torch.from_numpy(example),) if options.bake_text else (torch.from_numpy(example), text_t)
+    input_names = [IMAGE] if options.bake_text else [IMAGE, TEXT]
+    dynamic_axes = {IMAGE: {0: BATCH}, SCORE: {0: BATCH}, MAP: {0: BATCH}} if options.dynamic_batch else None
+
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), eager_attention(model), warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo and warns about
+            # trace-time Python bools in HF code; both are expected here.
+            warnings.simplefilter("ignore")
+            ref_score, ref_map = (t.numpy() for t in wrapper(*args))
+            torch.onnx.export(
+                wrapper,
+                args,
+                buf,
+                dynamo=False,
+                opset_version=options.opset,
+                input_names=input_names,
+                output_names=[SCORE, MAP],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buf.getvalue())
+    if options.optimize:
+        proto = _optimize(proto)
+    if ref_map.ndim != 3:
+        raise BundleError(f"model's anomaly_map must be [N,h,w], got shape {list(ref_map.shape)}")
+    map_size = (int(ref_map.shape[1]), int(ref_map.shape[2]))
+    inputs, outputs = tensor_specs((h, w), int(text_embeddings.shape[1]), map_size, options)
+    check_graph(proto, inputs, outputs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(out_path))
+    diff = _self_check(out_path, example, None if options.bake_text else text_embeddings, ref_score, ref_map)
+    log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
+    return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff)
+
+
+def _graph_input(batch_u8: np.ndarray, mean: Sequence[float], std: Sequence[float], float_input: bool) -> np.ndarray:
+    if not float_input:
+        return batch_u8
+    from edge_runtime.preprocess import normalize
+
+    return normalize(batch_u8, mean, std)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """The optimizer logs every rewrite at INFO; keep the user's INFO log readable."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(logging.WARNING, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _optimize(proto: Any) -> Any:
+    import onnxscript.optimizer
+
+    before = len(proto.graph.node)
+    with _quiet("onnxscript", "onnx_ir"):
+        optimized = onnxscript.optimizer.optimize(proto)
+    log.debug("onnxscript optimizer: %d -> %d nodes", before, len(optimized.graph.node))
+    return optimized
+
+
+_ONNX_DTYPES = {"uint8": 2, "float32": 1, "float16": 10, "int8": 3}
+
+
+def graph_io(proto: Any) -> tuple[dict[str, tuple[str, tuple]], dict[str, tuple[str, tuple]]]:
+    """{name: (dtype, shape)} for the graph's real inputs and outputs (a str dim is symbolic)."""
+    rev = {v: k for k, v in _ONNX_DTYPES.items()}
+    inits = {i.name for i in proto.graph.initializer}
+
+    def one(v: Any) -> tuple[str, tuple]:
+        tt = v.type.tensor_type
+        dims = tuple(d.dim_param if d.dim_param else d.dim_value for d in tt.shape.dim)
+        return rev.get(tt.elem_type, f"onnx-type-{tt.elem_type}"), dims
+
+    ins = {v.name: one(v) for v in proto.graph.input if v.name not in inits}
+    outs = {v.name: one(v) for v in proto.graph.output}
+    return ins, outs
+
+
+def check_graph(proto: Any, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+    """onnx.checker + strict shape inference + the I/O contract (names, dtypes, shapes)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise BundleError(f"exported graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+    ins, outs = graph_io(proto)
+    for kind, specs, got in (("input", inputs, ins), ("output", outputs, outs)):
+        want = {s.name: (s.dtype, tuple(s.shape)) for s in specs}
+        if list(want) != list(got):
+            raise BundleError(f"exported graph {kind}s are {list(got)}, the contract says {list(want)}")
+        for name, (dtype, shape) in want.items():
+            if got[name] != (dtype, shape):
+                raise BundleError(f"exported graph {kind} '{name}' is {got[name][0]} {list(got[name][1])}, the contract says {dtype} {list(shape)}")
+
+
+def _self_check(path: Path, example: np.ndarray, text: np.ndarray | None, ref_score: np.ndarray, ref_map: np.ndarray) -> float:
+    """Run the saved file in ORT on the export's example input; it must reproduce torch."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feeds = {IMAGE: example}
+    if text is not None:
+        feeds[TEXT] = np.ascontiguousarray(text, np.float32)
+    score, amap = sess.run([SCORE, MAP], feeds)
+    diff = float(max(np.abs(score - ref_score).max(), np.abs(amap - ref_map).max()))
+    if not diff <= SELF_CHECK_ATOL:  # also catches NaN
+        raise CheckFailed(f"exported {path} disagrees with torch on the export example (max diff {diff:.3g} > {SELF_CHECK_ATOL})")
+    return diff

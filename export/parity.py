@@ -1,0 +1,209 @@
+"""Parity: does the exported graph compute what the merged model computes, on real images?
+
+Both sides read the same image files through the device's own code
+(edge_runtime.imageio.read_rgb + preprocess.prepare), then the reference (torch, merged
+model) and the candidate (ONNX Runtime CPU on the bundle's ONNX file) run on identical
+inputs. We report the largest score and map differences and whether the OK/NG verdicts
+at the bundle threshold agree. Tolerances follow DESIGN §5: FP32 1e-4, FP16 1e-2.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edge_runtime.backends.base import Backend, Outputs
+from edge_runtime.bundle import Bundle, PreprocessSpec
+from edge_runtime.errors import BackendUnavailable, CheckFailed, DataError
+from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.preprocess import normalize, prepare
+from edge_runtime.verdict import decide
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+
+
+def default_atol(precision: str) -> float:
+    return DEFAULT_ATOL.get(precision, 1e-2)
+
+
+def list_images(folder: str | Path, max_images: int | None = None) -> list[Path]:
+    """Image files under `folder` (recursive, sorted), masks skipped; if there are more than
+    `max_images`, an evenly spaced subset so good and defective folders are both sampled."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    # MVTec/Kolektor masks are '<name>_mask.png' under ground_truth/: not inputs.
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask") and "ground_truth" not in p.parts
+    )
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    if max_images is not None and 0 < max_images < len(files):
+        idx = np.linspace(0, len(files) - 1, max_images).round().astype(int)
+        files = [files[i] for i in sorted(set(idx.tolist()))]
+    return files
+
+
+def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
+    """An image file as the model-size uint8 HxWx3 the device would compute for it."""
+    return prepare(read_rgb(path), tuple(pre.image_size), color_order=pre.color_order, method=pre.resize)
+
+
+def to_model_input(batch_u8: np.ndarray, pre: PreprocessSpec) -> np.ndarray:
+    """uint8 NHWC batch -> what the bundle's `image` input wants."""
+    if pre.input_layout == "NCHW_float32":
+        return normalize(batch_u8, pre.mean, pre.std)
+    return np.ascontiguousarray(batch_u8)
+
+
+class OrtCpuRunner:
+    """ONNX Runtime on the CPU provider only: the reference runtime for parity checks."""
+
+    name = "ort-cpu"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self._sess: Any = None
+        self._text: np.ndarray | None = None
+        self._precision = ""
+        self._file = ""
+
+    def load(self, bundle: Bundle, precision: str = "fp32") -> None:
+        import onnxruntime as ort
+
+        path = bundle.model_path(precision)
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+        try:
+            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own untyped errors for unloadable models
+            raise BackendUnavailable(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+        names = {i.name for i in self._sess.get_inputs()}
+        self._text = bundle.text_embeddings() if "text_embeddings" in names else None
+        if "text_embeddings" in names and self._text is None:
+            raise BackendUnavailable(f"{path} wants text_embeddings but the bundle has none (baked manifest, unbaked graph)")
+        self._precision, self._file = precision, path.name
+
+    def infer(self, batch: np.ndarray) -> Outputs:
+        feeds = {"image": batch}
+        if self._text is not None:
+            feeds["text_embeddings"] = self._text
+        score, amap = self._sess.run(["score", "anomaly_map"], feeds)
+        return Outputs(score=score, anomaly_map=amap)
+
+    def describe(self) -> Mapping[str, Any]:
+        import onnxruntime as ort
+
+        return {
+            "backend": self.name,
+            "provider": "CPUExecutionProvider",
+            "precision": self._precision,
+            "file": self._file,
+            "versions": {"onnxruntime": ort.__version__},
+        }
+
+    def close(self) -> None:
+        self._sess = None
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    image: str
+    ref_score: float
+    cand_score: float
+    map_diff: float  # max |Δ| over the patch grid
+
+    @property
+    def score_diff(self) -> float:
+        d = abs(self.ref_score - self.cand_score)
+        return d if d == d else float("inf")  # NaN must fail the tolerance
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    rows: tuple[ParityRow, ...]
+    atol: float
+    threshold: float
+    reference: str
+    candidate: str
+
+    @property
+    def max_score_diff(self) -> float:
+        return max((r.score_diff for r in self.rows), default=0.0)
+
+    @property
+    def max_map_diff(self) -> float:
+        return max((r.map_diff for r in self.rows), default=0.0)
+
+    @property
+    def verdicts_agree(self) -> int:
+        return sum(decide(r.ref_score, self.threshold) == decide(r.cand_score, self.threshold) for r in self.rows)
+
+    @property
+    def ok(self) -> bool:
+        # `not x > atol` would pass NaN; compare so that NaN fails.
+        return bool(self.rows) and self.max_score_diff <= self.atol and self.max_map_diff <= self.atol
+
+    def table(self) -> str:
+        lines = [f"{'image':<48} {'ref score':>10} {'cand score':>10} {'|Δscore|':>10} {'max|Δmap|':>10}"]
+        for r in self.rows:
+            name = r.image if len(r.image) <= 48 else "…" + r.image[-47:]
+            lines.append(f"{name:<48} {r.ref_score:>10.6f} {r.cand_score:>10.6f} {r.score_diff:>10.2e} {r.map_diff:>10.2e}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        return (
+            f"{self.candidate} vs {self.reference} on {len(self.rows)} images: "
+            f"max |Δscore| {self.max_score_diff:.3e}, max |Δmap| {self.max_map_diff:.3e} (atol {self.atol:g}); "
+            f"verdicts agree at threshold {self.threshold:.6g}: {self.verdicts_agree}/{len(self.rows)} -> "
+            + ("PASS" if self.ok else "FAIL")
+        )
+
+
+def compare_outputs(ref: Outputs, cand: Outputs, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image |Δscore| and max |Δmap|; shapes must agree exactly."""
+    if ref.score.shape != cand.score.shape or ref.anomaly_map.shape != cand.anomaly_map.shape:
+        raise CheckFailed(
+            f"{where}: output shapes differ: score {list(ref.score.shape)} vs {list(cand.score.shape)}, "
+            f"anomaly_map {list(ref.anomaly_map.shape)} vs {list(cand.anomaly_map.shape)}"
+        )
+    ds = np.abs(ref.score.astype(np.float64) - cand.score.astype(np.float64))
+    dm = np.abs(ref.anomaly_map.astype(np.float64) - cand.anomaly_map.astype(np.float64)).reshape(len(ds), -1).max(axis=1)
+    # NaN anywhere must fail, not vanish in a max().
+    return np.where(np.isnan(ds), np.inf, ds), np.where(np.isnan(dm), np.inf, dm)
+
+
+def run_parity(
+    bundle: Bundle,
+    reference: Backend,
+    candidate: Backend,
+    images: Sequence[Path],
+    atol: float,
+    *,
+    progress: bool = True,
+) -> ParityReport:
+    """Run both loaded backends image by image (batch 1 fits every export) and compare."""
+    from tqdm import tqdm
+
+    pre = bundle.manifest.preprocess
+    rows = []
+    for path in tqdm(images, desc="parity", unit="img", disable=not progress, leave=False):
+        batch = to_model_input(load_image(path, pre)[None], pre)
+        ref, cand = reference.infer(batch), candidate.infer(batch)
+        _, dm = compare_outputs(ref, cand, str(path))
+        rows.append(ParityRow(str(path), float(ref.score[0]), float(cand.score[0]), float(dm[0])))
+    report = ParityReport(tuple(rows), float(atol), float(bundle.manifest.threshold.value), _label(reference), _label(candidate))
+    log.info(report.summary())
+    return report
+
+
+def _label(backend: Backend) -> str:
+    d = backend.describe()
+    return f"{d.get('backend', backend.name)}/{d.get('precision', '?')}"

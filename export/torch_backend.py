@@ -1,0 +1,139 @@
+"""The torch reference backend: the merged model itself, fed exactly like the device.
+
+It is the "training side" of every parity check: uint8 RGB -> edge_runtime.preprocess.normalize
+(the numpy reference of the in-graph step) -> AnomalyCLIP forward, with text embeddings
+computed from the merged text tower (not read from the bundle's .npy, so a wrong .npy shows
+up as a parity failure). Registered under the `clipinspect.backends` entry point as 'torch'.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edge_runtime.backends.base import Outputs
+from edge_runtime.bundle import Bundle, load_bundle
+from edge_runtime.deps import require
+from edge_runtime.errors import BackendUnavailable, BundleError, DataError
+
+log = logging.getLogger(__name__)
+
+MERGED_KEY = "merged_model"  # manifest.extra key written by the exporter
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, merged: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> None:
+        """`merged`: merged-model folder (default: the one named in the bundle manifest).
+        `device`: 'cpu' or 'cuda[:i]'; nothing is moved to another device behind your back."""
+        self.merged = Path(merged) if merged is not None else None
+        self.device_name = device
+        self.threads = threads
+        self._model: Any = None
+        self._text: Any = None
+        self._info: Any = None
+        self._precision = ""
+        self._layout = "NHWC_uint8"
+        self._mean: tuple[float, ...] = ()
+        self._std: tuple[float, ...] = ()
+        self._size: tuple[int, int] = (0, 0)
+
+    def load(self, bundle: Bundle | str | Path, precision: str = "fp32") -> None:
+        torch = require("torch", extra="train", purpose="the torch reference backend")
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        device = self._device(torch, precision)
+        merged = self._merged_path(bundle)
+        from train.merged import load_merged
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        model, info = load_merged(merged)
+        model = model.to(device=device, dtype=torch.float16 if precision == "fp16" else torch.float32).eval()
+        pre = bundle.manifest.preprocess
+        if tuple(info.image_size) != tuple(pre.image_size):
+            raise BundleError(f"merged model {merged} expects {tuple(info.image_size)} images but bundle {bundle.root} says {tuple(pre.image_size)}")
+        with torch.no_grad():
+            text = model.text_embeddings()
+        self._model, self._info, self._text = model, info, text
+        self._device_obj, self._precision = device, precision
+        self._layout, self._mean, self._std, self._size = pre.input_layout, tuple(pre.mean), tuple(pre.std), tuple(pre.image_size)
+        self._merged_loaded = merged
+        log.info("torch backend: %s on %s (%s)", merged, device, precision)
+
+    def _device(self, torch: Any, precision: str) -> Any:
+        dev = torch.device(self.device_name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(f"torch backend: device {self.device_name} requested but torch {torch.__version__} sees no CUDA GPU")
+        if dev.type not in ("cpu", "cuda"):
+            raise BackendUnavailable(f"torch backend: unsupported device {self.device_name!r} (use cpu or cuda)")
+        if precision == "fp32":
+            return dev
+        if precision == "fp16":
+            if dev.type != "cuda":
+                raise BackendUnavailable("torch backend: fp16 needs a CUDA device (pass device='cuda'); on CPU only fp32 runs")
+            return dev
+        raise BackendUnavailable(f"torch backend: precision {precision!r} is not supported (fp32 on CPU/CUDA, fp16 on CUDA)")
+
+    def _merged_path(self, bundle: Bundle) -> Path:
+        if self.merged is not None:
+            path = self.merged
+        else:
+            named = bundle.manifest.extra.get(MERGED_KEY)
+            if not named:
+                raise BackendUnavailable(f"torch backend: bundle {bundle.root} names no merged model (manifest extra.{MERGED_KEY}); pass the merged folder explicitly")
+            path = Path(str(named))
+        if not path.is_dir():
+            raise BackendUnavailable(f"torch backend: merged model folder not found: {path}")
+        return path
+
+    def infer(self, batch: np.ndarray) -> Outputs:
+        if self._model is None:
+            raise BackendUnavailable("torch backend: infer() before load()")
+        import torch
+
+        x = self.pixel_values(batch)
+        t = torch.from_numpy(x).to(self._device_obj, self._text.dtype)
+        with torch.no_grad():
+            out = self._model(t, self._text)
+        return Outputs(
+            score=out.score.detach().to("cpu", torch.float32).numpy(),
+            anomaly_map=out.anomaly_map.detach().to("cpu", torch.float32).numpy(),
+        )
+
+    def pixel_values(self, batch: np.ndarray) -> np.ndarray:
+        """What the model's forward gets for `batch` (in the bundle's input layout)."""
+        from edge_runtime.preprocess import normalize
+
+        h, w = self._size
+        if self._layout == "NHWC_uint8":
+            if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (h, w, 3):
+                raise DataError(f"torch backend: expected uint8 [N,{h},{w},3], got {batch.dtype} {list(batch.shape)}")
+            return normalize(batch, self._mean, self._std)
+        if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1:] != (3, h, w):
+            raise DataError(f"torch backend: expected float32 [N,3,{h},{w}], got {batch.dtype} {list(batch.shape)}")
+        return np.ascontiguousarray(batch)
+
+    def text_embeddings(self) -> np.ndarray:
+        return self._text.detach().to("cpu", self._text.dtype).float().numpy()
+
+    def describe(self) -> Mapping[str, Any]:
+        import torch
+
+        return {
+            "backend": self.name,
+            "provider": "torch eager",
+            "precision": self._precision,
+            "device": str(getattr(self, "_device_obj", self.device_name)),
+            "threads": torch.get_num_threads(),
+            "merged_model": str(getattr(self, "_merged_loaded", self.merged)),
+            "versions": {"torch": torch.__version__},
+        }
+
+    def close(self) -> None:
+        self._model = None
+        self._text = None
