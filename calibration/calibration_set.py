@@ -1,0 +1,177 @@
+"""Calibration image sets: a reproducible, hashed sample of normal images.
+
+INT8 scales are only as good as the images they were measured on, so the set is part of the
+bundle's provenance: the same source, N and seed always give the same ordered list of files,
+and `sha256` (over the ordered list of the files' own sha256) is what the manifest records
+next to every INT8 artefact. Images go through exactly the device's preprocessing
+(`edge_runtime.imageio.read_rgb` + `edge_runtime.preprocess.prepare`), so the calibrated
+ranges are those the device will see.
+
+Where normal images come from (`find_normal_images`):
+- a CSV file with columns `image_id,label[,description]` (or `path` instead of `image_id`),
+  paths relative to the CSV's folder; rows whose label is normal (0 / good / normal / ok) are used;
+- an MVTec category folder (`<dir>/train/good`) or an MVTec root (`<dir>/<category>/train/good`);
+- otherwise every image under the folder (recursively), taken to be normal.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from edge_runtime.bundle import sha256_file
+from edge_runtime.errors import DataError
+from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.preprocess import prepare
+
+NORMAL_LABELS = frozenset({"0", "good", "normal", "ok", "false"})
+SET_FILE = "calibration_set.json"
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """An ordered sample of image files, with the hashes that identify it."""
+
+    files: tuple[Path, ...]
+    file_sha256: tuple[str, ...]
+    source: str
+    seed: int
+    available: int  # how many normal images the source held
+
+    @property
+    def sha256(self) -> str:
+        return set_hash(self.file_sha256)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def images(
+        self,
+        size_hw: Sequence[int],
+        *,
+        color_order: str = "RGB",
+        method: str = "area",
+    ) -> Iterator[np.ndarray]:
+        """Each image as the model sees it: HxWx3 uint8, in the set's order."""
+        for path in self.files:
+            yield prepare(read_rgb(path), (int(size_hw[0]), int(size_hw[1])), color_order=color_order, method=method)
+
+    def batches(
+        self,
+        size_hw: Sequence[int],
+        batch_size: int = 1,
+        *,
+        color_order: str = "RGB",
+        method: str = "area",
+    ) -> Iterator[np.ndarray]:
+        """uint8 NHWC batches of at most `batch_size` images (the last one may be smaller)."""
+        if batch_size < 1:
+            raise DataError(f"calibration batch size must be >= 1, got {batch_size}")
+        pending: list[np.ndarray] = []
+        for img in self.images(size_hw, color_order=color_order, method=method):
+            pending.append(img)
+            if len(pending) == batch_size:
+                yield np.stack(pending)
+                pending = []
+        if pending:
+            yield np.stack(pending)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready record of the set (written next to the INT8 model in the bundle)."""
+        return {
+            "sha256": self.sha256,
+            "source": self.source,
+            "seed": self.seed,
+            "num": len(self.files),
+            "available": self.available,
+            "files": [{"name": p.name, "path": str(p), "sha256": h} for p, h in zip(self.files, self.file_sha256)],
+        }
+
+    def write(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(json.dumps(self.describe(), indent=2) + "\n", encoding="utf-8")
+        return p
+
+
+def set_hash(file_hashes: Sequence[str]) -> str:
+    """sha256 of the ordered list of file sha256s: order matters (it changes the calibration)."""
+    h = hashlib.sha256()
+    for fh in file_hashes:
+        h.update(fh.encode("ascii"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def find_normal_images(source: str | Path) -> list[Path]:
+    """All normal images of `source` (CSV, MVTec category/root, or plain folder), sorted."""
+    src = Path(source)
+    if not src.exists():
+        raise DataError(f"calibration image source not found: {src}")
+    if src.is_file():
+        if src.suffix.lower() != ".csv":
+            raise DataError(f"calibration image source must be a folder or a .csv file: {src}")
+        files = _from_csv(src)
+    elif (src / "train" / "good").is_dir():
+        files = _images_under(src / "train" / "good")
+    else:
+        categories = sorted(p for p in src.iterdir() if (p / "train" / "good").is_dir())
+        if categories:
+            files = [f for c in categories for f in _images_under(c / "train" / "good")]
+        else:
+            files = _images_under(src)
+    if not files:
+        raise DataError(f"no normal images found in {src} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
+    return sorted(files)
+
+
+def sample_calibration_set(source: str | Path, num: int, seed: int = 0) -> CalibrationSet:
+    """Draw `num` distinct normal images from `source` with `seed`; same inputs -> same set."""
+    if num < 1:
+        raise DataError(f"number of calibration images must be >= 1, got {num}")
+    files = find_normal_images(source)
+    if num > len(files):
+        raise DataError(f"asked for {num} calibration images but {source} holds only {len(files)} normal images; use --num {len(files)} or fewer")
+    rng = np.random.default_rng(seed)
+    picked = [files[i] for i in rng.permutation(len(files))[:num]]
+    return CalibrationSet(
+        files=tuple(picked),
+        file_sha256=tuple(sha256_file(p) for p in picked),
+        source=str(source),
+        seed=int(seed),
+        available=len(files),
+    )
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+
+
+def _from_csv(path: Path) -> list[Path]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read CSV {path}: {exc}") from None
+    if not rows:
+        return []
+    cols = set(rows[0])
+    key = "image_id" if "image_id" in cols else "path" if "path" in cols else None
+    if key is None or "label" not in cols:
+        raise DataError(f"CSV {path} needs columns 'image_id' (or 'path') and 'label', has: {', '.join(sorted(c for c in cols if c))}")
+    out = []
+    for n, row in enumerate(rows, start=2):
+        if str(row.get("label", "")).strip().lower() not in NORMAL_LABELS:
+            continue
+        rel = (row.get(key) or "").strip()
+        candidates = [path.parent / rel, path.parent / "images" / rel]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            raise DataError(f"CSV {path} line {n}: image '{rel}' not found next to the CSV")
+        out.append(hit)
+    return out

@@ -1,0 +1,84 @@
+"""`clipinspect calibrate`: INT8 Q/DQ variant of a bundle's model from a sample of normal images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+
+from edge_runtime.cli import Command
+
+log = logging.getLogger("clipinspect.calibrate")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder (from 'clipinspect export'); model.int8.onnx is written into it")
+    p.add_argument("--images", required=True, help="normal images: a folder, an MVTec category/root (train/good is used) or a CSV (image_id,label)")
+    p.add_argument("--num", type=int, default=32, help="number of calibration images (default 32; must not exceed what --images holds)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image sample (default 0)")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None, help="activation range calibration (default minmax)")
+    p.add_argument("--exclude", action="append", default=None, metavar="PATTERN", help="keep nodes float whose name or input/output names match this fnmatch pattern (repeatable)")
+    p.add_argument("--op-types", default=None, help="comma-separated ops to quantize, from MatMul,Gemm,Conv (default MatMul,Gemm)")
+    p.add_argument("--config", default=None, help="YAML with quantization options (see calibration.qdq.QuantConfig)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a quantization option, e.g. --set per_channel=false")
+    p.add_argument("--trt-cache", action="store_true", help="also write a TensorRT INT8 calibration cache (needs TensorRT and a GPU)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime.deps import require
+
+    require("onnx", extra="export", purpose="INT8 calibration")
+    require("onnxruntime", extra="export", purpose="INT8 calibration")
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import load_config
+
+    from calibration.calibration_set import sample_calibration_set
+    from calibration.qdq import QuantConfig, calibrate_bundle
+
+    config = load_config(QuantConfig, args.config, args.overrides)
+    flags: dict = {}
+    if args.method:
+        flags["method"] = args.method
+    if args.op_types:
+        flags["op_types"] = tuple(t.strip() for t in args.op_types.split(",") if t.strip())
+    if args.exclude:
+        flags["exclude"] = tuple(config.exclude) + tuple(args.exclude)
+    config = replace(config, **flags)  # re-validated by QuantConfig.__post_init__
+
+    bundle = load_bundle(args.bundle, verify=True)  # fail on a bad bundle before reading images
+    calib = sample_calibration_set(args.images, args.num, args.seed)
+    batch = bundle.manifest.input("image").shape[0]
+    batch_size = batch if isinstance(batch, int) else 1
+    log.info("calibrating %s on %d of %d images from %s (seed %d, set %s), batch %d, %s", bundle.root, len(calib), calib.available, args.images, args.seed, calib.sha256[:16], batch_size, config.describe())
+    out = calibrate_bundle(bundle.root, calib, config, batch_size=batch_size, progress=not getattr(args, "quiet", False))
+
+    sel = out.result.selection
+    print(f"INT8 Q/DQ model  {out.bundle_root / out.model_file}")
+    print(f"  quantization   {config.describe()}")
+    print(f"  nodes          {sel.summary()}")
+    print(f"  calibration    {out.num_images} images, seed {args.seed}, set sha256 {out.calibration_set_sha256}")
+    print(f"  sanity         max |score INT8 - FP32| on the calibration images: {out.score_drift_max:.4g}")
+    print("  next           clipinspect precision-report --bundle", out.bundle_root, "--images <labelled test images>")
+    if args.trt_cache:
+        _trt_cache_note()
+    return 0
+
+
+def _trt_cache_note() -> None:
+    """TensorRT's implicit-INT8 calibration cache is produced while an engine is built, which
+    happens on the target (`clipinspect build-engine`, edge_runtime/trt). Here we only say what
+    to do; we never pretend to have written one."""
+    from edge_runtime.deps import require
+    from edge_runtime.errors import BackendUnavailable, MissingDependency
+
+    try:
+        trt = require("tensorrt", purpose="a TensorRT calibration cache", hint="install TensorRT (JetPack on the device)")
+    except MissingDependency as exc:
+        raise BackendUnavailable(f"--trt-cache asked for, but {exc}") from None
+    print(
+        f"  tensorrt       {trt.__version__} found: the calibration cache is written by the TensorRT entropy calibrator during "
+        "'clipinspect build-engine --precision int8' on the target; with TensorRT 10 prefer building from model.int8.onnx (explicit Q/DQ)"
+    )
+
+
+COMMAND = Command(help="calibrate an INT8 Q/DQ variant of a bundle's model (ONNX Runtime static quantization)", add_arguments=add_arguments, run=run)

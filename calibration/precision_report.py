@@ -1,0 +1,368 @@
+"""Precision-drop report: FP32 vs FP16 vs INT8 on the same labelled images.
+
+For each precision the bundle's ONNX model is run with ONNX Runtime on CPU over the same
+files (the device's preprocessing), and compared with FP32: max and mean |Δscore|, Pearson r
+of the scores, image AUROC and its delta, and agreement of the OK/NG verdict at the bundle's
+threshold. DESIGN §6b: judge INT8 by AUROC and score drift on real images, not by cosine on
+random inputs.
+
+FP16: the bundle's fp16 variant if it has one, otherwise a copy converted on the fly with
+onnxruntime's float16 tool (keep_io_types, so the contract's uint8/float32 I/O is unchanged).
+A precision that cannot run here becomes a row 'n/a (reason)'; one without a model is 'missing'.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edge_runtime.errors import BundleError, DataError
+from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.preprocess import prepare
+from edge_runtime.verdict import decide
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+_NORMAL = frozenset({"0", "good", "normal", "ok", "false"})
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: Path
+    label: int  # 0 normal, 1 anomalous
+    group: str  # e.g. 'good', 'broken_large'
+
+
+@dataclass(frozen=True)
+class PrecisionRow:
+    precision: str
+    status: str  # 'ok', 'missing' or 'n/a'
+    reason: str = ""
+    model_file: str = ""
+    max_abs_delta: float | None = None
+    mean_abs_delta: float | None = None
+    pearson_r: float | None = None
+    auroc: float | None = None
+    auroc_delta: float | None = None
+    verdict_agreement: float | None = None  # fraction of images with the FP32 verdict
+    ng_count: int | None = None
+    ms_per_image: float | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionReport:
+    bundle: str
+    images: str
+    num_images: int
+    num_anomalous: int
+    threshold: float
+    rows: tuple[PrecisionRow, ...]
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+    labels: tuple[int, ...] = ()
+
+    def row(self, precision: str) -> PrecisionRow:
+        for r in self.rows:
+            if r.precision == precision:
+                return r
+        raise KeyError(precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "images": self.images,
+            "num_images": self.num_images,
+            "num_anomalous": self.num_anomalous,
+            "threshold": self.threshold,
+            "rows": [asdict(r) for r in self.rows],
+            "per_image": [
+                {"file": f, "label": lab, **{p: s[i] for p, s in self.scores.items()}} for i, (f, lab) in enumerate(zip(self.files, self.labels))
+            ],
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(_finite(self.to_dict()), indent=2) + "\n", encoding="utf-8")
+        return p
+
+
+# ---------------------------------------------------------------- metrics (pure)
+
+
+def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Image AUROC via the Mann-Whitney U statistic (ties count half); None with one class only."""
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Pearson r; None when either side is constant (r is undefined)."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def compare_scores(
+    precision: str, ref: np.ndarray, other: np.ndarray, labels: Sequence[int], threshold: float, *, model_file: str = "", ms_per_image: float | None = None
+) -> PrecisionRow:
+    """One report row: `other` (scores at `precision`) against the FP32 reference `ref`."""
+    ref = np.asarray(ref, dtype=np.float64)
+    other = np.asarray(other, dtype=np.float64)
+    delta = np.abs(other - ref)
+    ref_auc = auroc(labels, ref)
+    auc = auroc(labels, other)
+    verdicts_ref = [decide(float(v), threshold) for v in ref]
+    verdicts = [decide(float(v), threshold) for v in other]
+    agree = sum(a == b for a, b in zip(verdicts_ref, verdicts)) / len(ref)
+    return PrecisionRow(
+        precision=precision,
+        status="ok",
+        model_file=model_file,
+        max_abs_delta=float(delta.max()),
+        mean_abs_delta=float(delta.mean()),
+        pearson_r=pearson(ref, other),
+        auroc=auc,
+        auroc_delta=(auc - ref_auc) if auc is not None and ref_auc is not None else None,
+        verdict_agreement=float(agree),
+        ng_count=sum(v == "NG" for v in verdicts),
+        ms_per_image=ms_per_image,
+    )
+
+
+# ---------------------------------------------------------------- images
+
+
+def find_labelled_images(source: str | Path) -> list[LabelledImage]:
+    """Labelled test images: MVTec category (`test/<good|defect>/`), MVTec root (every
+    category's test split), a test folder itself (`good/` + defect folders), or a CSV
+    `image_id,label` (paths relative to the CSV)."""
+    src = Path(source)
+    if not src.exists():
+        raise DataError(f"test image source not found: {src}")
+    if src.is_file():
+        if src.suffix.lower() != ".csv":
+            raise DataError(f"test image source must be a folder or a .csv file: {src}")
+        out = _from_csv(src)
+    elif (src / "test").is_dir():
+        out = _test_split(src / "test")
+    elif (src / "good").is_dir():
+        out = _test_split(src)
+    else:
+        cats = sorted(p for p in src.iterdir() if (p / "test").is_dir())
+        if not cats:
+            raise DataError(f"{src} is not an MVTec-style test split: expected test/good and test/<defect> folders, a category root, or a CSV")
+        out = [img for c in cats for img in _test_split(c / "test", prefix=f"{c.name}/")]
+    if not out:
+        raise DataError(f"no labelled images found in {src}")
+    return out
+
+
+def _test_split(test_dir: Path, prefix: str = "") -> list[LabelledImage]:
+    out = []
+    for sub in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        label = 0 if sub.name.lower() in _NORMAL else 1
+        for f in sorted(sub.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                out.append(LabelledImage(f, label, prefix + sub.name))
+    return out
+
+
+def _from_csv(path: Path) -> list[LabelledImage]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read CSV {path}: {exc}") from None
+    if not rows:
+        return []
+    key = "image_id" if "image_id" in rows[0] else "path" if "path" in rows[0] else None
+    if key is None or "label" not in rows[0]:
+        raise DataError(f"CSV {path} needs columns 'image_id' (or 'path') and 'label'")
+    out = []
+    for n, row in enumerate(rows, start=2):
+        rel = (row.get(key) or "").strip()
+        hit = next((c for c in (path.parent / rel, path.parent / "images" / rel) if c.is_file()), None)
+        if hit is None:
+            raise DataError(f"CSV {path} line {n}: image '{rel}' not found next to the CSV")
+        lab = str(row.get("label", "")).strip().lower()
+        out.append(LabelledImage(hit, 0 if lab in _NORMAL else 1, "good" if lab in _NORMAL else lab))
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+
+def fp16_model(fp32_path: Path, out_path: Path) -> Path:
+    """FP16 copy of an FP32 ONNX model with float32/uint8 I/O kept (contract unchanged)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _score_all(session: Any, feeds: Sequence[dict[str, np.ndarray]], tick: Callable[[], None]) -> tuple[np.ndarray, float]:
+    scores = []
+    start = time.perf_counter()
+    for feed in feeds:
+        scores.append(np.asarray(session.run(["score"], feed)[0], dtype=np.float64).reshape(-1))
+        tick()
+    ms = (time.perf_counter() - start) * 1000.0 / max(1, len(feeds))
+    return np.concatenate(scores), ms
+
+
+def precision_report(
+    bundle_root: str | Path,
+    images: str | Path,
+    *,
+    precisions: Sequence[str] = PRECISIONS,
+    max_images: int = 0,
+    convert_fp16: bool = True,
+    threads: int = 1,
+    progress: bool = True,
+) -> PrecisionReport:
+    """Run every precision over the labelled images of `images` and compare with FP32."""
+    from edge_runtime.bundle import load_bundle
+
+    from calibration.qdq import bundle_feeds
+
+    bundle = load_bundle(bundle_root, verify=True)
+    items = find_labelled_images(images)
+    if max_images and len(items) > max_images:
+        idx = np.linspace(0, len(items) - 1, max_images).round().astype(int)
+        items = [items[i] for i in sorted(set(idx))]
+    pre = bundle.manifest.preprocess
+    batch = [prepare(read_rgb(it.path), pre.image_size, color_order=pre.color_order, method=pre.resize)[None] for it in items]
+    feeds = list(bundle_feeds(bundle, batch))
+    labels = [it.label for it in items]
+    threshold = float(bundle.manifest.threshold.value)
+
+    wanted = ["fp32"] + [p for p in precisions if p != "fp32"]
+    bar = _bar(len(items) * len(wanted), progress)
+    rows: list[PrecisionRow] = []
+    scores: dict[str, list[float]] = {}
+    ref: np.ndarray | None = None
+    with tempfile.TemporaryDirectory(prefix="clipinspect-precision-") as tmp:
+        for precision in wanted:
+            try:
+                path, how = _model_for(bundle, precision, Path(tmp), convert_fp16)
+            except BundleError as exc:
+                rows.append(PrecisionRow(precision, "missing", str(exc)))
+                bar.update(len(items))
+                continue
+            try:
+                sess = _session(path, threads)
+                got, ms = _score_all(sess, feeds, lambda: bar.update(1))
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unsupported kernels
+                if precision == "fp32":
+                    raise BundleError(f"the FP32 model {path} cannot run in ONNX Runtime CPU: {_first_line(exc)}") from None
+                rows.append(PrecisionRow(precision, "n/a", f"cannot run in ONNX Runtime CPU: {_first_line(exc)}", model_file=how))
+                continue
+            log.info("precision %s: %s, %.1f ms/image on CPU", precision, how, ms)
+            scores[precision] = [float(v) for v in got]
+            if ref is None:
+                ref = got
+            rows.append(compare_scores(precision, ref, got, labels, threshold, model_file=how, ms_per_image=ms))
+    bar.close()
+    return PrecisionReport(
+        bundle=str(bundle.root),
+        images=str(images),
+        num_images=len(items),
+        num_anomalous=int(sum(labels)),
+        threshold=threshold,
+        rows=tuple(rows),
+        scores=scores,
+        files=tuple(str(it.path) for it in items),
+        labels=tuple(labels),
+    )
+
+
+def _model_for(bundle: Any, precision: str, tmp: Path, convert_fp16: bool) -> tuple[Path, str]:
+    try:
+        path = bundle.model_path(precision)
+        return path, path.name
+    except BundleError:
+        if precision != "fp16" or not convert_fp16:
+            raise
+    path = fp16_model(bundle.model_path("fp32"), tmp / "model.fp16.onnx")
+    return path, "model.fp16.onnx (converted on the fly, keep_io_types)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _bar(total: int, enabled: bool):
+    from calibration.qdq import _progress
+
+    return _progress(total, "scoring", enabled)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- table
+
+
+def format_table(report: PrecisionReport) -> str:
+    def f(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    head = f"{'precision':<10} {'max|Δscore|':>12} {'mean|Δscore|':>13} {'pearson r':>10} {'AUROC':>7} {'ΔAUROC':>8} {'verdicts=':>10} {'NG':>4} {'ms/img':>7}  model"
+    lines = [
+        f"precision report: {report.num_images} images ({report.num_anomalous} anomalous) from {report.images}",
+        f"bundle {report.bundle}, threshold {report.threshold:.6g}; deltas are against FP32, ONNX Runtime CPU",
+        head,
+        "-" * len(head),
+    ]
+    for r in report.rows:
+        if r.status != "ok":
+            lines.append(f"{r.precision:<10} {r.status} ({r.reason})")
+            continue
+        agree = "-" if r.verdict_agreement is None else f"{100 * r.verdict_agreement:.1f}%"
+        lines.append(
+            f"{r.precision:<10} {f(r.max_abs_delta, '.3g'):>12} {f(r.mean_abs_delta, '.3g'):>13} {f(r.pearson_r, '.5f'):>10} "
+            f"{f(r.auroc, '.4f'):>7} {f(r.auroc_delta, '+.4f'):>8} {agree:>10} {r.ng_count if r.ng_count is not None else '-':>4} {f(r.ms_per_image, '.1f'):>7}  {r.model_file}"
+        )
+    if report.num_anomalous in (0, report.num_images):
+        lines.append("note: AUROC needs both normal and anomalous images; only one class was given")
+    return "\n".join(lines)

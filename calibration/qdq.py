@@ -1,0 +1,420 @@
+"""INT8 static Q/DQ quantization of the exported ONNX graph (ONNX Runtime's quantizer).
+
+What gets quantized is chosen from the graph's structure, not from exporter-specific node
+names (the torch.onnx exporters name weights `onnx::MatMul_301` or `val_2`):
+
+- only weight operators: a MatMul with exactly one constant input, or a Gemm with constant B
+  (DESIGN §6b: the activation x activation attention MatMuls QK^T and attn*V cost accuracy and
+  buy little, so they stay float; so does the similarity with the `text_embeddings` input);
+- the stem (a weight op with no weight op upstream: the patch-embedding Conv) stays float;
+- the head (weight ops after the last LayerNorm: the final projection) stays float, because
+  its output goes straight into the cosine similarity that makes the score;
+- a weight op fed directly by a Softmax stays float (softmax outputs are badly served by 8 bits);
+- LayerNormalization and Softmax are never quantized (they are not in the op types);
+- anything matching a user pattern (fnmatch on node name, input or output names) stays float.
+
+The format targets TensorRT 10 explicit quantization as well as ONNX Runtime CPU: QDQ,
+signed INT8 activations and weights, symmetric (zero point 0, which TensorRT requires),
+per-channel weights on the output-channel axis, Q/DQ on the inputs of the quantized ops
+only (their outputs stay float, as TensorRT's Q/DQ placement guide recommends).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
+_LAYERNORM = "LayerNormalization"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    per_channel: bool = True
+    activation_type: Literal["int8", "uint8"] = "int8"  # uint8 is asymmetric: ORT only, not TensorRT
+    symmetric_activations: bool = True  # zero point 0, required by TensorRT
+    quantize_outputs: bool = False  # Q/DQ on the outputs of quantized ops too
+    exclude: tuple[str, ...] = ()  # fnmatch patterns on node / input / output names
+    keep_stem_float: bool = True
+    keep_head_float: bool = True
+    percentile: float = 99.999
+    preprocess: bool = True  # onnxruntime's quant_pre_process (shape inference, constant folding)
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.op_types if t not in WEIGHT_OPS]
+        if bad or not self.op_types:
+            raise ConfigError(f"quantization op_types must be a non-empty subset of {', '.join(WEIGHT_OPS)}, got {list(self.op_types)}")
+        if not 90.0 <= self.percentile <= 100.0:
+            raise ConfigError(f"quantization percentile must be in [90, 100], got {self.percentile}")
+        if self.activation_type == "uint8" and self.symmetric_activations:
+            log.debug("uint8 activations with symmetric ranges use zero point 128")
+
+    def describe(self) -> str:
+        act = f"{'S' if self.activation_type == 'int8' else 'U'}8S8"
+        sym = "symmetric" if self.symmetric_activations else "asymmetric"
+        chan = "per-channel" if self.per_channel else "per-tensor"
+        return f"onnxruntime static QDQ {act} ({sym} activations, {chan} symmetric weights), {'/'.join(self.op_types)} with constant weights, calibration {self.method}"
+
+
+@dataclass(frozen=True)
+class NodeSelection:
+    quantize: tuple[str, ...]
+    excluded: Mapping[str, str]  # node name -> why it stays float
+
+    def summary(self) -> str:
+        reasons: dict[str, int] = {}
+        for why in self.excluded.values():
+            reasons[why] = reasons.get(why, 0) + 1
+        kept = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+        return f"{len(self.quantize)} nodes quantized; kept float: {kept or 'none'}"
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    path: Path
+    selection: NodeSelection
+    config: QuantConfig
+    num_calibration_batches: int
+    preprocessed: bool
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------- graph analysis (pure)
+
+
+def name_unnamed_nodes(model: Any) -> None:
+    """Give every node a unique name: the quantizer selects nodes by name."""
+    seen = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in seen:
+                name += "_"
+            node.name = name
+            seen.add(name)
+
+
+def constant_names(model: Any) -> set[str]:
+    names = {t.name for t in model.graph.initializer}
+    names.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
+    return names
+
+
+def weight_input(node: Any, constants: set[str]) -> int | None:
+    """Index of the constant weight input of a MatMul/Gemm/Conv, or None (activation x activation)."""
+    if node.op_type == "MatMul":
+        const = [i for i in (0, 1) if i < len(node.input) and node.input[i] in constants]
+        return const[0] if len(const) == 1 else None
+    if node.op_type in ("Gemm", "Conv"):
+        return 1 if len(node.input) > 1 and node.input[1] in constants else None
+    return None
+
+
+def select_nodes(model: Any, config: QuantConfig) -> NodeSelection:
+    """Which nodes of `model` to quantize under `config`, and why the others stay float."""
+    graph = model.graph
+    constants = constant_names(model)
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    is_weight_op = {n.name: n.op_type in WEIGHT_OPS and weight_input(n, constants) is not None for n in graph.node}
+    has_layernorm = any(n.op_type == _LAYERNORM for n in graph.node)
+
+    def reach(start: Any, forward: bool) -> Iterator[Any]:
+        stack, seen = [start], {start.name}
+        while stack:
+            node = stack.pop()
+            nxt = [c for o in node.output for c in consumers.get(o, [])] if forward else [producer[i] for i in node.input if i in producer]
+            for m in nxt:
+                if m.name not in seen:
+                    seen.add(m.name)
+                    yield m
+                    stack.append(m)
+
+    quantize: list[str] = []
+    excluded: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type not in config.op_types:
+            continue
+        if not is_weight_op[node.name]:
+            excluded[node.name] = "activation x activation"
+            continue
+        if _matches(node, config.exclude):
+            excluded[node.name] = "excluded by pattern"
+            continue
+        if config.keep_stem_float and not any(is_weight_op[m.name] for m in reach(node, forward=False)):
+            excluded[node.name] = "stem (patch embedding)"
+            continue
+        if config.keep_head_float:
+            downstream = list(reach(node, forward=True))
+            if has_layernorm:
+                is_head = not any(m.op_type == _LAYERNORM for m in downstream)
+            else:
+                is_head = not any(is_weight_op[m.name] for m in downstream)
+            if is_head:
+                excluded[node.name] = "head (final projection)"
+                continue
+        data_inputs = [i for i in node.input if i and i not in constants]
+        if any(producer.get(i) is not None and producer[i].op_type == "Softmax" for i in data_inputs):
+            excluded[node.name] = "Softmax neighbour"
+            continue
+        quantize.append(node.name)
+    return NodeSelection(quantize=tuple(quantize), excluded=excluded)
+
+
+def _matches(node: Any, patterns: Sequence[str]) -> bool:
+    names = [node.name, *node.input, *node.output]
+    return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
+
+
+# ---------------------------------------------------------------- quantization
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over ready-made feeds (one dict per batch)."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], on_batch: Callable[[int], None] | None = None) -> None:
+        self._it = iter(feeds)
+        self._on_batch = on_batch
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feed = next(self._it, None)
+        if feed is None:
+            return None
+        self.count += 1
+        if self._on_batch:
+            self._on_batch(int(next(iter(feed.values())).shape[0]) if feed else 0)
+        return dict(feed)
+
+    def rewind(self) -> None:  # the quantizer may call it; a one-pass reader has nothing to rewind
+        pass
+
+
+def _make_reader(feeds: Iterable[Mapping[str, np.ndarray]], on_batch: Callable[[int], None] | None):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    return Reader(feeds, on_batch)
+
+
+def quantize_qdq(
+    fp32_model: str | Path,
+    out_path: str | Path,
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    config: QuantConfig = QuantConfig(),
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> QuantResult:
+    """Write an INT8 Q/DQ copy of `fp32_model` to `out_path`, calibrated on `feeds`
+    (dicts input name -> array, one per batch, e.g. from `bundle_feeds`)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    src = Path(fp32_model)
+    out = Path(out_path)
+    if not src.is_file():
+        raise DataError(f"ONNX model not found: {src}")
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="clipinspect-qdq-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        preprocessed = False
+        if config.preprocess:
+            preprocessed = _pre_process(src, prepared, notes)
+        model = onnx.load(str(prepared if preprocessed else src))
+        name_unnamed_nodes(model)
+        onnx.save(model, str(prepared))
+        selection = select_nodes(model, config)
+        if not selection.quantize:
+            raise DataError(f"{src}: no {'/'.join(config.op_types)} node with constant weights is left to quantize ({selection.summary()})")
+        log.info("INT8 node selection: %s", selection.summary())
+
+        act_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[config.method]
+        extra: dict[str, Any] = {
+            "ActivationSymmetric": config.symmetric_activations,
+            "WeightSymmetric": True,
+            "MatMulConstBOnly": True,
+        }
+        if not config.quantize_outputs:
+            extra["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
+        if config.method == "percentile":
+            extra["CalibPercentile"] = config.percentile
+        if config.method in ("entropy", "percentile"):
+            extra["CalibTensorRangeSymmetric"] = config.symmetric_activations
+        reader = _make_reader(feeds, on_batch)
+        tmp_out = out.with_name(f".{out.name}.partial")
+        try:
+            quantize_static(
+                str(prepared),
+                str(tmp_out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(config.op_types),
+                per_channel=config.per_channel,
+                reduce_range=False,
+                activation_type=act_type,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=list(selection.quantize),
+                calibrate_method=method,
+                extra_options=extra,
+            )
+            if reader.count == 0:
+                raise DataError("calibration produced no batches (empty calibration set)")
+            os.replace(tmp_out, out)
+        finally:
+            if tmp_out.exists():
+                tmp_out.unlink()
+    return QuantResult(path=out, selection=selection, config=config, num_calibration_batches=reader.count, preprocessed=preprocessed, notes=tuple(notes))
+
+
+def _pre_process(src: Path, dst: Path, notes: list[str]) -> bool:
+    """Shape inference + constant folding (weights reached through Transpose become initializers).
+    A failure is logged and quantization goes on with the graph as exported."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        return True
+    except Exception as exc:  # noqa: BLE001 - a third-party optimiser failing in any way
+        msg = f"quant_pre_process failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); quantizing the graph as exported"
+        log.warning(msg)
+        notes.append(msg)
+        return False
+
+
+def dynamic_weight_only(fp32_model: str | Path, out_path: str | Path, op_types: Sequence[str] = ("MatMul", "Gemm")) -> Path:
+    """Dynamic (weight-only, activations quantized at run time) INT8 copy: a CPU-only baseline
+    for comparison in benchmarks; TensorRT cannot use it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_model), str(out_path), op_types_to_quantize=list(op_types), per_channel=False, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    return Path(out_path)
+
+
+# ---------------------------------------------------------------- bundles
+
+INT8_FILE = "model.int8.onnx"
+
+
+@dataclass(frozen=True)
+class BundleCalibration:
+    bundle_root: Path
+    model_file: str
+    calibration_set_sha256: str
+    result: QuantResult
+    score_drift_max: float  # max |score_int8 - score_fp32| on the calibration images
+    num_images: int
+
+
+def bundle_feeds(bundle: Any, images: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Model feeds for uint8 NHWC batches, following the bundle's input contract."""
+    from edge_runtime.preprocess import normalize
+
+    pre = bundle.manifest.preprocess
+    text = bundle.text_embeddings()
+    names = {t.name for t in bundle.manifest.inputs}
+    for batch in images:
+        x = batch if pre.input_layout == "NHWC_uint8" else normalize(batch, pre.mean, pre.std)
+        feed = {"image": x}
+        if text is not None and "text_embeddings" in names:
+            feed["text_embeddings"] = text
+        yield feed
+
+
+def calibrate_bundle(
+    bundle_root: str | Path,
+    calib: Any,
+    config: QuantConfig = QuantConfig(),
+    *,
+    batch_size: int = 1,
+    out_name: str = INT8_FILE,
+    progress: bool = True,
+) -> BundleCalibration:
+    """Quantize the bundle's FP32 model on calibration set `calib` (a CalibrationSet), write
+    `out_name` and the set's record into the bundle, and list both in the manifest (variants,
+    files with sha256). The updated bundle is re-loaded with hash verification before returning."""
+    from dataclasses import replace
+
+    from edge_runtime.bundle import ModelVariant, load_bundle, with_file, write_manifest
+
+    from calibration.calibration_set import SET_FILE
+
+    bundle = load_bundle(bundle_root, verify=True)
+    root = bundle.root
+    pre = bundle.manifest.preprocess
+    bar = _progress(len(calib), "calibrating", progress)
+    try:
+        images = calib.batches(pre.image_size, batch_size, color_order=pre.color_order, method=pre.resize)
+        result = quantize_qdq(bundle.model_path("fp32"), root / out_name, bundle_feeds(bundle, images), config, on_batch=bar.update)
+    finally:
+        bar.close()
+    calib.write(root / SET_FILE)
+
+    drift = _score_drift(bundle, root / out_name, calib)
+    variant = ModelVariant(
+        file=out_name,
+        precision="int8",
+        quantization=config.describe(),
+        calibration_set_sha256=calib.sha256,
+        notes=f"{result.selection.summary()}; {len(calib)} calibration images (seed {calib.seed}, set in {SET_FILE}); max |score drift| on them {drift:.4g}",
+    )
+    m = bundle.manifest
+    variants = tuple(v for v in m.variants if v.file != out_name and v.precision != "int8") + (variant,)
+    m = replace(m, variants=variants)
+    m = with_file(with_file(m, root, out_name), root, SET_FILE)
+    write_manifest(root, m)
+    load_bundle(root, verify=True)
+    log.info("wrote %s (%s); calibration set %s", root / out_name, result.selection.summary(), calib.sha256[:16])
+    return BundleCalibration(root, out_name, calib.sha256, result, drift, len(calib))
+
+
+def _score_drift(bundle: Any, int8_path: Path, calib: Any) -> float:
+    """Largest |Δscore| INT8 vs FP32 on the calibration images: a first sanity check that
+    the quantized graph runs and is not broken (the precision report is the real judge)."""
+    import onnxruntime as ort
+
+    pre = bundle.manifest.preprocess
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (bundle.model_path("fp32"), int8_path)]
+    worst = 0.0
+    for feed in bundle_feeds(bundle, calib.batches(pre.image_size, 1, color_order=pre.color_order, method=pre.resize)):
+        fp32, int8 = (s.run(["score"], feed)[0] for s in sessions)
+        worst = max(worst, float(np.max(np.abs(fp32.astype(np.float64) - int8))))
+    return worst
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a train extra; a bar is a nicety, not a requirement
+        tqdm = None
+    if tqdm is None or not enabled:
+        class _Null:
+            def update(self, n: int = 1) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return _Null()
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
