@@ -1,0 +1,43 @@
+"""`stdout://`: one verdict JSON per line on standard output (for pipes and demos)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any, Mapping, TextIO
+
+from edge_runtime.errors import PublishError
+
+
+class StdoutPublisher:
+    def __init__(self, uri: str = "stdout://", stream: TextIO | None = None) -> None:
+        self.uri = uri
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def stream(self) -> TextIO:
+        # Looked up late so pytest's capture (and redirections) see the output.
+        return self._stream if self._stream is not None else sys.stdout
+
+    def publish(self, verdict: Mapping[str, Any]) -> None:
+        try:
+            line = json.dumps(verdict, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
+        with self._lock:
+            self.stream.write(line + "\n")
+            self._count += 1
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        with self._lock:
+            self.stream.flush()
+        return True
+
+    def close(self) -> None:
+        self.flush()
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self._count, "acked": self._count, "dropped": 0}
