@@ -1,0 +1,287 @@
+"""Build a TensorRT engine from a bundle's ONNX, ON the target, and record it in the manifest.
+
+Mirrors NVIDIA's samples (efficientdet/build_engine.py) and trtexec: explicit-batch network,
+ONNX parser with every error reported, builder config with workspace limit and precision
+flags, optional timing cache, an optimisation profile when the batch is dynamic, INT8 either
+from the bundle's Q/DQ ONNX (explicit quantization, preferred; implicit calibrators are
+deprecated in TensorRT 10) or from an entropy calibrator over normal images (TensorRT 8.6).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable, Literal
+
+import numpy as np
+
+from edge_runtime.bundle import Bundle, EngineEntry, load_bundle, sha256_file, with_file, write_manifest
+from edge_runtime.errors import BackendUnavailable, BundleError, ConfigError
+from edge_runtime.trt import compat
+from edge_runtime.trt.calibrator import CalibrationInputs, make_entropy_calibrator, write_atomic
+
+log = logging.getLogger(__name__)
+
+IMAGE, TEXT = "image", "text_embeddings"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: Literal["fp16", "int8"]
+    onnx: Literal["fp32", "int8"] | None = None  # None: int8 Q/DQ variant if the bundle has one
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+    max_batch: int = 1  # used only when the ONNX batch is dynamic
+    opt_batch: int = 1
+    calib_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp16", "int8"):
+            raise ConfigError(f"--precision must be fp16 or int8, got {self.precision!r}")
+        if self.workspace_mb < 1:
+            raise ConfigError(f"--workspace must be >= 1 MB, got {self.workspace_mb}")
+        if not 1 <= self.opt_batch <= self.max_batch:
+            raise ConfigError(f"need 1 <= --opt-batch <= --max-batch, got {self.opt_batch} and {self.max_batch}")
+        if self.calib_batch < 1:
+            raise ConfigError(f"--calib-batch must be >= 1, got {self.calib_batch}")
+        if self.precision == "fp16" and self.onnx == "int8":
+            raise ConfigError("--onnx int8 (the Q/DQ model) only builds an int8 engine; use --precision int8")
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Normal images for the calibrator: `make_batches(batch_size)` yields uint8 NHWC batches
+    (see edge_runtime.trt.calib_data.ImageBatches); `sha256` identifies the set."""
+
+    make_batches: Callable[[int], Iterable[np.ndarray]]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle: Bundle
+    entry: EngineEntry
+    trtexec: str
+    used_calibration_cache: bool = False
+
+
+def engine_file_name(precision: str) -> str:
+    return f"model.{precision}.engine"
+
+
+def build_engine(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet | None = None) -> BuildResult:
+    """Build, write `model.<precision>.engine` into the bundle and record it in the manifest."""
+    trt = compat.import_tensorrt("building TensorRT engines")
+    cuda = compat.import_cuda("building TensorRT engines (GPU identity, INT8 calibration buffers)")
+    source = _choose_onnx(bundle, opts, calibration, compat.trt_major(trt))
+    onnx_path = bundle.model_path(source)
+    ctx = compat.PrimaryContext(cuda)
+    try:
+        with ctx:
+            gpu = compat.gpu_info(cuda)
+            return _build(trt, cuda, bundle, opts, calibration, source, onnx_path, gpu)
+    finally:
+        ctx.release()
+
+
+def _choose_onnx(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet | None, major: int) -> str:
+    if opts.precision == "fp16":
+        return "fp32"
+    has_qdq = any(v.precision == "int8" for v in bundle.manifest.variants)
+    choice = opts.onnx or ("int8" if has_qdq else "fp32")
+    if choice == "int8":
+        bundle.model_path("int8")  # raises naming what the bundle has
+        return "int8"
+    if calibration is None:
+        raise ConfigError(
+            "an int8 engine from the fp32 ONNX needs calibration images (--calib-images DIR); "
+            "or run 'clipinspect calibrate' for a Q/DQ model and build with --onnx int8"
+        )
+    if major >= 10:
+        log.warning("TensorRT %d deprecates implicit INT8 calibration; prefer the bundle's Q/DQ model (--onnx int8)", major)
+    return "fp32"
+
+
+def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet | None,
+           source: str, onnx_path: Path, gpu: compat.GpuInfo) -> BuildResult:
+    version = compat.trt_version(trt)
+    logger = compat.make_logger(trt)
+    builder = trt.Builder(logger)
+    # EXPLICIT_BATCH is required by the ONNX parser before TensorRT 10, deprecated (and implied) since.
+    flags = 0 if compat.trt_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes(), path=str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BundleError(f"TensorRT {version} cannot parse {onnx_path} ({len(errors)} error(s)): " + " | ".join(errors or logger.errors or ["no detail"]))
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
+    build_flags = _set_precision(trt, builder, config, opts.precision)
+
+    inputs = {network.get_input(i).name: tuple(int(d) for d in network.get_input(i).shape) for i in range(network.num_inputs)}
+    if IMAGE not in inputs:
+        raise BundleError(f"{onnx_path} has no input named '{IMAGE}' (inputs: {', '.join(inputs)})")
+    shapes = _profile_shapes(inputs, opts)
+    profile = None
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        if config.add_optimization_profile(profile) < 0:
+            raise BundleError(f"TensorRT rejected the optimisation profile {shapes}")
+
+    timing_cache = _load_timing_cache(config, opts.timing_cache)
+
+    calibrator = None
+    cache_name = ""
+    if opts.precision == "int8" and source == "fp32":
+        assert calibration is not None
+        cache_name = f"calib-{calibration.sha256[:12]}.cache"
+        calib_shape = _calibration_shape(inputs[IMAGE], opts.calib_batch)
+        if profile is not None:
+            cprofile = builder.create_optimization_profile()
+            for name, (lo, opt, hi) in shapes.items():
+                shape = calib_shape if name == IMAGE else opt
+                cprofile.set_shape(name, shape, shape, shape)
+            config.set_calibration_profile(cprofile)
+        m = bundle.manifest
+        calibrator = make_entropy_calibrator(
+            trt, cuda, calibration.make_batches(calib_shape[0]),
+            CalibrationInputs(
+                image_name=IMAGE, image_shape=calib_shape, input_layout=m.preprocess.input_layout,
+                mean=m.preprocess.mean, std=m.preprocess.std,
+                text_name=TEXT if TEXT in inputs else None,
+                text_embeddings=bundle.text_embeddings() if TEXT in inputs else None,
+            ),
+            bundle.path(cache_name),
+        )
+        config.int8_calibrator = calibrator
+
+    log.info("building %s engine from %s with TensorRT %s on %s (sm %s); this takes minutes on a Jetson",
+             opts.precision, onnx_path.name, version, gpu.name, gpu.compute_capability)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.free()
+    if serialized is None:
+        detail = " | ".join(logger.errors) or "see the TensorRT log above"
+        raise BackendUnavailable(f"TensorRT {version} failed to build the {opts.precision} engine from {onnx_path.name}: {detail}")
+
+    engine_name = engine_file_name(opts.precision)
+    write_atomic(bundle.path(engine_name), bytes(serialized))
+    if timing_cache is not None and opts.timing_cache is not None:
+        write_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
+        log.info("timing cache saved to %s", opts.timing_cache)
+
+    calib_set = ""
+    if calibrator is not None:
+        calib_set = calibration.sha256 if calibration else ""
+        if not bundle.path(cache_name).is_file():
+            raise BundleError(f"TensorRT did not write the calibration cache {bundle.path(cache_name)}")
+    elif source == "int8":
+        calib_set = next(v.calibration_set_sha256 for v in bundle.manifest.variants if v.precision == "int8")
+
+    entry = EngineEntry(
+        file=engine_name,
+        precision=opts.precision,
+        source_onnx=bundle.manifest.model_file if source == "fp32" else bundle.model_path("int8").name,
+        tensorrt_version=version,
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        build_flags=tuple(build_flags) + (("explicit-qdq",) if source == "int8" else ()) + tuple(
+            f"profile:{n}={'x'.join(map(str, s[0]))}..{'x'.join(map(str, s[2]))}" for n, s in shapes.items()),
+        workspace_mb=opts.workspace_mb,
+        calibration_cache=cache_name if calibrator is not None else "",
+        calibration_cache_sha256=sha256_file(bundle.path(cache_name)) if calibrator is not None else "",
+        calibration_set_sha256=calib_set,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    new_bundle = record_engine(bundle, entry)
+    cmd = trtexec_command(bundle.root, onnx_path.name, entry, shapes, opts, source)
+    used_cache = bool(getattr(calibrator, "cache_was_read", False))
+    return BuildResult(bundle=new_bundle, entry=entry, trtexec=cmd, used_calibration_cache=used_cache)
+
+
+def _set_precision(trt: ModuleType, builder: Any, config: Any, precision: str) -> list[str]:
+    # platform_has_fast_* are deprecated in TensorRT 10 (every supported GPU has both); absent means yes.
+    if not getattr(builder, "platform_has_fast_fp16", True):
+        raise BackendUnavailable("this GPU has no fast FP16; TensorRT would silently run FP32")
+    config.set_flag(trt.BuilderFlag.FP16)  # int8 engines keep their float layers in fp16, as trtexec --int8 --fp16
+    flags = ["FP16"]
+    if precision == "int8":
+        if not getattr(builder, "platform_has_fast_int8", True):
+            raise BackendUnavailable("this GPU has no fast INT8")
+        config.set_flag(trt.BuilderFlag.INT8)
+        flags.insert(0, "INT8")
+    return flags
+
+
+def _profile_shapes(inputs: dict[str, tuple[int, ...]], opts: BuildOptions) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """min/opt/max shapes for inputs with a dynamic dimension (only the batch may be dynamic)."""
+    shapes = {}
+    for name, shape in inputs.items():
+        if all(d >= 0 for d in shape):
+            continue
+        if any(d < 0 for d in shape[1:]) or name != IMAGE:
+            raise BundleError(f"input '{name}' has dynamic dimensions {shape} other than the image batch; the bundle contract fixes them")
+        rest = tuple(shape[1:])
+        shapes[name] = ((1,) + rest, (opts.opt_batch,) + rest, (opts.max_batch,) + rest)
+    return shapes
+
+
+def _calibration_shape(image_shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    if image_shape[0] >= 0 and image_shape[0] != batch:
+        log.info("calibration batch set to the engine's static batch %d", image_shape[0])
+        return tuple(image_shape)
+    return (batch,) + tuple(image_shape[1:])
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    if path is None:
+        return None
+    path = Path(path)
+    data = path.read_bytes() if path.is_file() else b""
+    log.info("timing cache %s: %s", path, f"{len(data)} bytes loaded" if data else "new")
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise BundleError(f"timing cache {path} does not fit this TensorRT/GPU; delete it to start a new one")
+    return cache
+
+
+def record_engine(bundle: Bundle, entry: EngineEntry) -> Bundle:
+    """Add/replace the engine entry (one per precision), hash its files, write the manifest."""
+    m = bundle.manifest
+    old = [e for e in m.engines if e.precision == entry.precision]
+    files = dict(m.files)
+    for e in old:
+        for name in (e.file, e.calibration_cache):
+            if name and name not in (entry.file, entry.calibration_cache):
+                files.pop(name, None)
+    m = replace(m, engines=tuple(e for e in m.engines if e.precision != entry.precision) + (entry,), files=files)
+    m = with_file(m, bundle.root, entry.file)
+    if entry.calibration_cache:
+        m = with_file(m, bundle.root, entry.calibration_cache)
+    write_manifest(bundle.root, m)
+    return load_bundle(bundle.root)
+
+
+def trtexec_command(root: Path, onnx_name: str, entry: EngineEntry, shapes: dict, opts: BuildOptions, source: str) -> str:
+    """The trtexec line that builds the same engine (for comparing, or building by hand)."""
+    args = ["trtexec", f"--onnx={root / onnx_name}", f"--saveEngine={root / entry.file}", "--fp16"]
+    if entry.precision == "int8":
+        args.append("--int8")
+        if entry.calibration_cache:
+            args.append(f"--calib={root / entry.calibration_cache}")
+    args.append(f"--memPoolSize=workspace:{opts.workspace_mb}")
+    if opts.timing_cache is not None:
+        args.append(f"--timingCacheFile={opts.timing_cache}")
+    for key, idx in (("min", 0), ("opt", 1), ("max", 2)):
+        if shapes:
+            args.append(f"--{key}Shapes=" + ",".join(f"{n}:{'x'.join(map(str, s[idx]))}" for n, s in shapes.items()))
+    return " ".join(shlex.quote(a) for a in args)

@@ -1,0 +1,79 @@
+"""Calibration images for the TensorRT INT8 calibrator: a reproducible sample of normal
+images and the uint8 NHWC batches the model's `image` input takes.
+
+The desktop has its own calibration sets (calibration/); the device cannot import them, so
+this is the small device-side equivalent: same preprocessing as everywhere else
+(edge_runtime.preprocess), same seed-based sampling, and a hash that identifies the set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from edge_runtime.errors import DataError
+from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.preprocess import prepare
+
+log = logging.getLogger(__name__)
+
+# Folders of an MVTec-style tree that hold masks or defects, never calibration images.
+_SKIP_DIRS = {"ground_truth", "masks", "mask"}
+
+
+def sample_images(folder: str | Path, num: int, seed: int = 0) -> list[Path]:
+    """Up to `num` image files under `folder` (recursive), chosen reproducibly by `seed`."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"calibration image folder not found: {root}")
+    if num < 1:
+        raise DataError(f"--calib-num must be >= 1, got {num}")
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (_SKIP_DIRS & set(p.relative_to(root).parts))
+    )
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    if len(files) <= num:
+        return files
+    idx = np.random.default_rng(seed).choice(len(files), size=num, replace=False)
+    return [files[i] for i in sorted(idx)]
+
+
+def calibration_set_sha256(paths: Sequence[Path]) -> str:
+    """Identifies a calibration set by the content of its images (names and order do not matter)."""
+    from edge_runtime.bundle import sha256_file
+
+    h = hashlib.sha256()
+    for digest in sorted(sha256_file(p) for p in paths):
+        h.update(digest.encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageBatches:
+    """Iterable of uint8 [batch, H, W, 3] arrays; a final incomplete batch is dropped because
+    a calibration batch must have exactly the calibration shape."""
+
+    paths: tuple[Path, ...]
+    size_hw: tuple[int, int]
+    batch_size: int
+    color_order: str = "RGB"
+    resize: str = "area"
+
+    def __len__(self) -> int:
+        return len(self.paths) // self.batch_size
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if len(self) == 0:
+            raise DataError(f"{len(self.paths)} calibration image(s) are fewer than one batch of {self.batch_size}")
+        dropped = len(self.paths) % self.batch_size
+        if dropped:
+            log.info("calibration: last %d image(s) dropped (not a full batch of %d)", dropped, self.batch_size)
+        for b in range(len(self)):
+            chunk = self.paths[b * self.batch_size : (b + 1) * self.batch_size]
+            yield np.stack([prepare(read_rgb(p), self.size_hw, color_order=self.color_order, method=self.resize) for p in chunk])
