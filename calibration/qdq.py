@@ -107,6 +107,33 @@ def name_unnamed_nodes(model: Any) -> None:
             seen.add(name)
 
 
+def unshare_initializers(model: Any, node_names: Sequence[str]) -> int:
+    """Give each of `node_names` its own copy of any initializer other nodes also read.
+
+    Exporters deduplicate equal constants (e.g. the all-zero biases of a freshly initialised
+    layer and a LayerNorm's bias become one tensor). The quantizer rewrites an initializer for
+    all of its readers, which would put Q/DQ in front of float ops such as LayerNorm."""
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in set(n.input):
+            readers[i] = readers.get(i, 0) + 1
+    inits = {t.name: t for t in model.graph.initializer}
+    wanted = set(node_names)
+    copies = 0
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        for k, name in enumerate(node.input):
+            if name in inits and readers.get(name, 0) > 1:
+                dup = model.graph.initializer.add()
+                dup.CopyFrom(inits[name])
+                dup.name = f"{name}__{node.name}"
+                node.input[k] = dup.name
+                readers[name] -= 1
+                copies += 1
+    return copies
+
+
 def constant_names(model: Any) -> set[str]:
     names = {t.name for t in model.graph.initializer}
     names.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
@@ -241,10 +268,13 @@ def quantize_qdq(
             preprocessed = _pre_process(src, prepared, notes)
         model = onnx.load(str(prepared if preprocessed else src))
         name_unnamed_nodes(model)
-        onnx.save(model, str(prepared))
         selection = select_nodes(model, config)
         if not selection.quantize:
             raise DataError(f"{src}: no {'/'.join(config.op_types)} node with constant weights is left to quantize ({selection.summary()})")
+        copies = unshare_initializers(model, selection.quantize)
+        if copies:
+            log.debug("un-shared %d initializers read by quantized and float nodes", copies)
+        onnx.save(model, str(prepared))
         log.info("INT8 node selection: %s", selection.summary())
 
         act_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
@@ -253,6 +283,8 @@ def quantize_qdq(
             "ActivationSymmetric": config.symmetric_activations,
             "WeightSymmetric": True,
             "MatMulConstBOnly": True,
+            # Biases stay float: TensorRT has no int32 DequantizeLinear and fuses the bias itself.
+            "QuantizeBias": False,
         }
         if not config.quantize_outputs:
             extra["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
