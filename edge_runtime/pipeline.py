@@ -47,6 +47,7 @@ class PipelineOptions:
     stats_interval_s: float = 10.0  # periodic stats log line; 0 = off
     flush_timeout_s: float = 10.0
     stats_window: int = 100_000  # latency samples kept per stage for percentiles
+    stop_grace_s: float = 1.0  # after stop, a capture still blocked in the source gets it closed
 
     def __post_init__(self) -> None:
         if self.inference_queue < 0:
@@ -251,6 +252,7 @@ class Pipeline:
         self.on_frame = on_frame
         self._stop = threading.Event()
         self._stop_reason = ""
+        self._stop_t = 0.0
         self._errors: list[BaseException] = []
         self._q_in = BoundedQueue(options.inference_queue, options.drop_policy)
         self._q_out = BoundedQueue(options.publish_queue, "block")
@@ -269,6 +271,7 @@ class Pipeline:
         Only sets flags, so it is safe to call from a signal handler."""
         if not self._stop.is_set():
             self._stop_reason = reason
+            self._stop_t = time.monotonic()
             self._stop.set()
 
     @property
@@ -389,6 +392,7 @@ class Pipeline:
         interval = self.options.stats_interval_s
         next_stats = time.monotonic() + interval if interval > 0 else float("inf")
         deadline = t_start + self.duration_s if self.duration_s else float("inf")
+        closed_source = False
         try:
             # Short waits keep this thread responsive to signals and limits.
             while any(t.is_alive() for t in threads):
@@ -396,6 +400,11 @@ class Pipeline:
                 now = time.monotonic()
                 if now >= deadline:
                     self.stop(f"duration ({self.duration_s:g} s) reached")
+                if self._stop.is_set() and threads[0].is_alive() and not closed_source and now - self._stop_t >= self.options.stop_grace_s:
+                    # A camera waiting for a frame that never comes: close() ends frames().
+                    closed_source = True
+                    log.info("capture still waiting %.1f s after stop; closing the source", self.options.stop_grace_s)
+                    self.source.close()
                 if now >= next_stats:
                     log.info("stats: %s", meter.tick(("inference", "total")))
                     next_stats = now + interval

@@ -81,10 +81,14 @@ def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[
         from edge_runtime.publish import open_publisher
         from edge_runtime.sources import open_source
 
-        publisher = open_publisher(cfg.publish.uri, cfg.publish.options)
+        if cfg.publish.uri == "null://":
+            from edge_runtime.bench import NullPublisher
+
+            publisher = NullPublisher()
+        else:
+            publisher = open_publisher(cfg.publish.uri, cfg.publish.options)
         stack.callback(publisher.close)
-        source = open_source(cfg.source.uri, cfg.source.options)
-        source.open()
+        source = open_source(cfg.source.uri, cfg.source.options)  # opened
         stack.callback(source.close)
         log.info("source %s -> %s, threshold %.4f (%s)", cfg.source.uri, cfg.publish.uri, post.threshold, post.threshold_source)
         yield RuntimeSession(cfg, bundle, backend, info, source, publisher, post)

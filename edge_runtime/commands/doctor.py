@@ -1,0 +1,37 @@
+"""`clipinspect doctor`: backends, providers, SDK versions, cameras, broker, bundle, Jetson mode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge_runtime.cli import Command
+
+_MARK = {"ok": "ok  ", "fail": "FAIL", "info": "info", "skip": "--  "}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, help="also check this bundle (manifest, sha256 of every file)")
+    p.add_argument("--broker", help="also check this MQTT broker: mqtt://[user:pass@]host[:port] (TCP + MQTT CONNECT)")
+    p.add_argument("--backend", help="fail unless this backend can run here (e.g. trt, ort-cuda)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per network/subprocess probe (default 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime.doctor import failed, run_checks
+
+    checks = run_checks(bundle=args.bundle, broker=args.broker, backend=args.backend, timeout_s=args.timeout)
+    bad = failed(checks)
+    if args.json:
+        print(json.dumps({"ok": not bad, "checks": [c.as_dict() for c in checks]}, indent=2, default=str))
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            print(f"[{_MARK[c.status]}] {c.name:<{width}}  {c.detail}")
+        print("doctor: " + ("all requested checks passed" if not bad else f"{len(bad)} requested check(s) failed: {', '.join(c.name for c in bad)}"))
+    return 1 if bad else 0
+
+
+COMMAND = Command(help="check this device: backends, SDKs, cameras, broker, bundle, power mode", add_arguments=add_arguments, run=run)
