@@ -90,10 +90,15 @@ def build_engine(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet
 
 def _choose_onnx(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet | None, major: int) -> str:
     if opts.precision == "fp16":
+        if calibration is not None:
+            raise ConfigError("--calib-images is for --precision int8 (an fp16 engine needs no calibration)")
         return "fp32"
     has_qdq = any(v.precision == "int8" for v in bundle.manifest.variants)
-    choice = opts.onnx or ("int8" if has_qdq else "fp32")
+    # Calibration images ask for implicit calibration of the fp32 ONNX; otherwise the Q/DQ model.
+    choice = opts.onnx or ("fp32" if calibration is not None or not has_qdq else "int8")
     if choice == "int8":
+        if calibration is not None:
+            raise ConfigError("--onnx int8 is already quantized (Q/DQ); drop --calib-images, or use --onnx fp32 to calibrate in TensorRT")
         bundle.model_path("int8")  # raises naming what the bundle has
         return "int8"
     if calibration is None:
@@ -141,7 +146,7 @@ def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions
     cache_name = ""
     if opts.precision == "int8" and source == "fp32":
         assert calibration is not None
-        cache_name = f"calib-{calibration.sha256[:12]}.cache"
+        cache_name = f"calib-trt{version}-{calibration.sha256[:12]}.cache"  # caches are per TensorRT version and image set
         calib_shape = _calibration_shape(inputs[IMAGE], opts.calib_batch)
         if profile is not None:
             cprofile = builder.create_optimization_profile()

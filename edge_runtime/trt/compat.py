@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from edge_runtime.deps import require
-from edge_runtime.errors import BundleError
+from edge_runtime.errors import BackendUnavailable, BundleError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ def check_engine(entry: Any, tensorrt_version: str, gpu: GpuInfo, bundle_root: A
 
 def find_engine(bundle: Any, precision: str) -> Any:
     """The manifest's EngineEntry for `precision`, or BundleError saying how to build one."""
+    if precision not in ("fp16", "int8"):
+        raise BackendUnavailable(f"the trt backend runs fp16 or int8 engines, not {precision!r}; for fp32 use ort-cuda or ort-cpu")
     for entry in bundle.manifest.engines:
         if entry.precision == precision:
             return entry

@@ -151,3 +151,25 @@ def test_build_engine_without_tensorrt_is_one_line_exit_2(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "tensorrt is needed" in err[0] and "JetPack" in err[0]
     assert not np.any([p.suffix == ".engine" for p in bundle.root.iterdir()])
+
+
+def test_conflicting_int8_sources_refused(fake_trt, tmp_path):
+    from edge_runtime.trt.builder import CalibrationSet
+
+    bundle = make_bundle(tmp_path / "b", with_int8=True)
+    cal = CalibrationSet(make_batches=lambda b: [], sha256="0" * 64)
+    with pytest.raises(ConfigError, match="already quantized"):
+        build_engine(bundle, BuildOptions(precision="int8", onnx="int8"), cal)
+    with pytest.raises(ConfigError, match="fp16 engine needs no calibration"):
+        build_engine(bundle, BuildOptions(precision="fp16"), cal)
+
+
+def test_calibration_with_no_batches_fails_with_tensorrt_reason(fake_trt, tmp_path):
+    from edge_runtime.errors import BackendUnavailable
+    from edge_runtime.trt.builder import CalibrationSet
+
+    bundle = make_bundle(tmp_path / "b", with_int8=True)
+    cal = CalibrationSet(make_batches=lambda b: [], sha256="0" * 64)
+    with pytest.raises(BackendUnavailable, match="failed to build the int8 engine .*Calibration failure"):
+        build_engine(bundle, BuildOptions(precision="int8"), cal)  # images given -> implicit calibration of fp32
+    assert load_bundle(bundle.root).manifest.engines == ()

@@ -171,3 +171,15 @@ def test_load_without_tensorrt_is_backend_error(tmp_path, monkeypatch):
 def test_infer_before_load():
     with pytest.raises(BackendUnavailable):
         TrtBackend().infer(_batch(1))
+
+
+def test_registry_makes_trt_backend(fake_trt, fp16_bundle):
+    from edge_runtime.backends import make_backend
+
+    be = make_backend("trt")
+    assert isinstance(be, TrtBackend)
+    be.load(fp16_bundle.root, "fp16")  # a path works too
+    batch = _batch(2, 3)
+    np.testing.assert_allclose(be.infer(batch).score, ort_reference(fp16_bundle, batch)[0], atol=1e-2)
+    with pytest.raises(BackendUnavailable, match="fp16 or int8 engines, not 'fp32'"):
+        TrtBackend().load(fp16_bundle, "fp32")
