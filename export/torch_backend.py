@@ -57,6 +57,10 @@ class TorchBackend:
         pre = bundle.manifest.preprocess
         if tuple(info.image_size) != tuple(pre.image_size):
             raise BundleError(f"merged model {merged} expects {tuple(info.image_size)} images but bundle {bundle.root} says {tuple(pre.image_size)}")
+        if str(info.model_id) != bundle.manifest.model_id:
+            # Allowed (comparing another model against a bundle is how a parity check is
+            # shown to fail), but never quietly.
+            log.warning("torch backend: merged model %s is %s, the bundle was exported from %s", merged, info.model_id, bundle.manifest.model_id)
         with torch.no_grad():
             text = model.text_embeddings()
         self._model, self._info, self._text = model, info, text

@@ -30,12 +30,17 @@ def run(args: argparse.Namespace) -> int:
     if atol < 0:
         raise ConfigError(f"--atol must be >= 0, got {atol}")
     bundle = load_bundle(args.bundle)  # sha256 of every file checked here
+    bundle.model_path(args.precision)  # cheap checks first: a missing variant fails before torch loads
     images = list_images(args.images, args.max_images)
-    reference = TorchBackend(merged=args.merged)
-    reference.load(bundle, "fp32")
     candidate = OrtCpuRunner()
     candidate.load(bundle, args.precision)
-    report = run_parity(bundle, reference, candidate, images, atol)
+    reference = TorchBackend(merged=args.merged)
+    reference.load(bundle, "fp32")
+    try:
+        report = run_parity(bundle, reference, candidate, images, atol)
+    finally:
+        reference.close()
+        candidate.close()
     if args.table:
         print(report.table())
     print(f"bundle {bundle.root} ({bundle.manifest.model_id}, manifest {bundle.manifest_sha256[:12]})")

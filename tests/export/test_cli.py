@@ -1,0 +1,123 @@
+"""`clipinspect export` and `clipinspect verify-bundle` through the real CLI front door:
+exit codes (0 ok, 1 check failed, 2 user error) and one-line messages naming the file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import load_bundle
+from edge_runtime.cli import main
+from edge_runtime.errors import BundleError
+from tests.plugins.bundles import copy_bundle
+
+
+def _err_line(capsys, command):
+    """The one error line (progress bars from model loading may precede it on stderr)."""
+    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    errors = [line for line in err if ": error: " in line]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    assert errors[0].startswith(f"clipinspect {command}: error: ")
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def bottle_dir(mvtec_root):
+    return mvtec_root / "bottle" / "test"
+
+
+def test_verify_bundle_passes(tiny_bundle, bottle_dir, capsys):
+    rc = main(["-q", "verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--max-images", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "max |Δscore|" in out and "max |Δmap|" in out and "verdicts agree at threshold 0.5: 4/4" in out
+    assert "PASS" in out
+
+
+def test_verify_bundle_fails_against_a_different_model(tiny_bundle, bottle_dir, tiny_clip_dir, tmp_path, capsys):
+    """Parity must be able to fail: the reference is a merged model with other LoRA weights."""
+    from tests.plugins.models import build_tiny_model
+    from train.merged import save_merged
+
+    model, loaded = build_tiny_model(tiny_clip_dir, seed=7)
+    other = tmp_path / "other_merged"
+    save_merged(model, other, clip_source=str(tiny_clip_dir), mean=loaded.mean, std=loaded.std, name="other")
+    argv = ["-q", "verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--max-images", "3", "--merged", str(other)]
+    rc = main(argv)
+    assert rc == 1
+    assert "beyond atol 0.0001" in _err_line(capsys, "verify-bundle")
+
+
+def test_verify_bundle_refuses_tampered_model(tiny_bundle, bottle_dir, tmp_path, capsys):
+    root = copy_bundle(tiny_bundle, tmp_path / "b")
+    data = bytearray((root / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (root / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.onnx does not match its sha256"):
+        load_bundle(root)
+    rc = main(["verify-bundle", "--bundle", str(root), "--images", str(bottle_dir)])
+    assert rc == 2
+    line = _err_line(capsys, "verify-bundle")
+    assert str(root / "model.onnx") in line and "sha256" in line
+
+
+def test_verify_bundle_refuses_tampered_embeddings(tiny_bundle, bottle_dir, tmp_path, capsys):
+    root = copy_bundle(tiny_bundle, tmp_path / "b")
+    arr = np.load(root / "text_embeddings.npy")
+    arr[0, 0] += 1e-3
+    np.save(root / "text_embeddings.npy", arr)
+    assert main(["verify-bundle", "--bundle", str(root), "--images", str(bottle_dir)]) == 2
+    assert "text_embeddings.npy does not match its sha256" in _err_line(capsys, "verify-bundle")
+
+
+def test_newer_schema_refused(tiny_bundle, bottle_dir, tmp_path, capsys):
+    root = copy_bundle(tiny_bundle, tmp_path / "b")
+    raw = json.loads((root / "manifest.json").read_text())
+    raw["schema_version"] = 99
+    (root / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="schema version 99 is newer"):
+        load_bundle(root)
+    assert main(["verify-bundle", "--bundle", str(root), "--images", str(bottle_dir)]) == 2
+    assert "schema version 99" in _err_line(capsys, "verify-bundle")
+
+
+def test_verify_bundle_user_errors(tiny_bundle, tmp_path, capsys):
+    assert main(["verify-bundle", "--bundle", str(tmp_path / "none"), "--images", str(tmp_path)]) == 2
+    assert "bundle folder not found" in _err_line(capsys, "verify-bundle")
+    assert main(["verify-bundle", "--bundle", str(tiny_bundle), "--images", str(tmp_path / "none")]) == 2
+    assert "image folder not found" in _err_line(capsys, "verify-bundle")
+    assert main(["verify-bundle", "--bundle", str(tiny_bundle), "--images", str(tmp_path), "--precision", "int8"]) == 2
+    assert "has no int8 ONNX model" in _err_line(capsys, "verify-bundle")
+
+
+def test_export_missing_merged_folder(tmp_path, capsys):
+    rc = main(["export", "--merged", str(tmp_path / "no_such_merged"), "--out", str(tmp_path / "b")])
+    assert rc == 2
+    assert "merged model folder not found" in _err_line(capsys, "export")
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_not_a_merged_folder_and_bad_opset(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--merged", str(tmp_path / "empty"), "--out", str(tmp_path / "b")]) == 2
+    assert "not a merged clipinspect model" in _err_line(capsys, "export")
+    assert main(["export", "--merged", str(tmp_path / "empty"), "--out", str(tmp_path / "b"), "--opset", "13"]) == 2
+    assert "--opset must be >= 17" in _err_line(capsys, "export")
+
+
+def test_export_cli_writes_bundle_and_refuses_overwrite(merged_tiny_dir, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    argv = ["-q", "export", "--merged", str(merged_tiny_dir), "--out", str(out), "--dynamic-batch", "--threshold", "0.61", "--threshold-method", "picked by hand"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "input      image" in printed and "['batch'," in printed and "threshold  0.61 (picked by hand)" in printed
+    b = load_bundle(out)
+    assert b.manifest.threshold.value == 0.61 and b.manifest.input("image").shape[0] == "batch"
+    assert b.manifest.extra["export"]["dynamic_batch"] is True
+    assert main(argv) == 2
+    assert "already exists" in _err_line(capsys, "export")
+    assert main(argv[:-4] + ["--force"]) == 0
+    assert load_bundle(out).manifest.threshold.value == 0.5  # back to the merged model's own
