@@ -62,17 +62,21 @@ class BenchSpec:
 class Progress:
     """A one-line stderr progress indicator (tqdm is not an edge dependency)."""
 
-    def __init__(self, label: str, total: int, enabled: bool = True, every_s: float = 0.5) -> None:
-        self.label, self.total, self.enabled, self.every_s = label, total, enabled and total > 0, every_s
-        self._last = 0.0
+    def __init__(self, label: str, total: int, enabled: bool = True) -> None:
+        self.label, self.total, self.enabled = label, total, enabled and total > 0
+        self.tty = sys.stderr.isatty()
+        # A terminal gets one line rewritten in place; a log file a line every few seconds.
+        self.every_s = 0.25 if self.tty else 5.0
+        self._last = time.monotonic()
+        self._t0 = self._last
 
     def update(self, n: int) -> None:
         now = time.monotonic()
         if self.enabled and (now - self._last >= self.every_s or n >= self.total):
             self._last = now
-            sys.stderr.write(f"\r{self.label}: {n}/{self.total}")
-            if n >= self.total:
-                sys.stderr.write("\n")
+            rate = n / max(now - self._t0, 1e-9)
+            text = f"{self.label}: {n}/{self.total} ({rate:.1f}/s)"
+            sys.stderr.write(f"\r{text}" + ("\n" if n >= self.total else "") if self.tty else text + "\n")
             sys.stderr.flush()
 
 

@@ -143,6 +143,7 @@ class Postprocessor:
         self.heatmaps = HeatmapWriter(heatmaps) if heatmaps is not None and heatmaps.dir is not None else None
         self.ng = 0
         self.ok = 0
+        self.heatmap_errors = 0
 
     def wants_heatmap(self, score: float) -> bool:
         if self.heatmaps is None:
@@ -159,7 +160,13 @@ class Postprocessor:
         score = float(score)
         heatmap = None
         if self.wants_heatmap(score):
-            heatmap = str(self.heatmap_for(frame, anomaly_map))
+            try:
+                heatmap = str(self.heatmap_for(frame, anomaly_map))
+            except OSError as exc:
+                # A full or read-only disk must not stop the line: the verdict still goes out.
+                self.heatmap_errors += 1
+                if self.heatmap_errors == 1 or self.heatmap_errors % 100 == 0:
+                    log.warning("cannot write heatmap (%d failures so far): %s", self.heatmap_errors, exc)
         verdict = make_verdict(
             frame_id=frame.frame_id,
             camera_serial=frame.camera_serial,

@@ -85,3 +85,13 @@ def test_overlay_shape_and_alpha():
 def test_bad_heatmap_options(kwargs):
     with pytest.raises(ConfigError):
         HeatmapOptions(**kwargs)
+
+
+def test_heatmap_write_failure_keeps_the_verdict(toy_bundle, tmp_path):
+    hm = tmp_path / "hm"
+    post = Postprocessor(toy_bundle, INFO, heatmaps=HeatmapOptions(dir=hm))
+    hm.rmdir()
+    hm.write_text("not a folder any more")  # writing into it fails, even as root, like a dead disk
+    v = post(_frame(1), 0.9, np.ones((8, 8), np.float32), {})
+    assert v["verdict"] == "NG" and v["heatmap"] is None and post.heatmap_errors == 1
+    assert validate_verdict(v) == []
