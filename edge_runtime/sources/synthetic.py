@@ -1,0 +1,118 @@
+"""synthetic://?width=..&height=..&fps=..&count=..&pixel_format=BayerRG8&seed=0&defect_every=10
+
+A deterministic stand-in for a line camera: a textured part with occasional synthetic
+defects (a dark scratch), delivered as RGB8, BGR8, Mono8 or a Bayer mosaic exactly as a
+colour camera would send it. Frame i depends only on (seed, i), so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.errors import SourceError
+from edge_runtime.frames import Frame
+from edge_runtime.sources.base import EndOfStream, Pacer, SourceBase
+from edge_runtime.sources.options import SourceOptions
+from edge_runtime.sources.uri import SourceUri, int_param
+
+OWN_KEYS = ("width", "height", "count", "seed", "defect_every")
+PIXEL_FORMATS = ("RGB8", "BGR8", "Mono8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8")
+_CHANNEL = {"R": 0, "G": 1, "B": 2}
+
+
+def mosaic(rgb: np.ndarray, pixel_format: str) -> np.ndarray:
+    """RGB HxWx3 -> the HxW Bayer frame a camera with `pixel_format` (GenICam PFNC name,
+    pattern of the top-left 2x2 block read row by row) would deliver."""
+    if not pixel_format.startswith("Bayer") or len(pixel_format) < 7:
+        raise ValueError(f"not a Bayer pixel format: {pixel_format}")
+    a, b = pixel_format[5], pixel_format[6]
+    # The other diagonal of an RG/BG block is G; of a GR/GB block it is the missing colour.
+    pattern = {"RG": "RGGB", "BG": "BGGR", "GR": "GRBG", "GB": "GBRG"}[a + b]
+    out = np.empty(rgb.shape[:2], dtype=rgb.dtype)
+    for i, colour in enumerate(pattern):
+        dy, dx = divmod(i, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, _CHANNEL[colour]]
+    return out
+
+
+def texture(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth, coloured, non-periodic surface (like brushed metal or a moulded part)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(60, 200, size=(max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+    base = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    stripes = 12.0 * np.sin(xx * 0.35 + yy * 0.05)[..., None]
+    return np.clip(base + stripes, 0, 255).astype(np.uint8)
+
+
+def render(base: np.ndarray, index: int, seed: int, defect: bool) -> tuple[np.ndarray, dict]:
+    """Frame `index`: the base texture with sensor noise and, if `defect`, a dark scratch."""
+    import cv2
+
+    rng = np.random.default_rng([seed, index])
+    noise = rng.normal(0.0, 3.0, size=base.shape).astype(np.float32)
+    img = np.clip(base.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    info: dict = {"defect": defect}
+    if defect:
+        h, w = img.shape[:2]
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1 = int(np.clip(x0 + rng.integers(-w // 3, w // 3 + 1), 0, w - 1))
+        y1 = int(np.clip(y0 + rng.integers(-h // 3, h // 3 + 1), 0, h - 1))
+        thickness = max(1, min(h, w) // 40)
+        cv2.line(img, (x0, y0), (x1, y1), (20, 20, 20), thickness)
+        info["defect_box"] = (min(x0, x1), min(y0, y1), abs(x1 - x0) + thickness, abs(y1 - y0) + thickness)
+    return img, info
+
+
+class SyntheticSource(SourceBase):
+    stat_keys = ("defects",)
+    applies = frozenset({"pixel_format", "fps", "timeout_ms", "reconnect", "reconnect_attempts", "reconnect_backoff_s", "buffer_count", "buffer_handling"})
+
+    def __init__(self, parsed: SourceUri, options: SourceOptions, params: dict[str, str]) -> None:
+        super().__init__(parsed.raw, options)
+        if parsed.target:
+            raise SourceError(f"synthetic source takes only query parameters, got {parsed.target!r} in {parsed.raw!r}")
+        self.width = int_param(params, "width", 640, parsed.raw, minimum=2)
+        self.height = int_param(params, "height", 480, parsed.raw, minimum=2)
+        self.total = int_param(params, "count", 0, parsed.raw)  # 0 = endless
+        self.seed = int_param(params, "seed", 0, parsed.raw)
+        self.defect_every = int_param(params, "defect_every", 10, parsed.raw)  # 0 = never
+        self.pixel_format = options.pixel_format or "RGB8"
+        if self.pixel_format not in PIXEL_FORMATS:
+            raise SourceError(f"synthetic source cannot make pixel_format {self.pixel_format!r} (choose from {', '.join(PIXEL_FORMATS)})")
+        if self.pixel_format.startswith("Bayer") and (self.width % 2 or self.height % 2):
+            raise SourceError(f"{parsed.raw}: Bayer frames need an even width and height, got {self.width}x{self.height}")
+        self.camera_serial = f"synthetic-{self.seed}"
+        self._pacer = Pacer(options.fps)
+        self._base: np.ndarray | None = None
+        self._index = 0
+
+    def _open(self) -> None:
+        self._base = texture(self.height, self.width, self.seed)
+
+    def _grab(self) -> Frame | None:
+        if self.total and self._index >= self.total:
+            raise EndOfStream
+        assert self._base is not None
+        i = self._index
+        self._index += 1
+        defect = bool(self.defect_every) and i % self.defect_every == self.defect_every - 1
+        rgb, info = render(self._base, i, self.seed, defect)
+        if defect:
+            self.count("defects")
+        self._pacer.wait()
+        fmt = self.pixel_format
+        if fmt == "RGB8":
+            image = rgb
+        elif fmt == "BGR8":
+            image = np.ascontiguousarray(rgb[:, :, ::-1])
+        elif fmt == "Mono8":
+            image = np.ascontiguousarray(rgb.mean(axis=2).round().astype(np.uint8))
+        else:
+            image = mosaic(rgb, fmt)
+        return self.make_frame(image, fmt, index=i, **info)
+
+    def _close(self) -> None:
+        self._base = None
