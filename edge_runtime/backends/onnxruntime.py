@@ -156,7 +156,8 @@ class OrtBackend:
             "providers": list(self._session.get_providers()) if self._session else [],
             "precision": self.precision,
             "model_file": self._model_path.name if self._model_path else None,
-            "intra_op_threads": self.intra_op_threads,
+            # Read back from the session: what ORT actually uses, not what we asked for.
+            "intra_op_threads": self._session.get_session_options().intra_op_num_threads if self._session else self.intra_op_threads,
             "onnxruntime": ort.__version__,
             "device": ort.get_device(),
         }

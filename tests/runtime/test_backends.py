@@ -105,3 +105,17 @@ def test_bad_input_dtype_raises_not_crashes(toy_bundle):
     backend.load(toy_bundle, "fp32")
     with pytest.raises(Exception):
         backend.infer(_batch().astype(np.float32))
+
+
+def test_cli_unknown_backend_exits_2_one_line(toy_bundle, capsys):
+    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://", "--publish", "stdout://", "--backend", "tensorflow"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown backend 'tensorflow'" in err[0] and "ort-cpu" in err[0]
+
+
+def test_intra_op_threads_reach_the_session(toy_bundle):
+    backend = make_backend("ort-cpu", intra_op_threads=1, allow_spinning=False)
+    backend.load(toy_bundle, "fp32")
+    assert backend.describe()["intra_op_threads"] == 1
+    with pytest.raises(BackendUnavailable, match="intra_op_threads"):
+        make_backend("ort-cpu", intra_op_threads=-1)
