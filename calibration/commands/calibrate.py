@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op-types", default=None, help="comma-separated ops to quantize, from MatMul,Gemm,Conv (default MatMul,Gemm)")
     p.add_argument("--config", default=None, help="YAML with quantization options (see calibration.qdq.QuantConfig)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a quantization option, e.g. --set per_channel=false")
-    p.add_argument("--trt-cache", action="store_true", help="also write a TensorRT INT8 calibration cache (needs TensorRT and a GPU)")
+    p.add_argument("--trt-cache", action="store_true", help="also calibrate TensorRT's entropy calibrator on the same images: writes its cache and an int8 engine (needs TensorRT + pycuda: run on the target)")
+    p.add_argument("--calib-batch", type=int, default=8, help="TensorRT calibration batch size for --trt-cache (default 8; static-batch models use their batch)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     config = replace(config, **flags)  # re-validated by QuantConfig.__post_init__
 
     bundle = load_bundle(args.bundle, verify=True)  # fail on a bad bundle before reading images
+    if args.trt_cache:  # asked for TensorRT: fail now, not after quantizing, if it is not here
+        from edge_runtime.trt import compat
+
+        compat.import_tensorrt("--trt-cache (TensorRT INT8 calibration cache)")
+        compat.import_cuda("--trt-cache (TensorRT INT8 calibration cache)")
     calib = sample_calibration_set(args.images, args.num, args.seed)
     batch = bundle.manifest.input("image").shape[0]
     batch_size = batch if isinstance(batch, int) else 1
@@ -60,25 +66,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sanity         max |score INT8 - FP32| on the calibration images: {out.score_drift_max:.4g}")
     print("  next           clipinspect precision-report --bundle", out.bundle_root, "--images <labelled test images>")
     if args.trt_cache:
-        _trt_cache_note()
+        built = write_trt_calibration_cache(out.bundle_root, calib, args.calib_batch)
+        e = built.entry
+        how = "reused" if built.used_calibration_cache else "written"
+        print(f"  tensorrt       {e.tensorrt_version} on {e.gpu_name}: calibration cache {e.calibration_cache} ({how}), engine {e.file} (implicit INT8 from the FP32 ONNX)")
     return 0
 
 
-def _trt_cache_note() -> None:
-    """TensorRT's implicit-INT8 calibration cache is produced while an engine is built, which
-    happens on the target (`clipinspect build-engine`, edge_runtime/trt). Here we only say what
-    to do; we never pretend to have written one."""
-    from edge_runtime.deps import require
-    from edge_runtime.errors import BackendUnavailable, MissingDependency
+def write_trt_calibration_cache(bundle_root, calib, calib_batch: int = 8, workspace_mb: int = 1024):
+    """TensorRT implicit-INT8 calibration on the same calibration set, through the target-side
+    builder (edge_runtime.trt.builder, entropy calibrator): TensorRT writes its cache while it
+    builds an engine, so this builds `model.int8.engine` from the FP32 ONNX and records engine,
+    cache and the set's sha256 in the manifest. Needs TensorRT + pycuda (a GPU): run it on the
+    target. Returns H5's BuildResult."""
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.trt.builder import BuildOptions, CalibrationSet, build_engine
 
-    try:
-        trt = require("tensorrt", purpose="a TensorRT calibration cache", hint="install TensorRT (JetPack on the device)")
-    except MissingDependency as exc:
-        raise BackendUnavailable(f"--trt-cache asked for, but {exc}") from None
-    print(
-        f"  tensorrt       {trt.__version__} found: the calibration cache is written by the TensorRT entropy calibrator during "
-        "'clipinspect build-engine --precision int8' on the target; with TensorRT 10 prefer building from model.int8.onnx (explicit Q/DQ)"
-    )
+    bundle = load_bundle(bundle_root, verify=True)
+    pre = bundle.manifest.preprocess
+
+    def make_batches(n: int):
+        # The calibrator needs exactly the calibration shape: drop a last partial batch.
+        return (b for b in calib.batches(pre.image_size, n, color_order=pre.color_order, method=pre.resize) if b.shape[0] == n)
+
+    opts = BuildOptions(precision="int8", onnx="fp32", calib_batch=min(calib_batch, len(calib)), workspace_mb=workspace_mb)
+    return build_engine(bundle, opts, CalibrationSet(make_batches=make_batches, sha256=calib.sha256))
 
 
 COMMAND = Command(help="calibrate an INT8 Q/DQ variant of a bundle's model (ONNX Runtime static quantization)", add_arguments=add_arguments, run=run)

@@ -49,3 +49,16 @@ def test_precision_report_errors(contract_bundle: Path, bottle: Path, tmp_path: 
     (tmp_path / "flat").mkdir()
     rc = main(["-q", "precision-report", "--bundle", str(contract_bundle), "--images", str(tmp_path / "flat")])
     _one_line_error(capsys, rc, "not an MVTec-style test split")
+
+
+def test_trt_cache_without_tensorrt_fails_before_quantizing(contract_bundle: Path, bottle: Path, capsys) -> None:
+    pytest.importorskip  # TensorRT is never installed on CI; if it is, this test does not apply
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("real TensorRT is installed")
+    except ImportError:
+        pass
+    rc = main(["-q", "calibrate", "--bundle", str(contract_bundle), "--images", str(bottle), "--num", "2", "--trt-cache"])
+    _one_line_error(capsys, rc, "tensorrt")
+    assert not (contract_bundle / "model.int8.onnx").exists()
