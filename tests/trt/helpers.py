@@ -15,7 +15,9 @@ D = 8
 GRID = H // PATCH
 
 
-def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed: int = 0, bad_op: bool = False) -> Path:
+def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed: int = 0, bad_op: bool = False,
+              float_input: bool = False) -> Path:
+    """uint8 NHWC input with normalisation in the graph, or (`float_input`) normalised float32 NCHW."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -38,6 +40,8 @@ def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed
         helper.make_node("Div", ["x_c", "std"], ["x_n"]),
         helper.make_node("Transpose", ["x_n"], ["x_nchw"], perm=[0, 3, 1, 2]),
     ]
+    if float_input:
+        nodes = [helper.make_node("Identity", ["image"], ["x_nchw"])]
     conv_in, conv_w = "x_nchw", "conv_w"
     if qdq:
         scale = np.float32(np.abs(w).max() / 127)
@@ -70,7 +74,8 @@ def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed
         nodes.insert(1, helper.make_node("Mystery", ["image"], ["unused2"]))
     graph = helper.make_graph(
         nodes, "tiny_anomaly",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, H, W, 3]),
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, H, W]) if float_input
+         else helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, H, W, 3]),
          helper.make_tensor_value_info("text_embeddings", TensorProto.FLOAT, [2, D])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch]),
          helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [batch, GRID, GRID])],
@@ -85,10 +90,10 @@ def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed
     return path
 
 
-def make_bundle(root: Path, *, dynamic_batch: bool = True, with_int8: bool = False, bad_op: bool = False):
+def make_bundle(root: Path, *, dynamic_batch: bool = True, with_int8: bool = False, bad_op: bool = False, float_input: bool = False):
     """Write a bundle with model.onnx (+ model.int8.onnx Q/DQ) and text embeddings; return it loaded."""
     root.mkdir(parents=True, exist_ok=True)
-    make_onnx(root / "model.onnx", dynamic_batch=dynamic_batch, bad_op=bad_op)
+    make_onnx(root / "model.onnx", dynamic_batch=dynamic_batch, bad_op=bad_op, float_input=float_input)
     rng = np.random.default_rng(1)
     text = rng.normal(size=(2, D)).astype(np.float32)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
@@ -100,8 +105,9 @@ def make_bundle(root: Path, *, dynamic_batch: bool = True, with_int8: bool = Fal
         variants = (ModelVariant(file="model.int8.onnx", precision="int8", quantization="hand-made QDQ on Conv", calibration_set_sha256="ab" * 32),)
     m = Manifest(
         schema=SCHEMA, schema_version=SCHEMA_VERSION, model_id="tiny-trt-test", clip_source="none",
-        preprocess=PreprocessSpec(image_size=(H, W)),
-        inputs=(TensorSpec("image", (batch, H, W, 3), "uint8"), TensorSpec("text_embeddings", (2, D), "float32")),
+        preprocess=PreprocessSpec(image_size=(H, W), input_layout="NCHW_float32" if float_input else "NHWC_uint8"),
+        inputs=(TensorSpec("image", (batch, 3, H, W), "float32") if float_input else TensorSpec("image", (batch, H, W, 3), "uint8"),
+                TensorSpec("text_embeddings", (2, D), "float32")),
         outputs=(TensorSpec("score", (batch,), "float32"), TensorSpec("anomaly_map", (batch, GRID, GRID), "float32")),
         threshold=Threshold(0.5, "test"), text=TextSpec(prompts={"normal": "flawless", "abnormal": "damaged"}),
         files={}, variants=variants,

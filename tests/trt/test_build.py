@@ -173,3 +173,19 @@ def test_calibration_with_no_batches_fails_with_tensorrt_reason(fake_trt, tmp_pa
     with pytest.raises(BackendUnavailable, match="failed to build the int8 engine .*Calibration failure"):
         build_engine(bundle, BuildOptions(precision="int8"), cal)  # images given -> implicit calibration of fp32
     assert load_bundle(bundle.root).manifest.engines == ()
+
+
+def test_calibrator_feeds_normalised_nchw_when_layout_says_so(fake_trt, tmp_path):
+    import struct
+
+    from edge_runtime.trt.builder import CalibrationSet
+    from edge_runtime.trt.calib_data import ImageBatches, calibration_set_sha256, sample_images
+
+    bundle = make_bundle(tmp_path / "b", float_input=True)
+    paths = tuple(sample_images(write_images(tmp_path / "good", 4), 4))
+    pre = bundle.manifest.preprocess
+    cal = CalibrationSet(lambda b: ImageBatches(paths, pre.image_size, b), calibration_set_sha256(paths))
+    res = build_engine(bundle, BuildOptions(precision="int8", calib_batch=2), cal)
+    amax = _engine_header(res.bundle.path(res.entry.file))["calib_amax"]
+    image_amax = struct.unpack(">f", bytes.fromhex(amax["image"]))[0] * 127
+    assert 1.0 < image_amax < 3.0  # normalised pixels, not raw 0..255

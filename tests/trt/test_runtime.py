@@ -14,7 +14,10 @@ from edge_runtime.errors import BackendUnavailable, BundleError, DataError
 from edge_runtime.trt.builder import BuildOptions, build_engine
 from edge_runtime.trt.runtime import TrtBackend
 from tests.trt.conftest import install_fakes
+from edge_runtime.bundle import PreprocessSpec
 from tests.trt.helpers import H, W, make_bundle, ort_reference
+
+MEAN, STD = PreprocessSpec(image_size=(H, W)).mean, PreprocessSpec(image_size=(H, W)).std
 
 
 def _batch(n: int, seed: int = 0) -> np.ndarray:
@@ -140,12 +143,16 @@ def test_tensorrt_itself_refuses_when_manifest_lies(fake_trt, fp16_bundle, monke
 def test_legacy_bindings_api(monkeypatch, tmp_path):
     """TensorRT 8.4 (JetPack 5.0) engines have only the bindings API: execute_async_v2."""
     install_fakes(monkeypatch, "8.4.1.5")
-    bundle = make_bundle(tmp_path / "b")
+    with pytest.raises(BundleError, match="UINT8"):  # uint8 network inputs need TensorRT >= 8.5
+        build_engine(make_bundle(tmp_path / "u8"), BuildOptions(precision="fp16"))
+    bundle = make_bundle(tmp_path / "b", float_input=True)
     build_engine(bundle, BuildOptions(precision="fp16", max_batch=2))
     be = TrtBackend()
     be.load(load_bundle(bundle.root), "fp16")
     assert be.describe()["api"].startswith("bindings")
-    batch = _batch(2, 7)
+    from edge_runtime.preprocess import normalize
+
+    batch = normalize(_batch(2, 7), MEAN, STD)
     np.testing.assert_allclose(be.infer(batch).score, ort_reference(bundle, batch)[0], atol=1e-2)
 
 

@@ -296,14 +296,22 @@ class ParserError:
         return f"{where}({self._func}): {self._code.name}: {self._desc}"
 
 
-# Ops the fake parser imports; anything else (or a custom domain) is reported like TensorRT does.
-_SUPPORTED = {
-    "Add", "Sub", "Mul", "Div", "Cast", "Transpose", "Reshape", "MatMul", "Gemm", "Conv", "Softmax", "ReduceMax",
-    "ReduceMean", "AveragePool", "Gather", "Squeeze", "Unsqueeze", "Concat", "Slice", "Relu", "Sigmoid", "Max",
-    "QuantizeLinear", "DequantizeLinear", "Identity", "Constant", "LayerNormalization", "Sqrt", "Pow", "Erf",
-    "Flatten", "Shape", "ReduceSum", "Resize", "Tanh", "Exp", "Neg", "Where", "Equal", "Expand", "Split",
-}
-
+# ONNX ops with an importer in onnx-tensorrt (docs/operators.md "Y" rows, plus those added
+# by 8.6/10: LayerNormalization, GroupNormalization, Reciprocal, Mod, NonZero, OneHot, ...).
+# Anything else, or a node in a custom domain, is reported the way TensorRT reports it.
+_SUPPORTED = set("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu Clip
+Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div Dropout
+Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool
+GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid Identity If ImageScaler InstanceNormalization
+IsNaN LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean Min
+Mul Neg NonMaxSuppression Not Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomUniform RandomUniformLike
+Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
+ReduceSumSquare Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND
+Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
+Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where Xor
+LayerNormalization GroupNormalization Reciprocal Mod NonZero OneHot Trilu GridSample IsInf HardSwish Mish
+""".split())
 
 class OnnxParser:
     def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
@@ -351,6 +359,9 @@ class OnnxParser:
         for vi in proto.graph.input:
             if vi.name in inits:
                 continue
+            if vi.type.tensor_type.elem_type == 2 and _ver() < (8, 5):  # UINT8 I/O arrived in TensorRT 8.5
+                self._errors.append(ParserError(ErrorCode.UNSUPPORTED_GRAPH, f"Unsupported ONNX data type: UINT8 (2) (input {vi.name})", func="importInput"))
+                return False
             net._inputs.append(ITensor(vi.name, _onnx_shape(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
         for vi in proto.graph.output:
             net._outputs.append(ITensor(vi.name, _onnx_shape(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
