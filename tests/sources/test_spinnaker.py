@@ -97,6 +97,15 @@ def test_images_are_copied_and_released_so_a_small_pool_never_starves(pyspin):
     assert dev.leaked_at_end == 0
 
 
+def test_frames_the_driver_dropped_are_counted(pyspin):
+    dev = pyspin.fake_add_camera("1")
+    with open_source("spinnaker://1", FAST) as src:
+        assert src.read().meta["device_frame_id"] == 1
+        dev.frame_id += 3  # NewestOnly: three buffers were overwritten before we asked
+        assert src.read().meta["device_frame_id"] == 5
+        assert src.stats()["camera_skipped"] == 3
+
+
 def test_timeouts_are_bounded_and_counted(pyspin):
     dev = pyspin.fake_add_camera("1")
     dev.stall = 3
