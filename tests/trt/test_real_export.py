@@ -28,3 +28,46 @@ def test_real_tiny_export_builds_and_matches_onnxruntime(fake_trt10, tiny_bundle
     np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
     np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
     be.close()
+
+
+@pytest.mark.slow
+def test_real_qdq_variant_from_calibrate_builds_int8(fake_trt10, tiny_bundle, mvtec_root, tmp_path):
+    """H4's `clipinspect calibrate` Q/DQ model meets TensorRT's Q/DQ rules (int8, zero point 0)
+    and the int8 engine computes what ONNX Runtime computes on that model."""
+    from edge_runtime.cli import main
+    from tests.plugins.bundles import copy_bundle
+
+    root = copy_bundle(tiny_bundle, tmp_path / "bundle")
+    assert main(["calibrate", "--bundle", str(root), "--images", str(mvtec_root / "bottle"), "--num", "4"]) == 0
+    res = build_engine(load_bundle(root), BuildOptions(precision="int8"))
+    assert "explicit-qdq" in res.entry.build_flags and res.entry.source_onnx != "model.onnx"
+    be = TrtBackend()
+    be.load(res.bundle, "int8")
+    shape = tuple(1 if isinstance(d, str) else d for d in res.bundle.manifest.input("image").shape)
+    batch = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    ref_score, ref_map = ort_reference(res.bundle, batch, "int8")
+    out = be.infer(batch)
+    np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
+    np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
+    be.close()
+
+
+def test_asymmetric_qdq_is_refused_like_tensorrt(fake_trt10, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_runtime.errors import BundleError
+    from tests.trt.helpers import make_bundle
+
+    bundle = make_bundle(tmp_path / "b", with_int8=True)
+    path = bundle.model_path("int8")
+    model = onnx.load(str(path))
+    for i, t in enumerate(model.graph.initializer):
+        if t.name == "zp":
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.array(3, np.int8), "zp"))
+    onnx.save(model, str(path))
+    from edge_runtime.bundle import with_file, write_manifest
+
+    write_manifest(bundle.root, with_file(bundle.manifest, bundle.root, path.name))
+    with pytest.raises(BundleError, match="symmetric quantization"):
+        build_engine(load_bundle(bundle.root), BuildOptions(precision="int8"))

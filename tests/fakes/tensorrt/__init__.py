@@ -354,7 +354,23 @@ class OnnxParser:
                 self._errors.append(ParserError(ErrorCode.UNSUPPORTED_NODE, f"No importer registered for op: {node.op_type}", i, node.name, node.op_type, "importNode"))
         if self._errors:
             return False
-        inits = {t.name for t in proto.graph.initializer}
+        inits = {t.name: t for t in proto.graph.initializer}
+        for i, node in enumerate(proto.graph.node):
+            # TensorRT quantizes symmetrically to INT8: zero points must be int8 zeros.
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
+                zp = inits.get(node.input[2])
+                if zp is None:
+                    self._errors.append(ParserError(ErrorCode.INVALID_NODE, "Assertion failed: zero point must be an initializer", i, node.name, node.op_type, "QuantDequantLinearHelper"))
+                    continue
+                from onnx import numpy_helper
+
+                arr = numpy_helper.to_array(zp)
+                if arr.dtype != np.int8:
+                    self._errors.append(ParserError(ErrorCode.UNSUPPORTED_NODE, f"Assertion failed: Only INT8 quantization is supported (zero point {node.input[2]} is {arr.dtype})", i, node.name, node.op_type, "QuantDequantLinearHelper"))
+                elif np.any(arr != 0):
+                    self._errors.append(ParserError(ErrorCode.INVALID_NODE, "Assertion failed: shiftIsAllZeros(zeroPoint) && \"TensorRT only supports symmetric quantization. The zero point for the QuantizeLinear/DequantizeLinear operator must be all zeros.\"", i, node.name, node.op_type, "QuantDequantLinearHelper"))
+        if self._errors:
+            return False
         net = self._network
         for vi in proto.graph.input:
             if vi.name in inits:
