@@ -125,6 +125,10 @@ class EmbeddedBroker:
                 "log_type information",
                 "max_queued_messages 100000",
             ]
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                # As root mosquitto would switch to user "mosquitto", which cannot read files
+                # in a private work dir (pytest's tmp dirs are 0700). A local test/demo broker only.
+                lines.append("user root")
             if self.persistence:
                 lines += [f"persistence_location {self.workdir}/", "autosave_interval 0"]
             if self.password_file:

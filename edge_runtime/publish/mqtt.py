@@ -107,7 +107,7 @@ class MQTTPublisher:
         self._ever_connected = False
         self._last_refusal = ""
         self._stats = dict.fromkeys(
-            ("published", "acked", "queued", "spooled", "replayed", "dropped", "reconnects", "corrupt"), 0
+            ("published", "acked", "queued", "spooled", "replayed", "recovered", "dropped", "reconnects", "corrupt"), 0
         )
 
         self._spool: Spool | None = None
@@ -122,6 +122,7 @@ class MQTTPublisher:
                 # A previous run left verdicts behind: they go out first, new ones queue behind.
                 log.info("spool %s: %d verdict(s) from an earlier run will be sent first", self._spool.dir, self._spool.pending())
                 self._spilling = True
+                self._stats["recovered"] = self._spool.pending()
         self._seq = self._spool.last_seq if self._spool else 0
 
         client = mqtt.Client(

@@ -1,0 +1,239 @@
+"""MQTT publisher against a real broker on 127.0.0.1 (mosquitto and/or amqtt)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.publish import open_publisher
+from edge_runtime.publish.broker import EmbeddedBroker
+from edge_runtime.verdict import validate_verdict
+from tests.publish.helpers import first_occurrences, verdict
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
+
+FAST = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "close_timeout_s": 5.0}
+
+
+def _frame_ids(sub: Any) -> list[int]:
+    return [p["frame_id"] for p in sub.payloads("/verdict")]
+
+
+def _has_all(n: int):
+    return lambda msgs: len({json.loads(m.payload)["frame_id"] for m in msgs if m.topic.endswith("/verdict")}) >= n
+
+
+def test_every_verdict_arrives_valid_in_order_qos1(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any) -> None:
+    sub = mqtt_subscriber(mqtt_broker, "line1/#")
+    sub.wait_subscribed()
+    pub = open_publisher(f"{mqtt_broker.uri}/line1", FAST)
+    for i in range(100):
+        pub.publish(verdict(i))
+    assert pub.flush(10) is True
+    assert sub.wait_for(_has_all(100))
+    pub.close()
+    msgs = [m for m in sub.snapshot() if m.topic == "line1/verdict"]
+    assert [m.qos for m in msgs] == [1] * len(msgs)
+    payloads = [json.loads(m.payload) for m in msgs]
+    assert [p["frame_id"] for p in payloads] == list(range(100))  # no outage: no repeats either
+    assert all(validate_verdict(p) == [] for p in payloads)
+    st = pub.stats()
+    assert (st["published"], st["acked"], st["dropped"], st["spooled"]) == (100, 100, 0, 0)
+
+
+def test_per_camera_topic(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any) -> None:
+    sub = mqtt_subscriber(mqtt_broker, "plant/+/verdict")
+    sub.wait_subscribed()
+    pub = open_publisher(f"{mqtt_broker.uri}/plant", {**FAST, "per_camera_topic": True})
+    pub.publish(verdict(1, camera_serial="A1"))
+    pub.publish(verdict(2, camera_serial="B/2"))
+    assert pub.flush(10)
+    assert sub.wait_for(lambda m: len(m) >= 2)
+    pub.close()
+    assert sorted(m.topic for m in sub.snapshot()) == ["plant/A1/verdict", "plant/B_2/verdict"]
+
+
+def test_broker_stopped_mid_run_loses_nothing_and_keeps_order(mqtt_broker_factory: Any, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    # A plant subscriber keeps a persistent session (clean_session False) on a broker with
+    # persistence, so what the broker accepted while the subscriber was away is kept for it.
+    broker = mqtt_broker_factory("mosquitto", persistence=True)
+    sub = mqtt_subscriber(broker, "line/verdict", client_id="plant-sub", clean_session=False)
+    sub.wait_subscribed()
+    pub = open_publisher(f"{broker.uri}/line", {**FAST, "spool_dir": str(tmp_path / "spool"), "queue_max": 50})
+    total, stop_at, restart_at = 300, 80, 200
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for i in range(total):
+                pub.publish(verdict(i))
+                if i == stop_at:
+                    broker.stop()  # mid-run, while verdicts keep coming
+                if i == restart_at:
+                    broker.start()
+                time.sleep(0.002)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    t = threading.Thread(target=produce)
+    started = time.monotonic()
+    t.start()
+    t.join(30)
+    assert not errors and not t.is_alive()
+    assert pub.flush(20) is True, pub.stats()
+    arrived = sub.wait_for(_has_all(total), 20)
+    pub.close()
+    missing = sorted(set(range(total)) - set(_frame_ids(sub)))
+    assert arrived, f"missing {missing} stats {pub.stats()} broker log: {broker.log_file.read_text()[-1500:]}"
+    ids = _frame_ids(sub)
+    assert first_occurrences(ids) == list(range(total))  # every one, in order, no gaps
+    st = pub.stats()
+    assert st["dropped"] == 0 and st["acked"] == total
+    assert st["reconnects"] >= 1 and st["spooled"] > 0 and st["replayed"] > 0
+    assert time.monotonic() - started < 40
+
+
+def test_spool_replayed_by_next_publisher_after_close(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    mqtt_broker.stop()
+    a = open_publisher(f"{mqtt_broker.uri}/p", {**FAST, "spool_dir": str(spool), "close_timeout_s": 0.2})
+    for i in range(30):
+        a.publish(verdict(i))
+    a.close()
+    st_a = a.stats()
+    assert (st_a["spooled"], st_a["acked"], st_a["dropped"]) == (30, 0, 0)
+    assert list(spool.glob("seg-*.jsonl"))
+
+    mqtt_broker.start()
+    sub = mqtt_subscriber(mqtt_broker, "p/verdict")
+    sub.wait_subscribed()
+    b = open_publisher(f"{mqtt_broker.uri}/p", {**FAST, "spool_dir": str(spool)})
+    for i in range(30, 40):
+        b.publish(verdict(i))
+    assert b.flush(10) is True
+    assert sub.wait_for(_has_all(40))
+    b.close()
+    assert first_occurrences(_frame_ids(sub)) == list(range(40))
+    assert b.stats()["recovered"] == 30
+    # New verdicts queue behind the backlog on disk, so they are replayed from it too.
+    assert b.stats()["replayed"] == 40
+    assert list(spool.glob("seg-*.jsonl")) == []  # delivered segments are deleted
+
+
+_CRASHING_PUBLISHER = """
+import sys, time
+from edge_runtime.publish import open_publisher
+from edge_runtime.verdict import make_verdict
+pub = open_publisher(sys.argv[1], {"spool_dir": sys.argv[2], "reconnect_min_s": 0.1, "reconnect_max_s": 0.2})
+for i in range(int(sys.argv[3])):
+    pub.publish(make_verdict(frame_id=i, camera_serial="CAM1", capture_ts_ns=i, score=0.1, threshold=0.5,
+        bundle_sha256="0" * 64, model_id="m", backend="ort-cpu", precision="fp32", latency_ms={}))
+print("published", flush=True)
+time.sleep(60)
+"""
+
+
+def _crashing_publisher(uri: str, spool: Path, n: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _CRASHING_PUBLISHER, uri, str(spool), str(n)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "published", line
+    return proc
+
+
+def test_spool_survives_a_crash_sigkill(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    mqtt_broker.stop()
+    proc = _crashing_publisher(f"{mqtt_broker.uri}/c", spool, 25)
+    proc.send_signal(signal.SIGKILL)  # no close(), no flush: only what is on disk counts
+    proc.wait(10)
+    mqtt_broker.start()
+    sub = mqtt_subscriber(mqtt_broker, "c/verdict")
+    sub.wait_subscribed()
+    b = open_publisher(f"{mqtt_broker.uri}/c", {**FAST, "spool_dir": str(spool)})
+    assert b.flush(10) is True
+    assert sub.wait_for(_has_all(25))
+    b.close()
+    assert first_occurrences(_frame_ids(sub)) == list(range(25))
+    assert b.stats()["recovered"] == 25 and b.stats()["replayed"] == 25
+
+
+def test_spool_full_policy_is_counted_and_keeps_a_prefix(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    mqtt_broker.stop()
+    opts = {**FAST, "spool_dir": str(spool), "spool_segment_bytes": 2000, "spool_max_bytes": 4000, "close_timeout_s": 0.1}
+    a = open_publisher(f"{mqtt_broker.uri}/f", opts)
+    for i in range(40):
+        a.publish(verdict(i))
+    a.close()
+    st = a.stats()
+    assert st["dropped"] > 0 and st["spooled"] > 0
+    assert st["spooled"] + st["dropped"] == 40
+    kept = st["spooled"]
+
+    mqtt_broker.start()
+    sub = mqtt_subscriber(mqtt_broker, "f/verdict")
+    sub.wait_subscribed()
+    b = open_publisher(f"{mqtt_broker.uri}/f", opts)
+    assert b.flush(10) is True
+    assert sub.wait_for(_has_all(kept))
+    b.close()
+    assert first_occurrences(_frame_ids(sub)) == list(range(kept))  # the oldest kept, no holes
+
+
+def test_no_spool_memory_queue_bound_is_counted(tmp_path: Path) -> None:
+    from edge_runtime.publish.broker import free_port
+
+    pub = open_publisher(f"mqtt://127.0.0.1:{free_port()}/m", {**FAST, "queue_max": 5, "close_timeout_s": 0.1})
+    t0 = time.monotonic()
+    for i in range(12):
+        pub.publish(verdict(i))
+    assert time.monotonic() - t0 < 1.0  # never blocks on an absent broker
+    assert pub.flush(0.2) is False
+    pub.close()
+    st = pub.stats()
+    assert st["dropped"] == 12  # 7 refused by the full queue, 5 lost at close (no spool)
+
+
+def _status(sub: Any) -> list[dict[str, Any]]:
+    return [json.loads(m.payload) for m in sub.snapshot() if m.topic.endswith("/status")]
+
+
+def test_retained_status_and_last_will(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    proc = _crashing_publisher(f"{mqtt_broker.uri}/w", tmp_path / "spool", 3)
+    try:
+        late = mqtt_subscriber(mqtt_broker, "w/status")  # joins after: sees the retained status
+        assert late.wait_for(lambda m: any(json.loads(x.payload)["state"] == "online" for x in m), 10)
+        assert late.snapshot()[0].retain
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        # The broker notices the dead socket at once and publishes the will.
+        assert late.wait_for(lambda m: any(json.loads(x.payload)["state"] == "offline" for x in m), 15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    offline = [s for s in _status(late) if s["state"] == "offline"][-1]
+    assert offline["reason"] == "connection lost" and offline["schema"] == "clipinspect.status"
+    after = mqtt_subscriber(mqtt_broker, "w/status", client_id="after")
+    assert after.wait_for(lambda m: len(m) >= 1, 10)
+    assert _status(after)[-1]["state"] == "offline" and after.snapshot()[-1].retain
+
+
+def test_clean_close_publishes_offline_shutdown(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any) -> None:
+    pub = open_publisher(f"{mqtt_broker.uri}/s", FAST)
+    pub.publish(verdict(0))
+    assert pub.flush(10)
+    pub.close()
+    sub = mqtt_subscriber(mqtt_broker, "s/status")
+    assert sub.wait_for(lambda m: len(m) >= 1, 10)
+    assert _status(sub)[-1]["state"] == "offline" and _status(sub)[-1]["reason"] == "shutdown"
