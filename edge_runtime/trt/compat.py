@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -47,11 +48,24 @@ def trt_major(trt: ModuleType) -> int:
         return 10
 
 
+# Every Jetson Orin module's GPU is called "Orin" by CUDA; the board model tells an Orin Nano
+# (fewer SMs, engines tuned differently) from an AGX Orin.
+JETSON_MODEL_FILE = Path("/proc/device-tree/model")
+
+
 def gpu_info(cuda: ModuleType, ordinal: int = 0) -> GpuInfo:
-    """Name and compute capability of CUDA device `ordinal` (pycuda.driver must be initialised)."""
+    """Name and compute capability of CUDA device `ordinal` (pycuda.driver must be initialised).
+    On a Jetson the name carries the board model, e.g. 'Orin (NVIDIA Jetson Orin Nano Developer Kit)'."""
     dev = cuda.Device(ordinal)
     major, minor = dev.compute_capability()
-    return GpuInfo(name=str(dev.name()), compute_capability=f"{major}.{minor}")
+    name = str(dev.name())
+    try:
+        board = JETSON_MODEL_FILE.read_bytes().decode("utf-8", "replace").strip("\x00 \n")
+    except OSError:
+        board = ""
+    if board and "jetson" in board.lower():
+        name = f"{name} ({board})"
+    return GpuInfo(name=name, compute_capability=f"{major}.{minor}")
 
 
 def check_engine(entry: Any, tensorrt_version: str, gpu: GpuInfo, bundle_root: Any = "BUNDLE") -> None:

@@ -13,7 +13,6 @@ TensorRT 10 removed the bindings API; 8.5+ has the name-based tensor API used he
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np

@@ -18,6 +18,12 @@ def install_fakes(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0", gpu:
     monkeypatch.setitem(sys.modules, "pycuda", pycuda_pkg)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     monkeypatch.setattr(pycuda_pkg, "driver", driver, raising=False)
+    # The fake GPU has no board model, even when the tests run on a real Jetson.
+    from pathlib import Path
+
+    from edge_runtime.trt import compat
+
+    monkeypatch.setattr(compat, "JETSON_MODEL_FILE", Path("/nonexistent/device-tree/model"))
     return trt, driver
 
 
