@@ -169,6 +169,8 @@ def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions
 
     log.info("building %s engine from %s with TensorRT %s on %s (sm %s); this takes minutes on a Jetson",
              opts.precision, onnx_path.name, version, gpu.name, gpu.compute_capability)
+    if hasattr(trt, "IProgressMonitor"):  # TensorRT >= 10: report build phases as they go
+        config.progress_monitor = _progress_monitor(trt)
     try:
         serialized = builder.build_serialized_network(network, config)
     finally:
@@ -211,6 +213,31 @@ def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions
     cmd = trtexec_command(bundle.root, onnx_path.name, entry, shapes, opts, source)
     used_cache = bool(getattr(calibrator, "cache_was_read", False))
     return BuildResult(bundle=new_bundle, entry=entry, trtexec=cmd, used_calibration_cache=used_cache)
+
+
+def _progress_monitor(trt: ModuleType) -> Any:
+    """A trt.IProgressMonitor that logs top-level build phases with their duration."""
+    import time
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._started: dict[str, float] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self._started[phase_name] = time.monotonic()
+            if parent_phase is None:
+                log.info("TensorRT build: %s (%d steps)", phase_name, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            t0 = self._started.pop(phase_name, None)
+            if t0 is not None:
+                log.debug("TensorRT build: %s done in %.1f s", phase_name, time.monotonic() - t0)
+
+    return _Monitor()
 
 
 def _set_precision(trt: ModuleType, builder: Any, config: Any, precision: str) -> list[str]:

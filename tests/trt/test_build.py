@@ -189,3 +189,17 @@ def test_calibrator_feeds_normalised_nchw_when_layout_says_so(fake_trt, tmp_path
     amax = _engine_header(res.bundle.path(res.entry.file))["calib_amax"]
     image_amax = struct.unpack(">f", bytes.fromhex(amax["image"]))[0] * 127
     assert 1.0 < image_amax < 3.0  # normalised pixels, not raw 0..255
+
+
+def test_build_phases_logged_on_tensorrt10(fake_trt, tmp_path, caplog):
+    import logging
+
+    trt, _ = fake_trt
+    bundle = make_bundle(tmp_path / "b")
+    with caplog.at_level(logging.INFO, logger="edge_runtime.trt.builder"):
+        build_engine(bundle, BuildOptions(precision="fp16"))
+    phases = [r.getMessage() for r in caplog.records if "TensorRT build:" in r.getMessage()]
+    if trt.__version__.startswith("10"):
+        assert phases == ["TensorRT build: Building engine (2 steps)"]
+    else:
+        assert phases == []  # no IProgressMonitor before 10

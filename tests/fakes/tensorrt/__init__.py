@@ -213,6 +213,19 @@ def _cache_header() -> str:
     return f"TRT-{major}{minor:02d}0-EntropyCalibration2"
 
 
+class _IProgressMonitor:
+    """trt.IProgressMonitor (TensorRT >= 10.0): phase_start / step_complete / phase_finish."""
+
+    def __init__(self) -> None:
+        self._trt_base_init = True
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IProgressMonitor" and _ver() >= (10, 0):
+        return _IProgressMonitor
+    raise AttributeError(f"module 'tensorrt' has no attribute '{name}'")
+
+
 # -- network and parser -----------------------------------------------------------------------
 class ITensor:
     def __init__(self, name: str, shape: Sequence[int], dtype: DataType) -> None:
@@ -441,6 +454,21 @@ class IBuilderConfig:
         self._calib_profile: IOptimizationProfile | None = None
         self._calibrator: IInt8Calibrator | None = None
         self._timing_cache: ITimingCache | None = None
+        self._monitor: Any = None
+
+    @property
+    def progress_monitor(self) -> Any:
+        if _ver() < (10, 0):
+            raise AttributeError("'tensorrt.IBuilderConfig' object has no attribute 'progress_monitor'")
+        return self._monitor
+
+    @progress_monitor.setter
+    def progress_monitor(self, monitor: Any) -> None:
+        if _ver() < (10, 0):
+            raise AttributeError("'tensorrt.IBuilderConfig' object has no attribute 'progress_monitor'")
+        if not isinstance(monitor, _IProgressMonitor) or not getattr(monitor, "_trt_base_init", False):
+            raise TypeError("progress_monitor: expected a tensorrt.IProgressMonitor whose __init__ was called")
+        self._monitor = monitor
 
     def set_flag(self, flag: BuilderFlag) -> None:
         self._flags.add(BuilderFlag(flag))
@@ -565,6 +593,17 @@ class Builder:
                 calib_amax, calibrated = result, True
         elif int8 and config._calibrator is not None:
             _log(self._logger, ILogger.WARNING, "Calibrator won't be used in explicit precision mode. Use quantization aware training to generate network with Quantize/Dequantize nodes.")
+        mon = config._monitor
+        if mon is not None:
+            mon.phase_start("Building engine", None, 2)
+            for step, phase in enumerate(("Tactic selection", "Serialization")):
+                mon.phase_start(phase, "Building engine", 1)
+                if not mon.step_complete(phase, 0):
+                    return err("Build cancelled by the progress monitor")
+                mon.phase_finish(phase)
+                if not mon.step_complete("Building engine", step):
+                    return err("Build cancelled by the progress monitor")
+            mon.phase_finish("Building engine")
         # Timing: one entry per (op, precision) "tactic"; a loaded cache avoids re-timing.
         cache = config._timing_cache or ITimingCache({})
         hits = 0
