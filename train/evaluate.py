@@ -183,11 +183,13 @@ def _pct(v: float | None) -> str:
     return f"{100 * v:.1f}"
 
 
-def format_table(per_category: dict[str, Metrics], mean: dict[str, float | None]) -> str:
+def format_table(per_category: dict[str, Metrics], mean: dict[str, float | None], held_out: Sequence[str] = ()) -> str:
     """The AnomalyCLIP paper layout: rows are categories + mean; columns pixel-level
     (AUROC, AUPRO, AP) | image-level (AUROC, AP, F1-max), in percent. '-' = no pixel
-    truth in the data, 'n/a' = undefined (one class only)."""
-    names = list(per_category) + ["mean"]
+    truth in the data, 'n/a' = undefined (one class only). Categories in `held_out` (kept
+    out of training) are marked with '*'."""
+    marked = [c for c in per_category if c in set(held_out)]
+    names = [f"{c}*" if c in marked else c for c in per_category] + ["mean"]
     w = max(8, *(len(n) for n in names))
     head1 = f"{'':<{w}} | {'pixel-level':^22} | {'image-level':^22}"
     head2 = f"{'category':<{w}} | {'AUROC':>6} {'AUPRO':>7} {'AP':>7} | {'AUROC':>6} {'AP':>7} {'F1-max':>7}"
@@ -199,10 +201,12 @@ def format_table(per_category: dict[str, Metrics], mean: dict[str, float | None]
         i = [_pct(get(k)) for k in IMAGE_KEYS]
         return f"{name:<{w}} | {p[0]:>6} {p[1]:>7} {p[2]:>7} | {i[0]:>6} {i[1]:>7} {i[2]:>7}"
 
-    for name, m in per_category.items():
+    for name, m in zip(names, per_category.values()):
         lines.append(row(name, lambda k, m=m: getattr(m, k)))
     lines.append(rule)
     lines.append(row("mean", mean.get))
+    if marked:
+        lines.append("* held out of training (zero-shot); other categories were trained on")
     return "\n".join(lines)
 
 
@@ -363,8 +367,8 @@ def evaluate_run(
     log.info("eval: run %s epoch %d on %s (%d images), device %s, fp32", run, info.epoch, data, len(samples), options.device)
     out_dir = run / "eval"
     result = evaluate(model, samples, info.image_size, info.mean, info.std, options,
-                      heatmap_dir=out_dir / "heatmaps", data_name=str(data), progress=progress)
-    table = format_table(result.per_category, result.mean)
+                      heatmap_dir=out_dir / "heatmaps", data_name=str(Path(data).resolve()), progress=progress)
+    table = format_table(result.per_category, result.mean, info.config.data.holdout)
     context = {
         "run": str(run), "epoch": info.epoch, "data": str(data), "splits": list(splits),
         "categories": list(result.per_category), "n_images": len(samples),

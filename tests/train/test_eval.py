@@ -214,3 +214,15 @@ def test_overlay_draws_map_and_mask_contour() -> None:
     np.testing.assert_array_equal(colorize(np.array([[0.0, 1.0]]))[0, 0], [0, 0, 128])
     panel = heatmap_panel(img, amap, mask, caption="x")
     assert panel.shape == (24 + 256, 512, 3)
+
+
+def test_table_marks_held_out_categories() -> None:
+    from train.evaluate import format_table
+    from train.metrics import mean_metrics
+
+    a = Metrics(4, 2, 0.9, 0.8, 0.75, 0.5)
+    rows = {"alpha": a, "beta": a}
+    table = format_table(rows, mean_metrics(rows), held_out=("beta", "gamma"))
+    names = [ln.split("|")[0].strip() for ln in table.splitlines()[3:5]]
+    assert names == ["alpha", "beta*"] and table.splitlines()[-1].startswith("* held out of training")
+    assert "*" not in format_table(rows, mean_metrics(rows))
