@@ -83,6 +83,7 @@ def export_bundle(
                     "float_input": options.float_input,
                     "bake_text": options.bake_text,
                     "nodes": result.nodes,
+                    "ir_version": result.ir_version,
                     "self_check_max_diff": result.self_check_max_diff,
                 },
             },

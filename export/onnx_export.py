@@ -59,6 +59,7 @@ class ExportResult:
     map_size: tuple[int, int]
     nodes: int
     self_check_max_diff: float
+    ir_version: int
 
 
 def input_layout(options: ExportOptions) -> str:
@@ -167,6 +168,8 @@ def export_onnx(
     dynamic_axes = {IMAGE: {0: BATCH}, SCORE: {0: BATCH}, MAP: {0: BATCH}} if options.dynamic_batch else None
 
     buf = io.BytesIO()
+    log.info("exporting to ONNX (opset %d, %s input, %s batch, text %s)", options.opset, input_layout(options),
+             "dynamic" if options.dynamic_batch else "static 1", "baked" if options.bake_text else "as input")
     try:
         with torch.no_grad(), eager_attention(model), warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of dynamo and warns about
@@ -188,6 +191,7 @@ def export_onnx(
         model.train(was_training)
     proto = onnx.load_from_string(buf.getvalue())
     if options.optimize:
+        log.info("optimizing graph (onnxscript: constant folding, dead code removal)")
         proto = _optimize(proto)
     if ref_map.ndim != 3:
         raise BundleError(f"model's anomaly_map must be [N,h,w], got shape {list(ref_map.shape)}")
@@ -196,9 +200,10 @@ def export_onnx(
     check_graph(proto, inputs, outputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out_path))
+    log.info("checking %s in ONNX Runtime against torch", out_path.name)
     diff = _self_check(out_path, example, None if options.bake_text else text_embeddings, ref_score, ref_map)
     log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
-    return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff)
+    return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff, int(proto.ir_version))
 
 
 def _graph_input(batch_u8: np.ndarray, mean: Sequence[float], std: Sequence[float], float_input: bool) -> np.ndarray:

@@ -10,7 +10,8 @@ at the bundle threshold agree. Tolerances follow DESIGN §5: FP32 1e-4, FP16 1e-
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -133,6 +134,7 @@ class ParityReport:
     threshold: float
     reference: str
     candidate: str
+    ms_per_image: Mapping[str, float] = field(default_factory=dict)  # stage -> mean ms
 
     @property
     def max_score_diff(self) -> float:
@@ -166,6 +168,9 @@ class ParityReport:
             + ("PASS" if self.ok else "FAIL")
         )
 
+    def speed(self) -> str:
+        return "speed per image: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.ms_per_image.items())
+
 
 def compare_outputs(ref: Outputs, cand: Outputs, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-image |Δscore| and max |Δmap|; shapes must agree exactly."""
@@ -194,12 +199,23 @@ def run_parity(
 
     pre = bundle.manifest.preprocess
     rows = []
+    ref_name, cand_name = _label(reference), _label(candidate)
+    spent = {"read+preprocess": 0.0, ref_name: 0.0, cand_name: 0.0}
     for path in tqdm(images, desc="parity", unit="img", disable=not progress, leave=False):
+        t0 = time.perf_counter()
         batch = to_model_input(load_image(path, pre)[None], pre)
-        ref, cand = reference.infer(batch), candidate.infer(batch)
+        t1 = time.perf_counter()
+        ref = reference.infer(batch)
+        t2 = time.perf_counter()
+        cand = candidate.infer(batch)
+        t3 = time.perf_counter()
+        spent["read+preprocess"] += t1 - t0
+        spent[ref_name] += t2 - t1
+        spent[cand_name] += t3 - t2
         _, dm = compare_outputs(ref, cand, str(path))
         rows.append(ParityRow(str(path), float(ref.score[0]), float(cand.score[0]), float(dm[0])))
-    report = ParityReport(tuple(rows), float(atol), float(bundle.manifest.threshold.value), _label(reference), _label(candidate))
+    ms = {k: 1000.0 * v / max(len(rows), 1) for k, v in spent.items()}
+    report = ParityReport(tuple(rows), float(atol), float(bundle.manifest.threshold.value), ref_name, cand_name, ms)
     log.info(report.summary())
     return report
 

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"max |Δscore| {report.max_score_diff:.3e}")
     print(f"max |Δmap|   {report.max_map_diff:.3e}")
     print(f"verdicts agree at threshold {report.threshold:.6g}: {report.verdicts_agree}/{len(report.rows)}")
+    print(report.speed())
     print(report.summary())
     if not report.ok:
         raise CheckFailed(

@@ -34,7 +34,7 @@ def test_verify_bundle_passes(tiny_bundle, bottle_dir, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "max |Δscore|" in out and "max |Δmap|" in out and "verdicts agree at threshold 0.5: 4/4" in out
-    assert "PASS" in out
+    assert "PASS" in out and "speed per image: read+preprocess" in out
 
 
 def test_verify_bundle_fails_against_a_different_model(tiny_bundle, bottle_dir, tiny_clip_dir, tmp_path, capsys):

@@ -33,6 +33,8 @@ def test_onnx_checker_and_io_match_manifest(tiny_bundle, merged_tiny_dir):
     onnx.checker.check_model(proto, full_check=True)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == m.opset >= 17
     check_graph(proto, m.inputs, m.outputs)  # raises on any mismatch
+    # JetPack 6's TensorRT ONNX parsers read IR <= 10; the exporter writes 8
+    assert m.extra["export"]["ir_version"] == proto.ir_version <= 10
     h, w = m.preprocess.image_size
     assert [(s.name, s.dtype, tuple(s.shape)) for s in m.inputs] == [
         ("image", "uint8", (1, h, w, 3)),
