@@ -194,11 +194,15 @@ def read_mvtec_category(cat_dir: Path, category: str, splits: Sequence[str] = SP
 def read_visa_category(cat_dir: Path, category: str, splits: Sequence[str], split_csv: Path) -> list[Sample]:
     """VisA's original layout. Without VisA's split_csv/1cls.csv every image is in 'test'."""
     img_root = cat_dir / "Data" / "Images"
+    # VisA's split_csv/1cls.csv: object,split,label,image,mask with paths relative to the
+    # VisA root (the folder holding split_csv/). Normal and Anomaly reuse file names, so key
+    # by the relative path.
     split_of: dict[str, str] = {}
     if split_csv.is_file():
         for row in _csv_rows(split_csv)[1]:
             if row.get("object") == category and row.get("image"):
-                split_of[Path(row["image"]).name] = str(row.get("split", "test")).strip()
+                split_of[Path(row["image"].strip()).as_posix()] = str(row.get("split", "test")).strip()
+    visa_root = split_csv.parent.parent
     out: list[Sample] = []
     for sub, label in (("Normal", 0), ("Anomaly", 1)):
         folder = img_root / sub
@@ -208,7 +212,7 @@ def read_visa_category(cat_dir: Path, category: str, splits: Sequence[str], spli
         if not images:
             raise DataError(f"empty class folder (no images): {folder}")
         for img in images:
-            split = split_of.get(img.name, "test")
+            split = split_of.get(img.relative_to(visa_root).as_posix(), "test") if split_of else "test"
             if split not in splits:
                 continue
             mask = None

@@ -232,3 +232,29 @@ def test_unknown_csv_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_unrecognised_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "random").mkdir()
     _check(["check-data", str(tmp_path)], capsys, "cannot recognise the data set layout", str(tmp_path))
+
+
+def test_visa_layout_with_split_csv(tmp_path: Path) -> None:
+    cat = tmp_path / "candle"
+    # VisA reuses names across Normal/Anomaly; the split must follow the relative path.
+    for name in ("0000", "0001", "0002"):
+        _img(cat / "Data" / "Images" / "Normal" / f"{name}.JPG")
+    for name in ("0000", "0001"):
+        _img(cat / "Data" / "Images" / "Anomaly" / f"{name}.JPG")
+        _mask(cat / "Data" / "Masks" / "Anomaly" / f"{name}.png")
+    (tmp_path / "split_csv").mkdir()
+    (tmp_path / "split_csv" / "1cls.csv").write_text(
+        "object,split,label,image,mask\n"
+        "candle,train,normal,candle/Data/Images/Normal/0000.JPG,\n"
+        "candle,train,normal,candle/Data/Images/Normal/0001.JPG,\n"
+        "candle,test,normal,candle/Data/Images/Normal/0002.JPG,\n"
+        "candle,test,anomaly,candle/Data/Images/Anomaly/0000.JPG,candle/Data/Masks/Anomaly/0000.png\n"
+        "candle,test,anomaly,candle/Data/Images/Anomaly/0001.JPG,candle/Data/Masks/Anomaly/0001.png\n"
+    )
+    test = load_samples(tmp_path, splits=("test",))
+    assert [(s.image_path.parent.name, s.image_path.name, s.label) for s in test] == [
+        ("Normal", "0002.JPG", 0), ("Anomaly", "0000.JPG", 1), ("Anomaly", "0001.JPG", 1)]
+    assert all((s.mask_path is not None) == bool(s.label) and s.pixel_gt for s in test)
+    assert len(load_samples(cat, splits=("train",))) == 2  # the category folder as root finds ../split_csv
+    ds = AnomalyDataset(test, 16, MEAN, STD)
+    assert ds[1]["mask"].sum() > 0
