@@ -27,8 +27,10 @@ newest verdicts are dropped and counted in stats()["dropped"].
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 STATUS_SCHEMA = "clipinspect.status"
 STATUS_SCHEMA_VERSION = 1
+_instances = itertools.count(1)
 
 
 @dataclass
@@ -87,7 +90,8 @@ class MQTTPublisher:
         self.options = options
         self.host, self.port = host, port
         self.prefix = topic_prefix
-        self.client_id = options.client_id or f"clipinspect-{socket.gethostname()}"
+        # Unique per publisher: two publishers with one id would keep kicking each other off.
+        self.client_id = options.client_id or f"clipinspect-{socket.gethostname()}-{os.getpid()}-{next(_instances)}"
         self.status_topic = f"{topic_prefix}/status"
 
         self._cv = threading.Condition()

@@ -39,7 +39,7 @@ class PublishOptions:
     topic_prefix: str = "clipinspect"
     # Verdicts go to <prefix>/verdict, or <prefix>/<camera_serial>/verdict when True.
     per_camera_topic: bool = False
-    client_id: str = ""  # empty: "clipinspect-<hostname>"
+    client_id: str = ""  # empty: "clipinspect-<hostname>-<pid>-<n>"
     keepalive_s: int = 30
     tls: TLSOptions = field(default_factory=TLSOptions)
     username: str | None = None

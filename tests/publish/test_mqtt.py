@@ -50,6 +50,20 @@ def test_every_verdict_arrives_valid_in_order_qos1(mqtt_broker: EmbeddedBroker, 
     assert (st["published"], st["acked"], st["dropped"], st["spooled"]) == (100, 100, 0, 0)
 
 
+def test_memory_queue_overflow_spills_to_disk_in_order(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    sub = mqtt_subscriber(mqtt_broker, "o/verdict")
+    sub.wait_subscribed()
+    pub = open_publisher(f"{mqtt_broker.uri}/o", {**FAST, "queue_max": 2, "max_inflight": 1, "spool_dir": str(tmp_path / "spool"), "spool_fsync": "batch"})
+    for i in range(150):  # far faster than one-at-a-time acknowledgements drain
+        pub.publish(verdict(i))
+    assert pub.flush(15) is True
+    assert sub.wait_for(_has_all(150))
+    pub.close()
+    assert _frame_ids(sub) == list(range(150))
+    st = pub.stats()
+    assert st["spooled"] > 0 and st["dropped"] == 0 and st["acked"] == 150
+
+
 def test_per_camera_topic(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any) -> None:
     sub = mqtt_subscriber(mqtt_broker, "plant/+/verdict")
     sub.wait_subscribed()
@@ -100,6 +114,37 @@ def test_broker_stopped_mid_run_loses_nothing_and_keeps_order(mqtt_broker_factor
     assert st["dropped"] == 0 and st["acked"] == total
     assert st["reconnects"] >= 1 and st["spooled"] > 0 and st["replayed"] > 0
     assert time.monotonic() - started < 40
+
+
+def test_connection_cut_with_verdicts_in_flight_resends_them_in_order(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    from tests.publish.proxy import TcpProxy
+
+    sub = mqtt_subscriber(mqtt_broker, "x/verdict")  # stays connected: sees everything the broker gets
+    sub.wait_subscribed()
+    proxy = TcpProxy(mqtt_broker.host, mqtt_broker.port)
+    try:
+        pub = open_publisher(f"mqtt://127.0.0.1:{proxy.port}/x", {**FAST, "max_inflight": 8, "spool_dir": str(tmp_path / "spool")})
+        for i in range(10):
+            pub.publish(verdict(i))
+        assert pub.flush(10)
+        proxy.holding.set()
+        for i in range(10, 15):
+            pub.publish(verdict(i))
+        deadline = time.monotonic() + 5
+        while pub.stats()["inflight"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pub.stats()["inflight"] == 5  # sent, swallowed, unacknowledged
+        proxy.cut()
+        for i in range(15, 40):
+            pub.publish(verdict(i))
+        assert pub.flush(15) is True, pub.stats()
+        assert sub.wait_for(_has_all(40))
+        pub.close()
+    finally:
+        proxy.close()
+    assert first_occurrences(_frame_ids(sub)) == list(range(40))
+    st = pub.stats()
+    assert st["reconnects"] >= 1 and st["acked"] == 40 and st["dropped"] == 0
 
 
 def test_spool_replayed_by_next_publisher_after_close(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
