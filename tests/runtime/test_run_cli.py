@@ -120,3 +120,15 @@ def test_signal_drains_and_exits_0(toy_bundle, tmp_path, sig):
     assert s["captured"] == s["inferred"] == s["published"] == len(verdicts) >= 10
     assert [v["frame_id"] for v in verdicts] == list(range(len(verdicts)))
     assert "Traceback" not in stderr
+
+
+@pytest.mark.broker
+def test_run_publishes_every_verdict_over_mqtt(toy_bundle, mqtt_broker, mqtt_subscriber, tmp_path):
+    sub = mqtt_subscriber(mqtt_broker, "line1/#")
+    sub.wait_subscribed()
+    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://?width=64&height=64&count=8", "--publish", f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}/line1", "--set", "pipeline.drop_policy=block"])
+    assert rc == 0
+    assert sub.wait_for(lambda msgs: len([m for m in msgs if m.topic.endswith("verdict")]) >= 8, 10)
+    verdicts = sub.payloads("verdict")
+    assert sorted(v["frame_id"] for v in verdicts) == list(range(8))
+    assert all(validate_verdict(v) == [] for v in verdicts)
