@@ -134,6 +134,34 @@ def unshare_initializers(model: Any, node_names: Sequence[str]) -> int:
     return copies
 
 
+def decouple_activation_qdq(model: Any) -> int:
+    """Give each activation Q/DQ pair its own scale/zero-point initializers.
+
+    ONNX Runtime's graph optimisers merge identical Q->DQ pairs back into one DQ feeding
+    several MatMuls (q/k/v read the same LayerNorm output), and its DQ->MatMul integer fusion
+    needs a DQ with a single consumer: without this the q/k/v projections ran in float on
+    weights dequantized at every call. Values are unchanged; TensorRT sees the same Q/DQ."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    copies = 0
+
+    def own(node: Any, tag: str) -> None:
+        nonlocal copies
+        for k in (1, 2):
+            if len(node.input) > k and node.input[k] in inits:
+                dup = model.graph.initializer.add()
+                dup.CopyFrom(inits[node.input[k]])
+                dup.name = f"{node.input[k]}__{tag}"
+                node.input[k] = dup.name
+                copies += 1
+
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in producer and producer[node.input[0]].op_type == "QuantizeLinear":
+            own(node, node.name)
+            own(producer[node.input[0]], node.name)
+    return copies
+
+
 def constant_names(model: Any) -> set[str]:
     names = {t.name for t in model.graph.initializer}
     names.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
@@ -285,6 +313,10 @@ def quantize_qdq(
             "MatMulConstBOnly": True,
             # Biases stay float: TensorRT has no int32 DequantizeLinear and fuses the bias itself.
             "QuantizeBias": False,
+            # One Q/DQ pair per consumer: ONNX Runtime only fuses DQ->MatMul into an integer
+            # kernel when the DQ has a single consumer (q/k/v share their input otherwise, and
+            # those MatMuls would run in float on weights dequantized every call).
+            "DedicatedQDQPair": True,
         }
         if not config.quantize_outputs:
             extra["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
@@ -311,6 +343,9 @@ def quantize_qdq(
             )
             if reader.count == 0:
                 raise DataError("calibration produced no batches (empty calibration set)")
+            qmodel = onnx.load(str(tmp_out))
+            decouple_activation_qdq(qmodel)
+            onnx.save(qmodel, str(tmp_out))
             os.replace(tmp_out, out)
         finally:
             if tmp_out.exists():
