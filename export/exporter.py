@@ -98,4 +98,8 @@ def _threshold(info: object, override: ThresholdOverride | None, merged_dir: Pat
     if value is None:
         raise ConfigError(f"merged model {merged_dir} carries no threshold (run 'clipinspect eval' before merging, or pass --threshold)")
     method = str(getattr(info, "threshold_method", "") or "unknown")
+    from train.merged import DEFAULT_THRESHOLD_METHOD
+
+    if method == DEFAULT_THRESHOLD_METHOD:
+        log.warning("merged model %s has the default threshold %.3g (no eval run); verdicts will not be calibrated", merged_dir, float(value))
     return Threshold(float(value), method, source=str(merged_dir))

@@ -144,3 +144,28 @@ def test_float_input_equals_uint8_input(variants, tiny_bundle):
     su, mu = _session(plain.model_path()).run(None, {"image": imgs, "text_embeddings": text})
     np.testing.assert_allclose(sf, su, atol=1e-5)
     np.testing.assert_allclose(mf, mu, atol=1e-5)
+
+
+def test_export_uses_eager_attention_and_restores_the_models_choice(merged_tiny_dir, tmp_path):
+    """SDPA-configured models export through eager attention (plain MatMul/Softmax) and get
+    their own setting back afterwards."""
+    import torch
+
+    from export.onnx_export import ExportOptions, export_onnx
+    from export.text_embeddings import compute_text_embeddings
+    from train.merged import load_merged
+
+    model, info = load_merged(merged_tiny_dir)
+    model.clip.set_attn_implementation("sdpa")
+    seen = []
+    hook = model.clip.vision_model.encoder.layers[0].register_forward_pre_hook(
+        lambda mod, args: seen.append(model.clip.config._attn_implementation)
+    )
+    text = compute_text_embeddings(model)
+    res = export_onnx(model, tmp_path / "m.onnx", image_size=info.image_size, mean=info.mean, std=info.std, text_embeddings=text, options=ExportOptions())
+    hook.remove()
+    assert seen and set(seen) == {"eager"}
+    assert model.clip.config._attn_implementation == "sdpa"
+    ops = {n.op_type for n in onnx.load(str(res.path)).graph.node}
+    assert "Softmax" in ops and res.self_check_max_diff <= 1e-4
+    assert not model.training and torch.is_grad_enabled()  # eval kept, grad mode restored
