@@ -21,7 +21,7 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 from edge_runtime.preprocess import upsample_map
 from train.data import AnomalyDataset, Sample
-from train.metrics import IMAGE_KEYS, PIXEL_KEYS, Metrics, auroc, compute_metrics, f1_max, mean_metrics
+from train.metrics import IMAGE_KEYS, PIXEL_KEYS, Metrics, auroc, compute_metrics, f1_max_margin_threshold, mean_metrics
 
 log = logging.getLogger(__name__)
 
@@ -300,13 +300,14 @@ def evaluate(
     pred = predict(model, dataset, options, progress)
     per_cat = metrics_by_category(samples, pred, options.fpr_limit)
     result = EvalResult(per_cat, mean_metrics(per_cat), None)
-    best, thr = f1_max(pred.labels, pred.scores)
+    best, thr = f1_max_margin_threshold(pred.labels, pred.scores)
     cats = ",".join(per_cat)
     if math.isnan(best):
         log.warning("no threshold: the eval images hold only one class")
     else:
-        result.threshold = (thr, f"F1-max of image scores (score >= threshold is anomalous) on eval set "
-                                 f"{data_name} categories {cats} ({len(samples)} images)")
+        result.threshold = (thr, f"F1-max of image scores (score >= threshold is anomalous; F1 {best:.4f}), "
+                                 f"midpoint to the next lower score, on eval set {data_name} "
+                                 f"categories {cats} ({len(samples)} images)")
     if options.fgsm_eps is not None:
         adv = fgsm_scores(model, dataset, options.fgsm_eps, options, progress)
         per = {}

@@ -102,6 +102,19 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(f1[best]), float(thr[best])
 
 
+def f1_max_margin_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(F1-max, threshold) with the threshold moved to the midpoint between the F1-max score
+    and the next lower distinct score. Every threshold in that gap gives the same F1 on these
+    images; the midpoint leaves the most room for score drift on the device (FP16/INT8), so
+    the borderline image does not flip. (NaN, NaN) if only one class is present."""
+    best, thr = f1_max(labels, scores)
+    if math.isnan(best):
+        return best, thr
+    lower = np.asarray(scores, dtype=np.float64)
+    lower = lower[lower < thr]
+    return best, float((thr + lower.max()) / 2) if lower.size else thr
+
+
 def _masks_maps(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.asarray(masks)
     a = np.asarray(maps, dtype=np.float64)

@@ -16,6 +16,7 @@ from train.metrics import (
     average_precision,
     compute_metrics,
     f1_max,
+    f1_max_margin_threshold,
     mean_metrics,
     pixel_ap,
     pixel_auroc,
@@ -156,3 +157,16 @@ def test_pro_curve_matches_brute_force_per_threshold() -> None:
             overlaps += [(maps[i][lab == r] >= t).mean() for r in range(1, n + 1)]
         assert pro[k] == pytest.approx(np.mean(overlaps), abs=1e-12)
         assert fpr[k] == pytest.approx((maps[~masks] >= t).mean(), abs=1e-12)
+
+
+def test_margin_threshold_is_midpoint_with_same_f1() -> None:
+    y = [0, 0, 1, 1]
+    s = [0.1, 0.4, 0.35, 0.8]
+    assert f1_max_margin_threshold(y, s) == pytest.approx((0.8, (0.35 + 0.1) / 2))
+    rng = np.random.default_rng(4)
+    y2 = rng.integers(0, 2, 60)
+    s2 = rng.random(60) + 0.3 * y2
+    best, thr = f1_max_margin_threshold(y2, s2)
+    assert skm.f1_score(y2, s2 >= thr) == pytest.approx(best) and best == pytest.approx(f1_max(y2, s2)[0])
+    assert f1_max(y2, s2)[1] > thr > s2[s2 < f1_max(y2, s2)[1]].max()
+    assert f1_max_margin_threshold([0, 1], [0.5, 0.5]) == pytest.approx((2 / 3, 0.5))  # nothing lower: keep it
