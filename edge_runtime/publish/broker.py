@@ -180,6 +180,9 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        if self.persistence and "Error saving" in self._log_tail():
+            # Sessions and queued messages are gone: say so rather than let a test race.
+            raise PublishError(f"{self.kind} broker could not save its persistence file: {self._log_tail()}")
 
     def kill(self) -> None:
         """Hard stop (SIGKILL), like a crash or power loss of the broker host."""

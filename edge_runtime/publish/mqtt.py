@@ -56,6 +56,7 @@ class _InFlight:
     msg: Message
     epoch: int  # connection epoch when it was handed to paho
     acked: bool = False
+    failed: bool = False  # refused by paho for good; retired and counted as dropped
 
 
 def status_payload(state: str, client_id: str, reason: str) -> bytes:
@@ -307,15 +308,31 @@ class MQTTPublisher:
     # -- the sender thread -----------------------------------------------------------------
     def _send_loop(self) -> None:
         while True:
-            with self._cv:
-                job = self._next_job()
-                while job is None:
-                    if self._stopping:
-                        return
-                    self._cv.wait(0.1)
+            try:
+                with self._cv:
                     job = self._next_job()
+                    while job is None:
+                        if self._stopping:
+                            return
+                        self._cv.wait(0.1)
+                        job = self._next_job()
+            except OSError as exc:  # the spool's disk failed under us: keep the thread alive
+                log.error("MQTT sender: cannot read the spool: %s", exc)
+                time.sleep(0.5)
+                continue
             kind, msg, epoch = job
-            self._send(kind, msg, epoch)
+            try:
+                self._send(kind, msg, epoch)
+            except (ValueError, TypeError) as exc:
+                # paho refuses this message for good (e.g. too large): count it, do not stall.
+                log.error("MQTT: cannot publish %s: %s", f"verdict seq {msg.seq}" if msg else kind, exc)
+                with self._cv:
+                    if msg is not None:
+                        for f in self._window:
+                            if f.msg is msg:
+                                f.acked = f.failed = True
+                                self._stats["dropped"] += 1
+                        self._advance()
 
     def _next_job(self) -> tuple[str, Message | None, int] | None:
         """Under the lock: process acks, then pick what to send next, if anything."""
@@ -403,10 +420,13 @@ class MQTTPublisher:
         spool_seq = 0
         while self._window and self._window[0].acked:
             f = self._window.popleft()
+            if f.msg.from_spool:
+                spool_seq = f.msg.seq
+            if f.failed:
+                continue
             self._stats["acked"] += 1
             if f.msg.from_spool:
                 self._stats["replayed"] += 1
-                spool_seq = f.msg.seq
         if self._spool is not None:
             if spool_seq:
                 self._spool.commit(spool_seq)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.publish import open_publisher
+from edge_runtime.publish import Publisher, open_publisher
 from edge_runtime.publish.broker import EmbeddedBroker
 from edge_runtime.verdict import validate_verdict
 from tests.publish.helpers import first_occurrences, verdict
@@ -36,6 +36,7 @@ def test_every_verdict_arrives_valid_in_order_qos1(mqtt_broker: EmbeddedBroker, 
     sub = mqtt_subscriber(mqtt_broker, "line1/#")
     sub.wait_subscribed()
     pub = open_publisher(f"{mqtt_broker.uri}/line1", FAST)
+    assert isinstance(pub, Publisher)
     for i in range(100):
         pub.publish(verdict(i))
     assert pub.flush(10) is True
@@ -176,7 +177,7 @@ def test_spool_replayed_by_next_publisher_after_close(mqtt_broker: EmbeddedBroke
 
 _CRASHING_PUBLISHER = """
 import sys, time
-from edge_runtime.publish import open_publisher
+from edge_runtime.publish import Publisher, open_publisher
 from edge_runtime.verdict import make_verdict
 pub = open_publisher(sys.argv[1], {"spool_dir": sys.argv[2], "reconnect_min_s": 0.1, "reconnect_max_s": 0.2})
 for i in range(int(sys.argv[3])):
