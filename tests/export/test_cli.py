@@ -121,3 +121,42 @@ def test_export_cli_writes_bundle_and_refuses_overwrite(merged_tiny_dir, tmp_pat
     assert "already exists" in _err_line(capsys, "export")
     assert main(argv[:-4] + ["--force"]) == 0
     assert load_bundle(out).manifest.threshold.value == 0.5  # back to the merged model's own
+
+
+def _add_perturbed_variant(root, precision="fp16", scale=1e-3):
+    """A variant graph whose weights differ slightly from the FP32 export (what a lower
+    precision does to a model), listed in the manifest with its hash like a real variant."""
+    from dataclasses import replace
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_runtime.bundle import ModelVariant, with_file, write_manifest
+
+    proto = onnx.load(str(root / "model.onnx"))
+    rng = np.random.default_rng(0)
+    for init in proto.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.ndim == 2 and arr.size >= 1024:
+            init.CopyFrom(numpy_helper.from_array((arr * (1 + scale * rng.standard_normal(arr.shape))).astype(np.float32), init.name))
+    name = f"model.{precision}.onnx"
+    onnx.save(proto, str(root / name))
+    m = load_bundle(root).manifest
+    m = replace(m, variants=m.variants + (ModelVariant(file=name, precision=precision, notes="test: perturbed weights"),))
+    write_manifest(root, with_file(m, root, name))
+
+
+def test_verify_bundle_checks_a_variant_with_its_own_tolerance(tiny_bundle, bottle_dir, tmp_path, capsys):
+    root = copy_bundle(tiny_bundle, tmp_path / "b")
+    _add_perturbed_variant(root)
+    base = ["-q", "verify-bundle", "--bundle", str(root), "--images", str(bottle_dir), "--max-images", "3", "--precision", "fp16"]
+    assert main(base) == 0  # within the fp16 default 1e-2
+    out = capsys.readouterr().out
+    assert "ort-cpu/fp16 vs torch/fp32" in out and "(atol 0.01)" in out
+    # the variant really differs from the FP32 graph, so an FP32 tolerance is impossible
+    score_diff = float(out.split("max |Δscore| ")[1].split()[0])
+    assert 1e-6 < score_diff < 1e-2
+    assert main(base + ["--atol", "0"]) == 1
+    assert "beyond atol 0" in _err_line(capsys, "verify-bundle")
+    assert main(base + ["--atol", "-1"]) == 2
+    assert "--atol must be >= 0" in _err_line(capsys, "verify-bundle")
