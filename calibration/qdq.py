@@ -21,6 +21,7 @@ only (their outputs stay float, as TensorRT's Q/DQ placement guide recommends).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -327,20 +328,21 @@ def quantize_qdq(
         reader = _make_reader(feeds, on_batch)
         tmp_out = out.with_name(f".{out.name}.partial")
         try:
-            quantize_static(
-                str(prepared),
-                str(tmp_out),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(config.op_types),
-                per_channel=config.per_channel,
-                reduce_range=False,
-                activation_type=act_type,
-                weight_type=QuantType.QInt8,
-                nodes_to_quantize=list(selection.quantize),
-                calibrate_method=method,
-                extra_options=extra,
-            )
+            with _quiet_root_logger():
+                quantize_static(
+                    str(prepared),
+                    str(tmp_out),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(config.op_types),
+                    per_channel=config.per_channel,
+                    reduce_range=False,
+                    activation_type=act_type,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_quantize=list(selection.quantize),
+                    calibrate_method=method,
+                    extra_options=extra,
+                )
             if reader.count == 0:
                 raise DataError("calibration produced no batches (empty calibration set)")
             qmodel = onnx.load(str(tmp_out))
@@ -353,13 +355,28 @@ def quantize_qdq(
     return QuantResult(path=out, selection=selection, config=config, num_calibration_batches=reader.count, preprocessed=preprocessed, notes=tuple(notes))
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs one INFO line per tensor on the root logger; keep them
+    for -vv (DEBUG) only."""
+    root = logging.getLogger()
+    old = root.level
+    if root.getEffectiveLevel() > logging.DEBUG:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
+
+
 def _pre_process(src: Path, dst: Path, notes: list[str]) -> bool:
     """Shape inference + constant folding (weights reached through Transpose become initializers).
     A failure is logged and quantization goes on with the graph as exported."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        with _quiet_root_logger():
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
         return True
     except Exception as exc:  # noqa: BLE001 - a third-party optimiser failing in any way
         msg = f"quant_pre_process failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); quantizing the graph as exported"
