@@ -84,6 +84,7 @@ class OptimConfig:
     grad_clip: float | None = 1.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
         if self.lr <= 0:

@@ -164,3 +164,16 @@ def load_merged(path: str | Path, device: str = "cpu") -> tuple[Any, MergedInfo]
         raise DataError(f"{head}: head parameters do not match {MODEL_JSON} "
                         f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
     return model.to(device).eval(), info
+
+
+def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedInfo:
+    """Load a run's adapters (last epoch by default), merge and save; the threshold comes from
+    RUN/threshold.json (written by eval) or is the 0.5 default, and says so."""
+    from train.run_state import load_run_model, read_threshold
+
+    model, run = load_run_model(run_dir, epoch)
+    thr = read_threshold(run_dir)
+    value, method = thr if thr else (None, None)
+    return save_merged(model, out_dir, clip_source=run.clip_source, mean=run.mean, std=run.std, name=run.name,
+                       threshold=value, threshold_method=method, source_run=str(Path(run_dir).resolve()),
+                       epoch=run.epoch)

@@ -68,3 +68,51 @@ def test_load_merged_rejects_non_merged_and_newer_format(tiny_clip_dir, merged_t
     (copy / MODEL_JSON).write_text(json.dumps(doc))
     with pytest.raises(DataError, match="newer"):
         load_merged(copy)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_clip_dir, tmp_path_factory):
+    from edge_runtime.cli import main
+    from train.synth import SynthSpec, make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("merge_run")
+    make_synthetic_dataset(root / "data", SynthSpec(seed=0, categories=1, size=64, train_good=2, per_class=1),
+                           progress=False)
+    run = root / "run"
+    assert main(["train", "--data", str(root / "data"), "--clip", str(tiny_clip_dir), "--out", str(run),
+                 "--epochs", "2", "--no-progress", "--set", "optim.threads=1", "--set", "optim.lr=0.01"]) == 0
+    return run
+
+
+def test_merge_command_matches_run_scores_and_reads_threshold(trained_run, tmp_path, capsys):
+    from edge_runtime.cli import main
+    from train.run_state import load_run_model
+
+    assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m1")]) == 0
+    assert "default: no eval run" in capsys.readouterr().out
+    run_model, run_info = load_run_model(trained_run)
+    assert run_info.epoch == 2
+    merged, info = load_merged(tmp_path / "m1")
+    assert info.epoch == 2 and info.model_id.startswith("run-") and info.clip_source == run_info.clip_source
+    x = _images(3)
+    with torch.no_grad():
+        ref, out = run_model.predict(x), merged.predict(x)
+    assert (out.score - ref.score).abs().max() <= 1e-5
+
+    (trained_run / "threshold.json").write_text(json.dumps({"value": 0.6125, "method": "f1-max on eval"}))
+    try:
+        assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m2"), "--epoch", "1"]) == 0
+    finally:
+        (trained_run / "threshold.json").unlink()
+    _, info2 = load_merged(tmp_path / "m2")
+    assert (info2.threshold, info2.threshold_method, info2.epoch) == (0.6125, "f1-max on eval", 1)
+    assert info2.model_id != info.model_id
+
+
+def test_merge_unknown_epoch_and_missing_run_exit_2(trained_run, tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m"), "--epoch", "7"]) == 2
+    assert "epoch 7 not saved" in capsys.readouterr().err
+    assert main(["merge", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
+    assert "run folder not found" in capsys.readouterr().err

@@ -1,0 +1,56 @@
+"""`clipinspect train`: LoRA fine-tuning of CLIP, AnomalyCLIP-style, into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_runtime.cli import Command
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data set: MVTec/VisA folder, meta.json or CSV")
+    p.add_argument("--clip", help="CLIP: local Hugging Face folder or hub id (required unless --resume)")
+    p.add_argument("--out", required=True, help="run folder (config.yaml, train.log, metrics.jsonl, adapters/)")
+    p.add_argument("--config", help="YAML config (sections data, model, lora, loss, optim)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set lora.rank=4 (repeatable)")
+    p.add_argument("--epochs", type=int, help="total number of epochs (optim.epochs)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")
+    p.add_argument("--categories", type=_csv, help="comma-separated categories to train on")
+    p.add_argument("--holdout", type=_csv, help="comma-separated categories kept out of training")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default), cpu or cuda (no fallback)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime.deps import require
+
+    for mod in ("torch", "transformers", "peft"):
+        require(mod, extra="train", purpose="training")
+    from pathlib import Path
+
+    from train.trainer import resolve_config, saved_config_dict, train
+
+    base = saved_config_dict(args.out) if args.resume else None
+    if not args.resume and not args.clip and not args.config:
+        from edge_runtime.errors import ConfigError
+
+        raise ConfigError("--clip is required (a local CLIP folder or a hub id, e.g. openai/clip-vit-base-patch16)")
+    config = resolve_config(args.config, args.overrides, clip=args.clip, epochs=args.epochs,
+                            categories=args.categories, holdout=args.holdout, device=args.device, base=base)
+    result = train(args.data, Path(args.out), config, resume=args.resume, progress=not args.no_progress)
+    print(f"{result.trainable_line}; device {result.device}, AMP {'on' if result.amp else 'off'}")
+    print(f"{'epoch':>5}  {'loss':>8}  {'image':>8}  {'focal':>8}  {'dice':>8}  {'s':>6}")
+    for r in result.epochs:
+        print(f"{r['epoch']:>5}  {r['loss']:>8.4f}  {r['loss_image']:>8.4f}  {r['loss_focal']:>8.4f}  "
+              f"{r['loss_dice']:>8.4f}  {r['seconds']:>6.1f}")
+    print(f"adapters: {Path(args.out) / 'adapters'} (epochs {result.first_epoch}..{result.last_epoch})")
+    return 0
+
+
+COMMAND = Command(help="fine-tune CLIP with LoRA for anomaly detection (AnomalyCLIP-style)",
+                  add_arguments=add_arguments, run=run)

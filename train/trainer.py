@@ -1,0 +1,258 @@
+"""The training loop: seeded, resumable, one adapter checkpoint per epoch in the run folder.
+
+AMP (autocast + GradScaler) runs on CUDA only. Data order is a function of (seed, epoch), so
+a run resumed after epoch k sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from edge_runtime.config import apply_overrides, from_mapping, load_yaml, save_config
+from edge_runtime.errors import BackendUnavailable, ConfigError, DataError
+
+from train.config import TrainConfig
+from train.run_state import (
+    CONFIG_FILE, OPTIM_FILE, STATE_FILE, build_run_model, epoch_dir, load_adapters, save_adapters, saved_epochs,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    device: str
+    amp: bool
+    first_epoch: int
+    last_epoch: int
+    trainable_line: str
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_config(config_file: str | Path | None, overrides: Sequence[str], *, clip: str | None = None,
+                   epochs: int | None = None, categories: Sequence[str] | None = None,
+                   holdout: Sequence[str] | None = None, device: str | None = None,
+                   base: dict[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig from (saved run config | YAML file) + --set overrides + explicit flags."""
+    data: dict[str, Any] = _merge(base or {}, load_yaml(config_file) if config_file else {})
+    data = apply_overrides(data, overrides)
+    if clip:
+        data["clip"] = clip
+    flags = {"optim": {}, "data": {}}
+    if epochs is not None:
+        flags["optim"]["epochs"] = epochs
+    if device is not None:
+        flags["optim"]["device"] = device
+    if categories is not None:
+        flags["data"]["categories"] = list(categories)
+    if holdout is not None:
+        flags["data"]["holdout"] = list(holdout)
+    for section, values in flags.items():
+        if values:
+            node = data.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{section}' must be a section")
+            node.update(values)
+    cfg = from_mapping(TrainConfig, data)
+    clip_path = Path(cfg.clip).expanduser()
+    if cfg.clip and clip_path.is_dir():  # a local folder: make the run loadable from any cwd
+        cfg = replace(cfg, clip=str(clip_path.resolve()))
+    return cfg
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def pick_device(wanted: str) -> str:
+    import torch
+
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("device 'cuda' requested but torch sees no CUDA GPU "
+                                 f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+                                 "use --device cpu to train on the CPU")
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def training_samples(config: TrainConfig, data: str | Path) -> list[Any]:
+    from train.data import load_samples
+
+    samples = load_samples(data, splits=config.data.splits, categories=config.data.categories)
+    held = set(config.data.holdout)
+    unknown = held - {s.category for s in samples}
+    if unknown and not config.data.categories:
+        raise DataError(f"holdout category '{sorted(unknown)[0]}' not in {data}")
+    samples = [s for s in samples if s.category not in held]
+    if not samples:
+        raise DataError(f"no training images left in {data} after holding out {', '.join(sorted(held))}")
+    if config.data.max_images and len(samples) > config.data.max_images:
+        rng = random.Random(config.optim.seed)
+        samples = sorted(rng.sample(samples, config.data.max_images), key=lambda s: str(s.image_path))
+    return samples
+
+
+def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train `config` on `data` into `run_dir`. With `resume`, continue after the last saved
+    epoch up to `config.optim.epochs` (the total, not a count of extra epochs)."""
+    import torch
+
+    run = Path(run_dir)
+    done = saved_epochs(run)
+    if done and not resume:
+        raise ConfigError(f"run folder {run} already holds epochs {done[0]}..{done[-1]}: "
+                          "pass --resume to continue it or choose another --out")
+    if resume and not done:
+        raise ConfigError(f"nothing to resume in {run}: no saved epoch under {run / 'adapters'}")
+    start = (done[-1] + 1) if done else 1
+    if start > config.optim.epochs:
+        raise ConfigError(f"run {run} already has {done[-1]} epochs; ask for more with --epochs N (N > {done[-1]})")
+    device = pick_device(config.optim.device)
+    samples = training_samples(config, data)  # before touching the run folder: bad data leaves no trace
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(config, run / CONFIG_FILE)
+    threads = torch.get_num_threads()
+    if config.optim.threads:
+        torch.set_num_threads(config.optim.threads)
+    try:
+        with _log_to(run / LOG_FILE):
+            return _train(config, run, samples, device, done, start, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done: list[int], start: int,
+           progress: bool) -> TrainResult:
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from tqdm import tqdm
+
+    from train.data import AnomalyDataset
+    from train.losses import anomaly_loss
+    from train.model import log_parameters
+
+    seed_everything(config.optim.seed)
+    model, loaded = build_run_model(config)
+    trainable_line = log_parameters(model)
+    model.to(device)
+    dataset = AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    use_amp = bool(config.optim.amp and device == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if done:
+        folder = epoch_dir(run, done[-1])
+        load_adapters(model, folder)
+        state = torch.load(folder / OPTIM_FILE, map_location=device, weights_only=True)
+        optim.load_state_dict(state["optimizer"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        log.info("resuming %s after epoch %d", run, done[-1])
+    log.info("training on %s (%s), AMP %s; %d images (%d anomalous, %d with pixel truth); epochs %d..%d",
+             device, torch.get_default_dtype(), "on (float16)" if use_amp else "off", len(samples),
+             sum(s.label for s in samples), sum(bool(s.pixel_gt) for s in samples), start, config.optim.epochs)
+    result = TrainResult(run, device, use_amp, start, config.optim.epochs, trainable_line)
+    for epoch in range(start, config.optim.epochs + 1):
+        gen = torch.Generator().manual_seed(config.optim.seed * 100003 + epoch)
+        loader = DataLoader(dataset, batch_size=config.optim.batch_size, sampler=RandomSampler(dataset, generator=gen),
+                            num_workers=config.optim.num_workers, drop_last=False)
+        model.train()
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "image": 0.0, "focal": 0.0, "dice": 0.0}
+        seen = 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", disable=not progress,
+                   leave=False)
+        for batch in bar:
+            pix = batch["pixel_values"].to(device, non_blocking=True)
+            labels = batch["label"].to(device)
+            masks = batch["mask"].to(device)
+            has_mask = batch["has_mask"].to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                out = model(pix, model.text_embeddings())
+            parts = anomaly_loss(out.global_logits, out.patch_logits, labels, masks, has_mask, config.loss)
+            optim.zero_grad(set_to_none=True)
+            scaler.scale(parts.total).backward()
+            if config.optim.grad_clip:
+                scaler.unscale_(optim)
+                torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+            scaler.step(optim)
+            scaler.update()
+            n = pix.shape[0]
+            seen += n
+            for key, value in zip(("loss", "image", "focal", "dice"), parts):
+                sums[key] += float(value.detach()) * n
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+        bar.close()
+        record = {"epoch": epoch, **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
+                  "lr": optim.param_groups[0]["lr"], "images": seen, "seconds": round(time.perf_counter() - t0, 3),
+                  "device": device, "amp": use_amp}
+        folder = epoch_dir(run, epoch)
+        save_adapters(model, folder)
+        torch.save({"optimizer": optim.state_dict(), "scaler": scaler.state_dict() if use_amp else {}},
+                   folder / OPTIM_FILE)
+        (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "loss": record["loss"],
+                                                     "seed": config.optim.seed}, indent=2) + "\n", encoding="utf-8")
+        with (run / METRICS_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        log.info("epoch %d: loss %.4f (image %.4f, focal %.4f, dice %.4f) in %.1f s -> %s", epoch, record["loss"],
+                 record["loss_image"], record["loss_focal"], record["loss_dice"], record["seconds"], folder)
+        result.epochs.append(record)
+    return result
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    p = Path(run_dir) / METRICS_FILE
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def saved_config_dict(run_dir: str | Path) -> dict[str, Any]:
+    p = Path(run_dir) / CONFIG_FILE
+    if not p.is_file():
+        raise ConfigError(f"nothing to resume: {p} not found")
+    return load_yaml(p)
+
