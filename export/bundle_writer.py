@@ -115,8 +115,11 @@ class BundleWriter:
             raise BundleError(f"bundle output {self.out_dir} exists and is not a folder")
         if self.out_dir.is_dir() and any(self.out_dir.iterdir()) and not overwrite:
             raise BundleError(f"bundle output {self.out_dir} already exists and is not empty; pass --force to replace it")
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.staging-"))
+        try:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.staging-"))
+        except OSError as exc:
+            raise BundleError(f"cannot write bundle to {self.out_dir}: {exc.strerror or exc}") from None
         self._committed = False
 
     def path(self, name: str) -> Path:

@@ -123,7 +123,12 @@ class TorchBackend:
         return np.ascontiguousarray(batch)
 
     def text_embeddings(self) -> np.ndarray:
-        return self._text.detach().to("cpu", self._text.dtype).float().numpy()
+        """The [2, D] embeddings this backend computed from the merged text tower."""
+        import torch
+
+        if self._text is None:
+            raise BackendUnavailable("torch backend: text_embeddings() before load()")
+        return self._text.detach().to("cpu", torch.float32).numpy()
 
     def describe(self) -> Mapping[str, Any]:
         import torch

@@ -103,3 +103,12 @@ def test_text_embeddings_file_checks(tmp_path):
 
 def test_library_versions_names_clipinspect():
     assert library_versions()["clipinspect"] == "0.1.0"
+
+
+def test_unwritable_output_is_a_bundle_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BundleError, match="cannot write bundle to"):
+        BundleWriter(blocker / "sub" / "b")
+    with pytest.raises(BundleError, match="exists and is not a folder"):
+        BundleWriter(blocker)
