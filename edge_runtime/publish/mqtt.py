@@ -115,21 +115,6 @@ class MQTTPublisher:
             ("published", "acked", "queued", "spooled", "replayed", "recovered", "dropped", "reconnects", "corrupt"), 0
         )
 
-        self._spool: Spool | None = None
-        if options.spool_dir is not None:
-            self._spool = Spool(
-                options.spool_dir,
-                segment_bytes=options.spool_segment_bytes,
-                max_bytes=options.spool_max_bytes,
-                fsync=options.spool_fsync,
-            )
-            if self._spool.pending():
-                # A previous run left verdicts behind: they go out first, new ones queue behind.
-                log.info("spool %s: %d verdict(s) from an earlier run will be sent first", self._spool.dir, self._spool.pending())
-                self._spilling = True
-                self._stats["recovered"] = self._spool.pending()
-        self._seq = self._spool.last_seq if self._spool else 0
-
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -147,11 +132,28 @@ class MQTTPublisher:
             client.username_pw_set(username or "", password)
         if tls:
             _configure_tls(client, options)
+        self._spool: Spool | None = None
+        if options.spool_dir is not None:
+            self._spool = Spool(
+                options.spool_dir,
+                segment_bytes=options.spool_segment_bytes,
+                max_bytes=options.spool_max_bytes,
+                fsync=options.spool_fsync,
+            )
+            if self._spool.pending():
+                # A previous run left verdicts behind: they go out first, new ones queue behind.
+                log.info("spool %s: %d verdict(s) from an earlier run will be sent first", self._spool.dir, self._spool.pending())
+                self._spilling = True
+                self._stats["recovered"] = self._spool.pending()
+        self._seq = self._spool.last_seq if self._spool else 0
+
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{self.client_id}", daemon=True)
         try:
             client.connect_async(host, port, keepalive=options.keepalive_s)
         except (OSError, ValueError) as exc:
+            if self._spool is not None:
+                self._spool.close()
             raise PublishError(f"{_redact(uri)}: cannot start MQTT connection: {exc}") from None
         client.loop_start()
         self._sender.start()

@@ -77,6 +77,7 @@ class Spool:
             probe.unlink()
         except OSError as exc:
             raise PublishError(f"spool directory {self.dir} is not writable: {exc.strerror or exc}") from None
+        self._lock_fh = _lock_dir(self.dir)
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
         self.fsync = fsync
@@ -290,6 +291,25 @@ class Spool:
             self._reader.fh.close()
             self._reader.fh = None
         self._write_committed()
+        if self._lock_fh is not None:
+            self._lock_fh.close()  # releases the flock
+            self._lock_fh = None
+
+
+def _lock_dir(path: Path) -> BinaryIO | None:
+    """One publisher per spool directory: two would interleave and replay each other's data.
+    The lock dies with the process, so a crashed run never blocks the next one."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, documented
+        return None
+    fh = (path / "lock").open("ab")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise PublishError(f"spool directory {path} is in use by another publisher") from None
+    return fh
 
 
 def _fsync_dir(path: Path) -> None:

@@ -67,3 +67,15 @@ def test_batch_written_at_close_goes_before_newer_segments(tmp_path: Path) -> No
     spool.write_batch_before([_msg(7), _msg(8), _msg(9)])
     spool.close()
     assert _drain(Spool(tmp_path)) == [7, 8, 9, 10, 11, 12]
+
+
+def test_one_publisher_per_spool_dir(tmp_path: Path) -> None:
+    import pytest
+
+    from edge_runtime.errors import PublishError
+
+    first = Spool(tmp_path)
+    with pytest.raises(PublishError, match="in use by another publisher"):
+        Spool(tmp_path)
+    first.close()
+    Spool(tmp_path).close()  # released on close (and by the kernel if the process dies)
