@@ -136,6 +136,7 @@ def bench_model(backend: Any, bundle: Any, *, iterations: int = 100, warmup: int
         "batch": batch,
         "latency_ms": s.as_dict(),
         "fps": round(iterations * batch / wall, 3),
+        "wall_s": round(wall, 4),
         "samples_ms": [round(float(t), 4) for t in times],
     }
 
@@ -166,7 +167,56 @@ def bench_e2e(session_factory: Callable[[], Any], *, frames: int = 100, warmup: 
         "source_stats": source_stats,
         "stages": stages,
         "stop_reason": result.stop_reason,
-        "samples_ms": {s: [round(float(v), 4) for v in recorder.samples(s)] for s in ("inference", "total")},
+        "samples_ms": {s: [round(float(v), 4) for v in recorder.samples(s)] for s in stages},
+    }
+
+
+def merge_model(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several model-only rounds as one result (all samples; fps over the summed time)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    samples = [t for p in parts for t in p["samples_ms"]]
+    iters = sum(p["iterations"] for p in parts)
+    wall = sum(p["wall_s"] for p in parts)
+    return {
+        "iterations": iters,
+        "warmup": parts[0]["warmup"],
+        "batch": parts[0]["batch"],
+        "rounds": len(parts),
+        "latency_ms": summarize(samples).as_dict(),
+        "fps": round(iters * parts[0]["batch"] / wall, 3) if wall else 0.0,
+        "wall_s": round(wall, 4),
+        "samples_ms": samples,
+    }
+
+
+def merge_e2e(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several end-to-end rounds as one result: pooled stage samples; fps = frame intervals
+    over their summed duration (the gaps between rounds do not count)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    stages: dict[str, list[float]] = {}
+    for p in parts:
+        for name, vals in p["samples_ms"].items():
+            stages.setdefault(name, []).extend(vals)
+    intervals = sum(max(p["frames"] - 1, 0) for p in parts)
+    busy = sum((p["frames"] - 1) / p["fps"] for p in parts if p["fps"] > 0 and p["frames"] > 1)
+    counters: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["counters"].items():
+            counters[k] = counters.get(k, 0) + v
+    return {
+        "frames": sum(p["frames"] for p in parts),
+        "captured": sum(p["captured"] for p in parts),
+        "warmup": parts[0]["warmup"],
+        "rounds": len(parts),
+        "fps": round(intervals / busy, 3) if busy else 0.0,
+        "drops": sum(p["drops"] for p in parts),
+        "counters": counters,
+        "source_stats": parts[-1]["source_stats"],
+        "stages": {name: summarize(vals).as_dict() for name, vals in stages.items()},
+        "stop_reason": parts[-1]["stop_reason"],
+        "samples_ms": stages,
     }
 
 

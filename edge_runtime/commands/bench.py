@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=100, help="model-only timed iterations (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up iterations/frames (default 10)")
     p.add_argument("--frames", type=int, default=100, help="end-to-end measured frames (default 100)")
+    p.add_argument("--rounds", type=int, default=1, help="alternate model-only and end-to-end this many times (robust ratios on a busy machine)")
     p.add_argument("--source", help="end-to-end source (default: unpaced synthetic frames at the model's size)")
     p.add_argument("--publish", help="end-to-end publisher (default null:// = no publishing cost); e.g. jsonl://FILE, mqtt://...")
     p.add_argument("--intra-op-threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's, one per core)")
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.runtime_config import load_runtime_config
     from edge_runtime.session import load_backend, open_session
 
+    if args.rounds < 1:
+        raise ConfigError("--rounds must be >= 1")
     if args.compare and (args.backend or args.precision):
         raise ConfigError("give either --compare or --backend/--precision, not both")
     # The bench's own defaults: hand-off queue so frames never age in a queue, no stats log.
@@ -75,16 +78,28 @@ def run(args: argparse.Namespace) -> int:
         backend, info = load_backend(bundle, spec.backend, spec.precision, **run_cfg.backend.options())
         try:
             record: dict = {"label": spec.label, "backend": spec.backend, "precision": spec.precision, "backend_info": info}
-            if args.mode in ("both", "model"):
-                record["model"] = bench.bench_model(backend, bundle, iterations=args.iterations, warmup=args.warmup, progress=progress, label=f"{spec.label} model-only")
-            if args.mode in ("both", "e2e"):
-                record["e2e"] = bench.bench_e2e(
-                    lambda: open_session(run_cfg, backend=backend, backend_info=info),
-                    frames=args.frames,
-                    warmup=args.warmup,
-                    progress=progress,
-                    label=f"{spec.label} end-to-end",
-                )
+            models, e2es = [], []
+            # Rounds alternate model-only and end-to-end so that a load change on a shared
+            # machine hits both sides alike; the ratios stay meaningful.
+            for r in range(args.rounds):
+                tag = f" round {r + 1}/{args.rounds}" if args.rounds > 1 else ""
+                warm = args.warmup if r == 0 else min(args.warmup, 2)
+                if args.mode in ("both", "model"):
+                    models.append(bench.bench_model(backend, bundle, iterations=_share(args.iterations, args.rounds, r), warmup=warm, progress=progress, label=f"{spec.label} model-only{tag}"))
+                if args.mode in ("both", "e2e"):
+                    e2es.append(
+                        bench.bench_e2e(
+                            lambda: open_session(run_cfg, backend=backend, backend_info=info),
+                            frames=max(2, _share(args.frames, args.rounds, r)),
+                            warmup=warm,
+                            progress=progress,
+                            label=f"{spec.label} end-to-end{tag}",
+                        )
+                    )
+            if models:
+                record["model"] = bench.merge_model(models)
+            if e2es:
+                record["e2e"] = bench.merge_e2e(e2es)
             record["ratios"] = bench.ratios(record.get("model"), record.get("e2e"))
             runs.append(record)
         finally:
@@ -94,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "iterations": args.iterations,
         "warmup": args.warmup,
         "frames": args.frames,
+        "rounds": args.rounds,
         "source": cfg.source.uri,
         "publish": cfg.publish.uri,
         "pipeline": dataclasses.asdict(cfg.pipeline),
@@ -110,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {json_path} and {png_path}")
     sys.stdout.flush()
     return 0
+
+
+def _share(total: int, rounds: int, index: int) -> int:
+    """Round `index`'s part of `total` (the first rounds take the remainder)."""
+    return total // rounds + (1 if index < total % rounds else 0)
 
 
 COMMAND = Command(help="benchmark a bundle: model-only and end-to-end latency per stage, fps, drops", add_arguments=add_arguments, run=run)

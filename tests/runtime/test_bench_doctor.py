@@ -36,6 +36,16 @@ def test_bench_compare_writes_json_png_and_table(toy_bundle, tmp_path, capsys):
     assert "p50 ratio" in table and "fps ratio" in table and "ort-cpu:int8" in table
 
 
+def test_bench_rounds_pool_samples(toy_bundle, tmp_path):
+    out = tmp_path / "r"
+    rc = main(["bench", "--bundle", str(toy_bundle.root), "--rounds", "3", "--iterations", "10", "--frames", "9", "--warmup", "1", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    run = json.loads((out / "bench.json").read_text())["runs"][0]
+    assert run["model"]["rounds"] == 3 and run["model"]["iterations"] == 10 and len(run["model"]["samples_ms"]) == 10
+    assert run["e2e"]["rounds"] == 3 and run["e2e"]["frames"] == 9 and run["e2e"]["stages"]["total"]["count"] == 9
+    assert run["e2e"]["fps"] > 0
+
+
 def test_bench_model_only_with_jsonl_publisher_source_override(toy_bundle, tmp_path):
     out = tmp_path / "b"
     rc = main(["bench", "--bundle", str(toy_bundle.root), "--mode", "e2e", "--frames", "5", "--warmup", "0", "--publish", f"jsonl://{tmp_path / 'v.jsonl'}", "--source", "synthetic://?width=200&height=100", "--out", str(out), "--no-progress"])
