@@ -168,7 +168,12 @@ def retry_with_backoff(uri: str, options: SourceOptions, attempt_open: Callable[
             return
         delay = options.backoff(attempt)
         log.warning("%s: reconnect attempt %d/%d in %.2f s", uri, attempt + 1, options.reconnect_attempts, delay)
-        time.sleep(delay)
+        # Sleep in slices: close() from another thread must not wait out a long backoff.
+        end = time.monotonic() + delay
+        while not is_closed() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        if is_closed():
+            return
         try:
             attempt_open()
             log.warning("%s: reconnected", uri)

@@ -228,3 +228,26 @@ def test_missing_pyspin_is_one_line_with_install_hint(monkeypatch):
     with pytest.raises(MissingDependency):
         open_source("spinnaker://123")
 
+
+
+def test_close_during_a_long_reconnect_backoff_returns_promptly(pyspin):
+    pyspin.fake_add_camera("9", lose_after=1, absent_for=1000)
+    src = open_source("spinnaker://9", {"timeout_ms": 20, "reconnect_backoff_s": 20.0})
+    assert src.read() is not None
+    closer = threading.Timer(0.2, src.close)
+    closer.start()
+    t0 = time.monotonic()
+    assert src.read() is None  # loses the camera, starts backing off, is closed meanwhile
+    closer.join()
+    assert time.monotonic() - t0 < 3.0
+    assert not pyspin.fake_system_alive()
+
+
+def test_missing_pyspin_through_clipinspect_run(monkeypatch, capsys, toy_bundle):
+    from edge_runtime.cli import main
+
+    monkeypatch.setitem(sys.modules, "PySpin", None)
+    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "spinnaker://123", "--publish", "stdout://", "--max-frames", "1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2
+    assert len(err) == 1 and "PySpin" in err[0] and "unrelated package" in err[0]
