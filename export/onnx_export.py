@@ -29,7 +29,8 @@ from edge_runtime.errors import BundleError, CheckFailed, ConfigError
 
 log = logging.getLogger(__name__)
 
-MIN_OPSET = 17
+MIN_OPSET = 17  # LayerNormalization is a single op from 17 on (TensorRT fuses it)
+MAX_OPSET = 20  # the TorchScript exporter's ceiling in torch 2.x (torch.onnx._constants)
 IMAGE = "image"
 TEXT = "text_embeddings"
 SCORE = "score"
@@ -47,8 +48,8 @@ class ExportOptions:
     optimize: bool = True
 
     def __post_init__(self) -> None:
-        if self.opset < MIN_OPSET:
-            raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization), got {self.opset}")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization) and <= {MAX_OPSET} (exporter limit), got {self.opset}")
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,8 @@ def test_export_not_a_merged_folder_and_bad_opset(tmp_path, capsys):
     assert "not a merged clipinspect model" in _err_line(capsys, "export")
     assert main(["export", "--merged", str(tmp_path / "empty"), "--out", str(tmp_path / "b"), "--opset", "13"]) == 2
     assert "--opset must be >= 17" in _err_line(capsys, "export")
+    assert main(["export", "--merged", str(tmp_path / "empty"), "--out", str(tmp_path / "b"), "--opset", "21"]) == 2
+    assert "<= 20" in _err_line(capsys, "export")
 
 
 def test_export_cli_writes_bundle_and_refuses_overwrite(merged_tiny_dir, tmp_path, capsys):

@@ -93,6 +93,7 @@ def variants(merged_tiny_dir, tmp_path_factory):
         "dynamic": export_tiny(merged_tiny_dir, root / "dynamic", dynamic_batch=True),
         "baked": export_tiny(merged_tiny_dir, root / "baked", bake_text=True),
         "float": export_tiny(merged_tiny_dir, root / "float", float_input=True),
+        "opset18": export_tiny(merged_tiny_dir, root / "opset18", opset=18),
     }
 
 
@@ -129,6 +130,19 @@ def test_baked_text_equals_input_text(variants, tiny_bundle):
     # and the text really matters: other embeddings give another score
     s_other, _ = _session(plain.model_path()).run(None, {"image": imgs, "text_embeddings": plain.text_embeddings()[::-1].copy()})
     assert abs(float(s_other[0]) - float(sp[0])) > 1e-3
+
+
+def test_opset_18_export_equals_opset_17(variants, tiny_bundle):
+    b = variants["opset18"]
+    proto = onnx.load(str(b.model_path()))
+    assert b.manifest.opset == 18 and {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {18}
+    plain = load_bundle(tiny_bundle)
+    imgs = _images(1, plain.manifest.preprocess.image_size, seed=4)
+    feeds = {"image": imgs, "text_embeddings": plain.text_embeddings()}
+    s18, m18 = _session(b.model_path()).run(None, feeds)
+    s17, m17 = _session(plain.model_path()).run(None, feeds)
+    np.testing.assert_allclose(s18, s17, atol=1e-6)
+    np.testing.assert_allclose(m18, m17, atol=1e-6)
 
 
 def test_float_input_equals_uint8_input(variants, tiny_bundle):
