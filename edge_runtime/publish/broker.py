@@ -59,6 +59,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as brokers do: TIME_WAIT is fine
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class BrokerTLS:
     """Server side of TLS: the listener's certificate, key and the CA that signed it."""
@@ -153,6 +163,9 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
         if self.running:
             return self
+        if not _port_free(self.host, self.port):
+            # Otherwise the readiness probe below would happily talk to whoever holds it.
+            raise PublishError(f"{self.kind} broker cannot listen on {self.host}:{self.port}: the port is in use")
         cmd = self._command()
         with self.log_file.open("ab") as logfh:
             self._proc = subprocess.Popen(cmd, stdout=logfh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
