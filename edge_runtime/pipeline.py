@@ -254,6 +254,7 @@ class Pipeline:
         self._stop_reason = ""
         self._stop_t = 0.0
         self._errors: list[BaseException] = []
+        self._failed_stage = ""
         self._q_in = BoundedQueue(options.inference_queue, options.drop_policy)
         self._q_out = BoundedQueue(options.publish_queue, "block")
         self._lock = threading.Lock()
@@ -278,11 +279,19 @@ class Pipeline:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, stage: str) -> None:
+        """Stop after an error, keeping every verdict that can still be delivered: after a
+        capture error the queued frames are still judged; after an inference error the
+        verdicts already made are still published; only a broken publisher discards them."""
         with self._lock:
             self._errors.append(exc)
-        self.stop(f"error: {exc}")
-        lost = self._q_in.abort() + self._q_out.abort()
+            self._failed_stage = self._failed_stage or stage
+        self.stop(f"error in {stage}: {exc}")
+        lost = 0
+        if stage in ("inference", "publish"):
+            lost += self._q_in.abort()
+        if stage == "publish":
+            lost += self._q_out.abort()
         if lost:
             self.recorder.count("lost_on_error", lost)
 
@@ -311,7 +320,7 @@ class Pipeline:
                 if self.max_frames is not None and n >= self.max_frames:
                     self.stop(f"max frames ({self.max_frames}) reached")
         except BaseException as exc:  # noqa: BLE001 - re-raised by run()
-            self._fail(exc)
+            self._fail(exc, "capture")
         finally:
             close = getattr(it, "close", None)
             if close is not None:
@@ -355,7 +364,7 @@ class Pipeline:
                     break  # aborted by an error elsewhere
                 self._q_out.put(work)
         except BaseException as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "inference")
         finally:
             self._q_out.close()
 
@@ -376,7 +385,7 @@ class Pipeline:
                 if self.on_frame is not None:
                     self.on_frame(n)
         except BaseException as exc:  # noqa: BLE001
-            self._fail(exc)
+            self._fail(exc, "publish")
 
     # -- main ----------------------------------------------------------------------------
     def run(self) -> PipelineResult:
@@ -414,7 +423,7 @@ class Pipeline:
             for t in threads:
                 t.join()
         flushed = True
-        if not self._errors:
+        if self._failed_stage != "publish":
             flushed = bool(self.publisher.flush(self.options.flush_timeout_s))
             if not flushed:
                 log.warning("publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)", self.options.flush_timeout_s)

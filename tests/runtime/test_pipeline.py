@@ -162,18 +162,50 @@ def test_max_frames_and_duration_limits(toy_bundle, backend):
     assert "duration" in r.stop_reason and r.wall_s < 3 and r.published == r.captured
 
 
-def test_backend_error_surfaces_from_run(toy_bundle, backend):
-    class Broken:
-        name = "broken"
+def test_backend_error_surfaces_after_publishing_what_was_judged(toy_bundle, backend):
+    class FailsOnFifth:
+        name = "fails-on-fifth"
+
+        def __init__(self):
+            self.calls = 0
 
         def infer(self, batch):
-            raise RuntimeError("device lost")
+            self.calls += 1
+            if self.calls == 5:
+                raise RuntimeError("device lost")
+            return backend.infer(batch)
 
         def describe(self):
-            return {"backend": "broken", "precision": "fp32"}
+            return {"backend": "fails-on-fifth", "precision": "fp32"}
 
+    pub = ListPublisher()
     with pytest.raises(RuntimeError, match="device lost"):
-        _pipeline(toy_bundle, Broken(), ListSource(10_000), ListPublisher(), drop_policy="block").run()
+        _pipeline(toy_bundle, FailsOnFifth(), ListSource(10_000), pub, drop_policy="block").run()
+    assert [v["frame_id"] for v in pub.verdicts] == [0, 1, 2, 3]
+    assert pub.flushed == 1
+
+
+def test_source_error_still_judges_queued_frames(toy_bundle, backend):
+    from edge_runtime.errors import SourceError
+
+    class DyingSource(ListSource):
+        def frames(self):
+            yield from super().frames()
+            raise SourceError("camera unplugged")
+
+    pub = ListPublisher()
+    with pytest.raises(SourceError, match="camera unplugged"):
+        _pipeline(toy_bundle, SlowBackend(backend, 0.005), DyingSource(6), pub, drop_policy="block", inference_queue=4).run()
+    assert [v["frame_id"] for v in pub.verdicts] == list(range(6))
+
+
+def test_publisher_error_surfaces(toy_bundle, backend):
+    class Broken(ListPublisher):
+        def publish(self, verdict):
+            raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        _pipeline(toy_bundle, backend, ListSource(10_000), Broken(), drop_policy="block").run()
 
 
 def test_bad_options():
