@@ -193,11 +193,20 @@ class GenTLSource(SourceBase):
                 return self._take(buffer, received_ns)
         except self._timeout_exc:
             self.count("timeouts")
-            return None
+            if self._acquiring():
+                return None
+            lost = "acquisition stopped under us"
         except self._gentl_exc as exc:
             lost = _first_line(exc)
         self._lost(lost)
         return None
+
+    def _acquiring(self) -> bool:
+        check = getattr(self._ia, "is_acquiring", None)
+        try:
+            return bool(check()) if check is not None else True
+        except Exception:
+            return False
 
     def _take(self, buffer: Any, received_ns: int) -> Frame | None:
         module = buffer.module

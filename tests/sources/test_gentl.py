@@ -85,3 +85,14 @@ def test_unknown_serial_and_bad_producer(viky, tmp_path):
         open_source(f"gentl://{tmp_path}")
     with pytest.raises(SourceError, match=r"cannot set PixelFormat='BayerRG8'.*allowed: RGBa8, Mono8"):
         open_source(f"gentl://{viky}?serial=0&pixel_format=BayerRG8")
+
+
+def test_lost_stream_is_reconnected(viky):
+    with open_source(f"gentl://{viky}?serial=1", {"timeout_ms": 300, "reconnect_backoff_s": 0.01}) as src:
+        assert (src.read() or src.read()) is not None
+        # Simulate the stream stopping under us (as after a cable pull): the next fetch
+        # finds no acquisition, and the source must rebuild the acquirer.
+        src._ia.stop()
+        assert src.read() is None
+        assert src.stats()["device_lost"] == 1 and src.stats()["reconnects"] == 1
+        assert src.read() is not None
