@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     summary = result.as_dict() | {"backend": session.backend_info, "source_stats": source_stats, "publisher_stats": publisher_stats}
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    print(format_summary(result), file=sys.stdout)
+    # Verdicts on stdout stay a clean JSON-lines stream: the summary then goes to stderr.
+    print(format_summary(result), file=sys.stderr if cfg.publish.uri.startswith("stdout:") else sys.stdout)
     return 0
 
 
