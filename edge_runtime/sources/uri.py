@@ -111,8 +111,8 @@ def _query_value(raw: str, tp: Any) -> Any:
     if any(typing.get_origin(a) is tuple for a in args):
         parts = [p for p in raw.replace("[", "").replace("]", "").split(",") if p.strip()]
         return [_scalar(p) for p in parts]
-    if str in args:
-        return raw
+    if str in args or any(typing.get_origin(a) is typing.Literal for a in args):
+        return raw  # YAML would turn 'off' into False
     return _scalar(raw)
 
 

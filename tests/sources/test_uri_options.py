@@ -53,6 +53,8 @@ def test_query_overrides_options_and_types_are_parsed():
     assert own == {"serial": "9"}
     assert opts.fps == 12.0 and opts.loop is True and opts.roi == (0, 0, 64, 32) and opts.pixel_format == "Mono8"
     assert opts.exposure_us == 100.0  # untouched fields keep the caller's value
+    opts, _ = merge_options(parse_uri("spinnaker://1?trigger=off&trigger_edge=FallingEdge"), {"trigger": "software"})
+    assert opts.trigger == "off" and opts.trigger_edge == "FallingEdge"
     opts, _ = merge_options(parse_uri("folder://d"), {"buffer_count": 8})
     assert opts.buffer_count == 8 and opts.buffer_handling == "NewestOnly"
 
