@@ -241,11 +241,11 @@ class MQTTPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         with self._cv:
+            left = self._stats["published"] - self._stats["acked"] - self._stats["dropped"]
             self._persist_backlog()
             if self._spool is not None:
                 self._spool.close()
         if not delivered:
-            left = self._stats["published"] - self._stats["acked"] - self._stats["dropped"]
             where = f"kept in spool {self._spool.dir}" if self._spool is not None else "LOST (no spool_dir)"
             log.warning("MQTT: closed with %d verdict(s) undelivered, %s", left, where)
         log.info("MQTT publisher closed: %s", self.stats())
