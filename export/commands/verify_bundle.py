@@ -10,6 +10,7 @@ from edge_runtime.cli import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder")
     p.add_argument("--images", required=True, help="folder of image files (searched recursively; *_mask files skipped)")
+    p.add_argument("--backend", default="ort-cpu", help="candidate backend (default ort-cpu; e.g. ort-cuda, ort-trt, trt on a GPU machine)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="which ONNX model of the bundle to check (default fp32)")
     p.add_argument("--atol", type=float, default=None, help="tolerance on |Δscore| and |Δmap| (default: fp32 1e-4, fp16 1e-2, int8 5e-2)")
     p.add_argument("--max-images", type=int, default=16, help="check at most N images, evenly spaced (default 16; 0 = all)")
@@ -30,9 +31,15 @@ def run(args: argparse.Namespace) -> int:
     if atol < 0:
         raise ConfigError(f"--atol must be >= 0, got {atol}")
     bundle = load_bundle(args.bundle)  # sha256 of every file checked here
-    bundle.model_path(args.precision)  # cheap checks first: a missing variant fails before torch loads
+    if args.backend.startswith("ort"):
+        bundle.model_path(args.precision)  # cheap checks first: a missing variant fails before torch loads
     images = list_images(args.images, args.max_images)
-    candidate = OrtCpuRunner()
+    if args.backend == "ort-cpu":
+        candidate = OrtCpuRunner()
+    else:
+        from edge_runtime.backends import make_backend
+
+        candidate = make_backend(args.backend)  # refuses what cannot run here; never substitutes
     candidate.load(bundle, args.precision)
     reference = TorchBackend(merged=args.merged)
     reference.load(bundle, "fp32")

@@ -162,3 +162,20 @@ def test_verify_bundle_checks_a_variant_with_its_own_tolerance(tiny_bundle, bott
     assert "beyond atol 0" in _err_line(capsys, "verify-bundle")
     assert main(base + ["--atol", "-1"]) == 2
     assert "--atol must be >= 0" in _err_line(capsys, "verify-bundle")
+
+
+def test_verify_bundle_other_backend_is_never_substituted(tiny_bundle, bottle_dir, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime CUDA")
+    assert main(["verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--backend", "ort-cuda"]) == 2
+    assert "CUDAExecutionProvider" in _err_line(capsys, "verify-bundle")
+
+
+def test_verify_bundle_through_the_backend_registry(tiny_bundle, bottle_dir, capsys):
+    """A candidate from make_backend (here the torch entry point itself): identical -> 0 diff."""
+    rc = main(["-q", "verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--max-images", "2", "--backend", "torch", "--atol", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "torch/fp32 vs torch/fp32 on 2 images" in out
