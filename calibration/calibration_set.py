@@ -90,7 +90,7 @@ class CalibrationSet:
             "seed": self.seed,
             "num": len(self.files),
             "available": self.available,
-            "files": [{"name": p.name, "path": str(p), "sha256": h} for p, h in zip(self.files, self.file_sha256)],
+            "files": [{"path": _relative(p, self.source), "sha256": h} for p, h in zip(self.files, self.file_sha256)],
         }
 
     def write(self, path: str | Path) -> Path:
@@ -146,6 +146,16 @@ def sample_calibration_set(source: str | Path, num: int, seed: int = 0) -> Calib
         seed=int(seed),
         available=len(files),
     )
+
+
+def _relative(path: Path, source: str) -> str:
+    """Path as recorded in the bundle: relative to the source (no desktop paths leak)."""
+    base = Path(source)
+    base = base.parent if base.is_file() else base
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name
 
 
 def _images_under(folder: Path) -> list[Path]:

@@ -51,3 +51,23 @@ def test_calibrate_exported_tiny_bundle(exported: Path, bottle: Path) -> None:
 
     report = precision_report(exported, bottle, max_images=6, progress=False)
     assert [r.status for r in report.rows] == ["ok", "ok", "ok"]
+
+
+def test_calibrate_baked_text_float_input_export(merged_tiny_dir: Path, bottle: Path, tmp_path: Path) -> None:
+    """Export variants: text baked into the graph (the similarity MatMul now has a constant
+    side and must still stay float) and float NCHW input (feeds normalised outside)."""
+    from tests.plugins.bundles import export_tiny
+
+    bundle = export_tiny(merged_tiny_dir, tmp_path / "baked", bake_text=True, float_input=True, dynamic_batch=True)
+    assert bundle.text_embeddings() is None and bundle.manifest.preprocess.input_layout == "NCHW_float32"
+    out = calibrate_bundle(bundle.root, sample_calibration_set(bottle, 3, seed=0), QuantConfig(), progress=False)
+    assert out.score_drift_max < 0.05
+    g = onnx.load(str(bundle.root / "model.int8.onnx")).graph
+    prod = {o: n for n in g.node for o in n.output}
+    assert all(i.name != "text_embeddings" for i in g.input)
+    # The last MatMul before the outputs (similarity with the baked text) reads no DequantizeLinear.
+    heads = [n for n, why in out.result.selection.excluded.items() if why.startswith("head")]
+    assert heads
+    for n in g.node:
+        if n.name in heads:
+            assert not any(i in prod and prod[i].op_type == "DequantizeLinear" for i in n.input), n.name
