@@ -56,6 +56,10 @@ def load_clip(source: str | Path, local_only: bool = False) -> LoadedClip:
 
     text = str(source)
     folder: Path | None = None
+    if not isinstance(source, Path) and "/" not in text and not Path(text).exists():
+        # hub ids are "org/name"; a bare name is a folder that is not there
+        raise DataError(f"CLIP folder not found: {text} (give a local folder or a hub id like "
+                        "openai/clip-vit-base-patch16)")
     if isinstance(source, Path) or _looks_like_path(text):
         folder = Path(text).expanduser()
         if not folder.is_dir():
@@ -70,8 +74,10 @@ def load_clip(source: str | Path, local_only: bool = False) -> LoadedClip:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only or folder is not None)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        err = DataError if folder else ConfigError
-        raise err(f"cannot load CLIP '{where}': {first}") from None
+        if folder:
+            raise DataError(f"cannot load CLIP folder {where}: {first}") from None
+        raise ConfigError(f"cannot load CLIP '{where}': not a local folder, and the hub id cannot be "
+                          f"loaded ({first})") from None
     if folder is None:
         # a hub snapshot: read its preprocessor_config from the local cache
         try:

@@ -75,3 +75,9 @@ def test_make_tiny_clip_command(tmp_path, capsys):
     assert load_clip(out).image_size == (64, 64)
     assert main(["make-tiny-clip", str(tmp_path / "x"), "--arch", "vit-h"]) == 2
     assert "unknown CLIP arch" in capsys.readouterr().err
+
+
+def test_bare_missing_name_is_folder_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="CLIP folder not found: clip"):
+        load_clip("clip")

@@ -153,3 +153,19 @@ def test_training_lowers_loss_and_raises_auroc_on_held_out_images(tiny_clip_dir,
     after_model, _ = load_run_model(tmp_path / "run")
     after = auroc(after_model, loaded)
     assert after > before + 0.05, (before, after)
+
+
+def test_holdout_and_categories_select_training_images(small_data):
+    from edge_runtime.errors import ConfigError, DataError
+    from train.trainer import resolve_config, training_samples
+
+    cfg = resolve_config(None, [], clip="x", holdout=["wood"])
+    cats = {s.category for s in training_samples(cfg, small_data)}
+    assert cats == {"metal"}
+    cfg = resolve_config(None, [], clip="x", categories=["wood"])
+    samples = training_samples(cfg, small_data)
+    assert {s.category for s in samples} == {"wood"} and {s.split for s in samples} == {"train", "test"}
+    with pytest.raises(DataError, match="holdout category 'cork'"):
+        training_samples(resolve_config(None, [], clip="x", holdout=["cork"]), small_data)
+    with pytest.raises(ConfigError, match="both name 'wood'"):
+        resolve_config(None, [], clip="x", categories=["wood"], holdout=["wood"])
