@@ -163,6 +163,20 @@ def decouple_activation_qdq(model: Any) -> int:
     return copies
 
 
+def drop_unused_opsets(model: Any) -> list[str]:
+    """Keep only the opset imports the graph's nodes use. ONNX Runtime's optimiser (in
+    quant_pre_process) declares all its contrib domains; TensorRT's parser need not see them.
+    Returns the non-standard domains still in use (empty for a TensorRT-parsable graph)."""
+    used = {n.domain or "" for n in model.graph.node}
+    keep = [o for o in model.opset_import if (o.domain or "") in used or (o.domain or "") in ("", "ai.onnx")]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    custom = sorted(d for d in used if d not in ("", "ai.onnx"))
+    if custom:
+        log.warning("the INT8 graph uses non-standard op domains %s: TensorRT cannot parse it", ", ".join(custom))
+    return custom
+
+
 def constant_names(model: Any) -> set[str]:
     names = {t.name for t in model.graph.initializer}
     names.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
@@ -347,6 +361,7 @@ def quantize_qdq(
                 raise DataError("calibration produced no batches (empty calibration set)")
             qmodel = onnx.load(str(tmp_out))
             decouple_activation_qdq(qmodel)
+            drop_unused_opsets(qmodel)
             onnx.save(qmodel, str(tmp_out))
             os.replace(tmp_out, out)
         finally:
@@ -463,7 +478,13 @@ def calibrate_bundle(
     )
     m = bundle.manifest
     variants = tuple(v for v in m.variants if v.file != out_name and v.precision != "int8") + (variant,)
-    m = replace(m, variants=variants)
+    # An engine built from the previous Q/DQ model no longer matches it: drop its entry so the
+    # device cannot run a stale engine under the new model's name (rebuild with build-engine).
+    stale = [e for e in m.engines if e.source_onnx == out_name]
+    for e in stale:
+        log.warning("dropping engine %s from the manifest: it was built from the previous %s; rebuild it on the target", e.file, out_name)
+    files = {k: v for k, v in m.files.items() if k not in {e.file for e in stale}}
+    m = replace(m, variants=variants, engines=tuple(e for e in m.engines if e not in stale), files=files)
     m = with_file(with_file(m, root, out_name), root, SET_FILE)
     write_manifest(root, m)
     load_bundle(root, verify=True)

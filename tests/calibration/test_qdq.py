@@ -142,3 +142,20 @@ def test_selection_rules(contract_bundle_src: Path) -> None:
     assert "/visual_projection/MatMul" in keep_head.quantize
     with pytest.raises(ConfigError, match="op_types"):
         QuantConfig(op_types=("Softmax",))
+
+
+def test_recalibration_drops_engines_built_from_the_old_qdq_model(contract_bundle: Path, bottle: Path) -> None:
+    from dataclasses import replace
+
+    from edge_runtime.bundle import EngineEntry, with_file, write_manifest
+
+    calibrate_bundle(contract_bundle, sample_calibration_set(bottle, 2, seed=0), QuantConfig(), progress=False)
+    m = load_bundle(contract_bundle).manifest
+    for name, src in (("model.int8.engine", "model.int8.onnx"), ("model.fp16.engine", "model.onnx")):
+        (contract_bundle / name).write_bytes(b"engine bytes " + name.encode())
+        m = with_file(replace(m, engines=m.engines + (EngineEntry(name, name.split(".")[1], src, "10.3.0", "Orin", "8.7"),)), contract_bundle, name)
+    write_manifest(contract_bundle, m)
+    calibrate_bundle(contract_bundle, sample_calibration_set(bottle, 2, seed=1), QuantConfig(), progress=False)
+    m = load_bundle(contract_bundle, verify=True).manifest
+    assert [e.file for e in m.engines] == ["model.fp16.engine"]
+    assert "model.int8.engine" not in m.files

@@ -30,6 +30,11 @@ def test_calibrate_exported_tiny_bundle(exported: Path, bottle: Path) -> None:
     prod = {o: n for n in g.node for o in n.output}
     ops = [n.op_type for n in g.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # Standard ONNX only (TensorRT's parser), with the exported model's IR version.
+    model = onnx.load(str(bundle.model_path("int8")))
+    assert {n.domain for n in g.node} <= {"", "ai.onnx"}
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    assert model.ir_version == onnx.load(str(bundle.model_path("fp32"))).ir_version
     # Every MatMul fed by Q/DQ has a constant-weight side; activation x activation ones are float.
     quantized = [n for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in prod and prod[i].op_type == "DequantizeLinear" for i in n.input)]
     assert quantized and len(quantized) == len(out.result.selection.quantize)
