@@ -186,8 +186,11 @@ def constant_names(model: Any) -> set[str]:
 def weight_input(node: Any, constants: set[str]) -> int | None:
     """Index of the constant weight input of a MatMul/Gemm/Conv, or None (activation x activation)."""
     if node.op_type == "MatMul":
-        const = [i for i in (0, 1) if i < len(node.input) and node.input[i] in constants]
-        return const[0] if len(const) == 1 else None
+        # x @ W only: the quantizer (MatMulConstBOnly) takes a constant B, and a constant A
+        # is not a layer's weight.
+        if len(node.input) == 2 and node.input[1] in constants and node.input[0] not in constants:
+            return 1
+        return None
     if node.op_type in ("Gemm", "Conv"):
         return 1 if len(node.input) > 1 and node.input[1] in constants else None
     return None
