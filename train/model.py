@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -191,7 +192,10 @@ def apply_lora(model: AnomalyCLIP, settings: LoraSettings) -> Any:
         r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
         target_modules=lora_target_regex(settings, depths), bias="none",
     )
-    peft_model = get_peft_model(model.clip, cfg)
+    with warnings.catch_warnings():
+        # transformers 5 deprecation raised inside PEFT; not actionable here
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model.clip, cfg)
     # not registered as a submodule: it wraps the same modules as `model.clip`
     object.__setattr__(model, "peft_model", peft_model)
     return peft_model

@@ -106,6 +106,10 @@ def _log_to(path: Path) -> Iterator[None]:
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
     old_level = root.level
+    # the file always gets INFO; the console keeps the verbosity the user chose (-q/-v)
+    quiet = [h for h in root.handlers if h.level == logging.NOTSET]
+    for h in quiet:
+        h.setLevel(old_level)
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
@@ -114,6 +118,8 @@ def _log_to(path: Path) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for h in quiet:
+            h.setLevel(logging.NOTSET)
         handler.close()
 
 
