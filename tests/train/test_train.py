@@ -169,3 +169,14 @@ def test_holdout_and_categories_select_training_images(small_data):
         training_samples(resolve_config(None, [], clip="x", holdout=["cork"]), small_data)
     with pytest.raises(ConfigError, match="both name 'wood'"):
         resolve_config(None, [], clip="x", categories=["wood"], holdout=["wood"])
+
+
+@pytest.mark.parametrize("name", ["anomalyclip_vit_l14_336.yaml", "vit_b16.yaml", "tiny_smoke.yaml"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    from train.trainer import resolve_config
+
+    path = Path(__file__).resolve().parents[2] / "train" / "configs" / name
+    cfg = resolve_config(path, [], clip="openai/clip-vit-base-patch16")
+    assert cfg.optim.epochs >= 2 and cfg.lora.rank >= 4
