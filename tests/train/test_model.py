@@ -116,3 +116,35 @@ def test_random_lora_changes_scores(loaded):
         set_lora_random(model)
         after = model.predict(x).score
     assert (before - after).abs().max() > 1e-4
+
+
+def test_forward_traces_to_onnx_with_dynamic_batch(merged_tiny_dir, tmp_path):
+    """No data-dependent control flow: a graph traced at batch 2 gives the same scores at batch 3."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from train.merged import load_merged
+
+    model, _ = load_merged(merged_tiny_dir)
+
+    class Scores(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values, text_embeddings):
+            out = self.m(pixel_values, text_embeddings)
+            return out.score, out.anomaly_map
+
+    text = model.text_embeddings().detach()
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(Scores(model).eval(), (torch.randn(2, 3, 64, 64), text), str(path), dynamo=False,
+                      input_names=["pixel_values", "text_embeddings"], output_names=["score", "anomaly_map"],
+                      dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    score, amap = sess.run(None, {"pixel_values": x.numpy(), "text_embeddings": text.numpy()})
+    with torch.no_grad():
+        ref = model(x, text)
+    assert score.shape == (3,) and amap.shape == (3, 8, 8)
+    assert abs(score - ref.score.numpy()).max() < 1e-5
+    assert abs(amap - ref.anomaly_map.numpy()).max() < 1e-5
