@@ -159,7 +159,10 @@ def load_merged(path: str | Path, device: str = "cpu") -> tuple[Any, MergedInfo]
         raise DataError(f"merged model is missing {HEAD_FILE}: {folder}")
     clip, tokenizer, size, _mean, _std = load_clip(folder)
     model = AnomalyCLIP(clip, tokenizer, info.model_config(), tuple(info.image_size))
-    missing, unexpected = model.head.load_state_dict(load_file(str(head)), strict=False)
+    try:
+        missing, unexpected = model.head.load_state_dict(load_file(str(head)), strict=False)
+    except RuntimeError as exc:
+        raise DataError(f"{head}: head parameters do not fit {MODEL_JSON} ({str(exc).strip().splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise DataError(f"{head}: head parameters do not match {MODEL_JSON} "
                         f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")

@@ -108,13 +108,18 @@ def load_adapters(model: Any, folder: Path) -> None:
         if not (folder / name).is_file():
             raise DataError(f"missing {name} in {folder}")
     lora = load_file(str(folder / ADAPTER_FILE))
-    result = set_peft_model_state_dict(model.peft_model, lora)
+    try:
+        result = set_peft_model_state_dict(model.peft_model, lora)
+        missing_h, unexpected_h = model.head.load_state_dict(load_file(str(folder / HEAD_FILE)), strict=False)
+    except RuntimeError as exc:  # shape mismatch: the run config was edited after training
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0] if first else "")
+        raise DataError(f"weights in {folder} do not fit the model of {CONFIG_FILE} ({detail})") from None
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if unexpected or missing:
         raise DataError(f"{folder / ADAPTER_FILE}: LoRA weights do not match the run config "
                         f"({len(missing)} missing, {len(unexpected)} unexpected)")
-    missing_h, unexpected_h = model.head.load_state_dict(load_file(str(folder / HEAD_FILE)), strict=False)
     if missing_h or unexpected_h:
         raise DataError(f"{folder / HEAD_FILE}: head parameters do not match the run config "
                         f"(missing {sorted(missing_h)}, unexpected {sorted(unexpected_h)})")

@@ -116,3 +116,19 @@ def test_merge_unknown_epoch_and_missing_run_exit_2(trained_run, tmp_path, capsy
     assert "epoch 7 not saved" in capsys.readouterr().err
     assert main(["merge", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     assert "run folder not found" in capsys.readouterr().err
+
+
+def test_run_config_edited_after_training_is_data_error(trained_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from train.run_state import load_run_model
+
+    run = tmp_path / "edited"
+    shutil.copytree(trained_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["lora"]["rank"] = 2
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DataError, match="do not fit the model of config.yaml"):
+        load_run_model(run)
