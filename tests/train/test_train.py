@@ -51,6 +51,7 @@ def test_run_folder_layout(one_epoch_run, tiny_clip_dir):
     assert "trainable parameters" in (run / "train.log").read_text()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1] and np.isfinite(lines[0]["loss"]) and lines[0]["device"] == "cpu"
+    assert cfg["optim"]["amp"] is True and lines[0]["amp"] is False  # AMP is CUDA-only, and the log says so
 
 
 def test_resume_continues_and_matches_uninterrupted_run(one_epoch_run, small_data, tiny_clip_dir, tmp_path):
@@ -180,3 +181,18 @@ def test_shipped_configs_are_valid(name):
     path = Path(__file__).resolve().parents[2] / "train" / "configs" / name
     cfg = resolve_config(path, [], clip="openai/clip-vit-base-patch16")
     assert cfg.optim.epochs >= 2 and cfg.lora.rank >= 4
+
+
+@pytest.mark.gpu
+def test_cuda_training_with_amp(small_data, tiny_clip_dir, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from train.run_state import load_run_model
+
+    run = tmp_path / "gpu"
+    assert main(_train_args(small_data, tiny_clip_dir, run, "--epochs", "1", "--device", "cuda")) == 0
+    rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["device"] == "cuda" and rec["amp"] is True and np.isfinite(rec["loss"])
+    model, _ = load_run_model(run, device="cpu")  # a GPU run loads on a CPU machine
+    with torch.no_grad():
+        assert torch.isfinite(model.predict(torch.zeros(1, 3, 64, 64)).score).all()
