@@ -173,8 +173,9 @@ def run_demo(opts: DemoOptions) -> DemoReport:
     holdout = lambda: categories[-1]  # noqa: E731
 
     def train() -> str:
+        extra = [] if opts.clip else ["--set", "optim.threads=1"]  # the tiny model's ops are too small to thread
         _cli(["train", "--data", str(data), "--clip", clip, "--out", str(run_dir), "--epochs", str(opts.epochs),
-              "--holdout", holdout(), "--set", f"optim.seed={opts.seed}"])
+              "--holdout", holdout(), "--set", f"optim.seed={opts.seed}", *extra])
         return f"run folder {run_dir}"
 
     def evaluate() -> str:
