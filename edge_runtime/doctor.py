@@ -77,9 +77,14 @@ def check_tensorrt() -> list[Check]:
         cuda = importlib.import_module("pycuda.driver")
         pycuda = importlib.import_module("pycuda")
         cuda.init()
-        drv = cuda.get_driver_version()
-        devices = [cuda.Device(i).name() for i in range(cuda.Device.count())]
-        out.append(Check("cuda", "ok", f"pycuda {getattr(pycuda, 'VERSION_TEXT', '?')}, CUDA driver {drv // 1000}.{(drv % 1000) // 10}, devices: {', '.join(devices) or 'none'}"))
+        drv = cuda.get_driver_version() if hasattr(cuda, "get_driver_version") else None
+        driver = f"CUDA driver {drv // 1000}.{(drv % 1000) // 10}" if isinstance(drv, int) else "CUDA driver ?"
+        devices = []
+        for i in range(cuda.Device.count()):
+            dev = cuda.Device(i)
+            cc = dev.compute_capability() if hasattr(dev, "compute_capability") else None
+            devices.append(f"{dev.name()}" + (f" (sm {cc[0]}.{cc[1]})" if cc else ""))
+        out.append(Check("cuda", "ok", f"pycuda {getattr(pycuda, 'VERSION_TEXT', '?')}, {driver}, devices: {', '.join(devices) or 'none'}"))
     except ImportError as exc:
         out.append(Check("cuda", "skip", f"pycuda not importable ({_first_line(exc)})"))
     except Exception as exc:  # the driver itself failing (no GPU, wrong driver)
