@@ -7,7 +7,9 @@ Three threads so capture, inference and publishing overlap:
   `block` capture waits for room before it takes the next frame. `inference_queue: 0` is a
   hand-off: a frame is taken only when inference is idle, so no frame ages in a queue (the
   bench uses this to measure latency against model-only numbers).
-* inference: preprocess + backend.infer + postprocess (verdict, heatmap).
+* inference: backend.infer + postprocess (verdict, heatmap). Preprocessing runs in the
+  capture thread by default, so it overlaps the previous frame's inference
+  (`preprocess_in: inference` moves it here).
 * publish: hands verdicts to the Publisher. Publishers queue internally, so this rarely
   waits; if the publish queue still fills, inference blocks (counted) — a verdict is never
   dropped. Capture is never blocked by publishing under `newest`.
@@ -43,6 +45,10 @@ _MS = 1e-6
 class PipelineOptions:
     inference_queue: int = 2  # frames waiting for inference; 0 = hand-off (capture on demand)
     drop_policy: Literal["newest", "block"] = "newest"
+    # Where preprocessing runs: in the capture thread it overlaps the previous frame's
+    # inference (the other core); in the inference thread no work is spent on frames that
+    # the `newest` policy then drops.
+    preprocess_in: Literal["capture", "inference"] = "capture"
     publish_queue: int = 256  # verdicts waiting for the publisher; full -> inference waits
     stats_interval_s: float = 10.0  # periodic stats log line; 0 = off
     flush_timeout_s: float = 10.0
@@ -165,6 +171,8 @@ class _Work:
     frame: Frame
     t_wait_ns: int  # capture thread started waiting for this frame
     t_captured_ns: int  # frame in hand
+    x: np.ndarray | None = None  # model input, when preprocessed in the capture thread
+    t_ready_ns: int = 0  # when the frame (or its model input) entered the queue
     stages_ms: dict[str, float] = field(default_factory=dict)
     verdict: dict[str, Any] | None = None
     t_post_ns: int = 0
@@ -309,7 +317,12 @@ class Pipeline:
                 if frame is None:
                     self.stop("source ended")
                     break
-                evicted = self._q_in.put(_Work(frame, t_wait, t_cap))
+                work = _Work(frame, t_wait, t_cap)
+                if self.options.preprocess_in == "capture":
+                    work.x = self.preprocess(frame)
+                    work.stages_ms["preprocess"] = (time.monotonic_ns() - t_cap) * _MS
+                work.t_ready_ns = time.monotonic_ns()
+                evicted = self._q_in.put(work)
                 with self._lock:
                     self.captured += 1
                     n = self.captured
@@ -337,14 +350,17 @@ class Pipeline:
                 if work is CLOSED:
                     break
                 t0 = time.monotonic_ns()
-                x = self.preprocess(work.frame)
+                stages = work.stages_ms
+                x = work.x
+                if x is None:
+                    x = self.preprocess(work.frame)
+                    stages["preprocess"] = (time.monotonic_ns() - t0) * _MS
                 t1 = time.monotonic_ns()
                 out = self.backend.infer(x[None])
                 t2 = time.monotonic_ns()
-                stages = work.stages_ms
+                work.x = None  # the input is not needed any more; do not hold it in the publish queue
                 stages["capture_wait"] = (work.t_captured_ns - work.t_wait_ns) * _MS
-                stages["queue"] = (t0 - work.t_captured_ns) * _MS
-                stages["preprocess"] = (t1 - t0) * _MS
+                stages["queue"] = (t0 - work.t_ready_ns) * _MS
                 stages["inference"] = (t2 - t1) * _MS
                 verdict = self.postprocessor(work.frame, float(out.score[0]), out.anomaly_map[0], dict(stages))
                 t3 = time.monotonic_ns()

@@ -94,9 +94,10 @@ def _pipeline(bundle, backend, source, publisher, **opts):
     return Pipeline(source, backend, post, publisher, make_preprocessor(bundle), options, **limits)
 
 
-def test_block_policy_publishes_every_frame_in_order(toy_bundle, backend):
+@pytest.mark.parametrize("where", ["capture", "inference"])
+def test_block_policy_publishes_every_frame_in_order(toy_bundle, backend, where):
     pub = ListPublisher()
-    result = _pipeline(toy_bundle, backend, ListSource(12), pub, drop_policy="block", inference_queue=2).run()
+    result = _pipeline(toy_bundle, backend, ListSource(12), pub, drop_policy="block", inference_queue=2, preprocess_in=where).run()
     assert [v["frame_id"] for v in pub.verdicts] == list(range(12))
     assert result.captured == result.inferred == result.published == 12 and result.dropped == 0
     assert pub.flushed == 1 and result.stop_reason == "source ended"
