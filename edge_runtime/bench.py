@@ -234,6 +234,19 @@ def ratios(model: Mapping[str, Any] | None, e2e: Mapping[str, Any] | None) -> di
     return out
 
 
+def round_ratios(models: Sequence[Mapping[str, Any]], e2es: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Ratios of each round's own model-only and end-to-end halves, and their medians: each
+    pair ran back to back, so on a shared machine this is what isolates the pipeline's
+    overhead from other load (the pooled ratios mix quiet and busy periods)."""
+    per = [ratios(m, e) for m, e in zip(models, e2es)]
+    out: dict[str, Any] = {"per_round": per}
+    for key in ("e2e_p50_over_model_p50", "fps_over_model_fps"):
+        vals = [r[key] for r in per if key in r and np.isfinite(r[key])]
+        if vals:
+            out[f"median_round_{key}"] = round(float(np.median(vals)), 4)
+    return out
+
+
 def host_info() -> dict[str, Any]:
     import os
 
@@ -248,7 +261,10 @@ def host_info() -> dict[str, Any]:
 
 
 def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
-    head = f"{'backend:precision':<20}{'provider':<28}{'model p50':>10}{'model fps':>10}{'e2e p50':>10}{'infer p50':>10}{'e2e fps':>9}{'drops':>7}{'p50 ratio':>10}{'fps ratio':>10}"
+    head = (
+        f"{'backend:precision':<20}{'provider':<24}{'model p50':>10}{'model fps':>10}{'e2e p50':>10}{'infer p50':>10}{'e2e fps':>9}{'drops':>7}"
+        f"{'p50 ratio':>10}{'fps ratio':>10}{'p50 r/rnd':>10}{'fps r/rnd':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in runs:
         m = r.get("model") or {}
@@ -260,12 +276,14 @@ def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
             return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
         lines.append(
-            f"{r['label']:<20}{str(r.get('backend_info', {}).get('provider', r.get('backend_info', {}).get('device', '?')))[:27]:<28}"
+            f"{r['label']:<20}{str(r.get('backend_info', {}).get('provider', r.get('backend_info', {}).get('device', '?')))[:23]:<24}"
             f"{f(m.get('latency_ms', {}).get('p50_ms'), '.2f'):>10}{f(m.get('fps'), '.1f'):>10}"
             f"{f(st.get('total', {}).get('p50_ms'), '.2f'):>10}{f(st.get('inference', {}).get('p50_ms'), '.2f'):>10}"
             f"{f(e.get('fps'), '.1f'):>9}{f(e.get('drops'), 'd'):>7}"
             f"{f(q.get('e2e_p50_over_model_p50'), '.3f'):>10}{f(q.get('fps_over_model_fps'), '.3f'):>10}"
+            f"{f(q.get('median_round_e2e_p50_over_model_p50'), '.3f'):>10}{f(q.get('median_round_fps_over_model_fps'), '.3f'):>10}"
         )
+    lines.append("ratios: end-to-end / model-only, pooled over all rounds; 'r/rnd' = median of each round's own ratio (--rounds > 1)")
     return "\n".join(lines)
 
 

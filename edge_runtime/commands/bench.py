@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             if e2es:
                 record["e2e"] = bench.merge_e2e(e2es)
             record["ratios"] = bench.ratios(record.get("model"), record.get("e2e"))
+            if len(models) > 1 and len(models) == len(e2es):
+                record["ratios"].update(bench.round_ratios(models, e2es))
             runs.append(record)
         finally:
             backend.close()

@@ -44,6 +44,11 @@ def test_bench_rounds_pool_samples(toy_bundle, tmp_path):
     assert run["model"]["rounds"] == 3 and run["model"]["iterations"] == 10 and len(run["model"]["samples_ms"]) == 10
     assert run["e2e"]["rounds"] == 3 and run["e2e"]["frames"] == 9 and run["e2e"]["stages"]["total"]["count"] == 9
     assert run["e2e"]["fps"] > 0
+    per = run["ratios"]["per_round"]
+    assert len(per) == 3
+    import numpy as np
+
+    assert run["ratios"]["median_round_e2e_p50_over_model_p50"] == pytest.approx(np.median([p["e2e_p50_over_model_p50"] for p in per]), abs=1e-3)
 
 
 def test_bench_model_only_with_jsonl_publisher_source_override(toy_bundle, tmp_path):
