@@ -74,7 +74,7 @@ def _variants(bundle: Any, args: argparse.Namespace) -> dict[str, Path]:
     calib = sample_calibration_set(args.images, args.calib_num, seed=0)
     pre = bundle.manifest.preprocess
     variants = {"fp32": bundle.model_path("fp32")}
-    has_int8 = any(v.precision == "int8" and v.calibration_set_sha256 == calib.sha256 for v in bundle.manifest.variants)
+    has_int8 = not args.recalibrate and any(v.precision == "int8" and v.calibration_set_sha256 == calib.sha256 for v in bundle.manifest.variants)
     t = time.perf_counter()
     if not has_int8:
         calibrate_bundle(bundle.root, calib, QuantConfig(), progress=False)
@@ -83,7 +83,7 @@ def _variants(bundle: Any, args: argparse.Namespace) -> dict[str, Path]:
     variants["int8 QDQ S8S8 (TensorRT-ready)"] = bundle.model_path("int8")
     if not args.no_u8:
         u8 = work / "model.int8.u8s8.onnx"
-        if not u8.is_file():
+        if args.recalibrate or not u8.is_file():
             t = time.perf_counter()
             feeds = bundle_feeds(bundle, calib.batches(pre.image_size, 1, color_order=pre.color_order, method=pre.resize))
             quantize_qdq(bundle.model_path("fp32"), u8, feeds, QuantConfig(activation_type="uint8", symmetric_activations=False))
@@ -91,7 +91,7 @@ def _variants(bundle: Any, args: argparse.Namespace) -> dict[str, Path]:
         variants["int8 QDQ U8S8 (ORT CPU only)"] = u8
     if not args.no_dynamic:
         dyn = work / "model.int8.dynamic.onnx"
-        if not dyn.is_file():
+        if args.recalibrate or not dyn.is_file():
             dynamic_weight_only(bundle.model_path("fp32"), dyn)
         variants["int8 dynamic weight-only (ORT CPU only)"] = dyn
     return variants
@@ -221,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-u8", action="store_true", help="skip the U8S8 variant")
+    p.add_argument("--recalibrate", action="store_true", help="quantize again even if the work folder has INT8 models")
     p.add_argument("--no-dynamic", action="store_true", help="skip the dynamic weight-only variant")
     p.add_argument("--trained-bundle", default=None, help="a trained bundle: add its FP32/FP16/INT8 precision report (AUROC drop)")
     p.add_argument("--trained-images", default=None, help="labelled images for --trained-bundle (default --images)")

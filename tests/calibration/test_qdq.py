@@ -159,3 +159,30 @@ def test_recalibration_drops_engines_built_from_the_old_qdq_model(contract_bundl
     m = load_bundle(contract_bundle, verify=True).manifest
     assert [e.file for e in m.engines] == ["model.fp16.engine"]
     assert "model.int8.engine" not in m.files
+
+
+def test_weight_behind_a_transpose_is_folded_and_quantized() -> None:
+    """x @ Transpose(W) (as torch.onnx's dynamo exporter writes nn.Linear) is a weight MatMul."""
+    from onnx import TensorProto, helper
+
+    from calibration.qdq import fold_weight_transposes
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4)).astype(np.float32)  # [out, in], as nn.Linear stores it
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["w"], ["wt"], name="t", perm=[1, 0]),
+            helper.make_node("MatMul", ["x", "wt"], ["y"], name="mm"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert select_nodes(model, QuantConfig(keep_head_float=False, keep_stem_float=False)).quantize == ()
+    assert fold_weight_transposes(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["MatMul"]
+    assert [t.name for t in model.graph.initializer] == ["wt"]
+    np.testing.assert_array_equal(numpy_helper.to_array(model.graph.initializer[0]), w.T)
+    assert select_nodes(model, QuantConfig(keep_head_float=False, keep_stem_float=False)).quantize == ("mm",)

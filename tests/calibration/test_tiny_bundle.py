@@ -54,6 +54,17 @@ def test_calibrate_exported_tiny_bundle(exported: Path, bottle: Path) -> None:
     b = ort.InferenceSession(str(bundle.model_path("int8")), providers=["CPUExecutionProvider"]).run(["score"], feed)[0]
     assert np.all(np.isfinite(b)) and abs(float(a[0] - b[0])) < 0.05
 
+    # ONNX Runtime CPU must run the quantized MatMuls as integer kernels: no float MatMul/Gemm
+    # left reading a DequantizeLinear after its graph optimisations (that ran slower than FP32).
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(exported / "optimized.onnx")
+    ort.InferenceSession(str(bundle.model_path("int8")), opts, providers=["CPUExecutionProvider"])
+    opt = onnx.load(str(exported / "optimized.onnx")).graph
+    oprod = {o: n for n in opt.node for o in n.output}
+    integer = [n for n in opt.node if n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat", "QGemm")]
+    assert len(integer) == len(out.result.selection.quantize)
+    assert not [n.name for n in opt.node if n.op_type in ("MatMul", "Gemm") and any(i in oprod and oprod[i].op_type == "DequantizeLinear" for i in n.input)]
+
     report = precision_report(exported, bottle, max_images=6, progress=False)
     assert [r.status for r in report.rows] == ["ok", "ok", "ok"]
 
