@@ -16,11 +16,7 @@ from edge_runtime.cli import main
 def fake_trt(monkeypatch):
     from tests.trt.conftest import install_fakes
 
-    trt, cuda = install_fakes(monkeypatch, "10.3.0")
-    # The stand-in's parser lacks ops that real TensorRT imports (onnx-tensorrt docs/operators.md)
-    # and that the real export contains; reported to the stand-in's owner.
-    monkeypatch.setattr(trt, "_SUPPORTED", set(trt._SUPPORTED) | {"ConstantOfShape", "ReduceL2", "Clip"})
-    return trt, cuda
+    return install_fakes(monkeypatch, "10.3.0")
 
 
 def test_calibrate_with_trt_cache(fake_trt, tiny_bundle: Path, bottle: Path, tmp_path: Path, capsys) -> None:
