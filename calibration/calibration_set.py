@@ -16,7 +16,6 @@ Where normal images come from (`find_normal_images`):
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from edge_runtime.errors import DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
 from edge_runtime.preprocess import prepare
 
-NORMAL_LABELS = frozenset({"0", "good", "normal", "ok", "false"})
+from calibration.labelled_csv import read_labelled_csv
+
 SET_FILE = "calibration_set.json"
 
 
@@ -163,25 +163,4 @@ def _images_under(folder: Path) -> list[Path]:
 
 
 def _from_csv(path: Path) -> list[Path]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read CSV {path}: {exc}") from None
-    if not rows:
-        return []
-    cols = set(rows[0])
-    key = "image_id" if "image_id" in cols else "path" if "path" in cols else None
-    if key is None or "label" not in cols:
-        raise DataError(f"CSV {path} needs columns 'image_id' (or 'path') and 'label', has: {', '.join(sorted(c for c in cols if c))}")
-    out = []
-    for n, row in enumerate(rows, start=2):
-        if str(row.get("label", "")).strip().lower() not in NORMAL_LABELS:
-            continue
-        rel = (row.get(key) or "").strip()
-        candidates = [path.parent / rel, path.parent / "images" / rel]
-        hit = next((c for c in candidates if c.is_file()), None)
-        if hit is None:
-            raise DataError(f"CSV {path} line {n}: image '{rel}' not found next to the CSV")
-        out.append(hit)
-    return out
+    return [image for image, label, _ in read_labelled_csv(path) if label == 0]

@@ -13,7 +13,6 @@ A precision that cannot run here becomes a row 'n/a (reason)'; one without a mod
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -29,6 +28,8 @@ from edge_runtime.errors import BundleError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
 from edge_runtime.preprocess import prepare
 from edge_runtime.verdict import decide
+
+from calibration.labelled_csv import read_labelled_csv
 
 log = logging.getLogger(__name__)
 
@@ -187,25 +188,7 @@ def _test_split(test_dir: Path, prefix: str = "") -> list[LabelledImage]:
 
 
 def _from_csv(path: Path) -> list[LabelledImage]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read CSV {path}: {exc}") from None
-    if not rows:
-        return []
-    key = "image_id" if "image_id" in rows[0] else "path" if "path" in rows[0] else None
-    if key is None or "label" not in rows[0]:
-        raise DataError(f"CSV {path} needs columns 'image_id' (or 'path') and 'label'")
-    out = []
-    for n, row in enumerate(rows, start=2):
-        rel = (row.get(key) or "").strip()
-        hit = next((c for c in (path.parent / rel, path.parent / "images" / rel) if c.is_file()), None)
-        if hit is None:
-            raise DataError(f"CSV {path} line {n}: image '{rel}' not found next to the CSV")
-        lab = str(row.get("label", "")).strip().lower()
-        out.append(LabelledImage(hit, 0 if lab in _NORMAL else 1, "good" if lab in _NORMAL else lab))
-    return out
+    return [LabelledImage(image, label, "good" if label == 0 else text) for image, label, text in read_labelled_csv(path)]
 
 
 # ---------------------------------------------------------------- running

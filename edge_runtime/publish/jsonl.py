@@ -11,6 +11,14 @@ from typing import Any, Mapping
 from edge_runtime.errors import PublishError
 
 
+def encode_line(verdict: Mapping[str, Any]) -> str:
+    """One verdict as a compact JSON line (no NaN: JSON readers reject it)."""
+    try:
+        return json.dumps(verdict, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
+
+
 class JsonlPublisher:
     def __init__(self, uri: str, path: str | Path) -> None:
         self.uri = uri
@@ -24,10 +32,7 @@ class JsonlPublisher:
             raise PublishError(f"cannot open {self.path} for appending: {exc.strerror or exc}") from None
 
     def publish(self, verdict: Mapping[str, Any]) -> None:
-        try:
-            line = json.dumps(verdict, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
+        line = encode_line(verdict)
         with self._lock:
             if self._fh.closed:
                 raise PublishError(f"{self.uri}: publish() after close()")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from typing import Any, Mapping, TextIO
 
-from edge_runtime.errors import PublishError
+from edge_runtime.publish.jsonl import encode_line
 
 
 class StdoutPublisher:
@@ -23,10 +22,7 @@ class StdoutPublisher:
         return self._stream if self._stream is not None else sys.stdout
 
     def publish(self, verdict: Mapping[str, Any]) -> None:
-        try:
-            line = json.dumps(verdict, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
+        line = encode_line(verdict)
         with self._lock:
             self.stream.write(line + "\n")
             self._count += 1
