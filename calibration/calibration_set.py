@@ -16,7 +16,6 @@ Where normal images come from (`find_normal_images`):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from edge_runtime.bundle import sha256_file
+from edge_runtime.bundle import calibration_set_sha256, sha256_file
 from edge_runtime.errors import DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
 from edge_runtime.preprocess import prepare
@@ -100,12 +99,8 @@ class CalibrationSet:
 
 
 def set_hash(file_hashes: Sequence[str]) -> str:
-    """sha256 of the ordered list of file sha256s: order matters (it changes the calibration)."""
-    h = hashlib.sha256()
-    for fh in file_hashes:
-        h.update(fh.encode("ascii"))
-        h.update(b"\n")
-    return h.hexdigest()
+    """The calibration set's identity, as the runtime and build-engine define it."""
+    return calibration_set_sha256(list(file_hashes))
 
 
 def find_normal_images(source: str | Path) -> list[Path]:

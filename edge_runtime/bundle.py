@@ -178,6 +178,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def calibration_set_sha256(file_sha256s: "list[str] | tuple[str, ...]") -> str:
+    """The one definition of a calibration set's identity, recorded in variants and engines:
+    sha256 over the image files' sha256s in calibration order (order changes what a
+    histogram calibrator sees, so a reordered set is another set; file names do not count)."""
+    h = hashlib.sha256()
+    for digest in file_sha256s:
+        h.update(digest.encode("ascii"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def file_entry(path: str | Path) -> FileEntry:
     return FileEntry(sha256=sha256_file(path), bytes=os.path.getsize(path))
 

@@ -8,7 +8,6 @@ this is the small device-side equivalent: same preprocessing as everywhere else
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +44,11 @@ def sample_images(folder: str | Path, num: int, seed: int = 0) -> list[Path]:
 
 
 def calibration_set_sha256(paths: Sequence[Path]) -> str:
-    """Identifies a calibration set by the content of its images (names and order do not matter)."""
-    from edge_runtime.bundle import sha256_file
+    """Identity of the calibration set (edge_runtime.bundle.calibration_set_sha256: image
+    contents in calibration order), so calibrate and build-engine record comparable hashes."""
+    from edge_runtime.bundle import calibration_set_sha256 as set_sha256, sha256_file
 
-    h = hashlib.sha256()
-    for digest in sorted(sha256_file(p) for p in paths):
-        h.update(digest.encode())
-    return h.hexdigest()
+    return set_sha256([sha256_file(p) for p in paths])
 
 
 @dataclass(frozen=True)

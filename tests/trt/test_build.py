@@ -89,7 +89,12 @@ def test_calibration_set_is_reproducible_and_content_hashed(fake_trt, tmp_path):
     images = write_images(tmp_path / "good", 12)
     a = sample_images(images, 5, seed=3)
     assert a == sample_images(images, 5, seed=3) and len(a) == 5
-    assert calibration_set_sha256(a) == calibration_set_sha256(list(reversed(a)))
+    # Same definition as `clipinspect calibrate` records (content hashes, in calibration order).
+    from calibration.calibration_set import set_hash
+    from edge_runtime.bundle import sha256_file
+
+    assert calibration_set_sha256(a) == set_hash([sha256_file(p) for p in a])
+    assert calibration_set_sha256(a) != calibration_set_sha256(list(reversed(a)))
     assert calibration_set_sha256(a) != calibration_set_sha256(sample_images(images, 5, seed=4))
 
 
