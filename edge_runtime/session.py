@@ -72,15 +72,18 @@ def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[
     if not cfg.source.uri:
         raise ConfigError("no frame source given (--source or source.uri)")
     bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify)
+    from edge_runtime.publish import open_publisher
+    from edge_runtime.sources import make_source
+
+    # Build (not open) the source first: a bad URI or option is reported before the model
+    # spends seconds loading.
+    source = make_source(cfg.source.uri, cfg.source.options)
     with contextlib.ExitStack() as stack:
         if backend is None:
             backend, backend_info = load_backend(bundle, cfg.backend.name, cfg.backend.precision, **cfg.backend.options())
             stack.callback(backend.close)
         info = dict(backend_info or backend.describe())
         post = Postprocessor(bundle, info, threshold=cfg.threshold, heatmaps=cfg.heatmaps, roi=cfg.preprocess.roi_obj())
-        from edge_runtime.publish import open_publisher
-        from edge_runtime.sources import open_source
-
         if cfg.publish.uri == "null://":
             from edge_runtime.bench import NullPublisher
 
@@ -88,8 +91,8 @@ def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[
         else:
             publisher = open_publisher(cfg.publish.uri, cfg.publish.options)
         stack.callback(publisher.close)
-        source = open_source(cfg.source.uri, cfg.source.options)  # opened
-        stack.callback(source.close)
+        stack.callback(source.close)  # idempotent, also safe if open() fails half-way
+        source.open()
         log.info("source %s -> %s, threshold %.4f (%s)", cfg.source.uri, cfg.publish.uri, post.threshold, post.threshold_source)
         yield RuntimeSession(cfg, bundle, backend, info, source, publisher, post)
 
