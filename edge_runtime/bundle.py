@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping
 
 from edge_runtime.config import from_mapping, to_dict
 from edge_runtime.errors import BundleError, ConfigError
+from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
 
 SCHEMA = "clipinspect.bundle"
 SCHEMA_VERSION = 1
@@ -39,8 +40,8 @@ class PreprocessSpec:
 
     image_size: tuple[int, int]  # (height, width) the model sees
     color_order: Literal["RGB", "BGR"] = "RGB"
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
     input_layout: Literal["NHWC_uint8", "NCHW_float32"] = "NHWC_uint8"
     resize: Literal["area", "linear", "cubic"] = "area"
 

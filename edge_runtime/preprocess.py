@@ -29,6 +29,10 @@ _BAYER_TO_RGB = {
     "BayerGB8": "COLOR_BayerGR2RGB",
 }
 
+# OpenAI CLIP's pixel normalisation: the default of every bundle and every CLIP we make.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 _INTERP = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "cubic": "INTER_CUBIC"}
 
 

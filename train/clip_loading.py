@@ -10,7 +10,7 @@ from typing import Any
 
 from edge_runtime.errors import ConfigError, DataError
 
-from train.clip_presets import CLIP_MEAN, CLIP_STD
+from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
 
 log = logging.getLogger(__name__)
 

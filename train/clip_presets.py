@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 # eos id must not be 2: transformers' CLIPTextModel treats eos_token_id == 2 as the legacy

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
+
+MEAN, STD = CLIP_MEAN, CLIP_STD
 
 
 def _build_module(image_size: int, patch: int, width: int, layers: int, embed_dim: int):

@@ -30,9 +30,9 @@ from edge_runtime.bundle import (
     with_file,
     write_manifest,
 )
+from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+MEAN, STD = CLIP_MEAN, CLIP_STD
 
 
 def toy_graph(size: int = 64, patch: int = 8, dim: int = 16, seed: int = 0, dynamic_batch: bool = True, logit_scale: float = 3.0):

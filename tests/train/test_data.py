@@ -12,11 +12,10 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.errors import DataError
-from edge_runtime.preprocess import normalize, prepare
+from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD, normalize, prepare
 from train.data import AnomalyDataset, load_samples, parse_label
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+MEAN, STD = CLIP_MEAN, CLIP_STD
 
 
 def _img(path: Path, h: int = 20, w: int = 24, value: int = 100) -> Path:
