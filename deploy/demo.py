@@ -113,16 +113,6 @@ class VerdictSubscriber:
         self._client.disconnect()
 
 
-def _find_viky() -> Path | None:
-    try:
-        import genicam  # noqa: F401  (the wheel ships the viky.cti GenTL simulator)
-        import harvesters.core  # noqa: F401
-    except ImportError:
-        return None
-    found = sorted(Path(genicam.__file__).parent.rglob("*.cti"))
-    return found[0] if found else None
-
-
 def _replay_folder(data: Path, category: str, out: Path) -> dict[str, int]:
     """Interleave a held-out category's test images into one folder, named so that name
     order is replay order; returns {file name: label} to score the device's verdicts."""
@@ -235,7 +225,9 @@ def run_demo(opts: DemoOptions) -> DemoReport:
         report.figures["verdict_accuracy_holdout"] = correct / len(got)
         report.artifacts["run summary"] = str(summary)
         detail = f"{len(got)}/{len(labels)} verdicts received over MQTT, in order; {correct} match the labels"
-        viky = _find_viky() if opts.source in ("auto", "gentl") else None
+        from edge_runtime.sources.gentl import simulator_producer
+
+        viky = simulator_producer() if opts.source in ("auto", "gentl") else None
         if opts.source == "gentl" and viky is None:
             raise CheckFailed("--source gentl needs the genicam wheel (viky.cti) and harvesters")
         if viky is not None:

@@ -53,6 +53,18 @@ def find_producers(target: str, env: dict[str, str] | None = None) -> list[Path]
     return found
 
 
+def simulator_producer() -> Path | None:
+    """The GenTL camera simulator (viky.cti) shipped in the `genicam` wheel, when both it and
+    harvesters are installed: the demo and the tests acquire from it for real."""
+    try:
+        import genicam
+        import harvesters.core  # noqa: F401
+    except ImportError:
+        return None
+    found = sorted(Path(genicam.__file__).parent.rglob("*.cti"))
+    return found[0] if found else None
+
+
 class GenTLSource(SourceBase):
     stat_keys = ("incomplete", "device_lost", "missing_features")
     applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}

@@ -10,18 +10,17 @@ import pytest
 
 from edge_runtime.errors import SourceError
 from edge_runtime.sources import open_source
+from edge_runtime.sources.gentl import simulator_producer
 
 pytestmark = pytest.mark.camera
 
 
 @pytest.fixture(scope="module")
 def viky() -> Path:
-    genicam = pytest.importorskip("genicam", reason="genicam wheel (ships viky.cti) not installed")
-    pytest.importorskip("harvesters.core", reason="harvesters not installed")
-    found = sorted(Path(genicam.__file__).parent.rglob("*.cti"))
-    if not found:
-        pytest.skip(f"no .cti GenTL producer found under {Path(genicam.__file__).parent}")
-    return found[0]
+    cti = simulator_producer()
+    if cti is None:
+        pytest.skip("no GenTL simulator: needs the genicam wheel (ships viky.cti) and harvesters")
+    return cti
 
 
 def test_grabs_frames_end_to_end(viky):
