@@ -91,6 +91,9 @@ class NullPublisher:
     def publish(self, verdict: Mapping[str, Any]) -> None:
         self.count += 1
 
+    def publish_status(self, status: Mapping[str, Any]) -> None:
+        """Status is MQTT's retained topic; this stream stays verdict-only."""
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         return True
 

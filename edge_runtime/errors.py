@@ -33,6 +33,15 @@ class SourceError(ClipInspectError):
     """A frame source cannot be opened or has failed for good."""
 
 
+class FrameRejected(ClipInspectError):
+    """One frame cannot be judged (undecodable, wrong size/format for the bundle, ...).
+    The pipeline turns it into a SKIPPED/ERROR record with `reason` and keeps running."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # short machine-readable code, e.g. "frame_size_mismatch"
+
+
 class PublishError(ClipInspectError):
     """A publisher cannot be configured or opened."""
 

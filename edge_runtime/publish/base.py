@@ -20,4 +20,9 @@ class Publisher(Protocol):
 
     def close(self) -> None: ...
 
+    def publish_status(self, status: Mapping[str, Any]) -> None:
+        """Publish the station's latest status fields (edge_runtime/status.py): retained on
+        MQTT, latest wins, never queued behind verdicts. File and stdout publishers keep
+        their stream verdict-only and ignore it (the run summary carries the same figures)."""
+
     def stats(self) -> Mapping[str, int]: ...

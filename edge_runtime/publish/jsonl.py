@@ -39,6 +39,9 @@ class JsonlPublisher:
             self._fh.write(line + "\n")
             self._count += 1
 
+    def publish_status(self, status: Mapping[str, Any]) -> None:
+        """Status is MQTT's retained topic; this stream stays verdict-only."""
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         with self._lock:
             if not self._fh.closed:

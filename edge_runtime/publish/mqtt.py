@@ -3,9 +3,11 @@
 Topics (prefix from the URI path or `topic_prefix`, default "clipinspect"):
   <prefix>/verdict                 one verdict JSON per frame, QoS 1, not retained
   <prefix>/<camera_serial>/verdict instead, when `per_camera_topic` is true
-  <prefix>/status                  retained JSON {"state": "online"|"offline", ...};
-                                   the broker publishes the "offline" last will when the
-                                   client vanishes; close() publishes "offline" itself.
+  <prefix>/status                  retained JSON {"state": "online"|"offline", ...}
+                                   (edge_runtime/status.py); publish_status() adds the
+                                   station's counters to the "online" record; the broker
+                                   publishes the "offline" last will when the client
+                                   vanishes; close() publishes "offline" itself.
 
 Delivery: at-least-once, in order. One sender thread takes messages in sequence (in-memory
 queue first, then the disk spool, which holds everything newer once it is in use) and keeps
@@ -43,11 +45,10 @@ from typing import Any, Mapping
 from edge_runtime.errors import PublishError
 from edge_runtime.publish.options import PublishOptions
 from edge_runtime.publish.spool import Message, Spool
+from edge_runtime.status import STATUS_SCHEMA, STATUS_SCHEMA_VERSION, status_payload  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-STATUS_SCHEMA = "clipinspect.status"
-STATUS_SCHEMA_VERSION = 1
 _instances = itertools.count(1)
 
 
@@ -57,20 +58,6 @@ class _InFlight:
     epoch: int  # connection epoch when it was handed to paho
     acked: bool = False
     failed: bool = False  # refused by paho for good; retired and counted as dropped
-
-
-def status_payload(state: str, client_id: str, reason: str) -> bytes:
-    return json.dumps(
-        {
-            "schema": STATUS_SCHEMA,
-            "schema_version": STATUS_SCHEMA_VERSION,
-            "state": state,
-            "client_id": client_id,
-            "reason": reason,
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        },
-        separators=(",", ":"),
-    ).encode("utf-8")
 
 
 class MQTTPublisher:
@@ -105,6 +92,7 @@ class MQTTPublisher:
         self._connected = False
         self._epoch = 0
         self._online_due = False
+        self._status_fields: dict[str, Any] = {}
         self._offline_due = False
         self._offline_mid: int | None = None
         self._stopping = False
@@ -186,6 +174,16 @@ class MQTTPublisher:
                 self._drop(msg, "memory queue full and no spool_dir")
             else:
                 self._mem.append(msg)
+            self._cv.notify_all()
+
+    def publish_status(self, status: Mapping[str, Any]) -> None:
+        """Replace the station fields of the retained "online" status and send it when
+        connected (latest wins: a status never queues behind verdicts or goes to the spool)."""
+        with self._cv:
+            if self._closed:
+                return
+            self._status_fields = dict(status)
+            self._online_due = True
             self._cv.notify_all()
 
     def _drop(self, msg: Message, why: str) -> None:
@@ -387,7 +385,12 @@ class MQTTPublisher:
             return
         state = "online" if kind == "online" else "offline"
         reason = "connected" if kind == "online" else "shutdown"
-        info = self._client.publish(self.status_topic, status_payload(state, self.client_id, reason), qos=1, retain=self.options.retain_status)
+        with self._cv:
+            fields = dict(self._status_fields)
+        if kind == "online" and fields:
+            reason = "running"
+        payload = status_payload(state, self.client_id, reason, fields)
+        info = self._client.publish(self.status_topic, payload, qos=1, retain=self.options.retain_status)
         with self._cv:
             self._status_mids.add(info.mid)
             if kind == "offline":

@@ -283,3 +283,27 @@ def test_clean_close_publishes_offline_shutdown(mqtt_broker: EmbeddedBroker, mqt
     sub = mqtt_subscriber(mqtt_broker, "s/status")
     assert sub.wait_for(lambda m: len(m) >= 1, 10)
     assert _status(sub)[-1]["state"] == "offline" and _status(sub)[-1]["reason"] == "shutdown"
+
+
+def test_publish_status_fields_are_retained_and_latest_wins(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any) -> None:
+    pub = open_publisher(f"{mqtt_broker.uri}/st", FAST)
+    try:
+        pub.publish_status({"bundle_sha256": "ab" * 32, "frames": 1, "state": "hijacked"})
+        pub.publish_status({"bundle_sha256": "ab" * 32, "frames": 7})
+        pub.publish(verdict(0))
+        assert pub.flush(10)
+        late = mqtt_subscriber(mqtt_broker, "st/status", client_id="late")  # joins after: retained
+        assert late.wait_for(lambda m: any(json.loads(x.payload).get("frames") == 7 for x in m), 10)
+        latest = _status(late)[-1]
+        assert latest["state"] == "online" and latest["bundle_sha256"] == "ab" * 32 and latest["reason"] == "running"
+        assert late.snapshot()[-1].retain
+    finally:
+        pub.close()
+    # jsonl/stdout keep their streams verdict-only
+    from edge_runtime.publish.stdout import StdoutPublisher
+    import io
+
+    buf = io.StringIO()
+    out = StdoutPublisher(stream=buf)
+    out.publish_status({"frames": 1})
+    assert buf.getvalue() == ""
