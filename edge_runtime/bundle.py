@@ -253,6 +253,9 @@ def _verify_signed(bundle: Bundle, trusted_keys: Any) -> None:
         verify_files(bundle)
     except BundleError as exc:
         raise BundleError(f"bundle {bundle.root} (signed by key {kid}): {exc}") from None
+    import logging
+
+    logging.getLogger(__name__).info("bundle %s: signature by trusted key %s (%s) verified", bundle.root, kid, trusted.folder)
 
 
 def _check_references(bundle: Bundle) -> None:
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_runtime.bundle", description="verify a bundle's hashes (and signature)")
     p.add_argument("bundle", help="bundle folder")
     p.add_argument("--trusted-keys", default=None, metavar="DIR",
-                   help="folder of trusted *.pub keys (default /etc/clipinspect/trusted_keys when it exists)")
+                   help="folder of trusted *.pub keys (default /etc/clipinspect/trusted_keys when it holds keys)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     from edge_runtime.signing import describe_signer, resolve_trusted_keys
 

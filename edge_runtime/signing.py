@@ -17,7 +17,7 @@ The rule (also in README, "Signed bundles"):
   signature over `DOMAIN + payload`). Anything the desktop changes after signing (calibrate,
   enroll, a hand edit) needs `clipinspect sign` again.
 - Trust is a folder of public keys (`*.pub`, PEM). When one is configured (flag, config key
-  `bundle.trusted_keys`, or `/etc/clipinspect/trusted_keys/` when it exists), an unsigned
+  `bundle.trusted_keys`, or `/etc/clipinspect/trusted_keys/` once it holds a key), an unsigned
   bundle, a signature that does not match, or a key not in the folder is refused with one
   line naming the bundle and the key id. With no folder configured, bundles load as before.
 
@@ -30,6 +30,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +45,7 @@ ALGORITHM = "ed25519"
 # Domain separation: these bytes are never a valid signature over anything else we sign.
 DOMAIN = b"clipinspect.bundle.manifest.v1\n"
 DEFAULT_TRUSTED_KEYS = Path("/etc/clipinspect/trusted_keys")
+log = logging.getLogger(__name__)
 SIGNED_PART = "manifest.json without engines and the files they name (canonical JSON, defaults omitted)"
 
 
@@ -139,12 +141,20 @@ def load_trusted_keys(folder: str | Path) -> TrustedKeys:
 
 def resolve_trusted_keys(flag: str | Path | None = None, configured: str | Path | None = None) -> Path | None:
     """The folder to trust: the flag, else the config key, else the provisioned default when it
-    exists on this machine; None means signatures are not checked (old unsigned bundles load)."""
+    holds at least one *.pub; None means signatures are not checked (unsigned bundles load).
+
+    A folder named by flag or config must exist and hold keys (a typo must not switch checking
+    off). The default folder only starts enforcing once a key is put in it, so provisioning can
+    create it empty; that state is logged, since it means bundles are not signature-checked."""
     if flag is not None:
         return Path(flag)
     if configured is not None:
         return Path(configured)
-    return DEFAULT_TRUSTED_KEYS if DEFAULT_TRUSTED_KEYS.is_dir() else None
+    if DEFAULT_TRUSTED_KEYS.is_dir():
+        if any(DEFAULT_TRUSTED_KEYS.glob("*.pub")):
+            return DEFAULT_TRUSTED_KEYS
+        log.warning("%s holds no *.pub keys: bundle signatures are not checked", DEFAULT_TRUSTED_KEYS)
+    return None
 
 
 def device_files(manifest: Any) -> set[str]:

@@ -25,7 +25,7 @@ RESTART_CMD="sudo systemctl restart clipinspect"
 HEALTH_CMD="systemctl is-active --quiet clipinspect && {cli} doctor --bundle {current}"
 HEALTH_TIMEOUT=60
 HEALTH_INTERVAL=3
-TRUSTED_KEYS=""  # empty: the target's /etc/clipinspect/trusted_keys when it exists
+TRUSTED_KEYS=""  # empty: the target's /etc/clipinspect/trusted_keys when it holds *.pub keys
 
 usage() {
   sed -n '5,13p' "$0" | sed 's/^# \{0,1\}//'
@@ -42,7 +42,7 @@ options:
   --health-cmd CMD    health check; {current} and {cli} are substituted (default: $HEALTH_CMD)
   --health-timeout S  seconds to wait for a healthy service (default $HEALTH_TIMEOUT)
   --trusted-keys DIR  folder of trusted public keys on the target; the bundle must be signed by one
-                      (default: /etc/clipinspect/trusted_keys when it exists there, else unchecked)
+                      (default: /etc/clipinspect/trusted_keys when it holds keys there, else unchecked)
 USAGE
 }
 
@@ -118,7 +118,7 @@ copy_to_target "$BUNDLE" "$incoming"
 log "verifying hashes (and the signature, when the target trusts keys) on the target"
 if ! on_target '
   keys="$3"
-  if [ -z "$keys" ] && [ -d /etc/clipinspect/trusted_keys ]; then keys=/etc/clipinspect/trusted_keys; fi
+  if [ -z "$keys" ] && compgen -G "/etc/clipinspect/trusted_keys/*.pub" >/dev/null; then keys=/etc/clipinspect/trusted_keys; fi
   "$1" -m edge_runtime.bundle "$2" ${keys:+--trusted-keys "$keys"}' "$PY" "$incoming" "$TRUSTED_KEYS"; then
   on_target 'rm -rf "$1"' "$incoming"
   die "bundle failed verification on the target; nothing was switched"

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, type=Path, help="bundle folder (manifest.json, model.onnx, ...)")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.add_argument("--trusted-keys", type=Path, default=None, metavar="DIR",
-                   help="only build from bundles signed by a key in DIR (default /etc/clipinspect/trusted_keys when it exists)")
+                   help="only build from bundles signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)")
     p.add_argument("--onnx", choices=["fp32", "int8"], default=None,
                    help="ONNX to parse: fp32 export, or the int8 Q/DQ variant (default for int8 when the bundle has one)")
     p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace limit (default 1024 MB)")

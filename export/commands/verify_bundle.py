@@ -10,7 +10,7 @@ from edge_runtime.cli import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder")
     p.add_argument("--trusted-keys", default=None, metavar="DIR",
-                   help="refuse the bundle unless signed by a key in DIR (default /etc/clipinspect/trusted_keys when it exists)")
+                   help="refuse the bundle unless signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)")
     p.add_argument("--images", required=True, help="folder of image files (searched recursively; *_mask files skipped)")
     p.add_argument("--backend", default="ort-cpu", help="candidate backend (default ort-cpu; e.g. ort-cuda, ort-trt, trt on a GPU machine)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="which ONNX model of the bundle to check (default fp32)")

@@ -203,3 +203,18 @@ def test_rollout_matrix(matrix, keys, tmp_path):
         for frag in fragments:
             assert frag.replace(str(root), "") in checks[0], (name, checks[0])  # the path is the target's copy
         assert "nothing was switched" in r.stderr and not (station / "current").exists()
+
+
+def test_provisioned_default_folder_enforces_once_it_holds_a_key(matrix, keys, tmp_path, monkeypatch, capsys):
+    default = tmp_path / "etc_trusted_keys"
+    default.mkdir()
+    monkeypatch.setattr(signing, "DEFAULT_TRUSTED_KEYS", default)
+    assert signing.resolve_trusted_keys() is None  # created empty by provisioning: not enforced (logged)
+    assert bundle_main([str(matrix["unsigned"][0])]) == 0
+    shutil.copy(next(keys.trusted_dir.glob("*.pub")), default)
+    assert signing.resolve_trusted_keys() == default
+    assert signing.resolve_trusted_keys(configured=tmp_path / "cfg") == tmp_path / "cfg"  # config beats the default
+    capsys.readouterr()
+    assert bundle_main([str(matrix["unsigned"][0])]) == 2
+    assert "is not signed" in capsys.readouterr().err
+    assert bundle_main([str(matrix["good"][0])]) == 0
