@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -213,6 +214,8 @@ def read_signature(root: str | Path) -> SignatureRecord | None:
         data = json.loads(p.read_bytes())
         if data.get("schema") != SIGNATURE_SCHEMA or data.get("algorithm") != ALGORITHM:
             raise ValueError(f"not an {ALGORITHM} {SIGNATURE_SCHEMA} record")
+        if not re.fullmatch(r"[0-9a-f]{16}", str(data.get("key_id", ""))):
+            raise ValueError("key_id is not 16 hex digits")  # it is echoed in messages: keep them one line
         return SignatureRecord(key_id=str(data["key_id"]), signature=base64.b64decode(data["signature"], validate=True),
                                payload_sha256=str(data.get("payload_sha256", "")), signed_at=str(data.get("signed_at", "")))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

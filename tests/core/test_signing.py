@@ -218,3 +218,14 @@ def test_provisioned_default_folder_enforces_once_it_holds_a_key(matrix, keys, t
     assert bundle_main([str(matrix["unsigned"][0])]) == 2
     assert "is not signed" in capsys.readouterr().err
     assert bundle_main([str(matrix["good"][0])]) == 0
+
+
+def test_a_malformed_signature_file_is_one_line(matrix, keys, tmp_path, capsys):
+    root = tmp_path / "b"
+    shutil.copytree(matrix["good"][0], root)
+    doc = json.loads((root / "signature.json").read_text())
+    doc["key_id"] = "abc\nforged line"
+    (root / "signature.json").write_text(json.dumps(doc))
+    assert bundle_main([str(root), "--trusted-keys", str(keys.trusted_dir)]) == 2
+    line = _one_error_line(capsys.readouterr().err, "bundle check failed: ")
+    assert "unreadable signature.json" in line and str(root) in line
