@@ -7,7 +7,8 @@ Perturbed images are clipped to [0, 1] and kept in float (not re-quantised to ui
 - Training (`fgsm_batch`): the first `fraction` of each (already shuffled) batch is replaced
   by x + eps * sign(d L / d x), with L the training loss itself (image + pixel terms), as in
   Goodfellow et al.'s adversarial training. Gradients go to the input only; the parameters'
-  .grad is untouched, so the trainer's own backward pass is unchanged.
+  .grad is untouched, so the trainer's own backward pass is unchanged. The attack runs in
+  float32 (outside any autocast), so it is the same with and without AMP.
 - Evaluation (`pgd`): Madry et al.'s projected gradient descent on the BCE of the image score
   (the number the device thresholds), `steps` steps of size `alpha` (default 2.5 * eps /
   steps), projected back onto the eps ball and [0, 1] after each step, no random start (so
@@ -46,9 +47,13 @@ def fgsm_batch(model: Any, pix: Any, labels: Any, masks: Any, has_mask: Any, con
     k = adversarial_count(pix.shape[0], config.adversarial.fraction)
     if k == 0:
         return pix
+    # Attack the plain module: a DistributedDataParallel wrapper would wait for a parameter
+    # gradient reduction that this input-only gradient never triggers. Each rank attacks its
+    # own shard of the batch, which is all FGSM needs.
+    net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     m, s = _stats(mean, std, pix)
     x = (pix[:k].detach() * s + m).clamp(0, 1).requires_grad_(True)
-    out = model((x - m) / s, model.text_embeddings())
+    out = net((x - m) / s, net.text_embeddings())
     loss = anomaly_loss(out.global_logits, out.patch_logits, labels[:k], masks[:k], has_mask[:k], config.loss).total
     (grad,) = torch.autograd.grad(loss, x)
     with torch.no_grad():

@@ -199,3 +199,29 @@ def test_eval_reports_pgd_next_to_fgsm_and_training_runs_with_both_on(tiny_clip_
     adv = pgd(model, batch["pixel_values"], batch["label"], text, info.mean, info.std, 0.02, steps=1, alpha=0.02)
     with torch.no_grad():
         np.testing.assert_allclose(model(adv, text).score.numpy(), ref, atol=1e-5)
+
+
+def test_fgsm_batch_under_distributed_data_parallel(tiny, tiny_clip_dir, tmp_path):
+    """The trainer may wrap the model in DDP (torchrun); the attack must not leave DDP waiting
+    for a gradient reduction (gloo, one process on the CPU)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from train.losses import anomaly_loss
+
+    from tests.plugins.models import build_tiny_model
+
+    _, loaded, pix, labels, masks, _, _ = tiny
+    model = build_tiny_model(tiny_clip_dir, seed=6)[0].train()  # its own copy: DDP leaves hooks behind
+    cfg = TrainConfig(adversarial=AdversarialConfig(fraction=0.5, eps=2.0))
+    has_mask = torch.ones(6, dtype=torch.bool)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        for _ in range(2):  # a second iteration is where a pending reduction would raise
+            adv = fgsm_batch(ddp, pix, labels, masks, has_mask, cfg, loaded.mean, loaded.std)
+            out = ddp(adv, model.text_embeddings())
+            anomaly_loss(out.global_logits, out.patch_logits, labels, masks, has_mask, cfg.loss).total.backward()
+        assert not torch.equal(adv[:3], pix[:3]) and torch.equal(adv[3:], pix[3:])
+    finally:
+        dist.destroy_process_group()
