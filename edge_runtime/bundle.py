@@ -4,6 +4,12 @@ A bundle is a folder: `manifest.json`, `model.onnx`, `text_embeddings.npy`, opti
 variants (e.g. `model.int8.onnx`), optional calibration cache and engines built on the
 target. The runtime trusts nothing but the manifest: every file listed is sha256-checked,
 a newer schema is refused, and engines carry the TensorRT version and GPU they were built for.
+
+Signing (edge_runtime/signing.py): `signature.json` beside the manifest signs the manifest's
+desktop part, i.e. everything except `engines` and the `files` entries those engines name.
+Those are the device additions (`build-engine` writes them on the target after signing); they
+stay sha256-checked but unsigned. When trusted keys are configured, `load_bundle` refuses an
+unsigned bundle, a signature that does not match, or an unknown key.
 """
 
 from __future__ import annotations
@@ -210,8 +216,13 @@ def parse_manifest(data: Mapping[str, Any], where: str = MANIFEST) -> Manifest:
         raise BundleError(f"{where}: {exc}") from None
 
 
-def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
-    """Read and validate a bundle. With `verify`, every listed file must exist and match its sha256."""
+def load_bundle(root: str | Path, verify: bool = True, trusted_keys: str | Path | Any | None = None) -> Bundle:
+    """Read and validate a bundle. With `verify`, every listed file must exist and match its sha256.
+
+    With `trusted_keys` (a folder of public keys, or a loaded `signing.TrustedKeys`), the
+    manifest's desktop part must carry a valid signature by one of them, and the file hashes
+    are always checked (a signature over hashes nobody compares would mean nothing). See
+    edge_runtime/signing.py for what is signed and what the device may add afterwards."""
     root = Path(root)
     mpath = root / MANIFEST
     if not root.is_dir():
@@ -226,9 +237,25 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     manifest = parse_manifest(data, str(mpath))
     bundle = Bundle(root=root, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest())
     _check_references(bundle)
-    if verify:
+    if trusted_keys is not None:
+        _verify_signed(bundle, trusted_keys)
+    elif verify:
         verify_files(bundle)
     return bundle
+
+
+def _verify_signed(bundle: Bundle, trusted_keys: Any) -> None:
+    from edge_runtime import signing
+
+    trusted = trusted_keys if isinstance(trusted_keys, signing.TrustedKeys) else signing.load_trusted_keys(trusted_keys)
+    kid = signing.verify_signature(bundle.root, bundle.manifest, trusted)
+    try:
+        verify_files(bundle)
+    except BundleError as exc:
+        raise BundleError(f"bundle {bundle.root} (signed by key {kid}): {exc}") from None
+    import logging
+
+    logging.getLogger(__name__).info("bundle %s: signature by trusted key %s (%s) verified", bundle.root, kid, trusted.folder)
 
 
 def _check_references(bundle: Bundle) -> None:
@@ -271,20 +298,29 @@ def with_file(manifest: Manifest, root: str | Path, name: str) -> Manifest:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m edge_runtime.bundle DIR`: verify a bundle's manifest and hashes (used by
+    """`python -m edge_runtime.bundle DIR [--trusted-keys KEYS]`: verify a bundle's manifest and
+    hashes, and its signature when trusted keys are given or provisioned (used by
     deploy/jetson/rollout.sh on the target, where only the edge runtime is installed)."""
+    import argparse
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m edge_runtime.bundle BUNDLE_DIR", file=sys.stderr)
-        return 2
+    from edge_runtime.errors import ClipInspectError
+
+    p = argparse.ArgumentParser(prog="python -m edge_runtime.bundle", description="verify a bundle's hashes (and signature)")
+    p.add_argument("bundle", help="bundle folder")
+    p.add_argument("--trusted-keys", default=None, metavar="DIR",
+                   help="folder of trusted *.pub keys (default /etc/clipinspect/trusted_keys when it holds keys)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    from edge_runtime.signing import describe_signer, resolve_trusted_keys
+
+    trusted = resolve_trusted_keys(args.trusted_keys)
     try:
-        bundle = load_bundle(args[0])
-    except BundleError as exc:
+        bundle = load_bundle(args.bundle, trusted_keys=trusted)
+    except ClipInspectError as exc:
         print(f"bundle check failed: {exc}", file=sys.stderr)
         return 2
-    print(f"ok {bundle.manifest_sha256} {bundle.manifest.model_id}")
+    signer = describe_signer(bundle.root) + (f" (trusted, {trusted})" if trusted else " (signature not checked: no trusted keys)")
+    print(f"ok {bundle.manifest_sha256} {bundle.manifest.model_id} {signer}")
     return 0
 
 

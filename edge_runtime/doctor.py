@@ -225,12 +225,16 @@ def check_broker(uri: str, timeout_s: float = 3.0) -> Check:
         sock.close()
 
 
-def check_bundle(path: str | Path) -> Check:
+def check_bundle(path: str | Path, trusted_keys: str | Path | None = None) -> Check:
+    """Hashes, and the signature when trusted keys are given or provisioned; names the signer."""
     from edge_runtime.bundle import load_bundle
     from edge_runtime.errors import ClipInspectError
+    from edge_runtime.signing import describe_signer, read_signature, resolve_trusted_keys
 
+    trusted = resolve_trusted_keys(trusted_keys)
     try:
-        b = load_bundle(path)
+        b = load_bundle(path, trusted_keys=trusted)
+        record = read_signature(path)
     except ClipInspectError as exc:
         return Check("bundle", "fail", str(exc), required=True)
     m = b.manifest
@@ -239,7 +243,9 @@ def check_bundle(path: str | Path) -> Check:
     detail = f"{b.root}: {m.model_id}, {m.preprocess.image_size[1]}x{m.preprocess.image_size[0]}, threshold {m.threshold.value:.4f}, onnx: {', '.join(precisions)}"
     if engines:
         detail += f"; engines: {'; '.join(engines)}"
-    return Check("bundle", "ok", detail + "; all sha256 match", required=True, data={"manifest_sha256": b.manifest_sha256})
+    signer = describe_signer(b.root) + (f" (trusted: {trusted})" if trusted else " (not checked: no trusted keys)")
+    return Check("bundle", "ok", detail + f"; all sha256 match; {signer}", required=True,
+                 data={"manifest_sha256": b.manifest_sha256, "signer_key_id": record.key_id if record else None})
 
 
 def check_jetson(timeout_s: float = 3.0) -> list[Check]:
@@ -260,14 +266,15 @@ def check_jetson(timeout_s: float = 3.0) -> list[Check]:
     return out
 
 
-def run_checks(*, bundle: str | Path | None = None, broker: str | None = None, backend: str | None = None, timeout_s: float = 3.0) -> list[Check]:
+def run_checks(*, bundle: str | Path | None = None, broker: str | None = None, backend: str | None = None, timeout_s: float = 3.0,
+               trusted_keys: str | Path | None = None) -> list[Check]:
     checks = [check_host(), check_onnxruntime()]
     checks += check_backends(backend)
     checks += check_tensorrt()
     checks += [check_spinnaker(), check_gentl()]
     checks += check_jetson(timeout_s)
     if bundle is not None:
-        checks.append(check_bundle(bundle))
+        checks.append(check_bundle(bundle, trusted_keys))
     if broker is not None:
         checks.append(check_broker(broker, timeout_s))
     return checks

@@ -32,6 +32,9 @@ from edge_runtime.sources.options import SourceOptions
 class BundleSection:
     path: Path | None = None
     verify: bool = True  # sha256 of every file at start-up
+    # Folder of trusted ed25519 public keys (*.pub). When set (or when /etc/clipinspect/trusted_keys
+    # exists), only bundles signed by one of them load; see edge_runtime/signing.py.
+    trusted_keys: Path | None = None
 
 
 @dataclass(frozen=True)

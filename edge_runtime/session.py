@@ -71,7 +71,9 @@ def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[
         raise ConfigError("no bundle given (--bundle or bundle.path)")
     if not cfg.source.uri:
         raise ConfigError("no frame source given (--source or source.uri)")
-    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify)
+    from edge_runtime.signing import resolve_trusted_keys
+
+    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys))
     from edge_runtime.publish import open_publisher
     from edge_runtime.sources import make_source
 

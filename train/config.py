@@ -96,6 +96,55 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (train/augment.py); every op is off at its default.
+    Geometric ops (rotation, scale) move the image and its mask together; photometric ops
+    (brightness, contrast, noise) touch the image only. Each enabled op fires with `prob`."""
+
+    prob: float = 0.5  # chance that each enabled op is applied to an image
+    rotation_deg: float = 0.0  # uniform angle in [-r, r] degrees
+    scale: tuple[float, float] = (1.0, 1.0)  # uniform zoom factor range (> 1 zooms in)
+    brightness: float = 0.0  # additive shift, uniform in [-b, b] of full scale (0.1 = +-25.5 grey levels)
+    contrast: float = 0.0  # gain about the image mean, uniform in [1 - c, 1 + c]
+    gaussian_noise: float = 0.0  # noise standard deviation in grey levels (0-255 units)
+    salt_pepper: float = 0.0  # fraction of pixels set to black or white
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ConfigError(f"augment.prob must be in [0, 1], got {self.prob}")
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            raise ConfigError(f"augment.rotation_deg must be in [0, 180], got {self.rotation_deg}")
+        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1] <= 4.0:
+            raise ConfigError(f"augment.scale must be [low, high] with 0 < low <= high <= 4, got {list(self.scale)}")
+        if not 0.0 <= self.brightness <= 1.0 or not 0.0 <= self.contrast < 1.0:
+            raise ConfigError("augment.brightness must be in [0, 1] and augment.contrast in [0, 1)")
+        if not 0.0 <= self.gaussian_noise <= 255.0:
+            raise ConfigError(f"augment.gaussian_noise is a standard deviation in grey levels, 0..255, got {self.gaussian_noise}")
+        if not 0.0 <= self.salt_pepper <= 0.5:
+            raise ConfigError(f"augment.salt_pepper must be a pixel fraction in [0, 0.5], got {self.salt_pepper}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.prob > 0 and (self.rotation_deg > 0 or tuple(self.scale) != (1.0, 1.0) or self.brightness > 0
+                                  or self.contrast > 0 or self.gaussian_noise > 0 or self.salt_pepper > 0)
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """FGSM adversarial training (train/adversarial.py): `fraction` of each batch is replaced
+    by one-step FGSM examples of the training loss, `eps` in grey levels (0-255 units)."""
+
+    fraction: float = 0.0  # 0 = off
+    eps: float = 2.0  # L-inf step in grey levels; 2 = 2/255 of full scale
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ConfigError(f"adversarial.fraction must be in [0, 1], got {self.fraction}")
+        if not 0.0 < self.eps <= 255.0:
+            raise ConfigError(f"adversarial.eps is in grey levels (0-255 units) and must be in (0, 255], got {self.eps}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     clip: str = ""  # local folder or hub id (set by --clip)
     data: DataConfig = field(default_factory=DataConfig)
@@ -103,3 +152,5 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)

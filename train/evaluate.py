@@ -34,6 +34,7 @@ class EvalOptions:
     batch_size: int = 8
     sigma: float | None = None  # None: REFERENCE_SIGMA scaled to the model size
     fgsm_eps: float | None = None  # FGSM step in pixel space [0, 1]
+    pgd_steps: int | None = None  # also a PGD attack of this many steps within the --fgsm budget
     heatmaps: int = 8
     fpr_limit: float = 0.3
     device: str = "cpu"
@@ -45,6 +46,8 @@ class EvalOptions:
             raise ConfigError("sigma must be >= 0")
         if self.fgsm_eps is not None and not 0 < self.fgsm_eps <= 1:
             raise ConfigError(f"--fgsm must be in (0, 1] (pixel scale), got {self.fgsm_eps}")
+        if self.pgd_steps is not None and (self.fgsm_eps is None or self.pgd_steps < 1):
+            raise ConfigError("--pgd-steps needs --fgsm EPS (the attack budget) and must be >= 1")
         if self.heatmaps < 0:
             raise ConfigError("--heatmaps must be >= 0")
 
@@ -63,6 +66,7 @@ class EvalResult:
     mean: dict[str, float | None]
     threshold: tuple[float, str] | None
     fgsm: dict[str, Any] | None = None
+    pgd: dict[str, Any] | None = None
     heatmaps: list[Path] = field(default_factory=list)
 
 
@@ -134,7 +138,51 @@ def fgsm_scores(model: Any, dataset: AnomalyDataset, eps: float, options: EvalOp
     return out_scores
 
 
+def pgd_scores(model: Any, dataset: AnomalyDataset, eps: float, steps: int, options: EvalOptions,
+               progress: bool = True) -> tuple[np.ndarray, float]:
+    """Image scores after a `steps`-step PGD attack (train/adversarial.py) on the same loss and
+    in the same pixel space as `fgsm_scores`, within an L-inf ball of `eps`; also the mean loss."""
+    import torch
+    from tqdm import tqdm
+
+    from train.adversarial import pgd, score_loss
+
+    out_scores = np.zeros(len(dataset), np.float64)
+    total = 0.0
+    with torch.no_grad():
+        text = model.text_embeddings()
+    for batch in tqdm(_loader(dataset, options.batch_size), desc=f"pgd eps={eps:g} x{steps}", unit="batch", disable=not progress):
+        idx = batch["index"].numpy()
+        labels = batch["label"].to(options.device)
+        x_adv = pgd(model, batch["pixel_values"].to(options.device), labels, text, dataset.mean, dataset.std, eps, steps)
+        with torch.no_grad():
+            score = model(x_adv, text).score
+            out_scores[idx] = score.float().cpu().numpy()
+            total += float(score_loss(score, labels)) * len(idx)
+    return out_scores, total / len(dataset)
+
+
 # ------------------------------------------------------------------ metrics
+
+
+def _pgd_report(model: Any, dataset: AnomalyDataset, samples: Sequence[Sample], pred: Predictions, options: EvalOptions,
+                progress: bool) -> dict[str, Any]:
+    eps, steps = float(options.fgsm_eps), int(options.pgd_steps)
+    adv, loss = pgd_scores(model, dataset, eps, steps, options, progress)
+    per = {}
+    for cat in sorted({s.category for s in samples}):
+        idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
+        per[cat] = {"clean": auroc(pred.labels[idx], pred.scores[idx]), "perturbed": auroc(pred.labels[idx], adv[idx])}
+    return {
+        "eps": eps, "steps": steps, "step_size": 2.5 * eps / steps,
+        "loss": "BCE of image score vs label; L-inf ball in pixel space [0,1], clipped, float; no random start",
+        "clean_image_auroc": _nanmean([v["clean"] for v in per.values()]),
+        "perturbed_image_auroc": _nanmean([v["perturbed"] for v in per.values()]),
+        "pooled_perturbed_image_auroc": auroc(pred.labels, adv),
+        "mean_attack_loss": loss,
+        "mean_score_shift": float(np.mean(np.abs(adv - pred.scores))),
+        "per_category": per,
+    }
 
 
 def metrics_by_category(samples: Sequence[Sample], pred: Predictions, fpr_limit: float = 0.3) -> dict[str, Metrics]:
@@ -230,6 +278,7 @@ def write_metrics(out_dir: Path, result: EvalResult, context: dict[str, Any]) ->
         "mean": result.mean,
         "threshold": None if result.threshold is None else {"value": result.threshold[0], "method": result.threshold[1]},
         "fgsm": result.fgsm,
+        "pgd": result.pgd,
         "heatmaps": [p.name for p in result.heatmaps],
     }
     jpath = out_dir / "metrics.json"
@@ -325,6 +374,8 @@ def evaluate(
             "mean_score_shift": float(np.mean(np.abs(adv - pred.scores))),
             "per_category": per,
         }
+    if options.pgd_steps is not None:
+        result.pgd = _pgd_report(model, dataset, samples, pred, options, progress)
     if heatmap_dir is not None and options.heatmaps:
         result.heatmaps = save_heatmaps(heatmap_dir, dataset, pred, pick_heatmap_indices(samples, options.heatmaps))
     return result

@@ -176,6 +176,8 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     from torch.utils.data import DataLoader, RandomSampler
     from tqdm import tqdm
 
+    from train.adversarial import fgsm_batch
+    from train.augment import set_epoch, with_augmentation
     from train.data import AnomalyDataset
     from train.losses import anomaly_loss
     from train.model import log_parameters
@@ -184,7 +186,8 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     model, loaded = build_run_model(config)
     trainable_line = log_parameters(model)
     model.to(device)
-    dataset = AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std)
+    dataset = with_augmentation(AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std), config.augment,
+                                config.optim.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     use_amp = bool(config.optim.amp and device == "cuda")
@@ -202,6 +205,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
              sum(s.label for s in samples), sum(bool(s.pixel_gt) for s in samples), start, config.optim.epochs)
     result = TrainResult(run, device, use_amp, start, config.optim.epochs, trainable_line)
     for epoch in range(start, config.optim.epochs + 1):
+        set_epoch(dataset, epoch)
         gen = torch.Generator().manual_seed(config.optim.seed * 100003 + epoch)
         loader = DataLoader(dataset, batch_size=config.optim.batch_size, sampler=RandomSampler(dataset, generator=gen),
                             num_workers=config.optim.num_workers, drop_last=False)
@@ -216,6 +220,8 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
             labels = batch["label"].to(device)
             masks = batch["mask"].to(device)
             has_mask = batch["has_mask"].to(device)
+            if config.adversarial.fraction > 0:
+                pix = fgsm_batch(model, pix, labels, masks, has_mask, config, loaded.mean, loaded.std)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 out = model(pix, model.text_embeddings())
             parts = anomaly_loss(out.global_logits, out.patch_logits, labels, masks, has_mask, config.loss)

@@ -25,6 +25,7 @@ RESTART_CMD="sudo systemctl restart clipinspect"
 HEALTH_CMD="systemctl is-active --quiet clipinspect && {cli} doctor --bundle {current}"
 HEALTH_TIMEOUT=60
 HEALTH_INTERVAL=3
+TRUSTED_KEYS=""  # empty: the target's /etc/clipinspect/trusted_keys when it holds *.pub keys
 
 usage() {
   sed -n '5,13p' "$0" | sed 's/^# \{0,1\}//'
@@ -40,6 +41,8 @@ options:
   --restart-cmd CMD   how to restart the service (default: $RESTART_CMD)
   --health-cmd CMD    health check; {current} and {cli} are substituted (default: $HEALTH_CMD)
   --health-timeout S  seconds to wait for a healthy service (default $HEALTH_TIMEOUT)
+  --trusted-keys DIR  folder of trusted public keys on the target; the bundle must be signed by one
+                      (default: /etc/clipinspect/trusted_keys when it holds keys there, else unchecked)
 USAGE
 }
 
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
     --restart-cmd) RESTART_CMD="${2:?}"; shift 2 ;;
     --health-cmd) HEALTH_CMD="${2:?}"; shift 2 ;;
     --health-timeout) HEALTH_TIMEOUT="${2:?}"; shift 2 ;;
+    --trusted-keys) TRUSTED_KEYS="${2:?}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -111,15 +115,18 @@ log "copying $BUNDLE to $HOST:$target_dir"
 on_target 'mkdir -p "$1/bundles"' "$ROOT"
 copy_to_target "$BUNDLE" "$incoming"
 
-log "verifying hashes on the target"
-if ! on_target '"$1" -m edge_runtime.bundle "$2"' "$PY" "$incoming"; then
+log "verifying hashes (and the signature, when the target trusts keys) on the target"
+if ! on_target '
+  keys="$3"
+  if [ -z "$keys" ] && compgen -G "/etc/clipinspect/trusted_keys/*.pub" >/dev/null; then keys=/etc/clipinspect/trusted_keys; fi
+  "$1" -m edge_runtime.bundle "$2" ${keys:+--trusted-keys "$keys"}' "$PY" "$incoming" "$TRUSTED_KEYS"; then
   on_target 'rm -rf "$1"' "$incoming"
   die "bundle failed verification on the target; nothing was switched"
 fi
 
 if [ "$PRECISION" != none ]; then
   log "building the $PRECISION engine on the target (engines are not portable)"
-  if ! on_target '"$1" build-engine --bundle "$2" --precision "$3"' "$CLI" "$incoming" "$PRECISION"; then
+  if ! on_target '"$1" build-engine --bundle "$2" --precision "$3" ${4:+--trusted-keys "$4"}' "$CLI" "$incoming" "$PRECISION" "$TRUSTED_KEYS"; then
     on_target 'rm -rf "$1"' "$incoming"
     die "engine build failed on the target; nothing was switched"
   fi

@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if cfg.bundle.path is None:
         raise ConfigError("no bundle given (--bundle or bundle.path)")
-    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify)
+    from edge_runtime.signing import resolve_trusted_keys
+
+    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys))
     if not cfg.source.uri:
         h, w = bundle.manifest.preprocess.image_size
         cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, uri=f"synthetic://?width={w}&height={h}"))

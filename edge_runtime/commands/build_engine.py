@@ -11,6 +11,8 @@ from edge_runtime.cli import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, type=Path, help="bundle folder (manifest.json, model.onnx, ...)")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    p.add_argument("--trusted-keys", type=Path, default=None, metavar="DIR",
+                   help="only build from bundles signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)")
     p.add_argument("--onnx", choices=["fp32", "int8"], default=None,
                    help="ONNX to parse: fp32 export, or the int8 Q/DQ variant (default for int8 when the bundle has one)")
     p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace limit (default 1024 MB)")
@@ -33,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     compat.import_cuda("build-engine")
     opts = BuildOptions(precision=args.precision, onnx=args.onnx, workspace_mb=args.workspace, timing_cache=args.timing_cache,
                         max_batch=args.max_batch, opt_batch=args.opt_batch, calib_batch=args.calib_batch)
-    bundle = load_bundle(args.bundle)
+    from edge_runtime.signing import resolve_trusted_keys
+
+    bundle = load_bundle(args.bundle, trusted_keys=resolve_trusted_keys(args.trusted_keys))
     calibration = None
     if args.calib_images is not None:
         from edge_runtime.trt.calib_data import ImageBatches, calibration_set_sha256, sample_images

@@ -13,6 +13,7 @@ _MARK = {"ok": "ok  ", "fail": "FAIL", "info": "info", "skip": "--  "}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="also check this bundle (manifest, sha256 of every file)")
+    p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="check the bundle's signature against these keys (default /etc/clipinspect/trusted_keys when it holds keys)")
     p.add_argument("--broker", help="also check this MQTT broker: mqtt://[user:pass@]host[:port] (TCP + MQTT CONNECT)")
     p.add_argument("--backend", help="fail unless this backend can run here (e.g. trt, ort-cuda)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per network/subprocess probe (default 3)")
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge_runtime.doctor import failed, run_checks
 
-    checks = run_checks(bundle=args.bundle, broker=args.broker, backend=args.backend, timeout_s=args.timeout)
+    checks = run_checks(bundle=args.bundle, broker=args.broker, backend=args.backend, timeout_s=args.timeout, trusted_keys=args.trusted_keys)
     bad = failed(checks)
     if args.json:
         print(json.dumps({"ok": not bad, "checks": [c.as_dict() for c in checks]}, indent=2, default=str))

@@ -13,6 +13,7 @@ from edge_runtime.cli import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="bundle folder (overrides bundle.path)")
+    p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="only run bundles signed by a key in DIR (overrides bundle.trusted_keys)")
     p.add_argument("--source", help="frame source URI: spinnaker://SERIAL, gentl://..., cv://0, folder://DIR, synthetic://")
     p.add_argument("--publish", help="publisher URI: mqtt://host:1883/prefix, jsonl://FILE, stdout://")
     p.add_argument("--backend", help="ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)")
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         args.overrides,
         {
             "bundle.path": args.bundle,
+            "bundle.trusted_keys": args.trusted_keys,
             "source.uri": args.source,
             "publish.uri": args.publish,
             "backend.name": args.backend,

@@ -9,6 +9,8 @@ from edge_runtime.cli import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder")
+    p.add_argument("--trusted-keys", default=None, metavar="DIR",
+                   help="refuse the bundle unless signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)")
     p.add_argument("--images", required=True, help="folder of image files (searched recursively; *_mask files skipped)")
     p.add_argument("--backend", default="ort-cpu", help="candidate backend (default ort-cpu; e.g. ort-cuda, ort-trt, trt on a GPU machine)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="which ONNX model of the bundle to check (default fp32)")
@@ -30,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     atol = default_atol(args.precision) if args.atol is None else args.atol
     if atol < 0:
         raise ConfigError(f"--atol must be >= 0, got {atol}")
-    bundle = load_bundle(args.bundle)  # sha256 of every file checked here
+    from edge_runtime.signing import resolve_trusted_keys
+
+    bundle = load_bundle(args.bundle, trusted_keys=resolve_trusted_keys(args.trusted_keys))  # sha256 of every file checked here
     if args.backend.startswith("ort"):
         bundle.model_path(args.precision)  # cheap checks first: a missing variant fails before torch loads
     images = list_images(args.images, args.max_images)

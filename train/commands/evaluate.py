@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epoch", type=int, default=None, help="adapters of this epoch (default: last saved)")
     p.add_argument("--fgsm", type=float, default=None, metavar="EPS",
                    help="also report image AUROC under an FGSM step of EPS in pixel scale [0,1], e.g. 0.004")
+    p.add_argument("--pgd-steps", type=int, default=None, metavar="K",
+                   help="also report image AUROC under a K-step PGD attack within the --fgsm EPS budget (step 2.5*EPS/K)")
     p.add_argument("--heatmaps", type=int, default=8, metavar="K", help="overlay PNGs to write (default 8, 0 = none)")
     p.add_argument("--sigma", type=float, default=None,
                    help="Gaussian sigma (px at model size) for the maps (default: 4 at 518 px, scaled)")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     torch.manual_seed(0)  # eval is deterministic; nothing random should run, but be sure
-    options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm,
+    options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm, pgd_steps=args.pgd_steps,
                           heatmaps=args.heatmaps, device=device)
     result, table = evaluate_run(args.run, args.data, categories=args.categories, epoch=args.epoch,
                                  options=options, splits=tuple(args.splits),
@@ -46,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         f = result.fgsm
         print(f"FGSM eps={f['eps']:g}: image AUROC (mean over categories) clean {100 * f['clean_image_auroc']:.1f} -> "
               f"perturbed {100 * f['perturbed_image_auroc']:.1f} (mean |score shift| {f['mean_score_shift']:.4f})")
+    if result.pgd is not None:
+        g = result.pgd
+        print(f"PGD eps={g['eps']:g} x{g['steps']} steps: image AUROC (mean over categories) clean {100 * g['clean_image_auroc']:.1f} -> "
+              f"perturbed {100 * g['perturbed_image_auroc']:.1f} (mean |score shift| {g['mean_score_shift']:.4f})")
     print(f"wrote {args.run}/eval/metrics.json, metrics.csv and {len(result.heatmaps)} heatmaps")
     return 0
 
