@@ -6,7 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from edge_runtime.errors import PublishError
 
@@ -38,6 +38,14 @@ class JsonlPublisher:
                 raise PublishError(f"{self.uri}: publish() after close()")
             self._fh.write(line + "\n")
             self._count += 1
+
+    def publish_many(self, verdicts: Iterable[Mapping[str, Any]]) -> None:
+        lines = [encode_line(v) + "\n" for v in verdicts]
+        with self._lock:
+            if self._fh.closed:
+                raise PublishError(f"{self.uri}: publish() after close()")
+            self._fh.write("".join(lines))
+            self._count += len(lines)
 
     def publish_status(self, status: Mapping[str, Any]) -> None:
         """Status is MQTT's retained topic; this stream stays verdict-only."""
