@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge_runtime.errors import PublishError
 from edge_runtime.publish import Publisher, open_publisher
 from edge_runtime.publish.broker import EmbeddedBroker
 from edge_runtime.verdict import validate_verdict
@@ -183,6 +184,7 @@ def test_spool_replayed_by_next_publisher_after_close(mqtt_broker: EmbeddedBroke
 
 _CRASHING_PUBLISHER = """
 import sys, time
+from edge_runtime.errors import PublishError
 from edge_runtime.publish import Publisher, open_publisher
 from edge_runtime.verdict import make_verdict
 pub = open_publisher(sys.argv[1], {"spool_dir": sys.argv[2], "reconnect_min_s": 0.1, "reconnect_max_s": 0.2})
@@ -313,3 +315,32 @@ def test_publish_status_fields_are_retained_and_latest_wins(mqtt_broker: Embedde
     out = StdoutPublisher(stream=buf)
     out.publish_status({"frames": 1})
     assert buf.getvalue() == ""
+
+
+def test_without_spool_dir_start_up_says_a_crash_loses_memory(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    from edge_runtime.publish.broker import free_port
+
+    with caplog.at_level("WARNING"):
+        pub = open_publisher(f"mqtt://127.0.0.1:{free_port()}/m", {**FAST, "close_timeout_s": 0.1})
+        pub.close()
+        durable = open_publisher(f"mqtt://127.0.0.1:{free_port()}/m", {**FAST, "close_timeout_s": 0.1, "spool_dir": str(tmp_path / "s")})
+        durable.close()
+    said = [r.getMessage() for r in caplog.records if "spool_dir" in r.getMessage()]
+    assert len(said) == 1 and "a crash or power cut loses" in said[0] and "\n" not in said[0]
+
+
+def test_publish_many_is_one_group_commit_and_keeps_order(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+    sub = mqtt_subscriber(mqtt_broker, "g/verdict")
+    sub.wait_subscribed()
+    pub = open_publisher(f"{mqtt_broker.uri}/g", {**FAST, "spool_dir": str(tmp_path / "spool")})
+    pub.publish_many([verdict(i) for i in range(50)])
+    pub.publish(verdict(50))
+    bad = verdict(52)
+    bad["score"] = float("nan")
+    with pytest.raises(PublishError, match="cannot be encoded"):
+        pub.publish_many([verdict(51), bad, verdict(53)])  # 51 stored, then the error
+    assert pub.flush(10) is True
+    assert sub.wait_for(_has_all(52))
+    pub.close()
+    assert _frame_ids(sub) == list(range(52))
+    assert pub.stats()["spooled"] == 52
