@@ -339,6 +339,15 @@ class MQTTPublisher:
                     with self._cv:
                         self._window.fail(entry)
                         self._advance()
+            except Exception as exc:  # noqa: BLE001 - anything else: keep the sender alive, retry
+                log.error("MQTT: publishing %s failed: %s; retrying", f"verdict seq {msg.seq}" if msg else kind, exc)
+                with self._cv:
+                    if entry is not None:
+                        self._window.take_back(entry)
+                        self._ahead.clear()
+                    elif kind == "online":
+                        self._online_due = True
+                    self._cv.wait(0.5)
 
     def _housekeeping_due(self) -> bool:
         """Under the lock: True when the sender has disk work (read ahead, delete acked)."""
