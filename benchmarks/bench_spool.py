@@ -1,7 +1,7 @@
 """Durable verdict throughput: how many verdicts/s the MQTT publisher stores durably (what the
 pipeline may count as published) and delivers, per `spool_fsync` mode and group-commit size.
 
-    python benchmarks/bench_spool.py [--seconds 3] [--dir DIR] [--json OUT]
+    python benchmarks/bench_spool.py [--seconds 3] [--rounds 2] [--dir DIR] [--json OUT]
 
 For each spool_fsync (always, batch, never) and batch size (1 = one commit per verdict,
 32 = group commit as Pipeline._publish does when verdicts queue up), one producer thread
@@ -164,6 +164,7 @@ def _store_cell(spool: Path, mode: str, batch: int, seconds: float) -> dict[str,
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0, help="producer time per cell")
+    p.add_argument("--rounds", type=int, default=2, help="rounds over all cells, order reversed every other round (fsync times drift on a shared disk)")
     p.add_argument("--dir", type=Path, help="where the spools go (the disk being measured)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = p.parse_args(argv)
@@ -171,23 +172,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_runtime.publish.broker import EmbeddedBroker
 
     base = Path(tempfile.mkdtemp(prefix="bench-spool-", dir=args.dir))
-    rows: list[dict[str, Any]] = []
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     with EmbeddedBroker("mosquitto") as broker:
+        uri = f"{broker.uri}/bench"
+        cells: list[tuple[str, str, Any, Any]] = []
         for batch in BATCHES:
             for mode in MODES:
-                rows.append({"kind": "store only", **_store_cell(base / f"store-{mode}-{batch}", mode, batch, args.seconds)})
-                rows.append({"kind": "publisher+mosquitto", **_publisher_cell(f"{broker.uri}/bench", base / f"pub-{mode}-{batch}", mode, batch, args.seconds)})
+                cells.append(("store only", mode, batch, lambda d, m=mode, b=batch: _store_cell(d, m, b, args.seconds)))
+                cells.append(("publisher+mosquitto", mode, batch, lambda d, m=mode, b=batch: _publisher_cell(uri, d, m, b, args.seconds)))
         for mode in MODES:
-            rows.append({"kind": "pipeline+mosquitto", **_pipeline_cell(f"{broker.uri}/bench", base / f"pipe-{mode}", mode, args.seconds)})
-    ref = {r["kind"]: r["stored_per_s"] for r in rows if r["mode"] == "always" and r["batch"] in (1, "adaptive")}
-    print(f"CPU {platform.machine()} ({platform.processor() or 'unknown'}), spool on {base}; {args.seconds:g} s per cell")
-    print(f"{'kind':<20} {'spool_fsync':<11} {'batch':>8} {'stored/s':>10} {'delivered/s':>11} {'vs always/1':>11}")
+            cells.append(("pipeline+mosquitto", mode, "adaptive", lambda d, m=mode: _pipeline_cell(uri, d, m, args.seconds)))
+        for r in range(args.rounds):
+            for i, (kind, mode, batch, fn) in enumerate(cells if r % 2 == 0 else cells[::-1]):
+                runs.setdefault((kind, mode, str(batch)), []).append({"kind": kind, **fn(base / f"r{r}-{i}")})
+    rows = [_summarise(key, got) for key, got in runs.items()]
+    ref = {r["kind"]: r["stored_per_s"] for r in rows if r["mode"] == "always" and r["batch"] in ("1", "adaptive")}
+    print(f"CPU {platform.machine()} ({platform.processor() or 'unknown'}), spool on {base}; {args.seconds:g} s per cell, "
+          f"median of {args.rounds} round(s) [min-max]")
+    print(f"{'kind':<20} {'spool_fsync':<11} {'batch':>8} {'stored/s':>10} {'[min-max]':>17} {'delivered/s':>11} {'vs always':>9}")
     for r in rows:
         delivered = f"{r['delivered_per_s']:>11.0f}" if "delivered_per_s" in r else f"{'-':>11}"
-        print(f"{r['kind']:<20} {r['mode']:<11} {r['batch']!s:>8} {r['stored_per_s']:>10.0f} {delivered} {r['stored_per_s'] / ref[r['kind']]:>10.1f}x")
+        spread = f"[{r['stored_min']:.0f}-{r['stored_max']:.0f}]"
+        print(f"{r['kind']:<20} {r['mode']:<11} {r['batch']:>8} {r['stored_per_s']:>10.0f} {spread:>17} {delivered} {r['stored_per_s'] / ref[r['kind']]:>8.1f}x")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-    bad = [r for r in rows if r["kind"] != "store only" and (not r["all_delivered"] or r["dropped"])]
+        args.json.write_text(json.dumps({"rows": rows, "runs": [x for got in runs.values() for x in got]}, indent=2))
+    bad = [x for got in runs.values() for x in got if x["kind"] != "store only" and (not x["all_delivered"] or x["dropped"])]
     if bad:
         print(f"NOT ALL DELIVERED: {bad}", file=sys.stderr)
         return 1
@@ -195,6 +204,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     shutil.rmtree(base, ignore_errors=True)
     return 0
+
+
+def _summarise(key: tuple[str, str, str], got: list[dict[str, Any]]) -> dict[str, Any]:
+    import statistics
+
+    stored = [g["stored_per_s"] for g in got]
+    row: dict[str, Any] = {"kind": key[0], "mode": key[1], "batch": key[2], "stored_per_s": statistics.median(stored),
+                           "stored_min": min(stored), "stored_max": max(stored)}
+    if "delivered_per_s" in got[0]:
+        row["delivered_per_s"] = statistics.median(g["delivered_per_s"] for g in got)
+    return row
 
 
 if __name__ == "__main__":
