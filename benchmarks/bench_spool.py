@@ -27,7 +27,6 @@ import logging
 import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
