@@ -354,12 +354,15 @@ class MQTTPublisher:
         if not self._ahead and self._window.sent_seq < self._last_seq and self._connected:
             return True
         acked = self._window.acked_through
-        if acked > self._deleted_through:
-            return acked >= self._last_seq or time.monotonic() - self._last_delete >= _DELETE_EVERY_S
-        return False
+        if acked > self._deleted_through and (acked >= self._last_seq or time.monotonic() - self._last_delete >= _DELETE_EVERY_S):
+            return True
+        return self._outbox.sync_due()
 
     def _housekeeping(self, delete_through: int) -> None:
-        """Outside the lock (P5): delete what is acknowledged, read ahead what is to send."""
+        """Outside the lock (P5): sync a due `batch` spool, delete what is acknowledged, read
+        ahead what is to send."""
+        if self._outbox.sync_due():
+            self._outbox.sync()
         if delete_through > self._deleted_through:
             self._outbox.remove_through(delete_through)
             self._deleted_through = delete_through

@@ -109,6 +109,9 @@ class MemoryQueue:
     def sync(self) -> None:
         pass
 
+    def sync_due(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
@@ -137,6 +140,7 @@ class DurableQueue:
         self.corrupt = 0
         self._lock = threading.Lock()
         self._last_sync = time.monotonic()
+        self._unsynced = False  # spool_fsync batch: commits since the last WAL sync
         self._disk_error = ""
         try:
             self._db = self._open()
@@ -206,8 +210,10 @@ class DurableQueue:
             self.last_seq = out[-1].seq
             self._count += len(out)
             self.nbytes = size
-            if self.fsync == "batch" and time.monotonic() - self._last_sync >= self.sync_interval_s:
-                self._checkpoint()
+            if self.fsync == "batch":
+                self._unsynced = True
+                if time.monotonic() - self._last_sync >= self.sync_interval_s:
+                    self._checkpoint()
             return out
 
     def _rollback(self) -> None:
@@ -228,7 +234,9 @@ class DurableQueue:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             self._say_disk_error(f"checkpoint failed: {exc}")
+            return
         self._last_sync = time.monotonic()
+        self._unsynced = False
 
     # -- the sender side ------------------------------------------------------------------
     def read_after(self, seq: int, limit: int) -> list[Message]:
@@ -270,6 +278,12 @@ class DurableQueue:
         with self._lock:
             if self.fsync != "never":
                 self._checkpoint()
+
+    def sync_due(self) -> bool:
+        """spool_fsync batch: True once commits have waited `sync_interval_s` unsynced (the
+        sender then calls sync(), so an idle line keeps the promise too). Read without the
+        lock: a stale answer only moves the sync by one sender tick."""
+        return self._unsynced and time.monotonic() - self._last_sync >= self.sync_interval_s
 
     def close(self) -> None:
         with self._lock:

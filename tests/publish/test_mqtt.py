@@ -344,3 +344,26 @@ def test_publish_many_is_one_group_commit_and_keeps_order(mqtt_broker: EmbeddedB
     pub.close()
     assert _frame_ids(sub) == list(range(52))
     assert pub.stats()["spooled"] == 52
+
+
+def test_batch_fsync_syncs_an_idle_spool_within_the_interval(tmp_path: Path) -> None:
+    """spool_fsync batch promises at most spool_sync_interval_s unsynced, also when no further
+    verdict comes: the checkpoint copies the synced WAL into spool.db itself."""
+    from edge_runtime.publish.broker import free_port
+
+    spool = tmp_path / "spool"
+    pub = open_publisher(f"mqtt://127.0.0.1:{free_port()}/b", {**FAST, "spool_dir": str(spool), "spool_fsync": "batch",
+                                                                 "spool_sync_interval_s": 0.5, "close_timeout_s": 0.1})
+    try:
+        # Within the first interval after opening: the append itself does not sync.
+        marker = "line-stopped-after-this-one"
+        v = verdict(1)
+        v["model_id"] = marker
+        pub.publish(v)
+        assert marker.encode() not in (spool / "spool.db").read_bytes()  # only in the WAL yet
+        deadline = time.monotonic() + 3
+        while marker.encode() not in (spool / "spool.db").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.encode() in (spool / "spool.db").read_bytes()
+    finally:
+        pub.close()
