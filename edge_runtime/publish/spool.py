@@ -234,6 +234,7 @@ class DurableQueue:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             self._say_disk_error(f"checkpoint failed: {exc}")
+            self._last_sync = time.monotonic()  # try again one interval later, not in a spin
             return
         self._last_sync = time.monotonic()
         self._unsynced = False
