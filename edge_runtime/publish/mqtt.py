@@ -375,6 +375,8 @@ class MQTTPublisher:
                 log.error("MQTT sender: cannot read the spool: %s", exc)
                 time.sleep(0.5)
                 return
+            if not batch:  # cannot happen while Q1-Q3 hold; never spin if it does
+                time.sleep(0.05)
             with self._cv:
                 if self._window.sent_seq == after:  # only this thread moves it; belt and braces
                     self._ahead.extend(batch)
