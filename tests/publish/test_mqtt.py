@@ -266,6 +266,10 @@ def _status(sub: Any) -> list[dict[str, Any]]:
 def test_retained_status_and_last_will(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
     proc = _crashing_publisher(f"{mqtt_broker.uri}/w", tmp_path / "spool", 3)
     try:
+        # The child prints before its connection is up: wait until the broker has the status,
+        # then a subscriber that joins after must get it as a retained message.
+        probe = mqtt_subscriber(mqtt_broker, "w/status", client_id="probe")
+        assert probe.wait_for(lambda m: any(json.loads(x.payload)["state"] == "online" for x in m), 10)
         late = mqtt_subscriber(mqtt_broker, "w/status")  # joins after: sees the retained status
         assert late.wait_for(lambda m: any(json.loads(x.payload)["state"] == "online" for x in m), 10)
         assert late.snapshot()[0].retain
