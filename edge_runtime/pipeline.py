@@ -385,21 +385,39 @@ class Pipeline:
             self._q_out.close()
 
     def _publish(self) -> None:
+        """Hands verdicts to the publisher in batches: whatever is queued when the publisher
+        is ready goes in one publish_many call, so a durable publisher commits (fsyncs) once
+        per batch (group commit) and keeps up however slow one fsync is. A verdict counts as
+        published only after that call returned, i.e. once the publisher holds it (stored on
+        disk with a spool_dir)."""
+        from edge_runtime.publish.base import publish_many
+
         try:
-            while True:
+            closed = False
+            while not closed:
                 work = self._q_out.get()
                 if work is CLOSED:
                     break
-                self.publisher.publish(work.verdict)
+                batch = [work]
+                # Only this thread takes from the queue, so what len() reports is there to take.
+                for _ in range(len(self._q_out)):
+                    more = self._q_out.get()
+                    if more is CLOSED:
+                        closed = True
+                        break
+                    batch.append(more)
+                publish_many(self.publisher, [w.verdict for w in batch])
                 t4 = time.monotonic_ns()
-                work.stages_ms["publish"] = (t4 - work.t_post_ns) * _MS
-                work.stages_ms["total"] = (t4 - work.t_captured_ns) * _MS
-                self.recorder.record(work.stages_ms)
+                for w in batch:
+                    w.stages_ms["publish"] = (t4 - w.t_post_ns) * _MS
+                    w.stages_ms["total"] = (t4 - w.t_captured_ns) * _MS
+                    self.recorder.record(w.stages_ms)
                 with self._lock:
-                    self.published += 1
+                    self.published += len(batch)
                     n = self.published
                 if self.on_frame is not None:
-                    self.on_frame(n)
+                    for k in range(n - len(batch) + 1, n + 1):
+                        self.on_frame(k)
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc, "publish")
 

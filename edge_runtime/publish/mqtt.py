@@ -1,4 +1,4 @@
-"""MQTT publisher (paho-mqtt 2, CallbackAPIVersion.VERSION2).
+"""MQTT publisher (paho-mqtt 2, CallbackAPIVersion.VERSION2, MQTT 3.1.1).
 
 Topics (prefix from the URI path or `topic_prefix`, default "clipinspect"):
   <prefix>/verdict                 one verdict JSON per frame, QoS 1, not retained
@@ -9,21 +9,32 @@ Topics (prefix from the URI path or `topic_prefix`, default "clipinspect"):
                                    publishes the "offline" last will when the client
                                    vanishes; close() publishes "offline" itself.
 
-Delivery: at-least-once, in order. One sender thread takes messages in sequence (in-memory
-queue first, then the disk spool, which holds everything newer once it is in use) and keeps
-at most `max_inflight` unacknowledged. A message counts as delivered on its PUBACK. After a
-reconnect paho resends the unacknowledged messages first (same packet ids, DUP set); the
-sender sends nothing new until those are acknowledged, so the broker sees the verdict
-stream in order. A message may therefore reach a subscriber twice (a PUBACK lost with the
-connection, or a crash before the spool's delivered mark was written); subscribers
-de-duplicate by (camera_serial, frame_id) and can rely on frame_id never going backwards
-apart from such repeats.
+Three parts, each with its invariants:
+  durable queue  edge_runtime/publish/spool.py (the outbox: sqlite WAL, or memory without
+                 spool_dir), invariants Q1-Q4
+  in-flight      edge_runtime/publish/window.py, invariants W1-W4
+  connection     this module: paho's client, its callbacks, and one sender thread
 
-Never blocking, never silently losing: publish() only appends to memory (or the spool) under
-a short lock. While the broker is unreachable, or when the memory queue is full, verdicts
-go to the disk spool (if `spool_dir` is set) and are replayed in order after reconnect,
-also by the next process if this one dies. Without a spool, or when the spool is full, the
-newest verdicts are dropped and counted in stats()["dropped"].
+Invariants of the publisher (P):
+  P1  durable before counted: publish()/publish_many() return only after the verdicts are
+      committed to the outbox (with spool_dir: on disk, one transaction per call = group
+      commit). The pipeline counts a verdict as published only after that return.
+  P2  a verdict leaves the outbox only through remove_through(window.acked_through), i.e.
+      after its PUBACK (QoS 0: after paho took it) or after paho refused it for good
+      (counted as dropped).
+  P3  the sender is the only thread that reads the outbox or touches the window's send
+      side; it sends in seq order (W1, W3), so the broker sees the verdicts in order; after a
+      crash the next process sends the outbox from its oldest message.
+  P4  nothing is dropped silently: a verdict the outbox cannot take (spool full, disk
+      error, or the memory bound without spool_dir) is counted in stats()["dropped"] and
+      logged (1st, 2nd, 4th, 8th... time).
+  P5  the lock `_cv` is never held during disk I/O or a paho call that can block, so paho's
+      callbacks (acks, connects) are never stuck behind an fsync.
+
+Delivery is therefore at-least-once and in order. A verdict may reach a subscriber twice (a
+PUBACK lost with the connection, or a crash before the delete of acknowledged messages was
+written); a repeat is byte-for-byte the same payload. De-duplicate on
+(camera_serial, frame_id, capture_ts_ns): frame_id alone restarts at 0 with each process.
 """
 
 from __future__ import annotations
@@ -37,27 +48,33 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from edge_runtime.errors import PublishError
 from edge_runtime.publish.options import PublishOptions
-from edge_runtime.publish.spool import Message, Spool
+from edge_runtime.publish.spool import DurableQueue, MemoryQueue, Message
+from edge_runtime.publish.window import InFlight, InFlightWindow
 from edge_runtime.status import STATUS_SCHEMA, STATUS_SCHEMA_VERSION, status_payload  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 _instances = itertools.count(1)
+_READ_AHEAD = 256  # messages read from the outbox per query
+_DELETE_EVERY_S = 0.1  # acknowledged messages are deleted in groups, at most this often
 
 
-@dataclass
-class _InFlight:
-    msg: Message
-    epoch: int  # connection epoch when it was handed to paho
-    acked: bool = False
-    failed: bool = False  # refused by paho for good; retired and counted as dropped
+def _encode(verdict: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(verdict, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
+
+
+def open_outbox(options: PublishOptions) -> DurableQueue | MemoryQueue:
+    if options.spool_dir is None:
+        return MemoryQueue(options.queue_max)
+    return DurableQueue(options.spool_dir, max_bytes=options.spool_max_bytes, fsync=options.spool_fsync, sync_interval_s=options.spool_sync_interval_s)
 
 
 class MQTTPublisher:
@@ -83,12 +100,9 @@ class MQTTPublisher:
         self.status_topic = f"{topic_prefix}/status"
 
         self._cv = threading.Condition()
-        self._mem: collections.deque[Message] = collections.deque()
-        self._window: collections.deque[_InFlight] = collections.deque()
-        self._by_mid: dict[int, _InFlight] = {}
+        self._append_lock = threading.Lock()  # one appender at a time keeps seqs in call order
         self._acks: list[int] = []
         self._status_mids: set[int] = set()
-        self._spilling = False
         self._connected = False
         self._epoch = 0
         self._online_due = False
@@ -99,9 +113,7 @@ class MQTTPublisher:
         self._closed = False
         self._ever_connected = False
         self._last_refusal = ""
-        self._stats = dict.fromkeys(
-            ("published", "acked", "queued", "spooled", "replayed", "recovered", "dropped", "reconnects", "corrupt"), 0
-        )
+        self._stats = dict.fromkeys(("published", "acked", "spooled", "replayed", "recovered", "dropped", "reconnects"), 0)
 
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -114,67 +126,76 @@ class MQTTPublisher:
         client.on_publish = self._on_publish
         client.reconnect_delay_set(options.reconnect_min_s, options.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(options.max_inflight + 4)  # + status messages
-        client.max_queued_messages_set(0)  # our own queue bounds memory
+        client.max_queued_messages_set(0)  # the outbox bounds memory
         client.will_set(self.status_topic, status_payload("offline", self.client_id, "connection lost"), qos=1, retain=options.retain_status)
         if username is not None or password is not None:
             client.username_pw_set(username or "", password)
         if tls:
             _configure_tls(client, options)
-        self._spool: Spool | None = None
-        if options.spool_dir is not None:
-            self._spool = Spool(
-                options.spool_dir,
-                segment_bytes=options.spool_segment_bytes,
-                max_bytes=options.spool_max_bytes,
-                fsync=options.spool_fsync,
+
+        self._outbox = open_outbox(options)
+        recovered = self._outbox.pending()
+        if recovered:
+            # A previous run left verdicts behind: they go out first, new ones queue behind.
+            log.info("spool %s: %d verdict(s) from an earlier run will be sent first", options.spool_dir, recovered)
+        self._stats["recovered"] = recovered
+        self._recovered_through = self._outbox.last_seq
+        self._last_seq = self._outbox.last_seq
+        self._window = InFlightWindow(options.max_inflight, acked_through=self._outbox.first_seq - 1)
+        self._ahead: collections.deque[Message] = collections.deque()  # read from the outbox, not yet sent
+        self._deleted_through = self._window.acked_through
+        self._last_delete = 0.0
+        if not self._outbox.durable:
+            log.warning(
+                "MQTT publisher without publish.options.spool_dir: up to %d verdicts wait in memory only; a crash or power cut loses those not yet acknowledged",
+                options.queue_max,
             )
-            if self._spool.pending():
-                # A previous run left verdicts behind: they go out first, new ones queue behind.
-                log.info("spool %s: %d verdict(s) from an earlier run will be sent first", self._spool.dir, self._spool.pending())
-                self._spilling = True
-                self._stats["recovered"] = self._spool.pending()
-        self._seq = self._spool.last_seq if self._spool else 0
 
         self._client = client
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{self.client_id}", daemon=True)
         try:
             client.connect_async(host, port, keepalive=options.keepalive_s)
         except (OSError, ValueError) as exc:
-            if self._spool is not None:
-                self._spool.close()
+            self._outbox.close()
             raise PublishError(f"{_redact(uri)}: cannot start MQTT connection: {exc}") from None
         client.loop_start()
         self._sender.start()
         log.info(
             "MQTT publisher %s -> %s:%d prefix %r qos %d tls %s spool %s",
-            self.client_id, host, port, topic_prefix, options.qos, tls, options.spool_dir or "off",
+            self.client_id, host, port, topic_prefix, options.qos, tls,
+            f"{options.spool_dir} (fsync {options.spool_fsync})" if options.spool_dir else "off",
         )
 
     # -- the pipeline side -----------------------------------------------------------------
     def publish(self, verdict: Mapping[str, Any]) -> None:
-        try:
-            payload = json.dumps(verdict, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
-        topic = self._topic(verdict)
-        with self._cv:
+        self.publish_many([verdict])
+
+    def publish_many(self, verdicts: Iterable[Mapping[str, Any]]) -> None:
+        """Store the verdicts in the outbox in one transaction (P1), in order. A verdict that
+        cannot be encoded raises PublishError after the ones before it are stored."""
+        items: list[tuple[str, bytes]] = []
+        error: PublishError | None = None
+        for v in verdicts:
+            try:
+                items.append((self._topic(v), _encode(v)))
+            except PublishError as exc:
+                error = exc
+                break
+        with self._append_lock:
             if self._closed:
                 raise PublishError(f"{_redact(self.uri)}: publish() after close()")
-            self._seq += 1
-            msg = Message(self._seq, topic, payload)
-            self._stats["published"] += 1
-            spill = self._spilling or not self._connected or len(self._mem) >= self.options.queue_max
-            if spill and self._spool is not None:
-                self._spilling = True
-                if self._spool.append(msg):
-                    self._stats["spooled"] += 1
-                else:
-                    self._drop(msg, "spool full")
-            elif len(self._mem) >= self.options.queue_max:
-                self._drop(msg, "memory queue full and no spool_dir")
-            else:
-                self._mem.append(msg)
-            self._cv.notify_all()
+            stored = self._outbox.append(items) if items else []  # disk I/O outside _cv (P5)
+            with self._cv:
+                self._stats["published"] += len(items)
+                if self._outbox.durable:
+                    self._stats["spooled"] += len(stored)
+                if stored:
+                    self._last_seq = stored[-1].seq
+                for _ in range(len(items) - len(stored)):
+                    self._drop("spool full or unwritable" if self._outbox.durable else "memory queue full and no spool_dir")
+                self._cv.notify_all()
+        if error is not None:
+            raise error
 
     def publish_status(self, status: Mapping[str, Any]) -> None:
         """Replace the station fields of the retained "online" status and send it when
@@ -186,11 +207,11 @@ class MQTTPublisher:
             self._online_due = True
             self._cv.notify_all()
 
-    def _drop(self, msg: Message, why: str) -> None:
+    def _drop(self, why: str) -> None:
         self._stats["dropped"] += 1
         n = self._stats["dropped"]
         if n & (n - 1) == 0:  # log 1st, 2nd, 4th, 8th... so a long outage does not flood the log
-            log.warning("MQTT: verdict seq %d dropped (%s); %d dropped so far", msg.seq, why, n)
+            log.warning("MQTT: verdict dropped (%s); %d dropped so far", why, n)
 
     def _topic(self, verdict: Mapping[str, Any]) -> str:
         if self.options.per_camera_topic:
@@ -200,24 +221,21 @@ class MQTTPublisher:
         return f"{self.prefix}/verdict"
 
     def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every verdict stored so far is acknowledged (True) or timeout (False);
+        either way the outbox is synced (spool_fsync batch)."""
         deadline = time.monotonic() + timeout_s
         with self._cv:
-            while not self._all_delivered():
+            while self._window.acked_through < self._last_seq:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    if self._spool is not None:
-                        self._spool.sync()
-                    return False
+                    break
                 self._cv.wait(min(left, 0.1))
-            if self._spool is not None:
-                self._spool.sync()
-            return True
-
-    def _all_delivered(self) -> bool:
-        return not self._mem and not self._window and (self._spool is None or self._spool.pending() == 0)
+            done = self._window.acked_through >= self._last_seq
+        self._outbox.sync()
+        return done
 
     def close(self) -> None:
-        with self._cv:
+        with self._append_lock, self._cv:
             if self._closed:
                 return
             self._closed = True
@@ -239,44 +257,33 @@ class MQTTPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         with self._cv:
-            left = self._stats["published"] - self._stats["acked"] - self._stats["dropped"]
-            self._persist_backlog()
-            if self._spool is not None:
-                self._spool.close()
+            self._process_acks()
+            through = self._window.acked_through
+            left = self._last_seq - through
+            if not self._outbox.durable:
+                self._stats["dropped"] += left  # memory only: gone with the process
+        self._outbox.remove_through(through)
+        self._outbox.close()
         if not delivered:
-            where = f"kept in spool {self._spool.dir}" if self._spool is not None else "LOST (no spool_dir)"
+            where = f"kept in spool {self.options.spool_dir}" if self._outbox.durable else "LOST (no spool_dir)"
             log.warning("MQTT: closed with %d verdict(s) undelivered, %s", left, where)
         log.info("MQTT publisher closed: %s", self.stats())
-
-    def _persist_backlog(self) -> None:
-        """Unacknowledged and queued in-memory verdicts go to the spool (older than its content)."""
-        backlog = [f.msg for f in self._window if not f.acked and not f.msg.from_spool]
-        backlog += [m for m in self._mem if not m.from_spool]  # spool ones are still on disk
-        self._mem.clear()
-        if not backlog:
-            return
-        if self._spool is None:
-            self._stats["dropped"] += len(backlog)
-            return
-        backlog.sort(key=lambda m: m.seq)
-        written = self._spool.write_batch_before(backlog)
-        self._stats["spooled"] += written
-        self._stats["dropped"] += len(backlog) - written
 
     def stats(self) -> dict[str, int]:
         with self._cv:
             out = dict(self._stats)
-            out["queued"] = len(self._mem)
-            out["inflight"] = sum(1 for f in self._window if not f.acked)
-            out["spool_pending"] = self._spool.pending() if self._spool is not None else 0
-            out["corrupt"] = self._spool.corrupt if self._spool is not None else 0
+            out["queued"] = self._last_seq - self._window.sent_seq
+            out["inflight"] = self._window.unacked()
+            out["spool_pending"] = self._last_seq - self._window.acked_through if self._outbox.durable else 0
+            out["corrupt"] = self._outbox.corrupt
             out["connected"] = int(self._connected)
             return out
 
     # -- paho callbacks (network thread) ---------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            text = f"MQTT broker {self.host}:{self.port} refused the connection: {reason_code}"
+            # Once per distinct refusal: paho keeps retrying with backoff (reconnect_min_s..max_s).
+            text = f"MQTT broker {self.host}:{self.port} refused the connection: {reason_code}; retrying with backoff"
             if text != self._last_refusal:
                 log.error(text)
                 self._last_refusal = text
@@ -298,7 +305,7 @@ class MQTTPublisher:
             self._connected = False
             self._cv.notify_all()
         if was and not self._stopping:
-            log.warning("MQTT disconnected from %s:%d (%s); spooling until it is back", self.host, self.port, reason_code)
+            log.warning("MQTT disconnected from %s:%d (%s); verdicts wait in the outbox until it is back", self.host, self.port, reason_code)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._cv:
@@ -308,81 +315,106 @@ class MQTTPublisher:
     # -- the sender thread -----------------------------------------------------------------
     def _send_loop(self) -> None:
         while True:
-            try:
-                with self._cv:
+            with self._cv:
+                job = self._next_job()
+                while job is None and not self._stopping and not self._housekeeping_due():
+                    self._cv.wait(0.1)
                     job = self._next_job()
-                    while job is None:
-                        if self._stopping:
-                            return
-                        self._cv.wait(0.1)
-                        job = self._next_job()
-            except OSError as exc:  # the spool's disk failed under us: keep the thread alive
-                log.error("MQTT sender: cannot read the spool: %s", exc)
-                time.sleep(0.5)
+                if job is None and self._stopping:
+                    return
+                delete_through = self._window.acked_through
+            if job is None:
+                self._housekeeping(delete_through)
                 continue
-            kind, msg, epoch = job
+            kind, msg, entry = job
             try:
-                self._send(kind, msg, epoch)
+                if kind == "verdict":
+                    self._send_verdict(msg, entry)
+                else:
+                    self._send_status(kind)
             except (ValueError, TypeError) as exc:
                 # paho refuses this message for good (e.g. too large): count it, do not stall.
                 log.error("MQTT: cannot publish %s: %s", f"verdict seq {msg.seq}" if msg else kind, exc)
-                with self._cv:
-                    if msg is not None:
-                        for f in self._window:
-                            if f.msg is msg:
-                                f.acked = f.failed = True
-                                self._stats["dropped"] += 1
+                if entry is not None:
+                    with self._cv:
+                        self._window.fail(entry)
                         self._advance()
+            except Exception as exc:  # noqa: BLE001 - anything else: keep the sender alive, retry
+                log.error("MQTT: publishing %s failed: %s; retrying", f"verdict seq {msg.seq}" if msg else kind, exc)
+                with self._cv:
+                    if entry is not None:
+                        self._window.take_back(entry)
+                        self._ahead.clear()
+                    elif kind == "online":
+                        self._online_due = True
+                    self._cv.wait(0.5)
 
-    def _next_job(self) -> tuple[str, Message | None, int] | None:
+    def _housekeeping_due(self) -> bool:
+        """Under the lock: True when the sender has disk work (read ahead, delete acked)."""
+        if not self._ahead and self._window.sent_seq < self._last_seq and self._connected:
+            return True
+        acked = self._window.acked_through
+        if acked > self._deleted_through and (acked >= self._last_seq or time.monotonic() - self._last_delete >= _DELETE_EVERY_S):
+            return True
+        return self._outbox.sync_due()
+
+    def _housekeeping(self, delete_through: int) -> None:
+        """Outside the lock (P5): sync a due `batch` spool, delete what is acknowledged, read
+        ahead what is to send."""
+        if self._outbox.sync_due():
+            self._outbox.sync()
+        if delete_through > self._deleted_through:
+            self._outbox.remove_through(delete_through)
+            self._deleted_through = delete_through
+            self._last_delete = time.monotonic()
+        if not self._ahead:
+            after = self._window.sent_seq
+            try:
+                batch = self._outbox.read_after(after, _READ_AHEAD)
+            except Exception as exc:  # noqa: BLE001 - the disk failed under us: keep the thread alive
+                log.error("MQTT sender: cannot read the spool: %s", exc)
+                time.sleep(0.5)
+                return
+            if not batch:  # cannot happen while Q1-Q3 hold; never spin if it does
+                time.sleep(0.05)
+            with self._cv:
+                if self._window.sent_seq == after:  # only this thread moves it; belt and braces
+                    self._ahead.extend(batch)
+
+    def _next_job(self) -> tuple[str, Message | None, InFlight | None] | None:
         """Under the lock: process acks, then pick what to send next, if anything."""
         self._process_acks()
         if not self._connected:
             return None
         if self._online_due:
             self._online_due = False
-            return ("online", None, self._epoch)
+            return ("online", None, None)
         if self._offline_due:
             self._offline_due = False
-            return ("offline", None, self._epoch)
-        if self._stopping:
+            return ("offline", None, None)
+        if self._stopping or not self._ahead or not self._window.can_send(self._epoch):
             return None
-        unacked = [f for f in self._window if not f.acked]
-        # Messages from before the last (re)connect are being resent by paho: nothing new may
-        # overtake them.
-        if any(f.epoch < self._epoch for f in unacked):
-            return None
-        if len(unacked) >= self.options.max_inflight:
-            return None
-        if self._mem:
-            msg = self._mem.popleft()
-        elif self._spool is not None and self._spilling:
-            msg = self._spool.read_next()
-            if msg is None:
-                return None
-        else:
-            return None
-        self._window.append(_InFlight(msg, self._epoch))
-        return ("verdict", msg, self._epoch)
+        msg = self._ahead.popleft()
+        return ("verdict", msg, self._window.add(msg, self._epoch))
 
-    def _send(self, kind: str, msg: Message | None, epoch: int) -> None:
-        if kind == "verdict":
-            assert msg is not None
-            info = self._client.publish(msg.topic, msg.payload, qos=self.options.qos, retain=False)
-            with self._cv:
-                entry = next(f for f in reversed(self._window) if f.msg is msg)
-                if info.rc not in (0,) and info.rc != 4:  # 4 = MQTT_ERR_NO_CONN: paho keeps it
-                    log.warning("MQTT publish of seq %d returned rc %s; retrying", msg.seq, info.rc)
-                    self._window.remove(entry)
-                    self._requeue(msg)
-                    return
-                if self.options.qos == 0:
-                    entry.acked = True
-                    self._advance()
-                else:
-                    self._by_mid[info.mid] = entry
-                self._cv.notify_all()
-            return
+    def _send_verdict(self, msg: Message, entry: InFlight) -> None:
+        info = self._client.publish(msg.topic, msg.payload, qos=self.options.qos, retain=False)
+        with self._cv:
+            if info.rc not in (0, 4):  # 4 = MQTT_ERR_NO_CONN: paho keeps it and sends it later
+                log.warning("MQTT publish of seq %d returned rc %s; retrying", msg.seq, info.rc)
+                self._window.take_back(entry)
+                self._ahead.clear()  # read again from the outbox, starting with this one
+                self._cv.wait(0.05)  # do not spin on a persistent error
+                return
+            if self.options.qos == 0:
+                entry.acked = True
+                self._advance()
+            else:
+                self._window.register(entry, info.mid)
+                self._advance()
+            self._cv.notify_all()
+
+    def _send_status(self, kind: str) -> None:
         state = "online" if kind == "online" else "offline"
         reason = "connected" if kind == "online" else "shutdown"
         with self._cv:
@@ -392,16 +424,11 @@ class MQTTPublisher:
         payload = status_payload(state, self.client_id, reason, fields)
         info = self._client.publish(self.status_topic, payload, qos=1, retain=self.options.retain_status)
         with self._cv:
-            self._status_mids.add(info.mid)
+            if not self._window.claim_early(info.mid):
+                self._status_mids.add(info.mid)
             if kind == "offline":
                 self._offline_mid = info.mid
             self._cv.notify_all()
-
-    def _requeue(self, msg: Message) -> None:
-        # It was the next one in order, so the front of the memory queue (which is sent
-        # before the spool) keeps the order, whichever store it came from.
-        self._mem.appendleft(msg)
-        self._cv.wait(0.05)  # do not spin on a persistent error
 
     def _process_acks(self) -> None:
         if not self._acks:
@@ -410,35 +437,19 @@ class MQTTPublisher:
         for mid in acks:
             if mid in self._status_mids:
                 self._status_mids.discard(mid)
-                continue
-            entry = self._by_mid.pop(mid, None)
-            if entry is None:
-                self._acks.append(mid)  # the sender has not registered it yet
-                continue
-            entry.acked = True
-        if len(self._acks) > 1000:  # cannot happen with the registration order; guard memory
-            self._acks.clear()
+            else:
+                self._window.ack(mid)
         self._advance()
 
     def _advance(self) -> None:
-        """Retire the acknowledged prefix of the window (keeps the spool mark contiguous)."""
-        spool_seq = 0
-        while self._window and self._window[0].acked:
-            f = self._window.popleft()
-            if f.msg.from_spool:
-                spool_seq = f.msg.seq
+        """Retire the acknowledged prefix of the window and count it."""
+        for f in self._window.retire():
             if f.failed:
+                self._stats["dropped"] += 1
                 continue
             self._stats["acked"] += 1
-            if f.msg.from_spool:
+            if f.msg.seq <= self._recovered_through:
                 self._stats["replayed"] += 1
-        if self._spool is not None:
-            if spool_seq:
-                self._spool.commit(spool_seq)
-            if self._spilling and not self._mem and self._spool.pending() == 0 and not self._window and self._connected:
-                # Backlog fully delivered: back to the fast in-memory path.
-                self._spool.commit(self._spool.last_seq, force=True)
-                self._spilling = False
         self._cv.notify_all()
 
 

@@ -45,15 +45,22 @@ class PublishOptions:
     username: str | None = None
     password: str | None = None
     password_env: str = DEFAULT_PASSWORD_ENV
-    # Bounded in-memory queue; beyond it (or while the broker is down) verdicts go to the spool.
+    # Without spool_dir: the in-memory outbox bound (beyond it verdicts are dropped and counted).
     queue_max: int = 1000
     # Messages sent but not yet acknowledged (PUBACK). Order is kept for any value.
     max_inflight: int = 20
+    # The durable outbox (sqlite WAL, <spool_dir>/spool.db): every verdict is stored there
+    # before it counts as published, and deleted on its PUBACK. None: memory only (a crash
+    # loses what is not yet acknowledged; said at start-up).
     spool_dir: Path | None = None
-    spool_segment_bytes: int = 1 << 20
-    spool_max_bytes: int = 256 << 20
-    # always: fsync every spooled line (survives power loss); batch: on flush/rotate/close.
+    spool_segment_bytes: int = 1 << 20  # unused since the sqlite spool; accepted for old configs
+    spool_max_bytes: int = 256 << 20  # topic + payload bytes waiting; beyond it: dropped, counted
+    # Power-cut promise (README "Delivery guarantees"; a process crash loses nothing in any mode):
+    # always: sqlite synchronous=FULL, each group commit fsynced before the verdicts count;
+    # batch: synchronous=NORMAL + a WAL sync every spool_sync_interval_s (and on flush/close);
+    # never: synchronous=OFF, the OS writes back when it likes.
     spool_fsync: Literal["always", "batch", "never"] = "always"
+    spool_sync_interval_s: float = 1.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     retain_status: bool = True
@@ -74,6 +81,8 @@ class PublishOptions:
             raise ConfigError("publish.spool_max_bytes must be >= publish.spool_segment_bytes")
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
             raise ConfigError("publish.reconnect_min_s must be > 0 and <= publish.reconnect_max_s")
+        if self.spool_sync_interval_s <= 0:
+            raise ConfigError("publish.spool_sync_interval_s must be > 0")
         if self.close_timeout_s < 0:
             raise ConfigError("publish.close_timeout_s must be >= 0")
 

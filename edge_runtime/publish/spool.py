@@ -1,39 +1,63 @@
-"""Disk spool: an append-only, ordered, bounded queue of messages that survives a crash.
+"""The outbox: an ordered queue of messages waiting for their PUBACK.
 
-Layout of a spool directory:
-  seg-<first seq, 20 digits>.jsonl   one JSON object per line: {"seq", "topic", "payload"}
-  committed                          the highest seq known delivered (written atomically)
+Two kinds with one interface (the MQTT publisher does not care which it holds):
 
-Segments are read in the order of their first seq, lines in file order; seqs increase
-strictly, so "committed" is a low-water mark: on replay every line with seq <= committed is
-skipped. A crash between delivery and the next commit write replays a few messages twice
-(at-least-once; subscribers de-duplicate by frame_id). A torn last line (power loss in
-mid-write) is skipped and counted in `corrupt`.
+  DurableQueue  stdlib sqlite3 in WAL mode, `<spool_dir>/spool.db`, one table
+                outbox(seq INTEGER PRIMARY KEY, topic, payload). A message is appended in
+                a committed transaction BEFORE append() returns, and deleted only when
+                the publisher has its PUBACK. Appends come in batches: one transaction
+                (one fsync) per batch = group commit.
+  MemoryQueue   a bounded deque (`queue_max`), used when no spool_dir is configured:
+                a crash loses what it holds.
 
-The spool is bounded by `max_bytes`. When full, new messages are refused (the oldest
-backlog is kept so the order has no holes) and the caller counts them as dropped.
-Not thread-safe: the MQTT publisher calls it under its own lock.
+Invariants (both kinds; the publisher relies on them):
+  Q1  seqs are assigned by append(), strictly increasing with no gaps, in call order.
+  Q2  append(batch) stores a prefix of the batch (all of it unless the queue is full or the
+      disk fails) and returns exactly the stored messages; nothing else is counted.
+  Q3  read_after(s) yields stored messages with seq > s in seq order; remove_through(s)
+      deletes seq <= s. Nothing else removes a message.
+  Q4  a DurableQueue reopened after a crash holds every message whose append() returned
+      and that was not removed (SIGKILL: any `fsync` setting; power cut: see POWER_CUT).
+
+Power-cut promise per `spool_fsync` (sqlite `PRAGMA synchronous` in WAL mode; POWER_CUT):
+  always  FULL: every verdict counted as published survives (the WAL is fsynced at each
+          group commit, before append() returns)
+  batch   NORMAL: verdicts counted in the last `spool_sync_interval_s` (default 1 s) before
+          the cut may be lost; the spool stays consistent
+  never   OFF: anything the OS had not yet written back may be lost, and sqlite may find the
+          file damaged (it is then moved aside and the run goes on)
+A process crash (SIGKILL, OOM, segfault) loses nothing in any mode: a committed transaction
+is in the OS page cache.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
+import sqlite3
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Sequence
 
 from edge_runtime.errors import PublishError
 
 log = logging.getLogger(__name__)
 
-_PREFIX = "seg-"
-_SUFFIX = ".jsonl"
-_COMMITTED = "committed"
-# Write the committed mark at most this often while replaying (it is rewritten on close).
-_COMMIT_EVERY_S = 0.2
+FsyncMode = Literal["always", "batch", "never"]
+
+SYNCHRONOUS: dict[str, str] = {"always": "FULL", "batch": "NORMAL", "never": "OFF"}
+
+POWER_CUT: dict[str, str] = {
+    "always": "every verdict counted as published survives (the WAL is fsynced at each group commit)",
+    "batch": "verdicts counted in the last `spool_sync_interval_s` (default 1 s) before the cut may be lost; the spool stays consistent",
+    "never": "anything the OS had not yet written back may be lost, and sqlite may find the file damaged (it is then moved aside and the run goes on)",
+}
+
+DB_NAME = "spool.db"
 
 
 @dataclass(frozen=True)
@@ -41,34 +65,65 @@ class Message:
     seq: int
     topic: str
     payload: bytes
-    from_spool: bool = False
 
 
-@dataclass
-class _Segment:
-    path: Path
-    first_seq: int
-    last_seq: int
-    nbytes: int
-    lines: int = 0
+class MemoryQueue:
+    """The outbox without a spool_dir: bounded by `max_items`, lost on a crash."""
+
+    durable = False
+    corrupt = 0
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self._items: collections.deque[Message] = collections.deque()
+        self._lock = threading.Lock()
+        self.last_seq = 0
+        self.first_seq = 1  # lowest seq still held (last_seq + 1 when empty)
+
+    def append(self, items: Sequence[tuple[str, bytes]]) -> list[Message]:
+        with self._lock:
+            room = max(0, self.max_items - len(self._items))
+            out = []
+            for topic, payload in items[:room]:
+                self.last_seq += 1
+                out.append(Message(self.last_seq, topic, payload))
+            self._items.extend(out)
+            return out
+
+    def read_after(self, seq: int, limit: int) -> list[Message]:
+        with self._lock:
+            if not self._items:
+                return []
+            start = max(0, seq + 1 - self._items[0].seq)
+            return [self._items[i] for i in range(start, min(len(self._items), start + limit))]
+
+    def remove_through(self, seq: int) -> None:
+        with self._lock:
+            while self._items and self._items[0].seq <= seq:
+                self._items.popleft()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def sync(self) -> None:
+        pass
+
+    def sync_due(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
 
 
-@dataclass
-class _Reader:
-    seg: _Segment | None = None  # None: start at the first segment
-    offset: int = 0
-    fh: BinaryIO | None = field(default=None, repr=False)
+class DurableQueue:
+    """The sqlite outbox in `directory` (created; one publisher at a time, flock)."""
 
+    durable = True
 
-class Spool:
-    def __init__(
-        self,
-        directory: str | Path,
-        *,
-        segment_bytes: int = 1 << 20,
-        max_bytes: int = 256 << 20,
-        fsync: Literal["always", "batch", "never"] = "always",
-    ) -> None:
+    def __init__(self, directory: str | Path, *, max_bytes: int = 256 << 20, fsync: FsyncMode = "always", sync_interval_s: float = 1.0) -> None:
+        if fsync not in SYNCHRONOUS:
+            raise PublishError(f"spool_fsync must be one of {', '.join(SYNCHRONOUS)}, got {fsync!r}")
         self.dir = Path(directory)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -78,222 +133,201 @@ class Spool:
         except OSError as exc:
             raise PublishError(f"spool directory {self.dir} is not writable: {exc.strerror or exc}") from None
         self._lock_fh = _lock_dir(self.dir)
-        self.segment_bytes = segment_bytes
+        self.path = self.dir / DB_NAME
         self.max_bytes = max_bytes
         self.fsync = fsync
-        self.committed = self._read_committed()
-        self._committed_on_disk = self.committed
-        self._last_commit_write = 0.0
-        self._segments: list[_Segment] = []
-        self._writer: BinaryIO | None = None
-        self._wseg: _Segment | None = None
-        self._reader = _Reader()
-        self.unread = 0
+        self.sync_interval_s = sync_interval_s
         self.corrupt = 0
-        self.last_seq = self.committed
-        self._scan()
-
-    # -- state ---------------------------------------------------------------------------
-    def _read_committed(self) -> int:
-        p = self.dir / _COMMITTED
-        if not p.is_file():
-            return 0
+        self._lock = threading.Lock()
+        self._last_sync = time.monotonic()
+        self._unsynced = False  # spool_fsync batch: commits since the last WAL sync
+        self._disk_error = ""
         try:
-            return int(p.read_text(encoding="ascii").strip() or 0)
-        except (OSError, ValueError):
-            log.warning("spool %s: unreadable committed mark, replaying everything", self.dir)
-            return 0
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db = self._move_aside(exc)
+        row = self._db.execute("SELECT min(seq), max(seq), count(*), total(length(topic) + length(payload)) FROM outbox").fetchone()
+        self.last_seq = int(row[1] or 0)
+        self.first_seq = int(row[0] or self.last_seq + 1)
+        self._count = int(row[2])
+        self.nbytes = int(row[3])
+        imported = _import_jsonl_segments(self)
+        if imported:
+            log.info("spool %s: imported %d undelivered verdict(s) from the old JSON-lines spool", self.dir, imported)
 
-    def _scan(self) -> None:
-        """Index the segments left by an earlier run (count what is still to send)."""
-        for path in sorted(self.dir.glob(f"{_PREFIX}*{_SUFFIX}")):
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is one transaction.
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise PublishError(f"spool {self.path}: sqlite refused WAL mode (got {mode}); is it on a network file system?")
+            db.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
+            db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: Exception) -> sqlite3.Connection:
+        """A damaged file (possible after a power cut with spool_fsync: never): keep it for
+        forensics, say so once, and go on with an empty spool rather than stop the line."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{self.path}.damaged-{stamp}{suffix}")
+        self.corrupt = 1
+        log.error("spool %s is damaged (%s); moved aside as %s.damaged-%s, starting empty", self.path, exc, DB_NAME, stamp)
+        return self._open()
+
+    # -- the pipeline side ----------------------------------------------------------------
+    def append(self, items: Sequence[tuple[str, bytes]]) -> list[Message]:
+        """Store a prefix of `items` in one committed transaction and return it (Q1, Q2)."""
+        with self._lock:
+            out: list[Message] = []
+            size = self.nbytes
+            for topic, payload in items:
+                n = len(topic.encode("utf-8")) + len(payload)
+                if size + n > self.max_bytes:
+                    break
+                size += n
+                out.append(Message(self.last_seq + 1 + len(out), topic, payload))
+            if not out:
+                return out
             try:
-                first = int(path.name[len(_PREFIX) : -len(_SUFFIX)])
-            except ValueError:
-                continue
-            seg = _Segment(path, first, first - 1, path.stat().st_size)
-            with path.open("rb") as fh:
-                for line in fh:
-                    msg = self._decode(line, path)
-                    if msg is None:
-                        continue
-                    seg.last_seq = max(seg.last_seq, msg.seq)
-                    seg.lines += 1
-                    if msg.seq > self.committed:
-                        self.unread += 1
-            if seg.lines == 0 or seg.last_seq <= self.committed:
-                path.unlink(missing_ok=True)
-                continue
-            self._segments.append(seg)
-            self.last_seq = max(self.last_seq, seg.last_seq)
-        self.corrupt = 0  # counted again when the reader meets them
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", [(m.seq, m.topic, m.payload) for m in out])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._say_disk_error(f"cannot store {len(out)} verdict(s): {exc}")
+                return []
+            self._disk_error = ""
+            self.last_seq = out[-1].seq
+            self._count += len(out)
+            self.nbytes = size
+            if self.fsync == "batch":
+                self._unsynced = True
+                if time.monotonic() - self._last_sync >= self.sync_interval_s:
+                    self._checkpoint()
+            return out
 
-    def _decode(self, line: bytes, path: Path) -> Message | None:
-        if not line.endswith(b"\n"):
-            return None  # torn write; the reader counts it
+    def _rollback(self) -> None:
         try:
-            obj = json.loads(line)
-            return Message(int(obj["seq"]), str(obj["topic"]), str(obj["payload"]).encode("utf-8"), True)
-        except (ValueError, KeyError, TypeError):
-            return None
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(s.nbytes for s in self._segments)
+    def _say_disk_error(self, text: str) -> None:
+        if text != self._disk_error:  # once per kind of failure, not once per verdict
+            log.error("spool %s: %s", self.path, text)
+            self._disk_error = text
+
+    def _checkpoint(self) -> None:
+        # With synchronous=NORMAL the WAL is fsynced before a checkpoint copies it back: this
+        # is the "batch" sync point.
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            self._say_disk_error(f"checkpoint failed: {exc}")
+            self._last_sync = time.monotonic()  # try again one interval later, not in a spin
+            return
+        self._last_sync = time.monotonic()
+        self._unsynced = False
+
+    # -- the sender side ------------------------------------------------------------------
+    def read_after(self, seq: int, limit: int) -> list[Message]:
+        with self._lock:
+            rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+        return [Message(int(s), str(t), bytes(p)) for s, t, p in rows]
+
+    def remove_through(self, seq: int) -> None:
+        """Delete everything up to `seq` (acknowledged). Losing a delete to a crash only means a
+        repeat on the next start (at-least-once), so it needs no fsync of its own: the next
+        append's commit syncs the WAL, deletes included."""
+        with self._lock:
+            if seq < self.first_seq:
+                return
+            relax = self.fsync == "always"
+            try:
+                if relax:
+                    self._db.execute("PRAGMA synchronous=NORMAL")  # this commit without its own fsync
+                self._db.execute("BEGIN IMMEDIATE")
+                n, size = self._db.execute("SELECT count(*), total(length(topic) + length(payload)) FROM outbox WHERE seq <= ?", (seq,)).fetchone()
+                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._say_disk_error(f"cannot delete delivered verdicts: {exc}")
+                return
+            finally:
+                if relax:
+                    self._db.execute("PRAGMA synchronous=FULL")
+            self._count -= int(n)
+            self.nbytes -= int(size)
+            self.first_seq = seq + 1
 
     def pending(self) -> int:
-        """Messages on disk not yet handed to the sender."""
-        return self.unread
-
-    # -- writing -------------------------------------------------------------------------
-    def append(self, msg: Message) -> bool:
-        """Append one message; False when the spool is full (the caller counts a drop)."""
-        line = json.dumps({"seq": msg.seq, "topic": msg.topic, "payload": msg.payload.decode("utf-8")}, separators=(",", ":")).encode("utf-8") + b"\n"
-        if self.total_bytes + len(line) > self.max_bytes:
-            return False
-        seg = self._wseg if self._writer is not None else None
-        if seg is None or seg.nbytes + len(line) > self.segment_bytes or msg.seq <= seg.last_seq:
-            seg = self._rotate(msg.seq)
-        assert self._writer is not None
-        try:
-            self._writer.write(line)
-            self._writer.flush()
-            if self.fsync == "always":
-                os.fsync(self._writer.fileno())
-        except OSError as exc:
-            log.error("spool %s: cannot write (%s); message %d dropped", seg.path, exc, msg.seq)
-            return False
-        seg.nbytes += len(line)
-        seg.lines += 1
-        seg.last_seq = msg.seq
-        self.last_seq = max(self.last_seq, msg.seq)
-        self.unread += 1
-        return True
-
-    def _rotate(self, first_seq: int) -> _Segment:
-        self._close_writer()
-        path = self.dir / f"{_PREFIX}{first_seq:020d}{_SUFFIX}"
-        if path.exists():
-            raise PublishError(f"spool segment {path} already exists; is another publisher using {self.dir}?")
-        self._writer = path.open("ab")
-        seg = self._wseg = _Segment(path, first_seq, first_seq - 1, 0)
-        # Segments stay sorted by first seq; an older batch (written at close) goes before newer ones.
-        pos = len(self._segments)
-        while pos > 0 and self._segments[pos - 1].first_seq > first_seq:
-            pos -= 1
-        self._segments.insert(pos, seg)
-        if self.fsync != "never":
-            _fsync_dir(self.dir)
-        return seg
-
-    def write_batch_before(self, messages: list[Message]) -> int:
-        """Persist messages that are OLDER than everything already spooled (unacknowledged
-        in-memory backlog at close). Returns how many were written."""
-        if not messages:
-            return 0
-        self._close_writer()
-        written = 0
-        for msg in messages:
-            if self.append(msg):
-                written += 1
-            else:
-                break
-        self._close_writer()
-        return written
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            try:
-                self._writer.flush()
-                if self.fsync != "never":
-                    os.fsync(self._writer.fileno())
-            finally:
-                self._writer.close()
-                self._writer = None
-                self._wseg = None
-
-    # -- reading -------------------------------------------------------------------------
-    def read_next(self) -> Message | None:
-        """Next message after the read cursor (not yet committed), or None when drained."""
-        r = self._reader
-        while True:
-            if r.seg is None:
-                if not self._segments:
-                    return None
-                r.seg, r.offset = self._segments[0], 0
-            seg = r.seg
-            if r.fh is None:
-                r.fh = seg.path.open("rb")
-                r.fh.seek(r.offset)
-            line = r.fh.readline()
-            if line:
-                r.offset += len(line)
-                msg = self._decode(line, seg.path)
-                if msg is None:
-                    self.corrupt += 1
-                    log.warning("spool %s: skipped a corrupt line at byte %d", seg.path, r.offset - len(line))
-                    continue
-                if msg.seq <= self.committed:
-                    continue
-                self.unread = max(0, self.unread - 1)
-                return msg
-            if seg is self._wseg:
-                return None  # at the live end of the segment being written
-            idx = self._segments.index(seg) if seg in self._segments else -1
-            if idx + 1 >= len(self._segments) or idx < 0:
-                return None
-            r.fh.close()
-            r.fh, r.seg, r.offset = None, self._segments[idx + 1], 0
-
-    def commit(self, seq: int, force: bool = False) -> None:
-        """Mark everything up to `seq` delivered; delete fully delivered segments."""
-        if seq > self.committed:
-            self.committed = seq
-        while self._segments and self._segments[0].last_seq <= self.committed:
-            seg = self._segments[0]
-            if seg is self._wseg:
-                if self.unread:
-                    break
-                self._close_writer()
-            if self._reader.seg is seg:
-                if self._reader.fh is not None:
-                    self._reader.fh.close()
-                self._reader.seg, self._reader.fh, self._reader.offset = None, None, 0
-            self._segments.pop(0)
-            seg.path.unlink(missing_ok=True)
-        now = time.monotonic()
-        if force or (self.committed != self._committed_on_disk and now - self._last_commit_write >= _COMMIT_EVERY_S):
-            self._write_committed()
-            self._last_commit_write = now
-
-    def _write_committed(self) -> None:
-        if self.committed == self._committed_on_disk:
-            return
-        tmp = self.dir / f"{_COMMITTED}.tmp"
-        with tmp.open("w", encoding="ascii") as fh:
-            fh.write(f"{self.committed}\n")
-            fh.flush()
-            if self.fsync != "never":
-                os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / _COMMITTED)
-        self._committed_on_disk = self.committed
+        with self._lock:
+            return self._count
 
     def sync(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        with self._lock:
             if self.fsync != "never":
-                os.fsync(self._writer.fileno())
-        self._write_committed()
+                self._checkpoint()
+
+    def sync_due(self) -> bool:
+        """spool_fsync batch: True once commits have waited `sync_interval_s` unsynced (the
+        sender then calls sync(), so an idle line keeps the promise too). Read without the
+        lock: a stale answer only moves the sync by one sender tick."""
+        return self._unsynced and time.monotonic() - self._last_sync >= self.sync_interval_s
 
     def close(self) -> None:
-        self._close_writer()
-        if self._reader.fh is not None:
-            self._reader.fh.close()
-            self._reader.fh = None
-        self._write_committed()
-        if self._lock_fh is not None:
-            self._lock_fh.close()  # releases the flock
-            self._lock_fh = None
+        with self._lock:
+            try:
+                if self._count == 0:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # leaves a tiny file behind
+                elif self.fsync != "never":
+                    self._checkpoint()
+                self._db.close()
+            except sqlite3.Error as exc:
+                log.error("spool %s: close failed: %s", self.path, exc)
+            if self._lock_fh is not None:
+                self._lock_fh.close()  # releases the flock
+                self._lock_fh = None
+
+
+def _import_jsonl_segments(q: DurableQueue) -> int:
+    """Carry over what an earlier version's JSON-lines spool (seg-*.jsonl + committed) still
+    held, in order and behind nothing newer; then remove those files."""
+    segs = sorted(q.dir.glob("seg-*.jsonl"))
+    if not segs:
+        return 0
+    try:
+        committed = int((q.dir / "committed").read_text(encoding="ascii").strip() or 0)
+    except (OSError, ValueError):
+        committed = 0
+    items: list[tuple[int, str, bytes]] = []
+    for path in segs:
+        for line in path.read_bytes().splitlines(keepends=True):
+            try:
+                obj = json.loads(line)
+                seq, topic, payload = int(obj["seq"]), str(obj["topic"]), str(obj["payload"]).encode("utf-8")
+            except (ValueError, KeyError, TypeError):
+                continue  # torn last line of a segment
+            if seq > committed:
+                items.append((seq, topic, payload))
+    items.sort(key=lambda it: it[0])
+    stored = q.append([(t, p) for _, t, p in items])
+    if len(stored) < len(items):
+        raise PublishError(f"spool {q.dir}: cannot import the old JSON-lines spool ({len(items)} verdicts); spool_max_bytes too small?")
+    for path in segs + [q.dir / "committed"]:
+        path.unlink(missing_ok=True)
+    return len(stored)
 
 
 def _lock_dir(path: Path) -> BinaryIO | None:
@@ -310,16 +344,3 @@ def _lock_dir(path: Path) -> BinaryIO | None:
         fh.close()
         raise PublishError(f"spool directory {path} is in use by another publisher") from None
     return fh
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

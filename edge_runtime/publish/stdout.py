@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Mapping, TextIO
+from typing import Any, Iterable, Mapping, TextIO
 
 from edge_runtime.publish.jsonl import encode_line
 
@@ -26,6 +26,12 @@ class StdoutPublisher:
         with self._lock:
             self.stream.write(line + "\n")
             self._count += 1
+
+    def publish_many(self, verdicts: Iterable[Mapping[str, Any]]) -> None:
+        lines = [encode_line(v) + "\n" for v in verdicts]
+        with self._lock:
+            self.stream.write("".join(lines))
+            self._count += len(lines)
 
     def publish_status(self, status: Mapping[str, Any]) -> None:
         """Status is MQTT's retained topic; this stream stays verdict-only."""

@@ -116,3 +116,14 @@ def test_stdout_prints_one_json_per_line(capsys: pytest.CaptureFixture[str]) -> 
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(x)["frame_id"] for x in lines] == [7, 8]
     assert pub.stats()["published"] == 2
+
+
+def test_jsonl_lines_reach_the_file_before_publish_returns(tmp_path: Path) -> None:
+    """A crash right after publish() must not lose a counted verdict sitting in a buffer:
+    another reader of the file sees every line at once, without flush() or close()."""
+    out = tmp_path / "v.jsonl"
+    pub = open_publisher(f"jsonl://{out}")
+    pub.publish(verdict(0))
+    pub.publish_many([verdict(1), verdict(2)])
+    assert [json.loads(x)["frame_id"] for x in out.read_text().splitlines()] == [0, 1, 2]
+    pub.close()
