@@ -57,6 +57,14 @@ class Threshold:
     value: float
     method: str  # how it was chosen, e.g. "f1-max on eval of run X (category bottle)"
     source: str = ""
+    # Lineage of the value (defaults keep older manifests loadable): which epoch's scores and
+    # which images chose it, and the error rates it implies on them.
+    epoch: int | None = None  # training epoch (None: not chosen during training, e.g. enroll)
+    images: int = 0  # how many images chose it
+    data_sha256: str = ""  # edge_runtime.digest.image_set_sha256 of those images
+    frr: float | None = None  # false-reject rate implied (enroll: the certified upper bound)
+    fpr: float | None = None  # false-accept rate on those images (None: no defects among them)
+    confidence: float | None = None  # confidence of the frr bound (enroll)
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,9 @@ class Manifest:
     engines: tuple[EngineEntry, ...] = ()
     created: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Where the model came from: training run id, epoch, data manifest digests (train/val),
+    # enrollment records. Informational; the runtime does not act on it.
+    lineage: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
