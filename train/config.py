@@ -24,6 +24,7 @@ class DataConfig:
     val_fraction: float = 0.2  # of the training pool, per category and label, when the data has no val split
     test_fraction: float = 0.5  # of a trained category's own test images kept for test when `splits` trains on test
     unsplit: Literal["error", "seeded"] = "error"  # CSV rows without a split: refuse, or assign by seed
+    manifest: str = ""  # check-data --write-manifest file the images must match before training ("" = none)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:

@@ -168,9 +168,10 @@ def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume:
     device = pick_device(config.optim.device)
     plan = split_plan(config, data)  # before touching the run folder: bad data leaves no trace
     samples = training_samples(config, data, plan)
+    checked = verify_data(config, data, plan)
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / CONFIG_FILE)
-    record_data(run, data, plan, samples, resume=bool(done))
+    record_data(run, data, plan, samples, resume=bool(done), checked=checked)
     threads = torch.get_num_threads()
     if config.optim.threads:
         torch.set_num_threads(config.optim.threads)
@@ -265,7 +266,20 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     return result
 
 
-def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resume: bool) -> None:
+def verify_data(config: TrainConfig, data: str | Path, plan: Any) -> dict[str, str]:
+    """With data.manifest set, the images must still be what `check-data --write-manifest`
+    recorded (DataError naming the first changed file)."""
+    if not config.data.manifest:
+        return {}
+    from train.data_manifest import verify_manifest
+
+    every = [*plan.train, *plan.val, *plan.test]
+    return {"manifest": str(Path(config.data.manifest).resolve()),
+            "sha256": verify_manifest(config.data.manifest, data, every)}
+
+
+def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resume: bool,
+                checked: dict[str, str] | None = None) -> None:
     """RUN/data_manifest.json (sha256 of every image and mask, with its role) and RUN/run.json
     (run id, digests). A resumed run must see the same training and validation images."""
     import uuid
@@ -286,7 +300,8 @@ def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resu
         return
     write_manifest(run / RUN_MANIFEST, doc)
     write_run_record(run, {"run_id": old.get("run_id") or uuid.uuid4().hex, "data": str(Path(data).resolve()),
-                           "data_sha256": digests, "images": {r: len(v) for r, v in roles.items()}})
+                           "data_sha256": digests, "images": {r: len(v) for r, v in roles.items()},
+                           "verified_manifest": checked or {}})
     log.info("data %s: %s; digests recorded in %s", data, plan.summary(), run / RUN_MANIFEST)
 
 
