@@ -128,7 +128,7 @@ def _resolve_unsplit(samples: list[Sample], unsplit: str, root: Path) -> list[Sa
         raise DataError(
             f"{root}: {len(loose)} rows have no split (e.g. {loose[0].image_path.name}), so the same images would "
             "serve training and evaluation; add a 'split' column (train/val/test), or choose explicitly: "
-            "train/eval --unsplit seeded (seeded train/val/test assignment) or eval --unseen (every row is a test image)")
+            "train --set data.unsplit=seeded (seeded train/val/test assignment) or eval --unseen (every row is a test image)")
     if unsplit == "test":
         return [replace(s, split="test") if not s.split else s for s in samples]
     return samples

@@ -153,6 +153,15 @@ def test_eval_threshold_lineage_and_merge_refusals(run2, synth, tmp_path, capsys
     assert info.epoch == 1 and info.threshold_lineage["data_sha256"] == thr["data_sha256"]
     assert info.lineage["data_sha256"]["train"] == record["data_sha256"]["train"]
     assert not (tmp_path / "m").exists()
+    pytest.importorskip("onnxscript")
+    from edge_runtime.bundle import load_bundle
+
+    assert main(["export", "--merged", str(tmp_path / "m1"), "--out", str(tmp_path / "b")]) == 0
+    manifest = load_bundle(tmp_path / "b").manifest
+    assert (manifest.threshold.value, manifest.threshold.epoch) == (pytest.approx(thr["value"]), 1)
+    assert manifest.threshold.data_sha256 == thr["data_sha256"] and manifest.threshold.frr == pytest.approx(thr["frr"])
+    assert manifest.lineage["training"]["run_id"] == record["run_id"]
+    assert manifest.lineage["training"]["data_sha256"]["train"] == record["data_sha256"]["train"]
 
 
 @pytest.mark.slow
