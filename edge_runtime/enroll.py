@@ -162,6 +162,9 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
     o = ctx.options
     thr: FrrThreshold = frr_threshold(ctx.scores, o.target_frr, o.confidence, margin=o.margin, best_effort=o.best_effort)
     ctx.results["threshold"] = thr
+    if thr.value > 1.0:  # scores are probabilities: such a threshold would never reject a part
+        raise ConfigError(f"threshold {thr.value:.4f} is above 1 (highest good score {float(ctx.scores.max()):.4f} + margin "
+                          f"{o.margin:g}); scores lie in [0, 1], so nothing would ever be rejected: use a smaller --margin")
     if thr.best_effort:
         log.warning("too few images for FRR %g at %g confidence: the threshold certifies only FRR <= %.3g",
                     o.target_frr, o.confidence, thr.frr_bound)

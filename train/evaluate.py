@@ -430,12 +430,13 @@ def resolve_device(name: str) -> str:
 def eval_roles(run: Path, config: Any, data: str | Path, categories: Sequence[str] | None,
                unseen: bool) -> dict[str, list[Sample]]:
     """{"val": [...], "test": [...]} for `data`: the training run's split plan, or with
-    `unseen` (a data set the run never saw) every image as a test image."""
+    `unseen` (a data set the run never saw) every test-split image as a test image."""
     from train.data import SPLITS, load_samples
     from train.splits import plan_splits
 
     if unseen:
-        return {"val": [], "test": load_samples(data, splits=SPLITS, categories=categories, unsplit="test")}
+        # the data set's own test split (and rows without a split), as the zero-shot protocol reports
+        return {"val": [], "test": load_samples(data, splits=("test",), categories=categories, unsplit="test")}
     samples = load_samples(data, splits=SPLITS, categories=categories, unsplit=config.data.unsplit)
     plan = plan_splits(samples, config.data, config.optim.seed)
     return {"val": plan.role("val"), "test": plan.role("test")}

@@ -91,6 +91,7 @@ def test_bad_input_is_one_line_exit_2(toy_bundle, mvtec_root, tmp_path, capsys):
     assert "no images" in err
     assert "target FRR must be in" in _one_line_error(capsys, [*base, "--target-frr", "1.5"])
     assert "needs at least 598 good images, got 30" in _one_line_error(capsys, [*base, "--target-frr", "0.005"])
+    assert "above 1" in _one_line_error(capsys, [*base, "--target-frr", "0.1", "--margin", "1.0"])
     err = _one_line_error(capsys, ["enroll", "--bundle", str(tmp_path / "nope"), "--images", good,
                                    "--target-frr", "0.1", "--out", str(tmp_path / "o")])
     assert "bundle folder not found" in err

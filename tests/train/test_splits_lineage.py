@@ -175,6 +175,22 @@ def test_eval_refuses_images_the_run_trained_on(run2, synth, tmp_path, capsys):
     assert "test images were used to train run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_unseen_kolektor_pixel_metrics_original_vs_model_size(run2, kolektor_root, capsys):
+    """Real tall, narrow KolektorSDD images (202-209 x 518) with thin cracks: the two pixel
+    protocols give different numbers, and the report says which one ran."""
+    docs = {}
+    for res in ("original", "model"):
+        assert main(["eval", "--run", str(run2), "--data", str(kolektor_root), "--unseen", "--heatmaps", "0",
+                     "--pixel-resolution", res, "--no-threshold"]) == 0
+        docs[res] = json.loads((run2 / "eval" / "metrics.json").read_text())
+    capsys.readouterr()
+    a, b = (docs[r]["per_category"]["commutator"] for r in ("original", "model"))
+    assert docs["original"]["pixel_resolution"] == "original" and docs["original"]["roles"] == {"val": 0, "test": 35}
+    assert a["image_auroc"] == b["image_auroc"]  # image level does not depend on it
+    assert abs(a["pixel_auroc"] - b["pixel_auroc"]) > 1e-4
+
+
 # ------------------------------------------------------------------ metrics protocol
 
 

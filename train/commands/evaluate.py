@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", choices=["test", "val"], default="test",
                    help="images the table reports: test (default) or val; the threshold always comes from val")
     p.add_argument("--unseen", action="store_true",
-                   help="a data set the run never trained on: every image is a test image (checked by sha256); no threshold")
+                   help="a data set the run never trained on: its test split is reported (checked by sha256); no threshold")
     p.add_argument("--pixel-resolution", choices=["original", "model"], default="original",
                    help="pixel metrics at each mask's own size (default, MVTec protocol) or at the model's input size")
     p.add_argument("--epoch", type=int, default=None,
