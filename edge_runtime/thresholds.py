@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -72,6 +73,7 @@ def coverage(n: int, exceedances: int, frr: float) -> float:
     return binom_sf(exceedances + 1, n, frr)
 
 
+@lru_cache(maxsize=256)  # a function of (n, frr, confidence) only; re-enrolling asks the same again
 def choose_exceedances(n: int, frr: float, confidence: float) -> int | None:
     """The largest m (enrollment scores allowed above the threshold) whose coverage reaches
     `confidence`; None when even the maximum score (m = 0) cannot."""
@@ -106,6 +108,7 @@ def images_needed(frr: float, confidence: float = 0.95, exceedances: int = 0) ->
     return lo
 
 
+@lru_cache(maxsize=256)
 def certified_frr(n: int, exceedances: int, confidence: float) -> float:
     """The smallest FRR bound that n images certify at `confidence` with `exceedances`
     scores above the threshold (bisection; coverage rises with frr)."""
