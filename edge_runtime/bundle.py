@@ -63,7 +63,9 @@ class Threshold:
     images: int = 0  # how many images chose it
     data_sha256: str = ""  # edge_runtime.digest.image_set_sha256 of those images
     frr: float | None = None  # false-reject rate implied (enroll: the certified upper bound)
-    fpr: float | None = None  # false-accept rate on those images (None: no defects among them)
+    # Rates with "NG" as the decision: frr = good parts rejected (the FPR when anomalous is the
+    # positive class), far = defects accepted (the FNR). None: that class was absent.
+    far: float | None = None  # false-accept rate on those images (None: no defects among them)
     confidence: float | None = None  # confidence of the frr bound (enroll)
 
 

@@ -180,7 +180,7 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
     threshold = Threshold(
         value=thr.value, method=thr.describe(),
         source=f"enroll: {len(ctx.images)} good images, {ctx.backend_info.get('backend')} {ctx.backend_info.get('precision')}",
-        epoch=None, images=thr.n_images, data_sha256=ctx.images_sha256, frr=thr.frr_bound, fpr=None,
+        epoch=None, images=thr.n_images, data_sha256=ctx.images_sha256, frr=thr.frr_bound, far=None,
         confidence=thr.confidence,
     )
     lineage = dict(manifest.lineage)

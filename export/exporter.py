@@ -105,4 +105,4 @@ def _threshold(info: object, override: ThresholdOverride | None, merged_dir: Pat
         log.warning("merged model %s has the default threshold %.3g (no eval run); verdicts will not be calibrated", merged_dir, float(value))
     lin = dict(getattr(info, "threshold_lineage", None) or {})
     return Threshold(float(value), method, source=str(merged_dir), epoch=lin.get("epoch"), images=int(lin.get("images") or 0),
-                     data_sha256=str(lin.get("data_sha256") or ""), frr=lin.get("frr"), fpr=lin.get("fpr"))
+                     data_sha256=str(lin.get("data_sha256") or ""), frr=lin.get("frr"), far=lin.get("far"))

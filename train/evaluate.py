@@ -317,8 +317,9 @@ def write_threshold(run_dir: Path, doc: dict[str, Any]) -> Path:
 
 
 def error_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float | None, float | None]:
-    """(FRR, FPR) of `score >= threshold` is NG: FRR = good parts rejected / good parts,
-    FPR = here the false-accept rate, defects passed / defects (None when a class is absent)."""
+    """(FRR, FAR) of `score >= threshold` is NG: FRR = good parts rejected / good parts (the
+    FPR with anomalous as the positive class), FAR = defects accepted / defects (the FNR);
+    None when that class is absent."""
     labels = np.asarray(labels)
     ng = np.asarray(scores) >= threshold
     good, bad = labels == 0, labels == 1
@@ -340,9 +341,9 @@ def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -
     return {
         "value": float(thr),
         "method": f"F1-max of image scores on {what} (score >= threshold is anomalous; F1 {best:.4f}), midpoint to the "
-                  f"next lower score; {len(samples)} images, FRR {100 * frr:.1f} %, missed defects {100 * far:.1f} %",
+                  f"next lower score; {len(samples)} images, FRR {100 * frr:.1f} %, defects accepted (FAR) {100 * far:.1f} %",
         "images": len(samples), "data_sha256": image_set_sha256(hash_files(s.image_path for s in samples)),
-        "frr": frr, "fpr": far, "f1": float(best),
+        "frr": frr, "far": far, "f1": float(best),
     }
 
 
@@ -512,7 +513,7 @@ def evaluate_run(
         frr, far = error_rates(np.array([s.label for s in reported]), result.scores, doc["value"])
         doc.update({"epoch": info.epoch, "epoch_sha256": epoch_sha256(run, info.epoch), "run_id": rec.get("run_id", ""),
                     "split": "val", "train_data_sha256": (rec.get("data_sha256") or {}).get("train", ""),
-                    report: {"frr": frr, "fpr": far, "images": len(reported), "note": "reported only, not used to choose"}})
+                    report: {"frr": frr, "far": far, "images": len(reported), "note": "reported only, not used to choose"}})
         result.threshold, result.threshold_doc = (doc["value"], doc["method"]), doc
     table = format_table(result.per_category, result.mean, info.config.data.holdout)
     context = {

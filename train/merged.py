@@ -195,7 +195,7 @@ def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedI
         check_threshold_lineage(run_dir, ep, doc)
     model, run = load_run_model(run_dir, ep)
     value, method = (float(doc["value"]), str(doc.get("method", "eval"))) if doc else (None, None)
-    keys = ("run_id", "epoch", "epoch_sha256", "split", "images", "data_sha256", "frr", "fpr", "f1", "train_data_sha256")
+    keys = ("run_id", "epoch", "epoch_sha256", "split", "images", "data_sha256", "frr", "far", "f1", "train_data_sha256")
     rec = read_run_record(run_dir)
     lineage = {"run_id": rec.get("run_id", ""), "epoch": run.epoch, "data_sha256": rec.get("data_sha256", {}),
                "images": rec.get("images", {})}

@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
         d = result.threshold_doc
         rep = d.get(args.report) or {}
         print(f"threshold {d['value']:.4f} (epoch {d['epoch']}): {d['method']}")
-        if rep.get("frr") is not None or rep.get("fpr") is not None:
+        if rep.get("frr") is not None or rep.get("far") is not None:
             pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
-            print(f"  on the {args.report} images (reported only): FRR {pct(rep.get('frr'))}, missed defects {pct(rep.get('fpr'))}")
+            print(f"  on the {args.report} images (reported only): FRR {pct(rep.get('frr'))}, defects accepted (FAR) {pct(rep.get('far'))}")
     if result.fgsm is not None:
         f = result.fgsm
         print(f"FGSM eps={f['eps']:g}: image AUROC (mean over categories) clean {100 * f['clean_image_auroc']:.1f} -> "
