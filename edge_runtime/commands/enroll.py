@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"scored {len(s)} good images with {ctx.backend_info.get('backend')} {ctx.backend_info.get('precision')}: "
           f"min {s.min():.4f}, median {float(sorted(s)[len(s) // 2]):.4f}, max {s.max():.4f}")
     print(f"threshold {thr.value:.6f}: {thr.describe()}")
+    from edge_runtime.thresholds import images_needed
+
+    print(f"FRR {thr.target_frr:g} at {thr.confidence:g} confidence needs >= {images_needed(thr.target_frr, thr.confidence)} "
+          f"good images (threshold at the top score); {len(s)} given, {thr.exceedances} allowed above the threshold")
     if thr.best_effort:
         print(f"WARNING: {len(s)} images certify FRR <= {thr.frr_bound:.3g}, not the target {thr.target_frr:g}")
     print(f"images sha256 {ctx.images_sha256}")

@@ -299,3 +299,22 @@ def test_training_verifies_the_manifest_before_touching_the_run(synth, tiny_clip
     assert main(["train", "--data", str(data), "--clip", str(tiny_clip_dir), "--out", str(run), "--epochs", "1",
                  "--set", f"data.manifest={man}", "--no-progress"]) == 2
     assert "sha256 differs" in capsys.readouterr().err and not run.exists()
+
+
+def test_best_epoch_is_the_best_validated_saved_epoch(tmp_path):
+    from train.run_state import ADAPTER_FILE, HEAD_FILE, best_epoch, default_epoch, epoch_dir
+
+    for e in (1, 2, 3, 4):
+        folder = epoch_dir(tmp_path, e)
+        folder.mkdir(parents=True)
+        (folder / ADAPTER_FILE).write_bytes(b"x")
+        (folder / HEAD_FILE).write_bytes(b"x")
+    assert best_epoch(tmp_path) is None and default_epoch(tmp_path, None) == 4  # no validation: the last
+    rows = [{"epoch": 1, "val_criterion": "image_auroc", "val_score": 0.7},
+            {"epoch": 2, "val_criterion": "image_auroc", "val_score": 0.9},
+            {"epoch": 3, "val_criterion": "image_auroc", "val_score": 0.9},  # a tie keeps the earlier epoch
+            {"epoch": 4, "val_criterion": "image_auroc", "val_score": 0.8}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert best_epoch(tmp_path) == 2 and default_epoch(tmp_path, None) == 2 and default_epoch(tmp_path, 4) == 4
+    shutil.rmtree(epoch_dir(tmp_path, 2))  # only epochs still saved count
+    assert best_epoch(tmp_path) == 3
