@@ -328,6 +328,28 @@ def error_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tup
     return frr, far
 
 
+def frr_threshold_doc(samples: Sequence[Sample], scores: np.ndarray, what: str, target_frr: float,
+                     confidence: float = 0.95) -> dict[str, Any] | None:
+    """The threshold from the GOOD images of `samples` at `target_frr` (the order-statistic
+    rule of `clipinspect enroll`, edge_runtime.thresholds); too few images give the weaker
+    bound they certify (recorded, and logged). None without good images."""
+    from edge_runtime.digest import hash_files, image_set_sha256
+    from edge_runtime.thresholds import frr_threshold
+
+    labels = np.array([s.label for s in samples])
+    good = [s for s in samples if s.label == 0]
+    if not good:
+        return None
+    thr = frr_threshold(np.asarray(scores)[labels == 0], target_frr, confidence, best_effort=True)
+    if thr.best_effort:
+        log.warning("%d good validation images certify only FRR <= %.3g at %g confidence (target %g)", thr.n_images,
+                    thr.frr_bound, confidence, target_frr)
+    _, far = error_rates(labels, scores, thr.value)
+    return {"value": thr.value, "method": f"{thr.describe()}; good images of {what}", "images": len(good),
+            "data_sha256": image_set_sha256(hash_files(s.image_path for s in good)), "frr": thr.frr_bound,
+            "far": far, "confidence": confidence}
+
+
 def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -> dict[str, Any] | None:
     """The F1-max (margin) threshold on `samples` with the rates it implies there; None when
     they hold one class only (F1 needs defects and good parts)."""
@@ -472,10 +494,13 @@ def evaluate_run(
     write_threshold_file: bool = True,
     progress: bool = True,
     unseen: bool = False,
+    target_frr: float | None = None,
 ) -> tuple[EvalResult, str]:
     """Evaluate RUN (best validated epoch by default) on `data` with the run's split plan:
     the threshold from the validation images, the table from the `report` images ("test",
-    or "val" to inspect validation). Writes RUN/eval/* and RUN/threshold.json (with lineage).
+    or "val" to inspect validation). The threshold is the F1-max on val, or with `target_frr`
+    the order-statistic FRR threshold of val's good images. Writes RUN/eval/* and
+    RUN/threshold.json (with lineage).
     Returns (result, printable table)."""
     from edge_runtime.errors import DataError
     from train.run_state import default_epoch, epoch_sha256, load_run_model, read_run_config, read_run_record
@@ -500,9 +525,12 @@ def evaluate_run(
     if roles["val"]:
         val_pred = predict(model, AnomalyDataset(roles["val"], info.image_size, info.mean, info.std),
                            replace(options, pixel_resolution="model"), progress)
-        doc = choose_threshold(roles["val"], val_pred.scores, f"the validation split of {Path(data).resolve()}")
+        what = f"the validation split of {Path(data).resolve()}"
+        doc = (choose_threshold(roles["val"], val_pred.scores, what) if target_frr is None
+               else frr_threshold_doc(roles["val"], val_pred.scores, what, target_frr))
     if doc is None:
-        log.warning("no threshold: %s", "the validation images hold one class only (F1 needs both); use 'clipinspect enroll'"
+        log.warning("no threshold: %s", "the validation images hold one class only (F1 needs both); pass --target-frr "
+                    "to set it from the good ones, or use 'clipinspect enroll'"
                     if roles["val"] else "no validation images (eval --unseen, or every category held out)")
     reported = roles[report]
     result = evaluate(model, reported, info.image_size, info.mean, info.std, options,

@@ -318,3 +318,27 @@ def test_best_epoch_is_the_best_validated_saved_epoch(tmp_path):
     assert best_epoch(tmp_path) == 2 and default_epoch(tmp_path, None) == 2 and default_epoch(tmp_path, 4) == 4
     shutil.rmtree(epoch_dir(tmp_path, 2))  # only epochs still saved count
     assert best_epoch(tmp_path) == 3
+
+
+@pytest.mark.slow
+def test_eval_target_frr_threshold_from_good_validation_images(run2, synth, capsys):
+    import math
+
+    from train.data import AnomalyDataset
+    from train.evaluate import EvalOptions, predict
+    from train.run_state import load_run_model, read_run_config
+
+    assert main(["eval", "--run", str(run2), "--data", str(synth), "--target-frr", "0.5", "--heatmaps", "0"]) == 0
+    capsys.readouterr()
+    thr = json.loads((run2 / "threshold.json").read_text())
+    cfg = read_run_config(run2)
+    val = plan_splits(load_samples(synth, splits=SPLITS), cfg.data, cfg.optim.seed).role("val")
+    good = [s for s in val if s.label == 0]
+    model, info = load_run_model(run2, thr["epoch"])
+    scores = predict(model, AnomalyDataset(good, info.image_size, info.mean, info.std), EvalOptions(), progress=False).scores
+    assert thr["images"] == len(good) and "order-statistic" in thr["method"]
+    from edge_runtime.thresholds import frr_threshold  # the maths is tested in tests/enroll; here the wiring
+
+    expected = frr_threshold(scores, 0.5, 0.95, best_effort=True)
+    assert thr["value"] == pytest.approx(expected.value, abs=1e-6) and thr["frr"] == pytest.approx(expected.frr_bound)
+    assert math.isfinite(thr["far"])

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a data set the run never trained on: its test split is reported (checked by sha256); no threshold")
     p.add_argument("--pixel-resolution", choices=["original", "model"], default="original",
                    help="pixel metrics at each mask's own size (default, MVTec protocol) or at the model's input size")
+    p.add_argument("--target-frr", type=float, default=None, metavar="FRR",
+                   help="threshold from the GOOD validation images at this false-reject rate (distribution-free bound, "
+                        "as `enroll`), instead of F1-max; works when validation has no defects")
     p.add_argument("--epoch", type=int, default=None,
                    help="adapters of this epoch (default: the best on validation, else the last saved)")
     p.add_argument("--fgsm", type=float, default=None, metavar="EPS",
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm,
                           heatmaps=args.heatmaps, device=device, pixel_resolution=args.pixel_resolution)
     result, table = evaluate_run(args.run, args.data, categories=args.categories, epoch=args.epoch,
-                                 options=options, report=args.report, unseen=args.unseen,
+                                 options=options, report=args.report, unseen=args.unseen, target_frr=args.target_frr,
                                  write_threshold_file=not args.no_threshold)
     print(table)
     if result.threshold_doc is not None:
