@@ -2,8 +2,9 @@
 
 Rules (`plan_splits`), applied per category, the same in `train` and in `eval`:
 
-1. A held-out category (``data.holdout``): its test images are test (the zero-shot
-   protocol); its train/val images are not used.
+1. A held-out category (``data.holdout``, or any category outside ``data.categories`` when
+   that is set): its test images are test (the zero-shot protocol); its train/val images
+   are not used.
 2. The data set's own validation split (``val/`` folder, CSV ``val``, meta.json ``val``): val.
 3. The data set's own test split: test, unless ``data.splits`` trains on it (AnomalyCLIP
    trains on the test folders, which hold the defects); then a seeded ``data.test_fraction``
@@ -70,7 +71,10 @@ def _draw(samples: Sequence[Sample], fraction: float, seed: int, purpose: str) -
 
 def plan_splits(samples: Iterable[Sample], data: DataConfig, seed: int) -> SplitPlan:
     """Assign every sample one role (see the module docstring)."""
+    samples = list(samples)
     held = set(data.holdout)
+    if data.categories:  # a category training never selected is as unseen as a held-out one
+        held |= {s.category for s in samples} - set(data.categories)
     trains_on_test = "test" in data.splits
     trains_on_train = "train" in data.splits
     train: list[Sample] = []

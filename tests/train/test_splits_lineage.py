@@ -36,6 +36,7 @@ def _ids(samples: list[Sample]) -> set[tuple[str, str, str]]:
     DataConfig(splits=("train",)),
     DataConfig(val_fraction=0.5, test_fraction=0.3),
     DataConfig(splits=("test",), test_fraction=0.0, holdout=("wood",)),
+    DataConfig(categories=("fabric",)),
 ])
 def test_roles_are_disjoint_cover_the_data_and_do_not_depend_on_the_folder(synth, tmp_path, cfg):
     samples = load_samples(synth, splits=SPLITS)
@@ -45,11 +46,12 @@ def test_roles_are_disjoint_cover_the_data_and_do_not_depend_on_the_folder(synth
     assert val, "a validation split is always carved"
     for s in plan.role("test"):
         assert s.split == "test"  # reported images are the data set's own test images
-    for cat in cfg.holdout:
+    unseen = set(cfg.holdout) | ({s.category for s in samples} - set(cfg.categories) if cfg.categories else set())
+    for cat in unseen:
         assert not any(s.category == cat for s in [*plan.train, *plan.val])
         assert {s.image_path for s in plan.test if s.category == cat} == {s.image_path for s in samples
                                                                           if s.category == cat and s.split == "test"}
-    if "train" in cfg.splits and not cfg.holdout:  # nothing is lost: every used image has one role
+    if "train" in cfg.splits and not unseen:  # nothing is lost: every used image has one role
         used = [s for s in samples if s.split == "train" or "test" in cfg.splits or s.split == "test"]
         assert len(train | val | test) == len(used)
     moved = shutil.copytree(synth, tmp_path / "elsewhere")
