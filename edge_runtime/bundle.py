@@ -63,6 +63,16 @@ class Threshold:
     value: float
     method: str  # how it was chosen, e.g. "f1-max on eval of run X (category bottle)"
     source: str = ""
+    # Lineage of the value (defaults keep older manifests loadable): which epoch's scores and
+    # which images chose it, and the error rates it implies on them.
+    epoch: int | None = None  # training epoch (None: not chosen during training, e.g. enroll)
+    images: int = 0  # how many images chose it
+    data_sha256: str = ""  # edge_runtime.digest.image_set_sha256 of those images
+    frr: float | None = None  # false-reject rate implied (enroll: the certified upper bound)
+    # Rates with "NG" as the decision: frr = good parts rejected (the FPR when anomalous is the
+    # positive class), far = defects accepted (the FNR). None: that class was absent.
+    far: float | None = None  # false-accept rate on those images (None: no defects among them)
+    confidence: float | None = None  # confidence of the frr bound (enroll)
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,9 @@ class Manifest:
     engines: tuple[EngineEntry, ...] = ()
     created: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Where the model came from: training run id, epoch, data manifest digests (train/val),
+    # enrollment records. Informational; the runtime does not act on it.
+    lineage: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:

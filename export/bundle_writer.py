@@ -77,6 +77,7 @@ def make_manifest(
     model_file: str = "model.onnx",
     embeddings_file: str = "text_embeddings.npy",
     extra: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """A manifest with no files hashed yet (BundleWriter.commit hashes what it staged)."""
     return Manifest(
@@ -97,6 +98,7 @@ def make_manifest(
         versions=library_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         extra=dict(extra or {}),
+        lineage=dict(lineage or {}),
     )
 
 

@@ -73,6 +73,7 @@ def export_bundle(
             opset=options.opset,
             model_file=MODEL_FILE,
             embeddings_file=EMBEDDINGS_FILE,
+            lineage={"training": dict(getattr(info, "lineage", None) or {})} if getattr(info, "lineage", None) else None,
             extra={
                 MERGED_KEY: str(merged_dir),
                 "feature_layers": [int(v) for v in (getattr(info, "feature_layers", None) or ())],
@@ -102,4 +103,6 @@ def _threshold(info: object, override: ThresholdOverride | None, merged_dir: Pat
 
     if method == DEFAULT_THRESHOLD_METHOD:
         log.warning("merged model %s has the default threshold %.3g (no eval run); verdicts will not be calibrated", merged_dir, float(value))
-    return Threshold(float(value), method, source=str(merged_dir))
+    lin = dict(getattr(info, "threshold_lineage", None) or {})
+    return Threshold(float(value), method, source=str(merged_dir), epoch=lin.get("epoch"), images=int(lin.get("images") or 0),
+                     data_sha256=str(lin.get("data_sha256") or ""), frr=lin.get("frr"), far=lin.get("far"))

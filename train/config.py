@@ -19,8 +19,22 @@ class DataConfig:
     holdout: tuple[str, ...] = ()  # categories kept out of training (evaluated zero-shot)
     splits: tuple[str, ...] = ("train", "test")  # AnomalyCLIP trains on anomalies too
     max_images: int | None = None  # cap per run (seeded subset), for smoke runs
+    # Honest splits (train/splits.py): the validation images choose the best epoch and the
+    # threshold; the test images are only reported.
+    val_fraction: float = 0.2  # of the training pool, per category and label, when the data has no val split
+    test_fraction: float = 0.5  # of a trained category's own test images kept for test when `splits` trains on test
+    unsplit: Literal["error", "seeded"] = "error"  # CSV rows without a split: refuse, or assign by seed
+    manifest: str = ""  # check-data --write-manifest file the images must match before training ("" = none)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction must be in [0, 1), got {self.test_fraction}")
+        bad = [s for s in self.splits if s not in ("train", "test")]
+        if bad:
+            raise ConfigError(f"data.splits: training draws from 'train' and/or 'test', not {bad[0]!r} "
+                              "(validation images are never trained on)")
         if self.categories and set(self.categories) & set(self.holdout):
             both = sorted(set(self.categories) & set(self.holdout))[0]
             raise ConfigError(f"data.categories and data.holdout both name '{both}'")

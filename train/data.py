@@ -13,7 +13,14 @@ Accepted layouts (autodetected by `load_samples`):
   json file or a folder holding ``meta.json``.
 * CSV ``image_id,label,description`` (optional columns ``category``, ``split``) with image
   paths relative to the CSV's folder. Image-level labels only: pixel losses and pixel
-  metrics are skipped. Without a ``split`` column every row belongs to every split.
+  metrics are skipped. A row without a split (no ``split`` column, or an empty cell) is
+  refused unless the caller asks for ``unsplit="seeded"`` (train/splits.py then assigns it
+  train/val/test by seed) or ``unsplit="test"`` (eval of a data set the run never saw), so
+  one file cannot silently serve both training and evaluation.
+
+Splits: ``train``, ``val`` (optional: an MVTec ``val/`` folder, a meta.json ``val`` key, a CSV
+split ``val``/``validation``) and ``test``. Which images train, choose the threshold/epoch,
+or are only reported is decided by `train.splits.plan_splits`.
 
 Every problem is a DataError naming the file. Images go through the same
 `edge_runtime.preprocess` functions as on the device, so training and device scores agree.
@@ -24,7 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -38,7 +45,9 @@ log = logging.getLogger(__name__)
 
 NORMAL_LABELS = frozenset({"normal", "good", "ok", "0"})
 ANOMALY_LABELS = frozenset({"anomaly", "anomalous", "abnormal", "ng", "defect", "defective", "1"})
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"validation": "val", "valid": "val"}
+UNSPLIT = ("error", "seeded", "test")
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,12 @@ def load_samples(
     data: str | Path,
     splits: Sequence[str] = SPLITS,
     categories: Sequence[str] | None = None,
+    unsplit: str = "error",
 ) -> list[Sample]:
     """Read the samples of `data` (any accepted layout) for `splits` and `categories`.
 
+    `unsplit` says what a CSV row without a split may be: "error" (refused), "seeded" (kept
+    with split "" for `train.splits.plan_splits`), "test" (kept as a test image).
     Raises DataError for a missing path, an unknown split or category, an empty class
     folder, a missing mask, an unknown label, or a selection that holds no image.
     """
@@ -88,7 +100,10 @@ def load_samples(
         raise DataError(f"unknown split {bad[0]!r} (known: {', '.join(SPLITS)})")
     if not root.exists():
         raise DataError(f"data not found: {root}")
+    if unsplit not in UNSPLIT:
+        raise DataError(f"unknown unsplit policy {unsplit!r} (known: {', '.join(UNSPLIT)})")
     samples = _read_any(root, tuple(splits))
+    samples = _resolve_unsplit(samples, unsplit, root)
     available = sorted({s.category for s in samples})
     if categories:
         missing = [c for c in categories if c not in available]
@@ -102,6 +117,20 @@ def load_samples(
         "data %s: %d images (%d anomalous) in %d categories, splits %s",
         root, len(samples), sum(s.label for s in samples), len({s.category for s in samples}), ",".join(splits),
     )
+    return samples
+
+
+def _resolve_unsplit(samples: list[Sample], unsplit: str, root: Path) -> list[Sample]:
+    loose = [s for s in samples if not s.split]
+    if not loose:
+        return samples
+    if unsplit == "error":
+        raise DataError(
+            f"{root}: {len(loose)} rows have no split (e.g. {loose[0].image_path.name}), so the same images would "
+            "serve training and evaluation; add a 'split' column (train/val/test), or choose explicitly: "
+            "train --set data.unsplit=seeded (seeded train/val/test assignment) or eval --unseen (every row is a test image)")
+    if unsplit == "test":
+        return [replace(s, split="test") if not s.split else s for s in samples]
     return samples
 
 
@@ -159,6 +188,8 @@ def read_mvtec_category(cat_dir: Path, category: str, splits: Sequence[str] = SP
     for split in splits:
         split_dir = cat_dir / split
         if not split_dir.is_dir():
+            if split == "val":
+                continue  # a validation folder is optional: plan_splits carves one from train
             if split == "train" and (cat_dir / "test").is_dir():
                 continue  # test-only categories are common for zero-shot evaluation
             if split == "test" and (cat_dir / "train").is_dir():
@@ -294,7 +325,8 @@ def read_csv(path: Path, splits: Sequence[str] = SPLITS) -> list[Sample]:
         img = _resolve_image(root, image_id)
         if img is None:
             raise DataError(f"{where}: image not found: {root / image_id}")
-        split = (row.get("split") or "").strip()
+        split = (row.get("split") or "").strip().lower()
+        split = SPLIT_ALIASES.get(split, split)
         if split and split not in SPLITS:
             raise DataError(f"{where}: unknown split {split!r} (known: {', '.join(SPLITS)})")
         if split and split not in splits:
@@ -391,9 +423,12 @@ class AnomalyDataset:
         import torch
 
         s = self.samples[index]
-        img, mask = load_prepared(s, self.image_size)
+        rgb = read_rgb(s.image_path)
+        mask = resize_mask(load_mask(s, rgb.shape[:2]), self.image_size)
+        img = prepare(rgb, self.image_size)
         pixel = normalize(img[None], self.mean, self.std)[0]
         return {
+            "orig_hw": torch.tensor(rgb.shape[:2], dtype=torch.int64),  # for metrics at the mask's own resolution
             "pixel_values": torch.from_numpy(pixel),
             "label": torch.tensor(s.label, dtype=torch.int64),
             "mask": torch.from_numpy(mask),

@@ -1,9 +1,15 @@
 """Evaluation of a trained run: per-category metrics in the AnomalyCLIP paper layout, heatmap
 overlays, the F1-max threshold for the bundle, and an optional FGSM robustness check.
 
-Maps are compared with masks at the model's input size (images are resized straight to it,
-as on the device), after bilinear upsampling of the patch-grid map and a Gaussian blur. The
-default blur is AnomalyCLIP's sigma 4 at 518 px, scaled to the model size.
+Splits (train/splits.py, the same plan as training): the validation images choose the
+threshold (F1-max) and, through training, the epoch; the test images are only reported. Eval
+refuses validation/test images whose sha256 is among the run's training images.
+
+Pixel metrics follow the MVTec AD protocol by default: the patch-grid map is upsampled
+(bilinear) to each mask's original resolution and blurred there (AnomalyCLIP's sigma 4 at
+518 px, scaled to the model size and then to the image), so images of any size and aspect
+count pixel for pixel. `pixel_resolution="model"` compares at the model's input size instead
+(masks resized nearest-neighbour), the cheaper variant some papers report.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import csv
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,8 +44,11 @@ class EvalOptions:
     heatmaps: int = 8
     fpr_limit: float = 0.3
     device: str = "cpu"
+    pixel_resolution: str = "original"  # "original" (mask's own size, MVTec protocol) or "model"
 
     def __post_init__(self) -> None:
+        if self.pixel_resolution not in ("original", "model"):
+            raise ConfigError(f"pixel resolution must be 'original' or 'model', got {self.pixel_resolution!r}")
         if self.batch_size < 1:
             raise ConfigError("batch size must be >= 1")
         if self.sigma is not None and self.sigma < 0:
@@ -58,6 +67,9 @@ class Predictions:
     maps: np.ndarray  # [N, H, W] float32, upsampled + smoothed
     masks: np.ndarray  # [N, H, W] bool at model size
     labels: np.ndarray  # [N] int
+    # Maps/masks at the masks' original sizes (list: sizes differ); None at model resolution.
+    pixel_maps: list[np.ndarray] | None = None
+    pixel_masks: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -68,6 +80,9 @@ class EvalResult:
     fgsm: dict[str, Any] | None = None
     pgd: dict[str, Any] | None = None
     heatmaps: list[Path] = field(default_factory=list)
+    threshold_doc: dict[str, Any] | None = None  # what threshold.json holds (lineage, rates)
+    mean_holdout: dict[str, float | None] | None = None  # mean over held-out categories only
+    scores: np.ndarray | None = None  # image scores of the reported images, in order
 
 
 def default_sigma(image_size: tuple[int, int]) -> float:
@@ -95,6 +110,9 @@ def predict(model: Any, dataset: AnomalyDataset, options: EvalOptions, progress:
     maps = np.zeros((n, h, w), np.float32)
     masks = np.zeros((n, h, w), bool)
     labels = np.zeros(n, np.int64)
+    original = options.pixel_resolution == "original"
+    pixel_maps: list[Any] = [None] * n
+    pixel_masks: list[Any] = [None] * n
     with torch.no_grad():
         text = model.text_embeddings()
         for batch in tqdm(_loader(dataset, options.batch_size), desc="eval", unit="batch", disable=not progress):
@@ -104,9 +122,35 @@ def predict(model: Any, dataset: AnomalyDataset, options: EvalOptions, progress:
             grid = out.anomaly_map.float().cpu().numpy()
             for j, i in enumerate(idx):
                 maps[i] = upsample_map(grid[j], (h, w), sigma=sigma)
+                if original:
+                    size = tuple(int(v) for v in batch["orig_hw"][j])
+                    pixel_maps[i] = map_at_size(grid[j], size, sigma, (h, w))
+                    pixel_masks[i] = original_mask(dataset.samples[i], size)
             masks[idx] = batch["mask"].numpy() > 0.5
             labels[idx] = batch["label"].numpy()
+    if original:
+        return Predictions(scores, maps, masks, labels, pixel_maps, pixel_masks)
     return Predictions(scores, maps, masks, labels)
+
+
+def map_at_size(grid: np.ndarray, size_hw: tuple[int, int], sigma: float, model_hw: tuple[int, int]) -> np.ndarray:
+    """Patch-grid map -> map at `size_hw` (bilinear), blurred with `sigma` (given in model-size
+    pixels) scaled per axis to that size, so the blur covers the same part of the object."""
+    import cv2
+
+    out = cv2.resize(grid.astype(np.float32), (int(size_hw[1]), int(size_hw[0])), interpolation=cv2.INTER_LINEAR)
+    if sigma > 0:
+        sy = sigma * size_hw[0] / model_hw[0]
+        sx = sigma * size_hw[1] / model_hw[1]
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=sx, sigmaY=sy)
+    return out
+
+
+def original_mask(sample: Sample, size_hw: tuple[int, int]) -> np.ndarray:
+    """The sample's mask at its own resolution (all False for a normal image)."""
+    from train.data import load_mask
+
+    return load_mask(sample, size_hw)
 
 
 def fgsm_scores(model: Any, dataset: AnomalyDataset, eps: float, options: EvalOptions, progress: bool = True) -> np.ndarray:
@@ -192,8 +236,11 @@ def metrics_by_category(samples: Sequence[Sample], pred: Predictions, fpr_limit:
     for cat in cats:
         idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
         pix = np.array([i for i in idx if samples[i].pixel_gt], dtype=np.int64)
-        masks = pred.masks[pix] if pix.size else None
-        maps = pred.maps[pix] if pix.size else None
+        if pred.pixel_maps is not None and pix.size:
+            masks, maps = [pred.pixel_masks[i] for i in pix], [pred.pixel_maps[i] for i in pix]
+        else:
+            masks = pred.masks[pix] if pix.size else None
+            maps = pred.maps[pix] if pix.size else None
         out[cat] = compute_metrics(pred.labels[idx], pred.scores[idx], masks, maps, fpr_limit=fpr_limit)
     return out
 
@@ -237,7 +284,7 @@ def format_table(per_category: dict[str, Metrics], mean: dict[str, float | None]
     truth in the data, 'n/a' = undefined (one class only). Categories in `held_out` (kept
     out of training) are marked with '*'."""
     marked = [c for c in per_category if c in set(held_out)]
-    names = [f"{c}*" if c in marked else c for c in per_category] + ["mean"]
+    names = [f"{c}*" if c in marked else c for c in per_category] + ["mean", "mean held-out*"]
     w = max(8, *(len(n) for n in names))
     head1 = f"{'':<{w}} | {'pixel-level':^22} | {'image-level':^22}"
     head2 = f"{'category':<{w}} | {'AUROC':>6} {'AUPRO':>7} {'AP':>7} | {'AUROC':>6} {'AP':>7} {'F1-max':>7}"
@@ -254,6 +301,8 @@ def format_table(per_category: dict[str, Metrics], mean: dict[str, float | None]
     lines.append(rule)
     lines.append(row("mean", mean.get))
     if marked:
+        held_mean = mean_metrics({c: per_category[c] for c in marked})
+        lines.append(row("mean held-out*", held_mean.get))
         lines.append("* held out of training (zero-shot); other categories were trained on")
     return "\n".join(lines)
 
@@ -276,7 +325,9 @@ def write_metrics(out_dir: Path, result: EvalResult, context: dict[str, Any]) ->
         **context,
         "per_category": {k: m.as_dict() for k, m in result.per_category.items()},
         "mean": result.mean,
-        "threshold": None if result.threshold is None else {"value": result.threshold[0], "method": result.threshold[1]},
+        "mean_holdout": result.mean_holdout,
+        "threshold": result.threshold_doc if result.threshold_doc is not None else (
+            None if result.threshold is None else {"value": result.threshold[0], "method": result.threshold[1]}),
         "fgsm": result.fgsm,
         "pgd": result.pgd,
         "heatmaps": [p.name for p in result.heatmaps],
@@ -305,12 +356,66 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def write_threshold(run_dir: Path, value: float, method: str) -> Path:
+def write_threshold(run_dir: Path, doc: dict[str, Any]) -> Path:
+    """RUN/threshold.json: value, method and lineage (see train.run_state)."""
     from train.run_state import THRESHOLD_FILE
 
     p = Path(run_dir) / THRESHOLD_FILE
-    p.write_text(json.dumps({"value": float(value), "method": method}, indent=2) + "\n", encoding="utf-8")
+    p.write_text(json.dumps(_json_safe(doc), indent=2) + "\n", encoding="utf-8")
     return p
+
+
+def error_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float | None, float | None]:
+    """(FRR, FAR) of `score >= threshold` is NG: FRR = good parts rejected / good parts (the
+    FPR with anomalous as the positive class), FAR = defects accepted / defects (the FNR);
+    None when that class is absent."""
+    labels = np.asarray(labels)
+    ng = np.asarray(scores) >= threshold
+    good, bad = labels == 0, labels == 1
+    frr = float(ng[good].mean()) if good.any() else None
+    far = float((~ng[bad]).mean()) if bad.any() else None
+    return frr, far
+
+
+def frr_threshold_doc(samples: Sequence[Sample], scores: np.ndarray, what: str, target_frr: float,
+                     confidence: float = 0.95) -> dict[str, Any] | None:
+    """The threshold from the GOOD images of `samples` at `target_frr` (the order-statistic
+    rule of `clipinspect enroll`, edge_runtime.thresholds); too few images give the weaker
+    bound they certify (recorded, and logged). None without good images."""
+    from edge_runtime.digest import hash_files, image_set_sha256
+    from edge_runtime.thresholds import frr_threshold
+
+    labels = np.array([s.label for s in samples])
+    good = [s for s in samples if s.label == 0]
+    if not good:
+        return None
+    thr = frr_threshold(np.asarray(scores)[labels == 0], target_frr, confidence, best_effort=True)
+    if thr.best_effort:
+        log.warning("%d good validation images certify only FRR <= %.3g at %g confidence (target %g)", thr.n_images,
+                    thr.frr_bound, confidence, target_frr)
+    _, far = error_rates(labels, scores, thr.value)
+    return {"value": thr.value, "method": f"{thr.describe()}; good images of {what}", "images": len(good),
+            "data_sha256": image_set_sha256(hash_files(s.image_path for s in good)), "frr": thr.frr_bound,
+            "far": far, "confidence": confidence}
+
+
+def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -> dict[str, Any] | None:
+    """The F1-max (margin) threshold on `samples` with the rates it implies there; None when
+    they hold one class only (F1 needs defects and good parts)."""
+    from edge_runtime.digest import hash_files, image_set_sha256
+
+    labels = np.array([s.label for s in samples])
+    best, thr = f1_max_margin_threshold(labels, scores)
+    if math.isnan(best):
+        return None
+    frr, far = error_rates(labels, scores, thr)
+    return {
+        "value": float(thr),
+        "method": f"F1-max of image scores on {what} (score >= threshold is anomalous; F1 {best:.4f}), midpoint to the "
+                  f"next lower score; {len(samples)} images, FRR {100 * frr:.1f} %, defects accepted (FAR) {100 * far:.1f} %",
+        "images": len(samples), "data_sha256": image_set_sha256(hash_files(s.image_path for s in samples)),
+        "frr": frr, "far": far, "f1": float(best),
+    }
 
 
 def save_heatmaps(out_dir: Path, dataset: AnomalyDataset, pred: Predictions, indices: Sequence[int]) -> list[Path]:
@@ -343,20 +448,18 @@ def evaluate(
     heatmap_dir: Path | None = None,
     data_name: str = "",
     progress: bool = True,
+    held_out: Sequence[str] = (),
 ) -> EvalResult:
-    """Run the model over `samples` and compute everything eval reports."""
+    """Run the model over `samples` and compute everything eval reports (no threshold: that
+    comes from the validation images, `choose_threshold`)."""
     dataset = AnomalyDataset(samples, image_size, mean, std)
     pred = predict(model, dataset, options, progress)
     per_cat = metrics_by_category(samples, pred, options.fpr_limit)
     result = EvalResult(per_cat, mean_metrics(per_cat), None)
-    best, thr = f1_max_margin_threshold(pred.labels, pred.scores)
-    cats = ",".join(per_cat)
-    if math.isnan(best):
-        log.warning("no threshold: the eval images hold only one class")
-    else:
-        result.threshold = (thr, f"F1-max of image scores (score >= threshold is anomalous; F1 {best:.4f}), "
-                                 f"midpoint to the next lower score, on eval set {data_name} "
-                                 f"categories {cats} ({len(samples)} images)")
+    held = [c for c in per_cat if c in set(held_out)]
+    if held:
+        result.mean_holdout = mean_metrics({c: per_cat[c] for c in held})
+    result.scores = pred.scores
     if options.fgsm_eps is not None:
         adv = fgsm_scores(model, dataset, options.fgsm_eps, options, progress)
         per = {}
@@ -398,38 +501,110 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def eval_roles(run: Path, config: Any, data: str | Path, categories: Sequence[str] | None,
+               unseen: bool) -> dict[str, list[Sample]]:
+    """{"val": [...], "test": [...]} for `data`: the training run's split plan, or with
+    `unseen` (a data set the run never saw) every test-split image as a test image."""
+    from train.data import SPLITS, load_samples
+    from train.splits import plan_splits
+
+    if unseen:
+        # the data set's own test split (and rows without a split), as the zero-shot protocol reports
+        return {"val": [], "test": load_samples(data, splits=("test",), categories=categories, unsplit="test")}
+    samples = load_samples(data, splits=SPLITS, categories=categories, unsplit=config.data.unsplit)
+    plan = plan_splits(samples, config.data, config.optim.seed)
+    return {"val": plan.role("val"), "test": plan.role("test")}
+
+
+def check_not_trained_on(run: Path, roles: dict[str, list[Sample]]) -> None:
+    """Refuse evaluation images whose sha256 is among the run's training images."""
+    from edge_runtime.errors import DataError
+    from train.data_manifest import RUN_MANIFEST, read_manifest
+    from train.data_manifest import image_hashes
+
+    path = run / RUN_MANIFEST
+    if not path.is_file():
+        log.warning("run %s has no %s (made before data manifests): cannot check that eval images were not trained on", run, RUN_MANIFEST)
+        return
+    trained = {f["sha256"] for f in read_manifest(path)["files"] if f.get("role") == "train"}
+    for role, samples in roles.items():
+        hashes = image_hashes(samples)
+        seen = [s for s in samples if hashes[s.image_path] in trained]
+        if seen:
+            raise DataError(f"{len(seen)} {role} images were used to train run {run} (e.g. {seen[0].image_path}); "
+                            "evaluate on images the run did not see")
+
+
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path,
     categories: Sequence[str] | None = None,
     epoch: int | None = None,
     options: EvalOptions = EvalOptions(),
-    splits: Sequence[str] = ("test",),
+    report: str = "test",
     write_threshold_file: bool = True,
     progress: bool = True,
+    unseen: bool = False,
+    target_frr: float | None = None,
 ) -> tuple[EvalResult, str]:
-    """Load RUN's adapters (H1's `load_run_model`), evaluate on `data`, write RUN/eval/* and
-    RUN/threshold.json. Returns (result, printable table)."""
-    from train.data import load_samples
-    from train.run_state import load_run_model
+    """Evaluate RUN (best validated epoch by default) on `data` with the run's split plan:
+    the threshold from the validation images, the table from the `report` images ("test",
+    or "val" to inspect validation). The threshold is the F1-max on val, or with `target_frr`
+    the order-statistic FRR threshold of val's good images. Writes RUN/eval/* and
+    RUN/threshold.json (with lineage).
+    Returns (result, printable table)."""
+    from edge_runtime.errors import DataError
+    from train.run_state import default_epoch, epoch_sha256, load_run_model, read_run_config, read_run_record
 
     run = Path(run_dir)
-    samples = load_samples(data, splits=splits, categories=categories)
-    model, info = load_run_model(run, epoch, device=options.device)
-    log.info("eval: run %s epoch %d on %s (%d images), device %s, fp32", run, info.epoch, data, len(samples), options.device)
+    if not run.is_dir():
+        raise DataError(f"run folder not found: {run}")
+    if not Path(data).exists():
+        raise DataError(f"data not found: {data}")
+    config = read_run_config(run)
+    ep = default_epoch(run, epoch)
+    roles = eval_roles(run, config, data, categories, unseen)
+    if not roles[report]:
+        raise DataError(f"no {report} images in {data} for run {run} (split plan: val {len(roles['val'])}, "
+                        f"test {len(roles['test'])})")
+    check_not_trained_on(run, roles)
+    model, info = load_run_model(run, ep, device=options.device)
+    log.info("eval: run %s epoch %d on %s: %d val, %d test images, device %s, fp32", run, info.epoch, data,
+             len(roles["val"]), len(roles["test"]), options.device)
     out_dir = run / "eval"
-    result = evaluate(model, samples, info.image_size, info.mean, info.std, options,
-                      heatmap_dir=out_dir / "heatmaps", data_name=str(Path(data).resolve()), progress=progress)
+    doc = None
+    if roles["val"]:
+        val_pred = predict(model, AnomalyDataset(roles["val"], info.image_size, info.mean, info.std),
+                           replace(options, pixel_resolution="model"), progress)
+        what = f"the validation split of {Path(data).resolve()}"
+        doc = (choose_threshold(roles["val"], val_pred.scores, what) if target_frr is None
+               else frr_threshold_doc(roles["val"], val_pred.scores, what, target_frr))
+    if doc is None:
+        log.warning("no threshold: %s", "the validation images hold one class only (F1 needs both); pass --target-frr "
+                    "to set it from the good ones, or use 'clipinspect enroll'"
+                    if roles["val"] else "no validation images (eval --unseen, or every category held out)")
+    reported = roles[report]
+    result = evaluate(model, reported, info.image_size, info.mean, info.std, options,
+                      heatmap_dir=out_dir / "heatmaps", data_name=str(Path(data).resolve()), progress=progress,
+                      held_out=info.config.data.holdout)
+    if doc is not None:
+        rec = read_run_record(run)
+        frr, far = error_rates(np.array([s.label for s in reported]), result.scores, doc["value"])
+        doc.update({"epoch": info.epoch, "epoch_sha256": epoch_sha256(run, info.epoch), "run_id": rec.get("run_id", ""),
+                    "split": "val", "train_data_sha256": (rec.get("data_sha256") or {}).get("train", ""),
+                    report: {"frr": frr, "far": far, "images": len(reported), "note": "reported only, not used to choose"}})
+        result.threshold, result.threshold_doc = (doc["value"], doc["method"]), doc
     table = format_table(result.per_category, result.mean, info.config.data.holdout)
     context = {
-        "run": str(run), "epoch": info.epoch, "data": str(data), "splits": list(splits),
-        "categories": list(result.per_category), "n_images": len(samples),
-        "image_size": list(info.image_size),
+        "run": str(run), "epoch": info.epoch, "data": str(data), "report": report, "unseen": unseen,
+        "roles": {r: len(v) for r, v in roles.items()},
+        "categories": list(result.per_category), "n_images": len(reported),
+        "image_size": list(info.image_size), "pixel_resolution": options.pixel_resolution,
         "sigma": default_sigma(info.image_size) if options.sigma is None else options.sigma,
         "fpr_limit": options.fpr_limit, "holdout": list(info.config.data.holdout),
     }
     write_metrics(out_dir, result, context)
-    if result.threshold is not None and write_threshold_file:
-        p = write_threshold(run, *result.threshold)
-        log.info("wrote %s: %.4f (%s)", p, *result.threshold)
+    if doc is not None and write_threshold_file:
+        p = write_threshold(run, doc)
+        log.info("wrote %s: %.4f (%s)", p, doc["value"], doc["method"])
     return result, table

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from edge_runtime.config import from_mapping
 from edge_runtime.errors import ConfigError, DataError
@@ -49,6 +49,10 @@ class MergedInfo:
     grid: tuple[int, int] = (0, 0)
     source_run: str = ""
     epoch: int | None = None
+    # Where the threshold came from (run id, epoch, validation images' digest, FRR/FPR there)
+    # and the training data's digests (RUN/run.json): carried on into the bundle manifest.
+    threshold_lineage: Mapping[str, Any] = field(default_factory=dict)
+    lineage: Mapping[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(prompts=self.prompts, n_ctx=self.n_ctx, feature_layers=self.feature_layers,
@@ -76,6 +80,8 @@ def save_merged(
     threshold_method: str | None = None,
     source_run: str = "",
     epoch: int | None = None,
+    threshold_lineage: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> MergedInfo:
     """Merge LoRA into `model.clip` IN PLACE (the model keeps working, without adapters) and
     write the merged folder. `model_id` is `<name>-<8 hex of the weights' sha256>`."""
@@ -117,6 +123,8 @@ def save_merged(
         grid=tuple(model.grid),  # type: ignore[arg-type]
         source_run=str(source_run),
         epoch=epoch,
+        threshold_lineage=dict(threshold_lineage or {}),
+        lineage=dict(lineage or {}),
     )
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}
     (out / MODEL_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -170,13 +178,28 @@ def load_merged(path: str | Path, device: str = "cpu") -> tuple[Any, MergedInfo]
 
 
 def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedInfo:
-    """Load a run's adapters (last epoch by default), merge and save; the threshold comes from
-    RUN/threshold.json (written by eval) or is the 0.5 default, and says so."""
-    from train.run_state import load_run_model, read_threshold
+    """Load a run's adapters and merge and save them. The threshold comes from RUN/threshold.json
+    (written by eval), which must have been chosen for this run and epoch (ConfigError
+    otherwise); without one it is the 0.5 default, and says so. Without --epoch, the epoch
+    is the threshold's, else the best validated one, else the last."""
+    from train.run_state import check_threshold_lineage, default_epoch, load_run_model, read_run_record, read_threshold_doc
 
-    model, run = load_run_model(run_dir, epoch)
-    thr = read_threshold(run_dir)
-    value, method = thr if thr else (None, None)
+    from train.run_state import read_run_config
+
+    read_run_config(run_dir)  # a missing or non-run folder is named as such
+    doc = read_threshold_doc(run_dir)
+    if epoch is None and doc is not None and isinstance(doc.get("epoch"), int):
+        epoch = doc["epoch"]
+    ep = default_epoch(run_dir, epoch)
+    if doc is not None:
+        check_threshold_lineage(run_dir, ep, doc)
+    model, run = load_run_model(run_dir, ep)
+    value, method = (float(doc["value"]), str(doc.get("method", "eval"))) if doc else (None, None)
+    keys = ("run_id", "epoch", "epoch_sha256", "split", "images", "data_sha256", "frr", "far", "f1", "train_data_sha256")
+    rec = read_run_record(run_dir)
+    lineage = {"run_id": rec.get("run_id", ""), "epoch": run.epoch, "data_sha256": rec.get("data_sha256", {}),
+               "images": rec.get("images", {})}
     return save_merged(model, out_dir, clip_source=run.clip_source, mean=run.mean, std=run.std, name=run.name,
                        threshold=value, threshold_method=method, source_run=str(Path(run_dir).resolve()),
-                       epoch=run.epoch)
+                       epoch=run.epoch, threshold_lineage={k: doc[k] for k in keys if doc and k in doc},
+                       lineage=lineage)

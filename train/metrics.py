@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -115,33 +115,44 @@ def f1_max_margin_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[flo
     return best, float((thr + lower.max()) / 2) if lower.size else thr
 
 
-def _masks_maps(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m = np.asarray(masks)
-    a = np.asarray(maps, dtype=np.float64)
-    if m.shape != a.shape:
-        raise DataError(f"pixel metrics: masks {m.shape} and maps {a.shape} differ in shape")
-    if m.ndim == 2:
-        m, a = m[None], a[None]
-    if m.ndim != 3 or m.size == 0:
-        raise DataError(f"pixel metrics: expected [N,H,W] masks and maps, got {m.shape}")
-    if m.dtype != bool:
-        if not np.isin(m, (0, 1)).all():
-            raise DataError("pixel metrics: masks must be 0/1")
-        m = m.astype(bool)
-    return m, a
+def _masks_maps(masks: Any, maps: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-image (bool mask, float64 map) pairs. Accepts [N,H,W] arrays, one [H,W] pair, or
+    sequences of [H,W] arrays whose sizes differ between images (original resolutions)."""
+    if isinstance(masks, np.ndarray) and isinstance(maps, np.ndarray):
+        if masks.shape != maps.shape:
+            raise DataError(f"pixel metrics: masks {masks.shape} and maps {maps.shape} differ in shape")
+        if masks.ndim == 2:
+            masks, maps = masks[None], maps[None]
+        if masks.ndim != 3 or masks.size == 0:
+            raise DataError(f"pixel metrics: expected [N,H,W] masks and maps, got {masks.shape}")
+    if len(masks) != len(maps) or len(masks) == 0:
+        raise DataError(f"pixel metrics: {len(masks)} masks but {len(maps)} maps")
+    out = []
+    for m, a in zip(masks, maps):
+        m, a = np.asarray(m), np.asarray(a, dtype=np.float64)
+        if m.shape != a.shape or m.ndim != 2:
+            raise DataError(f"pixel metrics: mask {m.shape} and map {a.shape} differ in shape (or are not 2-D)")
+        if m.dtype != bool:
+            if not np.isin(m, (0, 1)).all():
+                raise DataError("pixel metrics: masks must be 0/1")
+            m = m.astype(bool)
+        out.append((m, a))
+    return out
 
 
-def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
-    m, a = _masks_maps(masks, maps)
-    return auroc(m.ravel(), a.ravel())
+def _flat(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([m.ravel() for m, _ in pairs]), np.concatenate([a.ravel() for _, a in pairs])
 
 
-def pixel_ap(masks: np.ndarray, maps: np.ndarray) -> float:
-    m, a = _masks_maps(masks, maps)
-    return average_precision(m.ravel(), a.ravel())
+def pixel_auroc(masks: Any, maps: Any) -> float:
+    return auroc(*_flat(_masks_maps(masks, maps)))
 
 
-def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_ap(masks: Any, maps: Any) -> float:
+    return average_precision(*_flat(_masks_maps(masks, maps)))
+
+
+def pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     """Exact (FPR, PRO) curve over all distinct thresholds, starting at (0, 0).
 
     PRO at a threshold = mean over every connected anomalous region (8-connectivity, per
@@ -152,31 +163,32 @@ def pro_curve(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     from scipy import ndimage
 
-    m, a = _masks_maps(masks, maps)
-    if not np.isfinite(a).all():
-        raise DataError("pixel metrics: maps contain NaN or infinity")
-    pro_w = np.zeros(m.shape, dtype=np.float64)
+    pairs = _masks_maps(masks, maps)
+    weights = []
     regions = 0
     structure = np.ones((3, 3), dtype=int)
-    for i in range(m.shape[0]):
-        lab, n = ndimage.label(m[i], structure=structure)
-        if n == 0:
-            continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
-        sizes[0] = np.inf  # background gets weight 0
-        pro_w[i] = 1.0 / sizes[lab]
+    for m, a in pairs:
+        if not np.isfinite(a).all():
+            raise DataError("pixel metrics: maps contain NaN or infinity")
+        w = np.zeros(m.shape, dtype=np.float64)
+        lab, n = ndimage.label(m, structure=structure)
+        if n:
+            sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+            sizes[0] = np.inf  # background gets weight 0
+            w = 1.0 / sizes[lab]
+        weights.append(w.ravel())
         regions += n
-    normal = int((~m).sum())
+    m_all, s = _flat(pairs)
+    normal = int((~m_all).sum())
     if regions == 0 or normal == 0:
         return np.array([0.0]), np.array([NAN])
-    pro_w /= regions
-    fp_w = (~m).astype(np.float64) / normal
-    s = a.ravel()
+    pro_w = np.concatenate(weights) / regions
+    fp_w = (~m_all).astype(np.float64) / normal
     order = np.argsort(-s, kind="mergesort")
     s = s[order]
     last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    fpr = np.cumsum(fp_w.ravel()[order])[last_of_run]
-    pro = np.cumsum(pro_w.ravel()[order])[last_of_run]
+    fpr = np.cumsum(fp_w[order])[last_of_run]
+    pro = np.cumsum(pro_w[order])[last_of_run]
     return np.clip(np.r_[0.0, fpr], 0, 1), np.clip(np.r_[0.0, pro], 0, 1)
 
 

@@ -8,7 +8,11 @@ RUN/adapters/epoch_NNN/
     head.safetensors                                   (non-LoRA learned parameters)
     optimizer.pt                                       (tensors only; loaded weights_only=True)
     state.json                                         (epoch, step, rng seeds, loss)
-RUN/threshold.json     {"value", "method"} written by eval, read by merge
+RUN/run.json           run id (fixed at the first epoch), data digests per role
+RUN/data_manifest.json sha256 of every image/mask with its role (train/val/test/unused)
+RUN/threshold.json     value, method, and its lineage: run id, epoch, that epoch's adapter
+                       sha256, the validation images' digest and the FRR/FPR on them;
+                       written by eval, checked by merge (another epoch or run is refused)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ OPTIM_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 ADAPTER_FILE = "adapter_model.safetensors"
 THRESHOLD_FILE = "threshold.json"
+RUN_FILE = "run.json"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 
 
@@ -159,3 +164,86 @@ def read_threshold(run_dir: str | Path) -> tuple[float, str] | None:
         return float(doc["value"]), str(doc.get("method", "eval"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"cannot read {p}: expected {{\"value\": float, \"method\": str}} ({exc})") from None
+
+
+def read_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """RUN/run.json ({} for runs made before it existed)."""
+    p = Path(run_dir) / RUN_FILE
+    if not p.is_file():
+        return {}
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {p}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{p}: expected a JSON object")
+    return doc
+
+
+def write_run_record(run_dir: str | Path, doc: dict[str, Any]) -> None:
+    (Path(run_dir) / RUN_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def epoch_sha256(run_dir: str | Path, epoch: int) -> str:
+    """sha256 over the adapter and head files of one epoch: what a threshold was chosen for."""
+    import hashlib
+
+    from edge_runtime.bundle import sha256_file
+
+    folder = epoch_dir(Path(run_dir), epoch)
+    h = hashlib.sha256()
+    for name in (ADAPTER_FILE, HEAD_FILE):
+        h.update(f"{name} {sha256_file(folder / name)}\n".encode())
+    return h.hexdigest()
+
+
+def best_epoch(run_dir: str | Path) -> int | None:
+    """The epoch with the best validation score in RUN/metrics.jsonl (earliest of ties), or
+    None when no epoch was validated. Only epochs still saved count."""
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.is_file():
+        return None
+    saved = set(saved_epochs(run_dir))
+    rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("val_score") is not None and r.get("epoch") in saved]
+    if not rows:
+        return None
+    criterion = rows[-1].get("val_criterion")
+    rows = [r for r in rows if r.get("val_criterion") == criterion]
+    return int(max(rows, key=lambda r: (r["val_score"], -r["epoch"]))["epoch"])
+
+
+def default_epoch(run_dir: str | Path, epoch: int | None) -> int:
+    """`epoch` if given, else the best validated epoch, else the last saved one."""
+    if epoch is None:
+        best = best_epoch(run_dir)
+        if best is not None:
+            return best
+    return resolve_epoch(run_dir, epoch)
+
+
+def read_threshold_doc(run_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(run_dir) / THRESHOLD_FILE
+    if not p.is_file():
+        return None
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        float(doc["value"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read {p}: expected {{\"value\": float, \"method\": str, ...}} ({exc})") from None
+    return doc
+
+
+def check_threshold_lineage(run_dir: str | Path, epoch: int, doc: dict[str, Any]) -> None:
+    """Refuse (one line) a threshold.json chosen for another epoch or another run."""
+    p = Path(run_dir) / THRESHOLD_FILE
+    if doc.get("epoch") is None or not doc.get("epoch_sha256"):
+        raise ConfigError(f"{p} records no epoch lineage (older eval); run 'clipinspect eval --run {run_dir}' again")
+    run_id = read_run_record(run_dir).get("run_id")
+    if run_id and doc.get("run_id") != run_id:
+        raise ConfigError(f"{p} belongs to run {doc.get('run_id')!r}, not to this run ({run_id}); run eval on this run")
+    if int(doc["epoch"]) != epoch:
+        raise ConfigError(f"{p} was chosen for epoch {doc['epoch']}, not epoch {epoch}; merge --epoch {doc['epoch']}, "
+                          f"or run eval --epoch {epoch}")
+    if doc["epoch_sha256"] != epoch_sha256(run_dir, epoch):
+        raise ConfigError(f"{p} was chosen for other weights than epoch {epoch} holds now (adapter sha256 differs); run eval again")

@@ -123,17 +123,26 @@ def _log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def training_samples(config: TrainConfig, data: str | Path) -> list[Any]:
-    from train.data import load_samples
+def split_plan(config: TrainConfig, data: str | Path) -> Any:
+    """The train/val/test plan of `data` under `config` (train.splits); eval uses the same."""
+    from train.data import SPLITS, load_samples
+    from train.splits import plan_splits
 
-    samples = load_samples(data, splits=config.data.splits, categories=config.data.categories)
+    samples = load_samples(data, splits=SPLITS, categories=config.data.categories, unsplit=config.data.unsplit)
     held = set(config.data.holdout)
     unknown = held - {s.category for s in samples}
     if unknown and not config.data.categories:
         raise DataError(f"holdout category '{sorted(unknown)[0]}' not in {data}")
-    samples = [s for s in samples if s.category not in held]
+    return plan_splits(samples, config.data, config.optim.seed)
+
+
+def training_samples(config: TrainConfig, data: str | Path, plan: Any = None) -> list[Any]:
+    plan = plan or split_plan(config, data)
+    held = set(config.data.holdout)
+    samples = plan.role("train")
     if not samples:
-        raise DataError(f"no training images left in {data} after holding out {', '.join(sorted(held))}")
+        raise DataError(f"no training images left in {data} after holding out {', '.join(sorted(held)) or 'nothing'} "
+                        f"and setting aside validation/test images ({plan.summary()})")
     if config.data.max_images and len(samples) > config.data.max_images:
         rng = random.Random(config.optim.seed)
         samples = sorted(rng.sample(samples, config.data.max_images), key=lambda s: str(s.image_path))
@@ -157,21 +166,24 @@ def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume:
     if start > config.optim.epochs:
         raise ConfigError(f"run {run} already has {done[-1]} epochs; ask for more with --epochs N (N > {done[-1]})")
     device = pick_device(config.optim.device)
-    samples = training_samples(config, data)  # before touching the run folder: bad data leaves no trace
+    plan = split_plan(config, data)  # before touching the run folder: bad data leaves no trace
+    samples = training_samples(config, data, plan)
+    checked = verify_data(config, data, plan)
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / CONFIG_FILE)
+    record_data(run, data, plan, samples, resume=bool(done), checked=checked)
     threads = torch.get_num_threads()
     if config.optim.threads:
         torch.set_num_threads(config.optim.threads)
     try:
         with _log_to(run / LOG_FILE):
-            return _train(config, run, samples, device, done, start, progress)
+            return _train(config, run, samples, device, done, start, progress, val=plan.role("val"))
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done: list[int], start: int,
-           progress: bool) -> TrainResult:
+           progress: bool, val: list[Any] | None = None) -> TrainResult:
     import torch
     from torch.utils.data import DataLoader, RandomSampler
     from tqdm import tqdm
@@ -188,6 +200,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     model.to(device)
     dataset = with_augmentation(AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std), config.augment,
                                 config.optim.seed)
+    val_set = AnomalyDataset(val, loaded.image_size, loaded.mean, loaded.std) if val else None
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     use_amp = bool(config.optim.amp and device == "cuda")
@@ -241,6 +254,10 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
         record = {"epoch": epoch, **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
                   "lr": optim.param_groups[0]["lr"], "images": seen, "seconds": round(time.perf_counter() - t0, 3),
                   "device": device, "amp": use_amp}
+        if val_set is not None:  # picks the best epoch (run_state.best_epoch); test is never looked at
+            from train.validation import validate
+
+            record.update(validate(model, val_set, config, device, config.optim.batch_size))
         folder = epoch_dir(run, epoch)
         save_adapters(model, folder)
         torch.save({"optimizer": optim.state_dict(), "scaler": scaler.state_dict() if use_amp else {}},
@@ -253,6 +270,45 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
                  record["loss_image"], record["loss_focal"], record["loss_dice"], record["seconds"], folder)
         result.epochs.append(record)
     return result
+
+
+def verify_data(config: TrainConfig, data: str | Path, plan: Any) -> dict[str, str]:
+    """With data.manifest set, the images must still be what `check-data --write-manifest`
+    recorded (DataError naming the first changed file)."""
+    if not config.data.manifest:
+        return {}
+    from train.data_manifest import verify_manifest
+
+    every = [*plan.train, *plan.val, *plan.test]
+    return {"manifest": str(Path(config.data.manifest).resolve()),
+            "sha256": verify_manifest(config.data.manifest, data, every)}
+
+
+def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resume: bool,
+                checked: dict[str, str] | None = None) -> None:
+    """RUN/data_manifest.json (sha256 of every image and mask, with its role) and RUN/run.json
+    (run id, digests). A resumed run must see the same training and validation images."""
+    import uuid
+
+    from train.data_manifest import RUN_MANIFEST, build_manifest, write_manifest
+    from train.run_state import read_run_record, write_run_record
+
+    roles = {"train": samples, "val": plan.role("val"), "test": plan.role("test")}
+    every = [*roles["train"], *roles["val"], *roles["test"]]
+    doc = build_manifest(data, every, roles)
+    digests = {r: v["sha256"] for r, v in doc["roles"].items()}
+    old = read_run_record(run)
+    if resume and old.get("data_sha256"):
+        for role in ("train", "val"):
+            if old["data_sha256"].get(role) != digests[role]:
+                raise DataError(f"the {role} images of {data} differ from those run {run} started with "
+                                f"({old['data_sha256'].get(role, '?')[:12]} vs {digests[role][:12]}); resume on the same data")
+        return
+    write_manifest(run / RUN_MANIFEST, doc)
+    write_run_record(run, {"run_id": old.get("run_id") or uuid.uuid4().hex, "data": str(Path(data).resolve()),
+                           "data_sha256": digests, "images": {r: len(v) for r, v in roles.items()},
+                           "verified_manifest": checked or {}})
+    log.info("data %s: %s; digests recorded in %s", data, plan.summary(), run / RUN_MANIFEST)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

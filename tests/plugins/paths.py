@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# A git worktree sits one level deeper than the main checkout: CLIPINSPECT_SHARED_DATA points there.
+SHARED_DATA = Path(os.environ.get("CLIPINSPECT_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

@@ -148,13 +148,16 @@ def test_csv_image_level(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text(
         "image_id,label,description\nimgs/a.png,good,clean part\nimgs/b,NG,scratch on lid\nimgs/c.png,1,\n"
     )
-    samples = load_samples(tmp_path / "labels.csv")
-    assert [s.label for s in samples] == [0, 1, 1]
+    with pytest.raises(DataError, match="3 rows have no split"):
+        load_samples(tmp_path / "labels.csv")  # one file must not silently serve training and evaluation
+    samples = load_samples(tmp_path / "labels.csv", unsplit="seeded")
+    assert [s.label for s in samples] == [0, 1, 1] and {s.split for s in samples} == {""}
+    assert {s.split for s in load_samples(tmp_path / "labels.csv", unsplit="test")} == {"test"}
     assert samples[1].image_path.name == "b.png" and samples[1].description == "scratch on lid"
     assert all(s.mask_path is None and not s.pixel_gt for s in samples)
     item = AnomalyDataset(samples, 16, MEAN, STD)[1]
     assert not bool(item["has_mask"]) and item["mask"].sum() == 0
-    assert load_samples(tmp_path) == samples  # a folder with one CSV
+    assert load_samples(tmp_path, unsplit="seeded") == samples  # a folder with one CSV
 
 
 @pytest.mark.parametrize("text,label", [("normal", 0), ("Good", 0), ("OK", 0), ("0", 0),

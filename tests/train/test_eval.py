@@ -27,7 +27,7 @@ def tiny_run(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("eval_run")
-    data = make_synthetic_dataset(root / "data", SynthSpec(categories=2, size=64, train_good=0, per_class=2), progress=False).root
+    data = make_synthetic_dataset(root / "data", SynthSpec(categories=2, size=64, train_good=0, per_class=4), progress=False).root
     cfg = TrainConfig(clip=str(tiny_clip_dir), lora=LoraSettings(rank=4))
     run = root / "run"
     run.mkdir()
@@ -38,17 +38,27 @@ def tiny_run(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return run, data
 
 
-def _independent_scores(run: Path, data: Path) -> tuple[np.ndarray, np.ndarray, list]:
+def _roles(run: Path, data: Path) -> dict[str, list]:
+    """The run's split plan of `data`: what eval must report (test) and threshold on (val)."""
+    from train.data import SPLITS, load_samples
+    from train.run_state import read_run_config
+    from train.splits import plan_splits
+
+    cfg = read_run_config(run)
+    plan = plan_splits(load_samples(data, splits=SPLITS), cfg.data, cfg.optim.seed)
+    return {"val": plan.role("val"), "test": plan.role("test")}
+
+
+def _independent_scores(run: Path, data: Path, role: str = "test") -> tuple[np.ndarray, np.ndarray, list]:
     """Scores through the device preprocessing path, one image at a time, no eval code."""
     import torch
 
     from edge_runtime.imageio import read_rgb
     from edge_runtime.preprocess import normalize, prepare
-    from train.data import load_samples
     from train.run_state import load_run_model
 
     model, info = load_run_model(run)
-    samples = load_samples(data, splits=("test",))
+    samples = _roles(run, data)[role]
     scores = []
     with torch.no_grad():
         for s in samples:
@@ -69,7 +79,9 @@ def test_eval_end_to_end(tiny_run: tuple[Path, Path], capsys: pytest.CaptureFixt
     assert table_rows[2:] == ["metal", "wood", "mean"]
 
     doc = json.loads((run / "eval" / "metrics.json").read_text())
-    assert doc["epoch"] == 1 and doc["categories"] == ["metal", "wood"] and doc["n_images"] == 16
+    roles = _roles(run, data)
+    assert not {s.image_path for s in roles["val"]} & {s.image_path for s in roles["test"]}
+    assert doc["epoch"] == 1 and doc["categories"] == ["metal", "wood"] and doc["n_images"] == len(roles["test"]) > 0
     scores, labels, samples = _independent_scores(run, data)
     cats = np.array([s.category for s in samples])
     for cat in ("metal", "wood"):
@@ -87,6 +99,7 @@ def test_eval_end_to_end(tiny_run: tuple[Path, Path], capsys: pytest.CaptureFixt
     assert [ln.split(",")[0] for ln in csv_lines[1:]] == ["metal", "wood", "mean"]
 
     thr = json.loads((run / "threshold.json").read_text())
+    scores, labels, _ = _independent_scores(run, data, "val")  # the threshold comes from validation only
     best = max((2 * p * r / (p + r) if p + r else 0.0, t) for t in np.unique(scores)
                for p, r in [(((scores >= t) & (labels == 1)).sum() / max(1, (scores >= t).sum()),
                              ((scores >= t) & (labels == 1)).sum() / labels.sum())])
@@ -95,7 +108,8 @@ def test_eval_end_to_end(tiny_run: tuple[Path, Path], capsys: pytest.CaptureFixt
     pred = scores >= thr["value"]
     tp = (pred & (labels == 1)).sum()
     assert 2 * tp / (pred.sum() + labels.sum()) == pytest.approx(best[0])  # the threshold reaches F1-max
-    assert "F1-max" in thr["method"] and str(data) in thr["method"] and "metal,wood" in thr["method"]
+    assert "F1-max" in thr["method"] and "validation split" in thr["method"] and thr["epoch"] == 1
+    assert thr["images"] == len(roles["val"]) and thr["frr"] == pytest.approx(((scores >= thr["value"]) & (labels == 0)).sum() / (labels == 0).sum())
     from train.run_state import read_threshold
 
     assert read_threshold(run) == (thr["value"], thr["method"])  # what merge will read
@@ -145,7 +159,9 @@ def test_eval_fgsm_and_csv_image_level(tiny_run: tuple[Path, Path], tmp_path: Pa
     try:
         argv = ["eval", "--run", str(run), "--data", str(data / "labels.csv"), "--heatmaps", "1",
                 "--fgsm", "0.02", "--no-threshold", "--device", "cpu"]
-        assert main(argv) == 0
+        assert main(argv) == 2  # no split column: the rows' role must be said
+        assert "have no split" in capsys.readouterr().err
+        assert main([*argv, "--unseen"]) == 0
     finally:
         (data / "labels.csv").unlink()
     out = capsys.readouterr().out

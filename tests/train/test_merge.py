@@ -88,24 +88,34 @@ def test_merge_command_matches_run_scores_and_reads_threshold(trained_run, tmp_p
     from edge_runtime.cli import main
     from train.run_state import load_run_model
 
+    from train.run_state import best_epoch
+
     assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m1")]) == 0
     assert "default: no eval run" in capsys.readouterr().out
-    run_model, run_info = load_run_model(trained_run)
-    assert run_info.epoch == 2
+    best = best_epoch(trained_run)  # without --epoch: the best on validation
+    assert best in (1, 2)
+    run_model, run_info = load_run_model(trained_run, best)
     merged, info = load_merged(tmp_path / "m1")
-    assert info.epoch == 2 and info.model_id.startswith("run-") and info.clip_source == run_info.clip_source
+    assert info.epoch == best and info.model_id.startswith("run-") and info.clip_source == run_info.clip_source
     x = _images(3)
     with torch.no_grad():
         ref, out = run_model.predict(x), merged.predict(x)
     assert (out.score - ref.score).abs().max() <= 1e-5
 
-    (trained_run / "threshold.json").write_text(json.dumps({"value": 0.6125, "method": "f1-max on eval"}))
+    from train.evaluate import write_threshold
+    from train.run_state import epoch_sha256, read_run_record
+
+    other = 3 - best
+    write_threshold(trained_run, {"value": 0.6125, "method": "f1-max on val", "epoch": other,
+                                  "epoch_sha256": epoch_sha256(trained_run, other),
+                                  "run_id": read_run_record(trained_run)["run_id"]})
     try:
-        assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m2"), "--epoch", "1"]) == 0
+        assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m2")]) == 0
     finally:
         (trained_run / "threshold.json").unlink()
     _, info2 = load_merged(tmp_path / "m2")
-    assert (info2.threshold, info2.threshold_method, info2.epoch) == (0.6125, "f1-max on eval", 1)
+    assert (info2.threshold, info2.threshold_method, info2.epoch) == (0.6125, "f1-max on val", other)
+    assert info2.threshold_lineage["epoch"] == other and info2.lineage["run_id"] == read_run_record(trained_run)["run_id"]
     assert info2.model_id != info.model_id
 
 

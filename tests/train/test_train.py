@@ -118,7 +118,8 @@ def test_image_level_csv_trains_without_masks(small_data, tiny_clip_dir, tmp_pat
     csv = small_data / "wood" / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     run = tmp_path / "csvrun"
-    assert main(_train_args(csv, tiny_clip_dir, run, "--epochs", "1")) == 0
+    assert main(_train_args(csv, tiny_clip_dir, run, "--epochs", "1")) == 2  # no split column: refused
+    assert main(_train_args(csv, tiny_clip_dir, run, "--epochs", "1", "--set", "data.unsplit=seeded")) == 0
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["loss_focal"] == 0.0 and rec["loss_dice"] == 0.0 and rec["loss_image"] > 0
     assert rec["loss"] == pytest.approx(rec["loss_image"])

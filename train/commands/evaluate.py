@@ -1,5 +1,6 @@
-"""`clipinspect eval --run RUN --data D`: per-category metrics (AnomalyCLIP paper layout),
-heatmap overlays, the F1-max threshold for merge/export, optional FGSM robustness check."""
+"""`clipinspect eval --run RUN --data D`: per-category metrics (AnomalyCLIP paper layout) on
+the test images of the run's split plan, heatmap overlays, the F1-max threshold chosen on the
+validation images (with lineage, for merge/export), optional FGSM robustness check."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="training run folder (RUN/config.yaml, RUN/adapters/epoch_NNN)")
     p.add_argument("--data", required=True, help="MVTec/VisA folder, meta.json or CSV")
     p.add_argument("--categories", nargs="+", default=None, help="only these categories (default: all)")
-    p.add_argument("--splits", nargs="+", default=["test"], choices=["train", "test"],
-                   help="splits to evaluate (default: test; CSV without a split column: every row)")
-    p.add_argument("--epoch", type=int, default=None, help="adapters of this epoch (default: last saved)")
+    p.add_argument("--report", choices=["test", "val"], default="test",
+                   help="images the table reports: test (default) or val; the threshold always comes from val")
+    p.add_argument("--unseen", action="store_true",
+                   help="a data set the run never trained on: its test split is reported (checked by sha256); no threshold")
+    p.add_argument("--pixel-resolution", choices=["original", "model"], default="original",
+                   help="pixel metrics at each mask's own size (default, MVTec protocol) or at the model's input size")
+    p.add_argument("--target-frr", type=float, default=None, metavar="FRR",
+                   help="threshold from the GOOD validation images at this false-reject rate (distribution-free bound, "
+                        "as `enroll`), instead of F1-max; works when validation has no defects")
+    p.add_argument("--epoch", type=int, default=None,
+                   help="adapters of this epoch (default: the best on validation, else the last saved)")
     p.add_argument("--fgsm", type=float, default=None, metavar="EPS",
                    help="also report image AUROC under an FGSM step of EPS in pixel scale [0,1], e.g. 0.004")
     p.add_argument("--pgd-steps", type=int, default=None, metavar="K",
@@ -37,13 +46,18 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)  # eval is deterministic; nothing random should run, but be sure
     options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm, pgd_steps=args.pgd_steps,
-                          heatmaps=args.heatmaps, device=device)
+                          heatmaps=args.heatmaps, device=device, pixel_resolution=args.pixel_resolution)
     result, table = evaluate_run(args.run, args.data, categories=args.categories, epoch=args.epoch,
-                                 options=options, splits=tuple(args.splits),
+                                 options=options, report=args.report, unseen=args.unseen, target_frr=args.target_frr,
                                  write_threshold_file=not args.no_threshold)
     print(table)
-    if result.threshold is not None:
-        print(f"threshold {result.threshold[0]:.4f}: {result.threshold[1]}")
+    if result.threshold_doc is not None:
+        d = result.threshold_doc
+        rep = d.get(args.report) or {}
+        print(f"threshold {d['value']:.4f} (epoch {d['epoch']}): {d['method']}")
+        if rep.get("frr") is not None or rep.get("far") is not None:
+            pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+            print(f"  on the {args.report} images (reported only): FRR {pct(rep.get('frr'))}, defects accepted (FAR) {pct(rep.get('far'))}")
     if result.fgsm is not None:
         f = result.fgsm
         print(f"FGSM eps={f['eps']:g}: image AUROC (mean over categories) clean {100 * f['clean_image_auroc']:.1f} -> "

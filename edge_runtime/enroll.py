@@ -1,0 +1,221 @@
+"""Station enrollment: score good parts through a bundle's own backend and write a new bundle.
+
+`enroll_bundle` loads the bundle (hashes checked), scores every good image exactly as `run`
+would (same preprocessing function, same backend and precision), then runs the enrollment
+steps in order. Each step may add files to the staged copy of the bundle and returns the
+updated manifest; the threshold step is always first. Another option of `enroll` (e.g. a
+few-shot memory bank) adds a step: `EnrollStep(name, apply)` with
+`apply(ctx, stage, manifest) -> manifest`, where `stage.path(name)` gives a file to write.
+The copy is committed all at once (staging folder renamed into place) with every file
+re-hashed, so a half-written enrollment never looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edge_runtime.bundle import MANIFEST, Bundle, Manifest, Threshold, load_bundle, sha256_file, with_file, write_manifest
+from edge_runtime.digest import image_set_sha256
+from edge_runtime.errors import BundleError, ConfigError, DataError
+from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.thresholds import FrrThreshold, frr_threshold
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "enrollment.json"
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursively), sorted by path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    return files
+
+
+def score_images(bundle: Bundle, backend: Any, paths: Sequence[Path], batch_size: int = 8) -> np.ndarray:
+    """Image scores of `paths` through `backend`, preprocessed as `run` does."""
+    from edge_runtime.frames import Frame
+    from edge_runtime.pipeline import make_preprocessor
+
+    first = bundle.manifest.input("image").shape[0] if bundle.manifest.inputs else "batch"
+    batch = int(first) if isinstance(first, int) else max(1, int(batch_size))
+    preprocess = make_preprocessor(bundle)
+    out = np.zeros(len(paths), np.float64)
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        items = [preprocess(Frame(read_rgb(p), 0, start + i, "enroll", {"pixel_format": "RGB8"})) for i, p in enumerate(chunk)]
+        while len(items) < batch and isinstance(first, int):  # a static batch is padded, the padding discarded
+            items.append(items[-1])
+        scores = np.asarray(backend.infer(np.stack(items)).score, np.float64).reshape(-1)
+        out[start:start + len(chunk)] = scores[: len(chunk)]
+    return out
+
+
+@dataclass
+class EnrollContext:
+    """What the steps share: the source bundle, the backend that scored, the images."""
+
+    bundle: Bundle
+    backend: Any
+    backend_info: dict[str, Any]
+    images: list[Path]
+    image_sha256: list[str]
+    scores: np.ndarray
+    options: "EnrollOptions"
+    results: dict[str, Any] = field(default_factory=dict)  # step name -> what it decided
+
+    @property
+    def images_sha256(self) -> str:
+        return image_set_sha256(self.image_sha256)
+
+
+class StagedBundle:
+    """A copy of a bundle's listed files in a staging folder next to `out`; `commit` hashes
+    every file into the manifest and renames the folder into place."""
+
+    def __init__(self, src: Bundle, out: Path, overwrite: bool = False) -> None:
+        self.out = Path(out).absolute()
+        if self.out == Path(src.root).absolute():
+            raise ConfigError("--out must be a new folder, not the bundle being enrolled (the original stays as it was)")
+        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not overwrite)):
+            raise BundleError(f"output {self.out} already exists; pass --force to replace it")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.staging-"))
+        except OSError as exc:
+            raise BundleError(f"cannot write {self.out}: {exc.strerror or exc}") from None
+        # Only the files the manifest lists: a signature over the old manifest would not
+        # match the new one and is left behind on purpose.
+        for name in src.manifest.files:
+            dst = self.root / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src.root / name, dst)
+        self._done = False
+
+    def path(self, name: str) -> Path:
+        if Path(name).is_absolute() or ".." in Path(name).parts or name == MANIFEST:
+            raise BundleError(f"bad bundle file name {name!r}")
+        p = self.root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def commit(self, manifest: Manifest) -> Bundle:
+        manifest = replace(manifest, files={})
+        for name in sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()):
+            manifest = with_file(manifest, self.root, name)
+        write_manifest(self.root, manifest)
+        old = None
+        if self.out.exists():
+            old = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.old-"))
+            os.rmdir(old)
+            os.replace(self.out, old)
+        os.replace(self.root, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._done = True
+        return load_bundle(self.out)
+
+    def __enter__(self) -> "StagedBundle":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not self._done:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class EnrollOptions:
+    target_frr: float
+    confidence: float = 0.95
+    margin: float = 0.0
+    best_effort: bool = False
+    backend: str = "ort-cpu"
+    precision: str = "fp32"
+    batch_size: int = 8
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class EnrollStep:
+    name: str
+    apply: Callable[[EnrollContext, StagedBundle, Manifest], Manifest]
+
+
+def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) -> Manifest:
+    """Set the threshold at the target FRR; record the per-image scores in enrollment.json."""
+    import json
+
+    o = ctx.options
+    thr: FrrThreshold = frr_threshold(ctx.scores, o.target_frr, o.confidence, margin=o.margin, best_effort=o.best_effort)
+    ctx.results["threshold"] = thr
+    if thr.value > 1.0:  # scores are probabilities: such a threshold would never reject a part
+        raise ConfigError(f"threshold {thr.value:.4f} is above 1 (highest good score {float(ctx.scores.max()):.4f} + margin "
+                          f"{o.margin:g}); scores lie in [0, 1], so nothing would ever be rejected: use a smaller --margin")
+    if thr.best_effort:
+        log.warning("too few images for FRR %g at %g confidence: the threshold certifies only FRR <= %.3g",
+                    o.target_frr, o.confidence, thr.frr_bound)
+    doc = {
+        "method": thr.describe(), "target_frr": thr.target_frr, "confidence": thr.confidence,
+        "frr_bound": thr.frr_bound, "expected_frr": thr.expected_frr, "exceedances": thr.exceedances,
+        "margin": thr.margin, "best_effort": thr.best_effort, "threshold": thr.value,
+        "backend": ctx.backend_info.get("backend"), "precision": ctx.backend_info.get("precision"),
+        "images_sha256": ctx.images_sha256,
+        "images": [{"file": p.name, "sha256": h, "score": float(s)} for p, h, s in zip(ctx.images, ctx.image_sha256, ctx.scores)],
+    }
+    stage.path(SCORES_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    threshold = Threshold(
+        value=thr.value, method=thr.describe(),
+        source=f"enroll: {len(ctx.images)} good images, {ctx.backend_info.get('backend')} {ctx.backend_info.get('precision')}",
+        epoch=None, images=thr.n_images, data_sha256=ctx.images_sha256, frr=thr.frr_bound, far=None,
+        confidence=thr.confidence,
+    )
+    lineage = dict(manifest.lineage)
+    lineage["enrollment"] = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_bundle_manifest_sha256": ctx.bundle.manifest_sha256, "images_sha256": ctx.images_sha256,
+        "images": thr.n_images, "target_frr": thr.target_frr, "frr_bound": thr.frr_bound,
+        "confidence": thr.confidence, "previous_threshold": {"value": manifest.threshold.value, "method": manifest.threshold.method},
+        "scores_file": SCORES_FILE,
+    }
+    return replace(manifest, threshold=threshold, lineage=lineage)
+
+
+def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str | Path, options: EnrollOptions,
+                  extra_steps: Sequence[EnrollStep] = ()) -> tuple[Bundle, EnrollContext]:
+    """Score the good images of `images_dir` with the bundle's backend and write the enrolled
+    copy to `out_dir`. Checks everything cheap (bundle, images, target) before scoring."""
+    from edge_runtime.session import load_backend
+    from edge_runtime.thresholds import check_target
+
+    check_target(options.target_frr, options.confidence)
+    if options.margin < 0:
+        raise ConfigError(f"--margin must be >= 0, got {options.margin}")
+    bundle = load_bundle(bundle_dir)
+    images = find_images(images_dir)
+    hashes = [sha256_file(p) for p in images]
+    backend, info = load_backend(bundle, options.backend, options.precision)
+    try:
+        scores = score_images(bundle, backend, images, options.batch_size)
+    finally:
+        backend.close()
+    ctx = EnrollContext(bundle, backend, dict(info), images, hashes, scores, options)
+    steps = (EnrollStep("threshold", threshold_step), *extra_steps)
+    with StagedBundle(bundle, Path(out_dir), overwrite=options.overwrite) as stage:
+        manifest = bundle.manifest
+        for step in steps:
+            manifest = step.apply(ctx, stage, manifest)
+        return stage.commit(manifest), ctx
