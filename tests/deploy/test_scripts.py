@@ -42,6 +42,8 @@ def test_unit_contract():
     text = (JETSON / "clipinspect.service").read_text()
     for line in (
         "Restart=on-failure",
+        "Type=notify",
+        "WatchdogSec=30",
         "User=clipinspect",
         "EnvironmentFile=-/etc/clipinspect/clipinspect.env",
         "--config /etc/clipinspect/config.yaml",
