@@ -100,7 +100,7 @@ owner() {  # owner USER GROUP -> what chown needs: names on the host, numeric id
   local uid gid
   uid=$(awk -F: -v n="$1" '$1 == n {print $3}' "$(P /etc/passwd)")
   gid=$(awk -F: -v n="$2" '$1 == n {print $3}' "$(P /etc/group)")
-  [ -n "$uid" ] && [ -n "$gid" ] || die "staged $1:$2 has no id in $(P /etc/passwd) / $(P /etc/group)"
+  if [ -z "$uid" ] || [ -z "$gid" ]; then die "staged $1:$2 has no id in $(P /etc/passwd) / $(P /etc/group)"; fi
   echo "$uid:$gid"
 }
 

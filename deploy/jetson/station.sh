@@ -19,7 +19,6 @@ ROOT="/opt/clipinspect"
 PY=""
 CLI=""
 UNIT="clipinspect"
-TRUSTED_KEYS="/etc/clipinspect/trusted_keys"
 HEALTH_TIMEOUT=120
 STABLE_S=20
 STATUS_BROKER=""
@@ -34,7 +33,6 @@ while [ $# -gt 0 ]; do
     --python) PY="${2:?}"; shift 2 ;;
     --cli) CLI="${2:?}"; shift 2 ;;
     --unit) UNIT="${2:?}"; shift 2 ;;
-    --trusted-keys) TRUSTED_KEYS="${2:?}"; shift 2 ;;
     --health-timeout) HEALTH_TIMEOUT="${2:?}"; shift 2 ;;
     --stable) STABLE_S="${2:?}"; shift 2 ;;
     --status-broker) STATUS_BROKER="${2:?}"; shift 2 ;;
@@ -68,8 +66,8 @@ step_verify() {
   local v dir
   v=$(version_arg "$@"); dir=$(incoming_of "$v")
   [ -f "$dir/manifest.json" ] || die "$dir is not a bundle (no manifest.json)"
-  # Hashes of every file against the manifest. The signature check (trusted keys in
-  # $TRUSTED_KEYS) belongs to this same step.
+  # Hashes of every file against the manifest. The signature check against the station's
+  # trusted keys (/etc/clipinspect/trusted_keys) belongs to this same step.
   if ! "$PY" -m edge_runtime.bundle "$dir" >&2; then
     rm -rf -- "$dir"
     die "bundle $v failed verification on the station; nothing was switched"
@@ -100,7 +98,9 @@ step_switch() {
   v=$(version_arg "$@")
   [ $# -eq 1 ] || die "switch takes exactly one VERSION"
   target="$ROOT/bundles/$v"
-  [ -d "$target" ] && [ ! -L "$target" ] && [ -f "$target/manifest.json" ] || die "$target is not a committed bundle"
+  if [ ! -d "$target" ] || [ -L "$target" ] || [ ! -f "$target/manifest.json" ]; then
+    die "$target is not a committed bundle"
+  fi
   # ln + mv -T renames over the old link: readers see either the old or the new target.
   ln -sfn "$target" "$ROOT/current.new"
   mv -T "$ROOT/current.new" "$ROOT/current"
@@ -130,7 +130,10 @@ step_health() {
   n0=$(show NRestarts)
   sleep "$STABLE_S"
   state=$(show ActiveState); n1=$(show NRestarts)
-  [ "$state" = active ] && [ "$n1" = "$n0" ] || { log "$UNIT restarted or stopped within ${STABLE_S}s (state $state, restarts $n0 -> $n1)"; return 1; }
+  if [ "$state" != active ] || [ "$n1" != "$n0" ]; then
+    log "$UNIT restarted or stopped within ${STABLE_S}s (state $state, restarts $n0 -> $n1)"
+    return 1
+  fi
   if [ -z "$STATUS_BROKER" ]; then
     log "READY and stable for ${STABLE_S}s (no --status-broker: MQTT status not checked)"
     return 0

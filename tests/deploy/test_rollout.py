@@ -25,6 +25,7 @@ from edge_runtime.bundle import (
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLOUT = REPO / "deploy" / "jetson" / "rollout.sh"
+STATION_SH = REPO / "deploy" / "jetson" / "station.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync not installed")
 
@@ -52,7 +53,7 @@ def make_bundle(root: Path, tag: str) -> Path:
 def rollout(station: Path, bundle: Path, health: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
         "bash", str(ROLLOUT), "--host", "local", "--root", str(station), "--bundle", str(bundle),
-        "--precision", "none", "--python", sys.executable, "--restart-cmd", "true",
+        "--precision", "none", "--python", sys.executable, "--station-sh", str(STATION_SH), "--restart-cmd", "true",
         "--health-cmd", health, "--health-timeout", "0", *extra,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -90,7 +91,7 @@ def test_tampered_bundle_is_refused_and_nothing_switches(tmp_path):
     (bad / "model.onnx").write_bytes(b"model v2 but edited")
     r = rollout(station, bad, "true")
     assert r.returncode == 2
-    assert "failed verification on the target" in r.stderr and "does not match its sha256" in r.stderr
+    assert "failed verification on the station" in r.stderr and "does not match its sha256" in r.stderr
     assert os.readlink(station / "current") == before
     assert not list((station / "bundles").glob(".incoming-*"))
 

@@ -81,7 +81,7 @@ def test_setup_dry_run_changes_nothing(tmp_path):
     out = r.stdout
     assert "venv --system-site-packages" in out
     assert "onnxruntime-gpu" in out and "pycuda" in out
-    assert "usbfs_memory_mb" in (JETSON / "setup.sh").read_text()
+    assert "would write /etc/systemd/system/usbfs-memory.service" in out
     assert "would write /etc/systemd/system/clipinspect.service" in out or "clipinspect.service" in out
     assert "dry run: nothing was changed" in out
     assert not root.exists()
