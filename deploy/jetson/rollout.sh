@@ -107,11 +107,6 @@ station() {  # station.sh STEP ARGS... with this rollout's options
   on_target "$STATION_SH" "${opts[@]}" "$@"
 }
 
-switch_to() {  # the exact command line of the sudoers rule; no sudo when the target user is root
-  on_target bash -c 'if [ "$(id -u)" = 0 ]; then exec "$@"; else exec sudo -n "$@"; fi' switch \
-    "$STATION_SH" --root "$ROOT" switch "$1"
-}
-
 copy_to_target() {
   if [ "$HOST" = local ]; then
     rsync -a --delete --chmod=Dg+rwx,Fg+rw "$1/" "$2/"
@@ -154,7 +149,7 @@ if [ "$PRECISION" != none ]; then
 fi
 previous=$(station commit "$version")
 log "switching $ROOT/current -> $version (previous: ${previous:-none})"
-switch_to "$version" || die "switch failed on $HOST (sudo rule from setup.sh missing?)"
+station use "$version" || exit 2
 
 if restart "$version" && healthy "$version"; then
   log "healthy on $version"
@@ -166,7 +161,7 @@ fi
 log "health check failed on $version"
 if [ -n "$previous" ]; then
   log "rolling back to $previous"
-  switch_to "$(basename "$previous")"
+  station use "$(basename "$previous")" || log "switch back failed: check the station"
   restart "$(basename "$previous")" || log "restart after rollback failed too: check the station"
   exit 1
 fi

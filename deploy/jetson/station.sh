@@ -8,6 +8,7 @@
 #   station.sh [options] build VERSION PRECISION engine for this device (fp16|int8)
 #   station.sh [options] commit VERSION          incoming -> ROOT/bundles/VERSION; prints the previous target
 #   station.sh --root ROOT switch VERSION        ROOT/current -> bundles/VERSION (root: sudoers rule)
+#   station.sh [options] use VERSION             switch, through `sudo -n` when not root (also rollback)
 #   station.sh [options] restart                 systemctl --no-block restart (sudo when not root)
 #   station.sh [options] health VERSION          READY, no restart for --stable s, MQTT status
 #   station.sh [options] prune KEEP PREVIOUS     drop old versions, never current nor PREVIOUS
@@ -107,6 +108,15 @@ step_switch() {
   log "current -> $target"
 }
 
+step_use() {
+  local v self
+  v=$(version_arg "$@")
+  if [ "$(id -u)" = 0 ]; then step_switch "$v"; return; fi
+  # Exactly the command line of the sudoers rule written by setup.sh.
+  self=$(readlink -f "$0")
+  sudo -n "$self" --root "$ROOT" switch "$v" || die "switch to $v refused (is the sudoers rule from setup.sh installed for $self?)"
+}
+
 step_restart() {
   # systemd's InvocationID changes with every start: health waits for a new one, so the old
   # process still running during a queued restart is never taken for the new one.
@@ -159,6 +169,7 @@ case "$STEP" in
   build) step_build "$@" ;;
   commit) step_commit "$@" ;;
   switch) step_switch "$@" ;;
+  use) step_use "$@" ;;
   restart) step_restart ;;
   health) step_health "$@" ;;
   prune) step_prune "$@" ;;
