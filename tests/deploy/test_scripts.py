@@ -90,3 +90,15 @@ def test_setup_dry_run_changes_nothing(tmp_path):
 def test_setup_rejects_unknown_option():
     r = subprocess.run(["bash", str(JETSON / "setup.sh"), "--frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown option --frobnicate" in r.stderr
+
+
+def test_rollout_identity_agrees_across_flash_setup_and_rollout():
+    """One ops account: flash.md creates it (no admin rights), setup.sh puts it in
+    clipinspect-deploy with the narrow sudoers rule, rollout.sh's usage logs in as it."""
+    flash = (JETSON / "flash.md").read_text()
+    setup = (JETSON / "setup.sh").read_text()
+    usage = subprocess.run(["bash", str(JETSON / "rollout.sh"), "--help"], capture_output=True, text=True).stdout
+    assert "sudo useradd --create-home --shell /bin/bash ops" in flash
+    assert 'OPS_USER="ops"' in setup and 'DEPLOY_GROUP="clipinspect-deploy"' in setup
+    assert "--host ops@station-7" in usage and "--host ops@station-7" in flash
+    assert "station.sh --root /opt/clipinspect switch VERSION" in flash
