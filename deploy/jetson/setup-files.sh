@@ -95,6 +95,9 @@ install_service() {
 CLIPINSPECT_MQTT_PASSWORD=
 CLIPINSPECT_BACKEND=trt
 CLIPINSPECT_PRECISION=fp16
+# Watchdog: seconds a stage with work may make no progress before the pings stop (default:
+# WatchdogSec of the unit).
+#CLIPINSPECT_STALL_S=30
 ENV
   sudoers_rule | write_file /etc/sudoers.d/clipinspect-deploy 0440 root root
   if [ -z "$STAGE" ] && [ "$DRY_RUN" = 0 ] && command -v visudo >/dev/null 2>&1; then

@@ -100,3 +100,24 @@ def test_two_station_rollout_canary_batches_rollback(tmp_path):
     r4 = rollout(tmp_path, inv, bad)
     assert r4.returncode != 0 and "does not match its sha256" in r4.stdout
     assert model(tmp_path, "st-a") == "model v2" and model(tmp_path, "st-b") == "model v1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("git") is None, reason="staged provisioning needs root (chown) and git")
+def test_provision_playbook_runs_setup_on_each_station(tmp_path):
+    """provision.yml for real on two local stations, setup.sh in --stage mode (the host is
+    not changed); becoming root is not needed: the test already runs as root."""
+    hosts = {name: {"setup_args": ["--stage", str(tmp_path / name)], "src_dir": str(tmp_path / f"{name}-src")} for name in ("st-a", "st-b")}
+    inv = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
+                            "broker": "broker.test", "ansible_user": "ops", "src_archive": str(tmp_path / "src.tar.gz")},
+                   "children": {"stations": {"hosts": hosts}}}}
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inv))
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(path), str(ANSIBLE / "provision.yml")],
+                       capture_output=True, text=True, timeout=300, env=ansible_env(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in hosts:
+        config = (tmp_path / name / "etc/clipinspect/config.yaml").read_text()
+        assert f'uri: "mqtts://{name}@broker.test:8883/clipinspect/{name}"' in config
+        assert (tmp_path / name / "opt/clipinspect/src/deploy/jetson/station.sh").is_file()
+        assert "clipinspect-deploy:" in (tmp_path / name / "etc/group").read_text()
