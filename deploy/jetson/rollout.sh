@@ -138,7 +138,10 @@ healthy() {
 # A version name the operator can read: UTC time + short manifest hash (sorts by time).
 version="$(date -u +%Y%m%dT%H%M%S.%NZ)-$(sha256sum "$BUNDLE/manifest.json" | cut -c1-12)"
 
-incoming=$(station incoming "$version") || die "cannot create an incoming folder on $HOST (is this user in clipinspect-deploy?)"
+# The first contact: an unknown host, refused key or missing group ends here in one line.
+if ! incoming=$(station incoming "$version" 2>&1); then
+  die "cannot create an incoming folder on $HOST: $(printf '%s' "$incoming" | tail -n1)"
+fi
 log "copying $BUNDLE to $HOST:$incoming"
 copy_to_target "$BUNDLE" "$incoming"
 log "verifying the bundle on the target"

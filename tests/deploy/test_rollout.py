@@ -121,3 +121,12 @@ def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
     r = subprocess.run(["bash", str(ROLLOUT), *argv], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
+def test_unknown_host_is_one_line(tmp_path):
+    b = make_bundle(tmp_path / "b", "v")
+    r = subprocess.run(["bash", str(ROLLOUT), "--host", "ops@station-does-not-exist.invalid", "--bundle", str(b)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot create an incoming folder on ops@station-does-not-exist.invalid" in r.stderr
