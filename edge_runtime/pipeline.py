@@ -287,6 +287,12 @@ class Pipeline:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def progress(self) -> dict[str, Any]:
+        """Per-stage counters; a watchdog (edge_runtime/sdnotify.py) compares them over time
+        to tell a live pipeline from a stuck capture, inference or publish thread."""
+        with self._lock:
+            return {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred, "published": self.published, "stopping": self._stop.is_set()}
+
     def _fail(self, exc: BaseException, stage: str) -> None:
         """Stop after an error, keeping every verdict that can still be delivered: after a
         capture error the queued frames are still judged; after an inference error the

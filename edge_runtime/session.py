@@ -126,6 +126,9 @@ def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
 
 
 def run_pipeline(session: RuntimeSession, **kwargs: Any) -> PipelineResult:
+    from edge_runtime.sdnotify import systemd_watchdog
+
     pipeline = session.pipeline(**kwargs)
-    with stop_on_signals(pipeline):
+    armed = session.config.source.options.trigger != "off"  # READY before the first part arrives
+    with stop_on_signals(pipeline), systemd_watchdog(pipeline, armed=armed):
         return pipeline.run()

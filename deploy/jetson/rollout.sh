@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The target-side snippets are single-quoted on purpose: they expand on the target, with the
-# values passed as positional parameters.
+# The target-side snippets are single-quoted on purpose: they expand on the target.
 # shellcheck disable=SC2016
 # Roll a bundle out to a station: copy, verify hashes there, build the engine on the target,
 # switch atomically (versioned folder + symlink), restart, health-check, roll back on failure.
+# Every target-side step is deploy/jetson/station.sh (the Ansible playbook runs the same).
 #
-#   deploy/jetson/rollout.sh --host clipinspect@station-7 --bundle ./bundle --precision fp16
+#   deploy/jetson/rollout.sh --host ops@station-7 --bundle ./bundle --precision fp16 \
+#       --status-broker mqtts://fleet@broker.plant.local/clipinspect --station station-7
 #   deploy/jetson/rollout.sh --host local --root /tmp/station --bundle ./bundle --precision none \
-#       --restart-cmd true --health-cmd 'test -f {current}/manifest.json'
+#       --station-sh deploy/jetson/station.sh --restart-cmd true --health-cmd 'test -f {current}/manifest.json'
 #
-# --host local runs every target-side step on this machine (used by the tests and for a
-# station that pulls its own bundles).
+# The ssh user is the ops account in the station's clipinspect-deploy group (setup.sh): it
+# writes ROOT/bundles itself and uses sudo only for `station.sh switch` and the restart.
+# --host local runs every target-side step on this machine (tests, a station pulling its own).
 set -euo pipefail
 
 HOST=""
@@ -19,30 +21,39 @@ ROOT="/opt/clipinspect"
 PRECISION="fp16"
 KEEP=3
 SSH_OPTS=(-o BatchMode=yes -o ConnectTimeout=10)
-PY="/opt/clipinspect/venv/bin/python"
-CLI="/opt/clipinspect/venv/bin/clipinspect"
-RESTART_CMD="sudo systemctl restart clipinspect"
-HEALTH_CMD="systemctl is-active --quiet clipinspect && {cli} doctor --bundle {current}"
-HEALTH_TIMEOUT=60
-HEALTH_INTERVAL=3
-TRUSTED_KEYS=""  # empty: the target's /etc/clipinspect/trusted_keys when it holds *.pub keys
+PY=""
+CLI=""
+STATION_SH=""
+RESTART_CMD=""
+HEALTH_CMD=""
+HEALTH_TIMEOUT=120
+STABLE_S=20
+STATUS_BROKER=""
+STATION=""
+TRUSTED_KEYS=""
 
 usage() {
-  sed -n '5,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '4,15p' "$0" | sed 's/^# \{0,1\}//'
   cat <<USAGE
 options:
-  --host H            ssh destination (user@host) or 'local'
-  --bundle DIR        bundle folder made by 'clipinspect export' (+ calibrate)
-  --root DIR          install root on the target (default $ROOT)
-  --precision P       engine to build on the target: fp16 | int8 | none (ONNX Runtime only)
-  --keep N            bundle versions kept on the target (default $KEEP)
-  --python PATH       target python with clipinspect installed (default $PY)
-  --cli PATH          target clipinspect executable (default $CLI)
-  --restart-cmd CMD   how to restart the service (default: $RESTART_CMD)
-  --health-cmd CMD    health check; {current} and {cli} are substituted (default: $HEALTH_CMD)
-  --health-timeout S  seconds to wait for a healthy service (default $HEALTH_TIMEOUT)
-  --trusted-keys DIR  folder of trusted public keys on the target; the bundle must be signed by one
-                      (default: /etc/clipinspect/trusted_keys when it holds keys there, else unchecked)
+  --host H              ssh destination (ops@host) or 'local'
+  --bundle DIR          bundle folder made by 'clipinspect export' (+ calibrate)
+  --root DIR            install root on the target (default $ROOT)
+  --precision P         engine to build on the target: fp16 | int8 | none (ONNX Runtime only)
+  --keep N              bundle versions kept on the target (default $KEEP)
+  --python PATH         target python (default ROOT/venv/bin/python)
+  --cli PATH            target clipinspect (default ROOT/venv/bin/clipinspect)
+  --station-sh PATH     target station.sh (default ROOT/src/deploy/jetson/station.sh)
+  --health-timeout S    seconds to wait for READY (default $HEALTH_TIMEOUT)
+  --stable S            seconds without a restart after READY (default $STABLE_S)
+  --status-broker URI   also require the retained MQTT status online on the new bundle
+                        (mqtt[s]://user@host/PREFIX; password in CLIPINSPECT_FLEET_PASSWORD on the target)
+  --station NAME        the station's name under PREFIX (with --status-broker)
+  --trusted-keys DIR    folder of trusted public keys on the target; the bundle must be signed by one
+                        (default: /etc/clipinspect/trusted_keys once it holds a key, else unchecked)
+  --restart-cmd CMD     stand-in for 'station.sh restart' (tests, stations without systemd)
+  --health-cmd CMD      stand-in for 'station.sh health', retried until --health-timeout;
+                        {current}, {cli} and {version} are substituted
 USAGE
 }
 
@@ -58,9 +69,13 @@ while [ $# -gt 0 ]; do
     --keep) KEEP="${2:?}"; shift 2 ;;
     --python) PY="${2:?}"; shift 2 ;;
     --cli) CLI="${2:?}"; shift 2 ;;
+    --station-sh) STATION_SH="${2:?}"; shift 2 ;;
     --restart-cmd) RESTART_CMD="${2:?}"; shift 2 ;;
     --health-cmd) HEALTH_CMD="${2:?}"; shift 2 ;;
     --health-timeout) HEALTH_TIMEOUT="${2:?}"; shift 2 ;;
+    --stable) STABLE_S="${2:?}"; shift 2 ;;
+    --status-broker) STATUS_BROKER="${2:?}"; shift 2 ;;
+    --station) STATION="${2:?}"; shift 2 ;;
     --trusted-keys) TRUSTED_KEYS="${2:?}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -73,96 +88,80 @@ done
 case "$PRECISION" in fp16|int8|none) ;; *) die "--precision must be fp16, int8 or none" ;; esac
 case "$KEEP" in ''|*[!0-9]*) die "--keep must be a number" ;; esac
 [ "$KEEP" -ge 2 ] || die "--keep must be at least 2 so that a rollback target exists"
+[ -z "$STATUS_BROKER" ] || [ -n "$STATION" ] || die "--status-broker needs --station NAME"
+STATION_SH="${STATION_SH:-$ROOT/src/deploy/jetson/station.sh}"
 
-# Run a shell snippet on the target. Arguments are passed as positional parameters so that
-# paths are never re-parsed by the remote shell.
+# Run a command on the target. Arguments are quoted for the remote shell, never re-parsed.
 on_target() {
-  local script="$1"; shift
   if [ "$HOST" = local ]; then
-    bash -c "$script" rollout "$@"
+    "$@"
   else
-    local quoted=""
-    local a
+    local quoted="" a
     for a in "$@"; do quoted+=" $(printf '%q' "$a")"; done
-    # shellcheck disable=SC2029  # the script is meant to expand on the target
-    ssh "${SSH_OPTS[@]}" "$HOST" "bash -c $(printf '%q' "$script") rollout$quoted"
+    # shellcheck disable=SC2029  # quoted above on purpose
+    ssh "${SSH_OPTS[@]}" "$HOST" "$quoted"
   fi
+}
+
+station() {  # station.sh STEP ARGS... with this rollout's options
+  local opts=(--root "$ROOT" --health-timeout "$HEALTH_TIMEOUT" --stable "$STABLE_S")
+  [ -z "$PY" ] || opts+=(--python "$PY")
+  [ -z "$CLI" ] || opts+=(--cli "$CLI")
+  [ -z "$STATUS_BROKER" ] || opts+=(--status-broker "$STATUS_BROKER" --station "$STATION")
+  [ -z "$TRUSTED_KEYS" ] || opts+=(--trusted-keys "$TRUSTED_KEYS")
+  on_target "$STATION_SH" "${opts[@]}" "$@"
 }
 
 copy_to_target() {
-  local src="$1" dest="$2"
   if [ "$HOST" = local ]; then
-    rsync -a --delete "$src/" "$dest/"
+    rsync -a --delete --chmod=Dg+rwx,Fg+rw "$1/" "$2/"
   else
-    rsync -a --delete -e "ssh ${SSH_OPTS[*]}" "$src/" "$HOST:$dest/"
+    rsync -a --delete --chmod=Dg+rwx,Fg+rw -e "ssh ${SSH_OPTS[*]}" "$1/" "$HOST:$2/"
   fi
 }
 
-subst() {  # {current} and {cli} placeholders in user-given commands
+with_placeholders() {
   local s="$1"
-  s="${s//\{current\}/$ROOT/current}"
-  s="${s//\{cli\}/$CLI}"
+  s="${s//\{current\}/$ROOT/current}"; s="${s//\{cli\}/${CLI:-$ROOT/venv/bin/clipinspect}}"; s="${s//\{version\}/$2}"
   printf '%s' "$s"
 }
 
-# A version name the operator can read: short manifest hash + UTC time.
-manifest_hash=$(sha256sum "$BUNDLE/manifest.json" | cut -c1-12)
-version="$(date -u +%Y%m%dT%H%M%S.%NZ)-$manifest_hash"  # fixed width: sorts by time
-target_dir="$ROOT/bundles/$version"
-incoming="$ROOT/bundles/.incoming-$version"
-
-log "copying $BUNDLE to $HOST:$target_dir"
-on_target 'mkdir -p "$1/bundles"' "$ROOT"
-copy_to_target "$BUNDLE" "$incoming"
-
-log "verifying hashes (and the signature, when the target trusts keys) on the target"
-if ! on_target '
-  keys="$3"
-  if [ -z "$keys" ] && compgen -G "/etc/clipinspect/trusted_keys/*.pub" >/dev/null; then keys=/etc/clipinspect/trusted_keys; fi
-  "$1" -m edge_runtime.bundle "$2" ${keys:+--trusted-keys "$keys"}' "$PY" "$incoming" "$TRUSTED_KEYS"; then
-  on_target 'rm -rf "$1"' "$incoming"
-  die "bundle failed verification on the target; nothing was switched"
-fi
-
-if [ "$PRECISION" != none ]; then
-  log "building the $PRECISION engine on the target (engines are not portable)"
-  if ! on_target '"$1" build-engine --bundle "$2" --precision "$3" ${4:+--trusted-keys "$4"}' "$CLI" "$incoming" "$PRECISION" "$TRUSTED_KEYS"; then
-    on_target 'rm -rf "$1"' "$incoming"
-    die "engine build failed on the target; nothing was switched"
-  fi
-fi
-
-on_target 'mv "$1" "$2"' "$incoming" "$target_dir"
-previous=$(on_target 'readlink "$1/current" || true' "$ROOT")
-
-switch_to() {
-  # ln + mv -T renames over the old link: readers see either the old or the new target.
-  on_target 'ln -sfn "$2" "$1/current.new" && mv -T "$1/current.new" "$1/current"' "$ROOT" "$1"
+restart() {
+  if [ -n "$RESTART_CMD" ]; then on_target bash -c "$(with_placeholders "$RESTART_CMD" "$1")"; else station restart; fi
 }
 
-log "switching $ROOT/current -> $target_dir (previous: ${previous:-none})"
-switch_to "$target_dir"
-
 healthy() {
-  local deadline=$((SECONDS + HEALTH_TIMEOUT))
-  local cmd
-  cmd=$(subst "$HEALTH_CMD")
-  while :; do
-    if on_target "$cmd"; then return 0; fi
+  [ -n "$HEALTH_CMD" ] || { station health "$1"; return; }
+  local cmd deadline=$((SECONDS + HEALTH_TIMEOUT))
+  cmd=$(with_placeholders "$HEALTH_CMD" "$1")
+  until on_target bash -c "$cmd"; do
     [ $SECONDS -lt $deadline ] || return 1
-    sleep "$HEALTH_INTERVAL"
+    sleep 3
   done
 }
 
-restart_cmd=$(subst "$RESTART_CMD")
-if on_target "$restart_cmd" && healthy; then
+# A version name the operator can read: UTC time + short manifest hash (sorts by time).
+version="$(date -u +%Y%m%dT%H%M%S.%NZ)-$(sha256sum "$BUNDLE/manifest.json" | cut -c1-12)"
+
+# The first contact: an unknown host, refused key or missing group ends here in one line.
+if ! incoming=$(station incoming "$version" 2>&1); then
+  die "cannot create an incoming folder on $HOST: $(printf '%s' "$incoming" | tail -n1)"
+fi
+log "copying $BUNDLE to $HOST:$incoming"
+copy_to_target "$BUNDLE" "$incoming"
+log "verifying the bundle on the target"
+station verify "$version" || exit 2
+if [ "$PRECISION" != none ]; then
+  log "building the $PRECISION engine on the target (engines are not portable)"
+  station build "$version" "$PRECISION" || exit 2
+fi
+previous=$(station commit "$version")
+log "switching $ROOT/current -> $version (previous: ${previous:-none})"
+station use "$version" || exit 2
+
+if restart "$version" && healthy "$version"; then
   log "healthy on $version"
-  # Prune old versions, never the current or the previous one.
-  on_target '
-    cd "$1/bundles" || exit 0
-    ls -1d -- */ 2>/dev/null | sed "s:/\$::" | sort -r | tail -n +"$(($2 + 1))" | while read -r old; do
-      [ "$1/bundles/$old" = "$3" ] || [ "$1/bundles/$old" = "$4" ] || rm -rf -- "$old"
-    done' "$ROOT" "$KEEP" "$target_dir" "$previous"
+  station prune "$KEEP" "$previous"
   echo "$version"
   exit 0
 fi
@@ -170,8 +169,8 @@ fi
 log "health check failed on $version"
 if [ -n "$previous" ]; then
   log "rolling back to $previous"
-  switch_to "$previous"
-  on_target "$restart_cmd" || log "restart after rollback failed too: check the station"
+  station use "$(basename "$previous")" || log "switch back failed: check the station"
+  restart "$(basename "$previous")" || log "restart after rollback failed too: check the station"
   exit 1
 fi
 log "no previous bundle to roll back to; $ROOT/current stays on the failed version"

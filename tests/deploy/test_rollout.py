@@ -25,6 +25,7 @@ from edge_runtime.bundle import (
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLOUT = REPO / "deploy" / "jetson" / "rollout.sh"
+STATION_SH = REPO / "deploy" / "jetson" / "station.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync not installed")
 
@@ -52,7 +53,7 @@ def make_bundle(root: Path, tag: str) -> Path:
 def rollout(station: Path, bundle: Path, health: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
         "bash", str(ROLLOUT), "--host", "local", "--root", str(station), "--bundle", str(bundle),
-        "--precision", "none", "--python", sys.executable, "--restart-cmd", "true",
+        "--precision", "none", "--python", sys.executable, "--station-sh", str(STATION_SH), "--restart-cmd", "true",
         "--health-cmd", health, "--health-timeout", "0", *extra,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -90,7 +91,7 @@ def test_tampered_bundle_is_refused_and_nothing_switches(tmp_path):
     (bad / "model.onnx").write_bytes(b"model v2 but edited")
     r = rollout(station, bad, "true")
     assert r.returncode == 2
-    assert "failed verification on the target" in r.stderr and "does not match its sha256" in r.stderr
+    assert "failed verification on the station" in r.stderr and "does not match its sha256" in r.stderr
     assert os.readlink(station / "current") == before
     assert not list((station / "bundles").glob(".incoming-*"))
 
@@ -120,3 +121,12 @@ def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
     r = subprocess.run(["bash", str(ROLLOUT), *argv], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
+def test_unknown_host_is_one_line(tmp_path):
+    b = make_bundle(tmp_path / "b", "v")
+    r = subprocess.run(["bash", str(ROLLOUT), "--host", "ops@station-does-not-exist.invalid", "--bundle", str(b)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot create an incoming folder on ops@station-does-not-exist.invalid" in r.stderr

@@ -42,6 +42,8 @@ def test_unit_contract():
     text = (JETSON / "clipinspect.service").read_text()
     for line in (
         "Restart=on-failure",
+        "Type=notify",
+        "WatchdogSec=30",
         "User=clipinspect",
         "EnvironmentFile=-/etc/clipinspect/clipinspect.env",
         "--config /etc/clipinspect/config.yaml",
@@ -79,7 +81,7 @@ def test_setup_dry_run_changes_nothing(tmp_path):
     out = r.stdout
     assert "venv --system-site-packages" in out
     assert "onnxruntime-gpu" in out and "pycuda" in out
-    assert "usbfs_memory_mb" in (JETSON / "setup.sh").read_text()
+    assert "would write /etc/systemd/system/usbfs-memory.service" in out
     assert "would write /etc/systemd/system/clipinspect.service" in out or "clipinspect.service" in out
     assert "dry run: nothing was changed" in out
     assert not root.exists()
@@ -88,3 +90,15 @@ def test_setup_dry_run_changes_nothing(tmp_path):
 def test_setup_rejects_unknown_option():
     r = subprocess.run(["bash", str(JETSON / "setup.sh"), "--frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown option --frobnicate" in r.stderr
+
+
+def test_rollout_identity_agrees_across_flash_setup_and_rollout():
+    """One ops account: flash.md creates it (no admin rights), setup.sh puts it in
+    clipinspect-deploy with the narrow sudoers rule, rollout.sh's usage logs in as it."""
+    flash = (JETSON / "flash.md").read_text()
+    setup = (JETSON / "setup.sh").read_text()
+    usage = subprocess.run(["bash", str(JETSON / "rollout.sh"), "--help"], capture_output=True, text=True).stdout
+    assert "sudo useradd --create-home --shell /bin/bash ops" in flash
+    assert 'OPS_USER="ops"' in setup and 'DEPLOY_GROUP="clipinspect-deploy"' in setup
+    assert "--host ops@station-7" in usage and "--host ops@station-7" in flash
+    assert "station.sh --root /opt/clipinspect switch VERSION" in flash
