@@ -191,7 +191,8 @@ def test_rollout_matrix(matrix, keys, tmp_path):
         station = tmp_path / name
         cmd = ["bash", str(ROLLOUT), "--host", "local", "--root", str(station), "--bundle", str(root), "--precision", "none",
                "--python", sys.executable, "--restart-cmd", "true", "--health-cmd", "test -f {current}/manifest.json",
-               "--health-timeout", "0", "--trusted-keys", str(keys.trusted_dir)]
+               "--health-timeout", "0", "--trusted-keys", str(keys.trusted_dir),
+               "--station-sh", str(REPO / "deploy" / "jetson" / "station.sh")]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
         if name == "good":
             assert r.returncode == 0, r.stderr
