@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categories", type=_csv, help="comma-separated categories to train on")
     p.add_argument("--holdout", type=_csv, help="comma-separated categories kept out of training")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default), cpu or cuda (no fallback)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="train at PX x PX (model.image_size), e.g. 336/448/518: above the CLIP's own size the "
+                        "position embedding is interpolated once at load; must be a multiple of the patch size")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -40,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         from edge_runtime.errors import ConfigError
 
         raise ConfigError("--clip is required (a local CLIP folder or a hub id, e.g. openai/clip-vit-base-patch16)")
-    config = resolve_config(args.config, args.overrides, clip=args.clip, epochs=args.epochs,
+    overrides = list(args.overrides)
+    if args.image_size is not None:
+        overrides.append(f"model.image_size={args.image_size}")
+    config = resolve_config(args.config, overrides, clip=args.clip, epochs=args.epochs,
                             categories=args.categories, holdout=args.holdout, device=args.device, base=base)
     result = train(args.data, Path(args.out), config, resume=args.resume, progress=not args.no_progress)
     print(f"{result.trainable_line}; device {result.device}, AMP {'on' if result.amp else 'off'}")
