@@ -108,27 +108,41 @@ def orin_estimate(row: Row) -> tuple[float, float]:
     return round(max(fp16_compute, fp16_floor), 2), round(max(int8_compute, int8_floor), 2)
 
 
-def time_onnx(path: Path, size: int, embed_dim: int, threads: int, rounds: int, budget_s: float) -> tuple[float, int]:
+def _session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def time_interleaved(models: Sequence[tuple[Path, int, int]], threads: int, rounds: int, budget_s: float
+                     ) -> list[tuple[float, int]]:
+    """[(p50 ms, runs)] for (onnx, size, embed_dim) models timed round-robin (one run of each
+    per round, after one warm-up each), so load from other work hits every size alike and the
+    ratios between sizes hold even when absolute numbers drift. Rounds are cut so that the
+    slowest model's timing stays near `budget_s`."""
     rng = np.random.default_rng(0)
-    feeds = {"image": rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8),
-             "text_embeddings": rng.standard_normal((2, embed_dim)).astype(np.float32)}
-    t0 = time.perf_counter()
-    sess.run(None, feeds)  # warm-up
-    first = time.perf_counter() - t0
-    n = max(1, min(rounds, int(budget_s / max(first, 1e-3))))
-    times = []
-    for _ in range(n):
+    sessions, feeds, first = [], [], []
+    for path, size, dim in models:
+        sess = _session(path, threads)
+        feed = {"image": rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8),
+                "text_embeddings": rng.standard_normal((2, dim)).astype(np.float32)}
         t0 = time.perf_counter()
-        sess.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), n
+        sess.run(None, feed)  # warm-up
+        first.append(time.perf_counter() - t0)
+        sessions.append(sess)
+        feeds.append(feed)
+    n = max(1, min(rounds, int(budget_s / max(max(first), 1e-3))))
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(n):
+        for i, (sess, feed) in enumerate(zip(sessions, feeds)):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [(statistics.median(t), n) for t in times]
 
 
 def bench_arch(arch: str, sizes: Sequence[int], work: Path, args: argparse.Namespace) -> list[Row]:
@@ -141,6 +155,7 @@ def bench_arch(arch: str, sizes: Sequence[int], work: Path, args: argparse.Names
 
     folder = make_clip_folder(work / arch, arch=arch, seed=0)
     rows: list[Row] = []
+    to_time: list[tuple[Row, tuple[Path, int, int]]] = []
     for wanted in sizes:
         loaded = load_clip(folder)
         patch = int(loaded.model.config.vision_config.patch_size)
@@ -158,12 +173,15 @@ def bench_arch(arch: str, sizes: Sequence[int], work: Path, args: argparse.Names
                 text = model.text_embeddings().numpy()
             export_onnx(model, onnx_path, image_size=loaded.image_size, mean=loaded.mean, std=loaded.std,
                         text_embeddings=text)
-            del model, loaded
-            p50, n = time_onnx(onnx_path, size, text.shape[1], args.threads, args.rounds, args.budget_s)
-            row.cpu_p50_ms, row.cpu_rounds = round(p50, 2), n
-            onnx_path.unlink()
+            to_time.append((row, (onnx_path, size, int(text.shape[1]))))
+        del model, loaded
         log.info("%s", row)
         rows.append(row)
+    if to_time:
+        timed = time_interleaved([m for _, m in to_time], args.threads, args.rounds, args.budget_s)
+        for (row, (path, _, _)), (p50, n) in zip(to_time, timed):
+            row.cpu_p50_ms, row.cpu_rounds = round(p50, 2), n
+            path.unlink()
     measured = [r for r in rows if r.cpu_p50_ms is not None]
     for r in rows:
         if r.cpu_p50_ms is None and measured:
@@ -174,13 +192,17 @@ def bench_arch(arch: str, sizes: Sequence[int], work: Path, args: argparse.Names
 
 def markdown(rows: Sequence[Row], threads: int) -> str:
     head = ("| model | input px | tokens | GFLOPs (attention) | CPU p50 ms, ORT FP32, "
-            f"{threads} threads | Orin Nano FP16 ms (expected) | Orin Nano INT8 ms (expected) |\n"
-            "|---|---|---|---|---|---|---|")
+            f"{threads} threads | CPU time / GFLOPs vs the arch's first size | Orin Nano FP16 ms (expected) | "
+            "Orin Nano INT8 ms (expected) |\n|---|---|---|---|---|---|---|---|")
     lines = [head]
+    base: dict[str, Row] = {}
     for r in rows:
+        b = base.setdefault(r.arch, r)
+        ratio = "-" if not (r.cpu_p50_ms and b.cpu_p50_ms) else (
+            f"{r.cpu_p50_ms / b.cpu_p50_ms:.2f}x / {r.gflops / b.gflops:.2f}x")
         cpu = "-" if r.cpu_p50_ms is None else (f"~{r.cpu_p50_ms:.3g} (estimated from GFLOPs)" if r.cpu_estimated
                                                 else f"{r.cpu_p50_ms:.3g} ({r.cpu_rounds} runs)")
-        lines.append(f"| {r.arch} | {r.size} | {r.tokens} | {r.gflops:.1f} ({r.gflops_attention:.1f}) | {cpu} | "
+        lines.append(f"| {r.arch} | {r.size} | {r.tokens} | {r.gflops:.1f} ({r.gflops_attention:.1f}) | {cpu} | {ratio} | "
                      f"{r.orin_fp16_ms:.1f} | {r.orin_int8_ms:.1f} |")
     return "\n".join(lines)
 
