@@ -66,6 +66,20 @@ def test_nproc_that_does_not_split_the_batch_is_one_line(tiny_clip_dir, tmp_path
     assert not (tmp_path / "r").exists()
 
 
+def _max_diff(a_dir, b_dir, name):
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _cli(*args):
+    code = "import sys; from edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "-q", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_path):
     from safetensors.torch import load_file
@@ -79,15 +93,10 @@ def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_
     single, multi = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *common, "--out", str(single)]) == 0
     # through the CLI launcher: clipinspect train --nproc 2 -> torchrun -> 2 x train.ddp (gloo)
-    code = ("import sys; from edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, "-q", "train", *common, "--out", str(multi), "--nproc", "2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = _cli("train", *common, "--out", multi, "--nproc", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("adapter_model.safetensors", "head.safetensors"):
-        a = load_file(str(single / "adapters/epoch_001" / name))
-        b = load_file(str(multi / "adapters/epoch_001" / name))
-        assert a.keys() == b.keys()
-        diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+        diff = _max_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name)
         print(f"{name}: 1 vs 2 processes, max |diff| {diff:.3g}")
         assert diff <= ATOL, f"{name}: max |diff| {diff:.3g}"
     lora = load_file(str(single / "adapters/epoch_001/adapter_model.safetensors"))
@@ -98,3 +107,10 @@ def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_
     # rank 0 alone wrote the run folder: one metrics line, one log
     assert len((multi / "metrics.jsonl").read_text().splitlines()) == 1
     assert "DDP: 2 processes, backend gloo" in (multi / "train.log").read_text()
+
+    # resumable: both continue to epoch 2 from their checkpoints and still agree
+    assert main(["train", "--data", str(data), "--out", str(single), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    proc = _cli("train", "--data", data, "--out", multi, "--resume", "--epochs", "2", "--no-progress", "--nproc", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _max_diff(single / "adapters/epoch_002", multi / "adapters/epoch_002", "adapter_model.safetensors") <= ATOL
+    assert _max_diff(multi / "adapters/epoch_001", multi / "adapters/epoch_002", "adapter_model.safetensors") > 0

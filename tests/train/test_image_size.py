@@ -109,3 +109,23 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
     assert np.ptp(d) > 1e-6  # not vacuous: different images, different scores
     assert main(["-q", "verify-bundle", "--bundle", str(bundle_dir), "--images", str(data),
                  "--backend", "torch", "--max-images", "4"]) == 0
+
+
+@pytest.mark.gpu
+def test_cuda_amp_training_above_native_size(tiny_clip_dir, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from train.run_state import load_run_model
+    from train.synth import SynthSpec, make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2,
+                                                               per_class=2), progress=False).root
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--clip", str(tiny_clip_dir), "--out", str(run), "--epochs", "1",
+                 "--image-size", str(SIZE), "--device", "cuda", "--no-progress", "--set", "optim.batch_size=4"]) == 0
+    rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["amp"] is True and np.isfinite(rec["loss"])
+    model, info = load_run_model(run, device="cpu")
+    assert info.image_size == (SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.isfinite(model.predict(torch.zeros(1, 3, SIZE, SIZE)).score).all()
