@@ -110,6 +110,19 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
     assert main(["-q", "verify-bundle", "--bundle", str(bundle_dir), "--images", str(data),
                  "--backend", "torch", "--max-images", "4"]) == 0
 
+    # INT8 selection on the enlarged graph: attention (QK^T, attn*V) stays float in every layer,
+    # which is what keeps TensorRT's attention in FP16 above its 512-token INT8 MHA limit
+    import onnx
+
+    from calibration.qdq import QuantConfig, select_nodes
+
+    graph = onnx.load(str(bundle.model_path("fp32")))
+    selection = select_nodes(graph, QuantConfig())
+    attention = [n for n, why in selection.excluded.items() if why == "activation x activation"]
+    assert len(attention) >= 2 * 4 and selection.quantize
+    by_name = {n.name: n for n in graph.graph.node}
+    assert all(by_name[n].op_type in ("MatMul", "Gemm") for n in selection.quantize)
+
 
 @pytest.mark.gpu
 def test_cuda_amp_training_above_native_size(tiny_clip_dir, tmp_path):
