@@ -80,6 +80,13 @@ def _cli(*args):
                           timeout=300)
 
 
+def test_nproc_inside_torchrun_is_refused(tiny_clip_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rc = main(["train", "--data", str(tmp_path), "--clip", str(tiny_clip_dir), "--out", str(tmp_path / "r"),
+               "--nproc", "2", "--device", "cpu"])
+    assert rc == 2 and "inside torchrun" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_path):
     from safetensors.torch import load_file

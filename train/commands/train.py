@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 def _launch(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - TrainConfig, imported lazily
     """Check everything a worker would refuse (config, data, run folder, GPUs) here, in one
     line, then hand the resolved config to `torchrun ... -m train.ddp`."""
+    import os
     import tempfile
     from pathlib import Path
 
@@ -80,6 +81,9 @@ def _launch(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - TrainCon
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc inside torchrun would launch torchrun again: torchrun's --nproc-per-node sets the "
+                          "process count")
     local_batch_size(config.optim.batch_size, DistContext(world_size=args.nproc))
     device = pick_device(config.optim.device)
     if device == "cuda":
