@@ -18,7 +18,9 @@ them. Semantics, chosen so a run means the same on 1 or N processes:
   repeating images and per-process averages weigh slightly differently - ordinary DDP behaviour.
 - Rank 0 alone writes the run folder (config, train.log, metrics, checkpoints) and prints; epoch
   losses are summed over ranks first, so metrics.jsonl reads as one process would have written.
-  Every rank reads the checkpoint on --resume. A barrier after each save keeps ranks in step.
+  Every rank reads the checkpoint on --resume. A barrier at the end of each epoch keeps ranks
+  in step: whatever the loop does after rank 0's save (best-epoch selection, an eval) runs on
+  rank 0 only while the others wait (process-group timeout 1 h).
 - Backend: NCCL on CUDA (one GPU per process, `cuda:LOCAL_RANK`, AMP as configured), gloo on CPU.
 """
 
@@ -29,6 +31,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Sequence
 
 from edge_runtime.errors import BackendUnavailable, ConfigError
@@ -78,7 +81,9 @@ def setup(ctx: DistContext, device: str) -> str:
         torch.cuda.set_device(ctx.local_rank)
         device = f"cuda:{ctx.local_rank}"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # rank 0 saves (and may evaluate) while the others wait at a barrier: allow an hour
+        # rather than NCCL's 10-minute default before calling it a hang
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(hours=1))
     if not ctx.is_main:
         # one console for N processes: the others only report problems
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
