@@ -202,8 +202,8 @@ def markdown(rows: Sequence[Row], threads: int) -> str:
         b = base.setdefault(r.arch, r)
         ratio = "-" if not (r.cpu_p50_ms and b.cpu_p50_ms) else (
             f"{r.cpu_p50_ms / b.cpu_p50_ms:.2f}x / {r.gflops / b.gflops:.2f}x")
-        cpu = "-" if r.cpu_p50_ms is None else (f"~{r.cpu_p50_ms:.3g} (estimated from GFLOPs)" if r.cpu_estimated
-                                                else f"{r.cpu_p50_ms:.3g} ({r.cpu_rounds} runs)")
+        cpu = "-" if r.cpu_p50_ms is None else (f"~{r.cpu_p50_ms:.0f} (estimated from GFLOPs)" if r.cpu_estimated
+                                                else f"{r.cpu_p50_ms:.0f} ({r.cpu_rounds} runs)")
         lines.append(f"| {r.arch} | {r.size} | {r.tokens} | {r.gflops:.1f} ({r.gflops_attention:.1f}) | {cpu} | {ratio} | "
                      f"{r.orin_fp16_ms[1]:.1f}–{r.orin_fp16_ms[0]:.1f} | {r.orin_int8_ms[1]:.1f}–{r.orin_int8_ms[0]:.1f} |")
     return "\n".join(lines)

@@ -186,6 +186,7 @@ def launch(nproc: int, train_argv: Sequence[str]) -> int:
     cmd = launch_command(nproc, train_argv)
     log.info("launching: %s", " ".join(cmd))
     env = dict(os.environ)
-    # torchrun sets OMP_NUM_THREADS=1 per worker unless told otherwise; keep the user's choice
+    # torchrun falls back to OMP_NUM_THREADS=1 per worker (with a warning) when it is unset;
+    # state it, and let a user's value (or optim.threads) win
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.call(cmd, env=env)
