@@ -46,9 +46,12 @@ def _mean_std(folder: Path | None) -> tuple[tuple[float, float, float], tuple[fl
     return mean, std  # type: ignore[return-value]
 
 
-def load_clip(source: str | Path, local_only: bool = False) -> LoadedClip:
+def load_clip(source: str | Path, local_only: bool = False, image_size: int | None = None) -> LoadedClip:
     """(CLIPModel, tokenizer, image_size (h, w), mean, std) from a local folder or a hub id.
 
+    With `image_size` other than the CLIP's own, the position embedding table is resized once
+    here (`resize_position_embedding`), so the model then IS a CLIP of that size: static shapes
+    for training, ONNX export and TensorRT, and a merged folder that reloads at that size.
     A missing folder is a DataError; a hub id that cannot be fetched (offline, typo, gated)
     is a ConfigError. Weights are read from safetensors only (never a pickle).
     """
@@ -87,6 +90,8 @@ def load_clip(source: str | Path, local_only: bool = False) -> LoadedClip:
         except Exception:  # noqa: BLE001 - no preprocessor config cached: CLIP's published numbers
             folder = None
     mean, std = _mean_std(folder)
+    if image_size is not None:
+        resize_position_embedding(model, image_size)
     size = model.config.vision_config.image_size
     model.eval()
     if getattr(model.config, "clipinspect_random_test_model", None):
@@ -94,3 +99,64 @@ def load_clip(source: str | Path, local_only: bool = False) -> LoadedClip:
     log.info("loaded CLIP %s: %d px, patch %d, %.1fM parameters", where, size,
              model.config.vision_config.patch_size, sum(p.numel() for p in model.parameters()) / 1e6)
     return LoadedClip(model, tokenizer, (int(size), int(size)), mean, std)
+
+
+def check_image_size(image_size: int, patch_size: int) -> None:
+    """A size the patch grid tiles exactly; anything else is a ConfigError naming the neighbours.
+
+    HF's patch convolution would silently drop the last `image_size % patch_size` pixel rows and
+    columns, so a defect there could never be seen: refuse instead of cropping in secret."""
+    if image_size < patch_size:
+        raise ConfigError(f"image size {image_size} is smaller than the patch size {patch_size}")
+    rest = image_size % patch_size
+    if rest:
+        lower, upper = image_size - rest, image_size - rest + patch_size
+        raise ConfigError(f"image size {image_size} is not a multiple of the patch size {patch_size} "
+                          f"(the last {rest} pixel rows/columns would never be seen); use {lower} or {upper}")
+
+
+def resize_position_embedding(model: Any, image_size: int) -> bool:
+    """Resize the vision tower's position embedding table to `image_size` IN PLACE, once.
+
+    The patch part of the table is bicubically interpolated by transformers' own
+    `CLIPVisionEmbeddings.interpolate_pos_encoding` (the CLS position is kept), so the result
+    equals running the original model with `interpolate_pos_encoding=True` at that size, but
+    without doing it on every forward: the table, `position_ids`, `num_patches`, `image_size`
+    and `config.vision_config.image_size` all describe the new size, and the origin is recorded
+    in `config.clipinspect_position_interpolation`. Returns False when the size is already the
+    model's."""
+    import torch
+    from torch import nn
+
+    vcfg = model.config.vision_config
+    patch = int(vcfg.patch_size)
+    size = int(image_size)
+    check_image_size(size, patch)
+    emb = model.vision_model.embeddings
+    if size == int(emb.image_size) and size == int(vcfg.image_size):
+        return False
+    old_size = int(emb.image_size)
+    weight = emb.position_embedding.weight
+    grid = size // patch
+    with torch.no_grad():
+        # interpolate_pos_encoding reads only the token count, dtype and device of `embeddings`
+        probe = weight.new_zeros(1, grid * grid + 1, weight.shape[1])
+        table = emb.interpolate_pos_encoding(probe, size, size)[0].detach().clone()
+    new = nn.Embedding(table.shape[0], table.shape[1], device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(table)
+    new.weight.requires_grad_(weight.requires_grad)
+    emb.position_embedding = new
+    emb.image_size = size
+    emb.num_patches = grid * grid
+    emb.num_positions = grid * grid + 1
+    emb.register_buffer("position_ids", torch.arange(grid * grid + 1, device=weight.device).expand((1, -1)),
+                        persistent=False)
+    vcfg.image_size = size
+    history = dict(getattr(model.config, "clipinspect_position_interpolation", None) or {})
+    history.setdefault("from_image_size", old_size)
+    history.update(to_image_size=size, mode="bicubic (transformers interpolate_pos_encoding)")
+    model.config.clipinspect_position_interpolation = history
+    log.info("position embedding resized %d -> %d px (%d -> %d patch tokens, patch %d)", old_size, size,
+             (old_size // patch) ** 2, grid * grid, patch)
+    return True

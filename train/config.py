@@ -49,8 +49,13 @@ class ModelConfig:
     feature_layers: tuple[int, ...] | None = None  # 1-based vision layers; None = spread over depth
     adapter: bool = True  # a learnable linear adapter per feature layer (identity init)
     learn_temperature: bool = True
+    # input side in pixels; None = the CLIP's own. Above it (336/448/518 as AnomalyCLIP), the
+    # position embedding is interpolated once at load (train.clip_loading.resize_position_embedding)
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError("model.image_size must be >= 1 (pixels), or null for the CLIP's own size")
         if self.n_ctx < 0:
             raise ConfigError("model.n_ctx must be >= 0")
         if self.feature_layers is not None and (not self.feature_layers or min(self.feature_layers) < 1):

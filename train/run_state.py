@@ -137,7 +137,7 @@ def build_run_model(config: TrainConfig) -> tuple[Any, Any]:
 
     if not config.clip:
         raise ConfigError("no CLIP given: pass --clip FOLDER_OR_HUB_ID (or set 'clip' in the config)")
-    loaded = load_clip(config.clip)
+    loaded = load_clip(config.clip, image_size=config.model.image_size)
     model = build_model(loaded.model, loaded.tokenizer, config.model, config.lora, loaded.image_size)
     return model, loaded
 

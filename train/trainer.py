@@ -10,7 +10,7 @@ import json
 import logging
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 from edge_runtime.config import apply_overrides, from_mapping, load_yaml, save_config
 from edge_runtime.errors import BackendUnavailable, ConfigError, DataError
 
+from train import distributed
 from train.config import TrainConfig
 from train.run_state import (
     CONFIG_FILE, OPTIM_FILE, STATE_FILE, build_run_model, epoch_dir, load_adapters, save_adapters, saved_epochs,
@@ -149,13 +150,8 @@ def training_samples(config: TrainConfig, data: str | Path, plan: Any = None) ->
     return samples
 
 
-def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train `config` on `data` into `run_dir`. With `resume`, continue after the last saved
-    epoch up to `config.optim.epochs` (the total, not a count of extra epochs)."""
-    import torch
-
-    run = Path(run_dir)
+def run_folder_start(run: Path, config: TrainConfig, resume: bool) -> tuple[list[int], int]:
+    """(saved epochs, first epoch to train); refuses a run folder that does not fit `resume`."""
     done = saved_epochs(run)
     if done and not resume:
         raise ConfigError(f"run folder {run} already holds epochs {done[0]}..{done[-1]}: "
@@ -165,27 +161,43 @@ def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume:
     start = (done[-1] + 1) if done else 1
     if start > config.optim.epochs:
         raise ConfigError(f"run {run} already has {done[-1]} epochs; ask for more with --epochs N (N > {done[-1]})")
+    return done, start
+
+
+def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train `config` on `data` into `run_dir`. With `resume`, continue after the last saved
+    epoch up to `config.optim.epochs` (the total, not a count of extra epochs)."""
+    import torch
+
+    run = Path(run_dir)
+    done, start = run_folder_start(run, config, resume)
     device = pick_device(config.optim.device)
     plan = split_plan(config, data)  # before touching the run folder: bad data leaves no trace
     samples = training_samples(config, data, plan)
     checked = verify_data(config, data, plan)
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(config, run / CONFIG_FILE)
-    record_data(run, data, plan, samples, resume=bool(done), checked=checked)
+    ctx = distributed.context()
+    device = distributed.setup(ctx, device)
+    if ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(config, run / CONFIG_FILE)
+        record_data(run, data, plan, samples, resume=bool(done), checked=checked)
     threads = torch.get_num_threads()
     if config.optim.threads:
         torch.set_num_threads(config.optim.threads)
     try:
-        with _log_to(run / LOG_FILE):
-            return _train(config, run, samples, device, done, start, progress, val=plan.role("val"))
+        with _log_to(run / LOG_FILE) if ctx.is_main else nullcontext():
+            return _train(config, run, samples, device, done, start, progress and ctx.is_main, ctx, val=plan.role("val"))
     finally:
         torch.set_num_threads(threads)
+        distributed.teardown(ctx)
 
 
 def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done: list[int], start: int,
-           progress: bool, val: list[Any] | None = None) -> TrainResult:
+           progress: bool, ctx: distributed.DistContext = distributed.DistContext(),
+           val: list[Any] | None = None) -> TrainResult:
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from train.adversarial import fgsm_batch
@@ -203,7 +215,9 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     val_set = AnomalyDataset(val, loaded.image_size, loaded.mean, loaded.std) if val else None
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    use_amp = bool(config.optim.amp and device == "cuda")
+    use_amp = bool(config.optim.amp and device.startswith("cuda"))
+    forward = distributed.training_forward(model, ctx, device)  # DDP-wrapped when under torchrun
+    batch_size = distributed.local_batch_size(config.optim.batch_size, ctx)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if done:
         folder = epoch_dir(run, done[-1])
@@ -219,8 +233,8 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     result = TrainResult(run, device, use_amp, start, config.optim.epochs, trainable_line)
     for epoch in range(start, config.optim.epochs + 1):
         set_epoch(dataset, epoch)
-        gen = torch.Generator().manual_seed(config.optim.seed * 100003 + epoch)
-        loader = DataLoader(dataset, batch_size=config.optim.batch_size, sampler=RandomSampler(dataset, generator=gen),
+        sampler = distributed.epoch_sampler(dataset, config.optim.seed, epoch, ctx)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                             num_workers=config.optim.num_workers, drop_last=False)
         model.train()
         t0 = time.perf_counter()
@@ -236,7 +250,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
             if config.adversarial.fraction > 0:
                 pix = fgsm_batch(model, pix, labels, masks, has_mask, config, loaded.mean, loaded.std)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                out = model(pix, model.text_embeddings())
+                out = forward(pix)
             parts = anomaly_loss(out.global_logits, out.patch_logits, labels, masks, has_mask, config.loss)
             optim.zero_grad(set_to_none=True)
             scaler.scale(parts.total).backward()
@@ -251,9 +265,14 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
                 sums[key] += float(value.detach()) * n
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
         bar.close()
+        sums, seen = distributed.reduce_sums(sums, seen, ctx, device)
         record = {"epoch": epoch, **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
                   "lr": optim.param_groups[0]["lr"], "images": seen, "seconds": round(time.perf_counter() - t0, 3),
                   "device": device, "amp": use_amp}
+        result.epochs.append(record)
+        if not ctx.is_main:  # rank 0 alone validates and writes the run folder; the others wait for it
+            distributed.barrier(ctx)
+            continue
         if val_set is not None:  # picks the best epoch (run_state.best_epoch); test is never looked at
             from train.validation import validate
 
@@ -268,7 +287,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
             fh.write(json.dumps(record) + "\n")
         log.info("epoch %d: loss %.4f (image %.4f, focal %.4f, dice %.4f) in %.1f s -> %s", epoch, record["loss"],
                  record["loss_image"], record["loss_focal"], record["loss_dice"], record["seconds"], folder)
-        result.epochs.append(record)
+        distributed.barrier(ctx)
     return result
 
 

@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categories", type=_csv, help="comma-separated categories to train on")
     p.add_argument("--holdout", type=_csv, help="comma-separated categories kept out of training")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default), cpu or cuda (no fallback)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="train at PX x PX (model.image_size), e.g. 336/448/518: above the CLIP's own size the "
+                        "position embedding is interpolated once at load; must be a multiple of the patch size")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N local processes with DDP (one per GPU; gloo on CPU) by launching torchrun; "
+                        "optim.batch_size stays the global batch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -40,9 +46,18 @@ def run(args: argparse.Namespace) -> int:
         from edge_runtime.errors import ConfigError
 
         raise ConfigError("--clip is required (a local CLIP folder or a hub id, e.g. openai/clip-vit-base-patch16)")
-    config = resolve_config(args.config, args.overrides, clip=args.clip, epochs=args.epochs,
+    overrides = list(args.overrides)
+    if args.image_size is not None:
+        overrides.append(f"model.image_size={args.image_size}")
+    config = resolve_config(args.config, overrides, clip=args.clip, epochs=args.epochs,
                             categories=args.categories, holdout=args.holdout, device=args.device, base=base)
+    if args.nproc is not None:
+        return _launch(args, config)
     result = train(args.data, Path(args.out), config, resume=args.resume, progress=not args.no_progress)
+    from train.distributed import context
+
+    if not context().is_main:  # under torchrun: rank 0 prints the summary
+        return 0
     print(f"{result.trainable_line}; device {result.device}, AMP {'on' if result.amp else 'off'}")
     print(f"{'epoch':>5}  {'loss':>8}  {'image':>8}  {'focal':>8}  {'dice':>8}  {'s':>6}")
     for r in result.epochs:
@@ -50,6 +65,44 @@ def run(args: argparse.Namespace) -> int:
               f"{r['loss_dice']:>8.4f}  {r['seconds']:>6.1f}")
     print(f"adapters: {Path(args.out) / 'adapters'} (epochs {result.first_epoch}..{result.last_epoch})")
     return 0
+
+
+def _launch(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - TrainConfig, imported lazily
+    """Check everything a worker would refuse (config, data, run folder, GPUs) here, in one
+    line, then hand the resolved config to `torchrun ... -m train.ddp`."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from edge_runtime.config import save_config
+    from edge_runtime.errors import ConfigError
+    from train.distributed import DistContext, launch, local_batch_size
+    from train.trainer import pick_device, run_folder_start, training_samples
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc inside torchrun would launch torchrun again: torchrun's --nproc-per-node sets the "
+                          "process count")
+    local_batch_size(config.optim.batch_size, DistContext(world_size=args.nproc))
+    device = pick_device(config.optim.device)
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < args.nproc:
+            raise ConfigError(f"--nproc {args.nproc} but torch sees {torch.cuda.device_count()} GPU(s); "
+                              "one process per GPU (or --device cpu)")
+    run_folder_start(Path(args.out), config, args.resume)
+    samples = training_samples(config, args.data)
+    if len(samples) < args.nproc:
+        raise ConfigError(f"{len(samples)} training images cannot feed {args.nproc} processes")
+    with tempfile.TemporaryDirectory(prefix="clipinspect-ddp-") as tmp:
+        resolved = Path(tmp) / "config.yaml"
+        save_config(config, resolved)
+        worker = ["--data", str(args.data), "--out", str(args.out), "--config", str(resolved)]
+        worker += ["--resume"] if args.resume else []
+        worker += ["--no-progress"] if args.no_progress else []
+        return launch(args.nproc, worker)
 
 
 COMMAND = Command(help="fine-tune CLIP with LoRA for anomaly detection (AnomalyCLIP-style)",
