@@ -23,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-threshold", action="store_true", help="do not write RUN/threshold.json")
+    p.add_argument("--shots", type=int, default=0, metavar="K",
+                   help="also report few-shot metrics: K good images per category drawn from the train split as the memory bank")
+    p.add_argument("--shot-seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                   help="seeds for drawing the shots; metrics are averaged over them (default 0 1 2)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +51,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"FGSM eps={f['eps']:g}: image AUROC (mean over categories) clean {100 * f['clean_image_auroc']:.1f} -> "
               f"perturbed {100 * f['perturbed_image_auroc']:.1f} (mean |score shift| {f['mean_score_shift']:.4f})")
     print(f"wrote {args.run}/eval/metrics.json, metrics.csv and {len(result.heatmaps)} heatmaps")
+    if args.shots:
+        from train.fewshot_eval import evaluate_run_fewshot, format_fewshot
+
+        fs, path = evaluate_run_fewshot(args.run, args.data, args.shots, categories=args.categories, epoch=args.epoch,
+                                        seeds=args.shot_seeds, splits=tuple(args.splits), sigma=args.sigma,
+                                        batch_size=args.batch_size, device=device)
+        print(format_fewshot(fs, result.per_category))
+        print(f"wrote {path}")
     return 0
 
 
