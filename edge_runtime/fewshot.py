@@ -118,7 +118,7 @@ def save_bank(root: str | Path, manifest: Manifest, bank: np.ndarray, images: Se
     shape = (spec.layers, spec.max_shots * spec.patches, spec.dim)
     if bank.shape != shape:
         raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(shape)}")
-    np.save(Path(root) / BANK_FILE, np.ascontiguousarray(bank, np.float32), allow_pickle=False)
+    np.save(replace_file(Path(root) / BANK_FILE), np.ascontiguousarray(bank, np.float32), allow_pickle=False)
     new = replace(spec, bank_file=BANK_FILE, shots=len(images), images_sha256=images_digest(images),
                   images=tuple(Path(p).name for p in images),
                   enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -136,7 +136,7 @@ def write_bundle_copy(bundle: Bundle, out_dir: str | Path, edit: Any, overwrite:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
     try:
-        shutil.copytree(bundle.root, staging, dirs_exist_ok=True)
+        shutil.copytree(bundle.root, staging, dirs_exist_ok=True, copy_function=_link_or_copy)
         write_manifest(staging, edit(staging, bundle.manifest))
         if out.exists():
             shutil.rmtree(out)
@@ -144,6 +144,21 @@ def write_bundle_copy(bundle: Bundle, out_dir: str | Path, edit: Any, overwrite:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return load_bundle(out)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard link (a bundle's model is hundreds of MB; a Jetson's disk is small), else copy.
+    Files in the copy are only ever replaced (new inode), never written in place."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def replace_file(path: Path) -> Path:
+    """Unlink `path` before it is rewritten: it may be a hard link into the source bundle."""
+    path.unlink(missing_ok=True)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

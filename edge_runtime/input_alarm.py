@@ -183,8 +183,9 @@ def load_profile(path: str | Path) -> InputProfile:
 def save_profile(root: str | Path, manifest: Any, profile: InputProfile) -> Any:
     """Write input_profile.json into bundle folder `root`; return the manifest recording it."""
     from edge_runtime.bundle import with_file
+    from edge_runtime.fewshot import replace_file
 
-    (Path(root) / PROFILE_FILE).write_text(profile.to_json(), encoding="utf-8")
+    replace_file(Path(root) / PROFILE_FILE).write_text(profile.to_json(), encoding="utf-8")
     return with_file(replace(manifest, input_profile=PROFILE_FILE), root, PROFILE_FILE)
 
 
