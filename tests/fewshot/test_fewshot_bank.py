@@ -168,3 +168,15 @@ def test_eval_fewshot_protocol(merged_tiny_dir, mvtec_root):
     assert r.mean["bottle"]["image_auroc"] == pytest.approx(np.mean(aucs))
     assert "seeds 0, 1, 2" in format_fewshot(r)
     json.dumps(r.as_dict())
+
+
+def test_re_enrolling_a_hard_linked_copy_leaves_the_source_intact(bank_bundle, tmp_path):
+    from edge_runtime.fewshot import save_bank, write_bundle_copy
+
+    m = bank_bundle.manifest.fewshot
+    shape = (m.layers, m.max_shots * m.patches, m.dim)
+    first = write_bundle_copy(bank_bundle, tmp_path / "a", lambda r, man: save_bank(r, man, np.ones(shape, np.float32), [bank_bundle.root / "manifest.json"]))
+    second = write_bundle_copy(first, tmp_path / "b", lambda r, man: save_bank(r, man, np.full(shape, 2, np.float32), [bank_bundle.root / "manifest.json"]))
+    assert (first.root / "model.onnx").stat().st_ino == (second.root / "model.onnx").stat().st_ino  # linked, not copied
+    assert load_bundle(first.root).memory_bank().max() == 1.0  # hashes still verify
+    assert load_bundle(second.root).memory_bank().max() == 2.0
