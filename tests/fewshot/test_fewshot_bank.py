@@ -180,3 +180,33 @@ def test_re_enrolling_a_hard_linked_copy_leaves_the_source_intact(bank_bundle, t
     assert (first.root / "model.onnx").stat().st_ino == (second.root / "model.onnx").stat().st_ino  # linked, not copied
     assert load_bundle(first.root).memory_bank().max() == 1.0  # hashes still verify
     assert load_bundle(second.root).memory_bank().max() == 2.0
+
+
+def test_tensorrt_backend_enrols_and_feeds_the_bank(bank_bundle, mvtec_root, tmp_path, monkeypatch):
+    """Against the TensorRT/pycuda stand-ins (tests/fakes): the engine built before enrolment
+    serves the enrolled bundle; its patch features and scores equal ONNX Runtime's."""
+    from edge_runtime.backends.onnxruntime import OrtBackend
+    from edge_runtime.fewshot import save_bank, write_bundle_copy
+    from edge_runtime.trt.builder import BuildOptions, build_engine
+    from edge_runtime.trt.runtime import TrtBackend
+    from tests.plugins.bundles import copy_bundle
+    from tests.trt.conftest import install_fakes
+
+    install_fakes(monkeypatch, "10.3.0")
+    root = copy_bundle(bank_bundle.root, tmp_path / "b")
+    build_engine(load_bundle(root), BuildOptions(precision="fp16"))
+    bundle = load_bundle(root)
+    good = sorted((mvtec_root / "bottle" / "train" / "good").glob("*.png"))[:2]
+    trt_b, ort_b = TrtBackend(), OrtBackend()
+    trt_b.load(bundle, "fp16"), ort_b.load(bundle)
+    bank = build_bank(trt_b, bundle, good)
+    np.testing.assert_allclose(bank, build_bank(ort_b, bundle, good), atol=1e-2, rtol=0)
+    trt_b.close()
+    enrolled = write_bundle_copy(bundle, tmp_path / "e", lambda r, m: save_bank(r, m, bank, good))
+    assert enrolled.manifest.engines == bundle.manifest.engines  # no rebuild
+    trt_e, ort_e = TrtBackend(), OrtBackend()
+    trt_e.load(enrolled, "fp16"), ort_e.load(enrolled)
+    x = model_input(enrolled, mvtec_root / "bottle" / "test" / "broken_large" / "000.png")
+    np.testing.assert_allclose(trt_e.infer(x).score, ort_e.infer(x).score, atol=1e-2)
+    assert abs(float(ort_e.infer(x).score[0]) - float(ort_b.infer(x).score[0])) > 1e-4
+    trt_e.close()
