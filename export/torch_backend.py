@@ -123,6 +123,16 @@ class TorchBackend:
             feats, _ = self._model.patch_features(t)
         return feats.detach().to("cpu", torch.float32).numpy()
 
+    def set_memory_bank(self, bank: np.ndarray) -> None:
+        """Use another few-shot bank ([L, M, D]) from the next infer() on."""
+        if self._bank is None:
+            raise BundleError("torch backend: the bundle has no memory_bank input (export with --bank-shots K)")
+        if tuple(bank.shape) != tuple(self._bank.shape):
+            raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(self._bank.shape)}")
+        import torch
+
+        self._bank = torch.from_numpy(np.ascontiguousarray(bank, np.float32)).to(self._bank.device, self._bank.dtype)
+
     def pixel_values(self, batch: np.ndarray) -> np.ndarray:
         """What the model's forward gets for `batch` (in the bundle's input layout)."""
         from edge_runtime.preprocess import normalize

@@ -152,8 +152,18 @@ class TrtBackend:
     def _upload_bank(self, bundle: Any, cuda: Any) -> None:
         """The few-shot bank (zeros until enrolment) is a constant input, uploaded once."""
         bank = bundle.memory_bank()
-        if bank is None:
-            return
+        if bank is not None:
+            self._put_bank(bank, cuda)
+
+    def set_memory_bank(self, bank: np.ndarray) -> None:
+        """Use another bank ([L, M, D], the engine's shape) from the next infer() on (enrolment
+        scores the remaining good images with the new bank before writing the bundle)."""
+        if not self._loaded or BANK not in self._tensors:
+            raise BundleError("trt backend: no memory_bank input loaded (export with --bank-shots K)")
+        with self._ctx:
+            self._put_bank(np.ascontiguousarray(bank, np.float32), self._cuda)
+
+    def _put_bank(self, bank: np.ndarray, cuda: Any) -> None:
         t = self._tensors[BANK]
         if tuple(bank.shape) != t.shape:
             raise BundleError(f"memory bank has shape {bank.shape} but the engine wants {t.shape}; rebuild the engine for this bundle")

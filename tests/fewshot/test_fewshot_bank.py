@@ -201,6 +201,13 @@ def test_tensorrt_backend_enrols_and_feeds_the_bank(bank_bundle, mvtec_root, tmp
     trt_b.load(bundle, "fp16"), ort_b.load(bundle)
     bank = build_bank(trt_b, bundle, good)
     np.testing.assert_allclose(bank, build_bank(ort_b, bundle, good), atol=1e-2, rtol=0)
+    x0 = model_input(bundle, mvtec_root / "bottle" / "test" / "broken_large" / "000.png")
+    before = float(trt_b.infer(x0).score[0])
+    trt_b.set_memory_bank(bank), ort_b.set_memory_bank(bank)  # swap in without reloading
+    after = trt_b.infer(x0).score
+    np.testing.assert_allclose(after, ort_b.infer(x0).score, atol=1e-2)
+    assert abs(float(after[0]) - before) > 2e-2  # the bank moved the score well beyond fp16 noise
+    ort_b.set_memory_bank(np.zeros_like(bank))
     trt_b.close()
     enrolled = write_bundle_copy(bundle, tmp_path / "e", lambda r, m: save_bank(r, m, bank, good))
     assert enrolled.manifest.engines == bundle.manifest.engines  # no rebuild
