@@ -7,6 +7,9 @@ range seen on the enrolment images (the bundle's `input_profile.json`):
   contrast    log of the gray standard deviation       fog, glare, covered lens
   sharpness   log of the variance of the Laplacian     defocus, motion blur
   red, blue   mean R/G and B/G ratios (colour images)  lighting colour, white balance
+  layout      correlation of a 16x16 gray thumbnail    camera moved, part missing
+              with the enrolment images' mean one       (only as tight as the enrolment
+                                                        images' own layouts agree)
 
 The image is first subsampled by striding to about `target_side` px on its long side (a
 view: no full-frame copy or debayer; Bayer frames are split into their four sites), so the
@@ -46,9 +49,13 @@ log = logging.getLogger(__name__)
 
 PROFILE_FILE = "input_profile.json"
 PROFILE_SCHEMA = "clipinspect.input_profile"
-STATS = ("brightness", "contrast", "sharpness", "red", "blue")
+STATS = ("brightness", "contrast", "sharpness", "red", "blue", "layout")
+THUMB = 16  # side of the layout thumbnail
+# The layout check is used only when the enrolment images agree on a layout (every image's
+# correlation with the others' mean at least this); parts that sit anywhere would false-alarm.
+LAYOUT_MIN_AGREEMENT = 0.8
 # Smallest spread assumed per statistic (units as in STATS): gray levels, log units, ratio.
-SD_FLOOR = {"brightness": 4.0, "contrast": 0.08, "sharpness": 0.5, "red": 0.03, "blue": 0.03}
+SD_FLOOR = {"brightness": 4.0, "contrast": 0.08, "sharpness": 0.5, "red": 0.03, "blue": 0.03, "layout": 0.02}
 # Which site of a 2x2 Bayer cell holds R and B (G holds the other two): (row, col).
 _BAYER_SITES = {"BayerRG8": ((0, 0), (1, 1)), "BayerBG8": ((1, 1), (0, 0)), "BayerGR8": ((0, 1), (1, 0)), "BayerGB8": ((1, 0), (0, 1))}
 
@@ -83,8 +90,26 @@ def _planes(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[np.
     return 0.299 * r + 0.587 * g + 0.114 * b, r, b
 
 
-def frame_stats(image: np.ndarray, pixel_format: str = "RGB8", target_side: int = 320) -> dict[str, float]:
-    """The statistics of one camera image (HxWx3 RGB/BGR, or 2-D mono/Bayer) as a dict."""
+def frame_stats(image: np.ndarray, pixel_format: str = "RGB8", target_side: int = 320,
+                reference: np.ndarray | None = None) -> dict[str, float]:
+    """The statistics of one camera image (HxWx3 RGB/BGR, or 2-D mono/Bayer) as a dict;
+    'layout' only with a `reference` thumbnail (the profile's)."""
+    stats, thumb = _measure(image, pixel_format, target_side)
+    if reference is not None and len(reference):
+        stats["layout"] = float(thumb @ np.asarray(reference, np.float32))
+    return stats
+
+
+def _thumbnail(gray: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm THUMB x THUMB thumbnail: its dot product is a correlation."""
+    import cv2
+
+    t = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).ravel()
+    t = t - t.mean()
+    return t / (float(np.linalg.norm(t)) + 1e-6)
+
+
+def _measure(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[dict[str, float], np.ndarray]:
     import cv2
 
     gray, red, blue = _planes(image, pixel_format, target_side)
@@ -98,7 +123,7 @@ def frame_stats(image: np.ndarray, pixel_format: str = "RGB8", target_side: int 
         g = (gray.mean() - 0.299 * red.mean() - 0.114 * blue.mean()) / 0.587
         out["red"] = float(red.mean() / (g + 1.0))
         out["blue"] = float(blue.mean() / (g + 1.0))
-    return out
+    return out, _thumbnail(gray)
 
 
 @dataclass(frozen=True)
@@ -118,6 +143,7 @@ class InputProfile:
     target_side: int = 320
     tolerance_sd: float = 3.0  # k in [min - k*sd, max + k*sd]
     image_shape: tuple[int, ...] = ()
+    reference: tuple[float, ...] = ()  # mean layout thumbnail of the enrolment images (unit norm)
 
     def bounds(self, name: str) -> tuple[float, float]:
         r = self.stats[name]
@@ -140,32 +166,51 @@ class InputProfile:
     def to_json(self) -> str:
         doc = {"schema": PROFILE_SCHEMA, "schema_version": 1, "n_images": self.n_images, "target_side": self.target_side,
                "tolerance_sd": self.tolerance_sd, "image_shape": list(self.image_shape),
+               "reference": [round(float(v), 6) for v in self.reference],
                "stats": {k: vars(v) for k, v in self.stats.items()}}
         return json.dumps(doc, indent=2) + "\n"
 
 
 def make_profile(stats: Sequence[Mapping[str, float]], target_side: int = 320, tolerance_sd: float = 3.0,
-                 image_shape: tuple[int, ...] = ()) -> InputProfile:
+                 image_shape: tuple[int, ...] = (), thumbs: Sequence[np.ndarray] = ()) -> InputProfile:
+    """Ranges of `stats` (one dict per good image). With `thumbs`, also the layout reference
+    and each image's leave-one-out layout correlation (an image is not its own reference)."""
     if len(stats) < 2:
         raise DataError(f"an input profile needs at least 2 good images, got {len(stats)}")
+    reference: tuple[float, ...] = ()
+    if len(thumbs):
+        t = np.stack(thumbs).astype(np.float64)
+        total = t.sum(0)
+        loo = [float(t[i] @ _unit(total - t[i])) for i in range(len(t))]
+        if min(loo) >= LAYOUT_MIN_AGREEMENT:
+            stats = [dict(s, layout=v) for s, v in zip(stats, loo)]
+            reference = tuple(float(v) for v in _unit(total))
+        else:
+            log.info("input profile: layout check off (the good images' layouts disagree: min correlation %.2f < %.2f)", min(loo), LAYOUT_MIN_AGREEMENT)
     names = [n for n in STATS if all(n in s for s in stats)]
     ranges = {}
     for n in names:
         v = np.array([s[n] for s in stats], np.float64)
         ranges[n] = StatRange(float(v.mean()), float(v.std(ddof=1)), float(v.min()), float(v.max()))
-    return InputProfile(ranges, len(stats), target_side, tolerance_sd, tuple(image_shape))
+    return InputProfile(ranges, len(stats), target_side, tolerance_sd, tuple(image_shape), reference)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (float(np.linalg.norm(v)) + 1e-12)
 
 
 def profile_from_images(paths: Sequence[str | Path], target_side: int = 320, tolerance_sd: float = 3.0) -> InputProfile:
     """The profile of good image files (read as RGB, like the enrolment images)."""
     from edge_runtime.imageio import read_rgb
 
-    stats, shape = [], ()
+    stats, thumbs, shape = [], [], ()
     for p in paths:
         rgb = read_rgb(p)
         shape = shape or rgb.shape
-        stats.append(frame_stats(rgb, "RGB8", target_side))
-    return make_profile(stats, target_side, tolerance_sd, tuple(shape))
+        st, thumb = _measure(rgb, "RGB8", target_side)
+        stats.append(st)
+        thumbs.append(thumb)
+    return make_profile(stats, target_side, tolerance_sd, tuple(shape), thumbs)
 
 
 def load_profile(path: str | Path) -> InputProfile:
@@ -175,7 +220,8 @@ def load_profile(path: str | Path) -> InputProfile:
         if doc.get("schema") != PROFILE_SCHEMA:
             raise BundleError(f"{p}: not an input profile (schema {doc.get('schema')!r})")
         stats = {k: StatRange(**v) for k, v in doc["stats"].items()}
-        return InputProfile(stats, int(doc["n_images"]), int(doc["target_side"]), float(doc["tolerance_sd"]), tuple(doc.get("image_shape", ())))
+        return InputProfile(stats, int(doc["n_images"]), int(doc["target_side"]), float(doc["tolerance_sd"]),
+                            tuple(doc.get("image_shape", ())), tuple(float(v) for v in doc.get("reference", ())))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{p}: cannot read the input profile ({exc})") from None
 
@@ -207,10 +253,13 @@ class InputMonitor:
         self.reasons: tuple[str, ...] = ()
         self._bad = self._good = 0
         self.frames_out_of_range = 0
+        self._reference = np.asarray(profile.reference, np.float32) if profile.reference else None
 
     def update(self, image: np.ndarray, pixel_format: str = "RGB8") -> InputCheck:
-        stats = frame_stats(image, pixel_format, self.profile.target_side)
+        stats = frame_stats(image, pixel_format, self.profile.target_side, self._reference)
         reasons = self.profile.check(stats)
+        if self.profile.image_shape and not _similar_size(image.shape[:2], self.profile.image_shape[:2]):
+            reasons += ("image_size",)  # statistics of another size (ROI, binning) are not comparable
         if reasons:
             self.frames_out_of_range += 1
             self._bad, self._good = self._bad + 1, 0
@@ -224,6 +273,10 @@ class InputMonitor:
                 log.info("input alarm cleared (%s)", _fmt(stats))
                 self.alarm, self.reasons = False, ()
         return InputCheck(self.alarm, reasons, stats)
+
+
+def _similar_size(a: Sequence[int], b: Sequence[int], tolerance: float = 0.1) -> bool:
+    return all(abs(int(x) - int(y)) <= tolerance * int(y) for x, y in zip(a, b))
 
 
 def _fmt(stats: Mapping[str, float]) -> str:
@@ -277,13 +330,14 @@ class StationMonitor:
 def bench(sizes: Sequence[tuple[int, int]] = ((518, 518), (2160, 4096)), repeats: int = 200, target_side: int = 320) -> list[str]:
     """Mean cost per frame of frame_stats on random RGB and Bayer frames of `sizes`."""
     rng = np.random.default_rng(0)
+    ref = _unit(rng.standard_normal(THUMB * THUMB)).astype(np.float32)  # the layout check runs too
     lines = []
     for h, w in sizes:
         for fmt, img in (("RGB8", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), ("BayerRG8", rng.integers(0, 256, (h, w), dtype=np.uint8))):
-            frame_stats(img, fmt, target_side)
+            frame_stats(img, fmt, target_side, ref)
             t0 = time.perf_counter()
             for _ in range(repeats):
-                frame_stats(img, fmt, target_side)
+                frame_stats(img, fmt, target_side, ref)
             ms = 1000 * (time.perf_counter() - t0) / repeats
             lines.append(f"{w}x{h} {fmt:<8} -> {ms:.3f} ms per frame (target side {target_side})")
     return lines

@@ -63,6 +63,41 @@ def test_darkened_and_blurred_replays_raise_the_alarm(category, change, reason):
     assert reason in profile.check(frame_stats(change(test[0])))
 
 
+def _moved(img: np.ndarray, frac: float = 0.08) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    shift = np.float32([[1, 0, frac * w], [0, 1, 0.5 * frac * h]])
+    return cv2.warpAffine(img, shift, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_camera_moved_raises_layout_low_where_the_layout_is_stable(shared_data):
+    good = list_good_images(shared_data / "mvtec_ad" / "bottle" / "train" / "good")
+    profile = profile_from_images(good)
+    assert "layout" in profile.stats and len(profile.reference) == 16 * 16
+    test = [read_rgb(p) for p in list_good_images(shared_data / "mvtec_ad" / "bottle" / "test")]
+    assert not any(_replay(profile, test))
+    flags = _replay(profile, [_moved(img) for img in test[:5]])
+    assert flags == [False, False, True, True, True]
+    assert "layout_low" in InputMonitor(profile).update(_moved(test[0])).reasons
+    # commutator parts sit at different places in the good images: no layout check there
+    loose = profile_from_images(list_good_images(shared_data / "kolektorsdd" / "commutator" / "train" / "good"))
+    assert "layout" not in loose.stats and loose.reference == ()
+
+
+def test_profile_round_trips_and_other_image_size_is_flagged(shared_data, tmp_path):
+    from edge_runtime.bundle import MANIFEST  # noqa: F401  (bundle module importable without torch)
+    from edge_runtime.input_alarm import PROFILE_FILE
+
+    profile = profile_from_images(list_good_images(shared_data / "mvtec_ad" / "bottle" / "train" / "good")[:6])
+    (tmp_path / PROFILE_FILE).write_text(profile.to_json(), encoding="utf-8")
+    back = load_profile(tmp_path / PROFILE_FILE)
+    assert back.stats == profile.stats and back.image_shape == profile.image_shape
+    assert np.allclose(back.reference, profile.reference, atol=1e-6)
+    img = read_rgb(list_good_images(shared_data / "mvtec_ad" / "bottle" / "test" / "good")[0])
+    assert "image_size" in InputMonitor(back).update(img[:400]).reasons
+
+
 def test_bayer_and_mono_frames_and_downscale_first():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
