@@ -65,8 +65,10 @@ def _stride(shape: tuple[int, ...], target_side: int, even: bool = False) -> int
     return s + (s % 2) if even and s > 1 else s
 
 
-def _planes(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(gray, R, B) float32 planes of a strided sample; R/B None for a mono image."""
+def _planes(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """(gray float32 plane of a strided sample, mean (R, G, B) or None for a mono image)."""
+    import cv2
+
     if image.dtype != np.uint8:
         raise DataError(f"input alarm: expected 8-bit pixels, got {image.dtype}")
     if image.ndim == 2 and pixel_format in _BAYER_SITES:
@@ -78,16 +80,19 @@ def _planes(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[np.
         (rr, bb) = _BAYER_SITES[pixel_format]
         green = sum(v for k, v in cells.items() if k not in (rr, bb)) * 0.5
         red, blue = cells[rr], cells[bb]
-        return 0.299 * red + 0.587 * green + 0.114 * blue, red, blue
+        return 0.299 * red + 0.587 * green + 0.114 * blue, (float(red.mean()), float(green.mean()), float(blue.mean()))
     if image.ndim == 2:
         s = _stride(image.shape, target_side)
-        return image[::s, ::s].astype(np.float32), None, None
+        return image[::s, ::s].astype(np.float32), None
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise DataError(f"input alarm: cannot read an image of shape {image.shape}")
     s = _stride(image.shape, target_side)
-    small = image[::s, ::s, :3].astype(np.float32)
-    r, g, b = (small[..., 2], small[..., 1], small[..., 0]) if pixel_format.startswith("BGR") else (small[..., 0], small[..., 1], small[..., 2])
-    return 0.299 * r + 0.587 * g + 0.114 * b, r, b
+    small = np.ascontiguousarray(image[::s, ::s, :3])  # uint8: a small copy, no float planes
+    bgr = pixel_format.startswith("BGR")
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY).astype(np.float32)
+    m = cv2.mean(small)[:3]
+    r, g, b = (m[2], m[1], m[0]) if bgr else (m[0], m[1], m[2])
+    return gray, (float(r), float(g), float(b))
 
 
 def frame_stats(image: np.ndarray, pixel_format: str = "RGB8", target_side: int = 320,
@@ -112,17 +117,19 @@ def _thumbnail(gray: np.ndarray) -> np.ndarray:
 def _measure(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[dict[str, float], np.ndarray]:
     import cv2
 
-    gray, red, blue = _planes(image, pixel_format, target_side)
+    gray, rgb_means = _planes(image, pixel_format, target_side)
     lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
+    mean, std = (float(v[0][0]) for v in cv2.meanStdDev(gray))
+    lap_sd = float(cv2.meanStdDev(lap)[1][0][0])
     out = {
-        "brightness": float(gray.mean()),
-        "contrast": math.log(float(gray.std()) + 1.0),
-        "sharpness": math.log(float(lap.var()) + 1.0),
+        "brightness": mean,
+        "contrast": math.log(std + 1.0),
+        "sharpness": math.log(lap_sd * lap_sd + 1.0),
     }
-    if red is not None and blue is not None:
-        g = (gray.mean() - 0.299 * red.mean() - 0.114 * blue.mean()) / 0.587
-        out["red"] = float(red.mean() / (g + 1.0))
-        out["blue"] = float(blue.mean() / (g + 1.0))
+    if rgb_means is not None:
+        r, g, b = rgb_means
+        out["red"] = r / (g + 1.0)
+        out["blue"] = b / (g + 1.0)
     return out, _thumbnail(gray)
 
 
