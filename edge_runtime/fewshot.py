@@ -100,6 +100,21 @@ def build_bank(backend: Any, bundle: Bundle, images: Sequence[str | Path], shots
     return bank_from_features(stacked, spec.max_shots)
 
 
+def enrol_shots(backend: Any, bundle: Bundle, images: Sequence[Path], shots: int, seed: int = 0) -> tuple[np.ndarray, list[Path], list[Path]]:
+    """For `enroll --shots K`: draw K of `images` with `seed`, build the bank with `backend`,
+    make the backend use it (`set_memory_bank`) and return (bank, the shots, the other images).
+
+    Choose a threshold from the OTHER images only, scored after this call: the bank's own
+    images have few-shot distance 0 everywhere, so their scores are optimistically low."""
+    chosen = draw_shots(list(images), shots, seed)
+    bank = build_bank(backend, bundle, chosen)
+    if not hasattr(backend, "set_memory_bank"):
+        raise BundleError(f"backend {getattr(backend, 'name', backend)!r} cannot switch memory banks; use ort-cpu, ort-cuda, trt or torch")
+    backend.set_memory_bank(bank)
+    picked = set(chosen)
+    return bank, chosen, [p for p in images if p not in picked]
+
+
 def images_digest(paths: Sequence[str | Path]) -> str:
     """sha256 over the images' file sha256s in enrolment order (names do not count)."""
     h = hashlib.sha256()
@@ -187,11 +202,11 @@ def _enrol(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     images = list_good_images(args.images)
-    chosen = draw_shots(images, args.shots, args.seed)
+    draw_shots(images, args.shots, args.seed)  # a bad --shots fails before the model loads
     backend = make_backend(args.backend)
     backend.load(bundle, "fp32")
     try:
-        bank = build_bank(backend, bundle, chosen)
+        bank, chosen, _ = enrol_shots(backend, bundle, images, args.shots, args.seed)
     finally:
         backend.close()
     profile = None if args.no_input_profile else profile_from_images(images)

@@ -217,3 +217,18 @@ def test_tensorrt_backend_enrols_and_feeds_the_bank(bank_bundle, mvtec_root, tmp
     np.testing.assert_allclose(trt_e.infer(x).score, ort_e.infer(x).score, atol=1e-2)
     assert abs(float(ort_e.infer(x).score[0]) - float(ort_b.infer(x).score[0])) > 1e-4
     trt_e.close()
+
+
+def test_enrol_shots_switches_the_backend_and_returns_the_rest(bank_bundle, mvtec_root):
+    from edge_runtime.backends.onnxruntime import OrtBackend
+    from edge_runtime.fewshot import enrol_shots
+
+    images = list_good_images(mvtec_root / "bottle" / "train" / "good")[:6]
+    be = OrtBackend()
+    be.load(bank_bundle)
+    x = model_input(bank_bundle, images[0])
+    before = float(be.infer(x).score[0])
+    bank, shots, rest = enrol_shots(be, bank_bundle, images, 2, seed=3)
+    assert shots == draw_shots(images, 2, seed=3) and sorted(shots + rest) == sorted(images) and not set(shots) & set(rest)
+    assert float(be.infer(x).score[0]) != before  # the backend now scores with the bank
+    np.testing.assert_array_equal(bank, build_bank(be, bank_bundle, shots))
