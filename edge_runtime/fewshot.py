@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_runtime.bundle import Bundle, FewShotSpec, Manifest, load_bundle, sha256_file, with_file, write_manifest
+from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file, write_manifest
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
 from edge_runtime.preprocess import normalize, prepare

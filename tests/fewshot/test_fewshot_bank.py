@@ -4,7 +4,6 @@ torch vs ONNX parity with an enrolled bank on real images), enrolment on the dev
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest

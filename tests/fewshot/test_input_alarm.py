@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import ConfigError
-from edge_runtime.fewshot import list_good_images, write_bundle_copy
+from edge_runtime.fewshot import list_good_images
 from edge_runtime.frames import Frame
 from edge_runtime.imageio import read_rgb
 from edge_runtime.input_alarm import (
@@ -20,7 +20,6 @@ from edge_runtime.input_alarm import (
     load_profile,
     main,
     profile_from_images,
-    save_profile,
 )
 
 
@@ -86,7 +85,6 @@ def test_camera_moved_raises_layout_low_where_the_layout_is_stable(shared_data):
 
 
 def test_profile_round_trips_and_other_image_size_is_flagged(shared_data, tmp_path):
-    from edge_runtime.bundle import MANIFEST  # noqa: F401  (bundle module importable without torch)
     from edge_runtime.input_alarm import PROFILE_FILE
 
     profile = profile_from_images(list_good_images(shared_data / "mvtec_ad" / "bottle" / "train" / "good")[:6])
