@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     from train.evaluate import EvalOptions, evaluate_run, resolve_device
 
+    if args.shots < 0:
+        from edge_runtime.errors import ConfigError
+
+        raise ConfigError(f"--shots must be >= 1 (or 0 for none), got {args.shots}")
     device = resolve_device(args.device)
     torch.manual_seed(0)  # eval is deterministic; nothing random should run, but be sure
     options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm,
