@@ -82,6 +82,7 @@ def export_bundle(
                     "dynamic_batch": options.dynamic_batch,
                     "float_input": options.float_input,
                     "bake_text": options.bake_text,
+                    "bank_shots": options.bank_shots,
                     "nodes": result.nodes,
                     "ir_version": result.ir_version,
                     "self_check_max_diff": result.self_check_max_diff,

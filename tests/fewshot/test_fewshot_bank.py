@@ -231,3 +231,20 @@ def test_enrol_shots_switches_the_backend_and_returns_the_rest(bank_bundle, mvte
     assert shots == draw_shots(images, 2, seed=3) and sorted(shots + rest) == sorted(images) and not set(shots) & set(rest)
     assert float(be.infer(x).score[0]) != before  # the backend now scores with the bank
     np.testing.assert_array_equal(bank, build_bank(be, bank_bundle, shots))
+
+
+def test_bank_with_baked_text_and_dynamic_batch(merged_tiny_dir, tiny_bundle, tmp_path):
+    from edge_runtime.backends.onnxruntime import OrtBackend
+    from tests.plugins.bundles import export_tiny
+
+    b = export_tiny(merged_tiny_dir, tmp_path / "b", bank_shots=1, bake_text=True, dynamic_batch=True)
+    assert [s.name for s in b.manifest.inputs] == ["image", "memory_bank"]
+    fs, plain = OrtBackend(), OrtBackend()
+    fs.load(b), plain.load(load_bundle(tiny_bundle))
+    x = np.random.default_rng(5).integers(0, 256, (3, *b.manifest.preprocess.image_size, 3), dtype=np.uint8)
+    feats = fs.patch_features(x)
+    assert feats.shape[0] == 3
+    ref = np.concatenate([plain.infer(x[i : i + 1]).score for i in range(3)])
+    np.testing.assert_allclose(fs.infer(x).score, ref, atol=1e-5, rtol=0)  # unenrolled: zero-shot
+    fs.set_memory_bank(bank_from_features(feats[:1], 1))
+    assert fs.infer(x[:1]).anomaly_map.max() <= 0.5 * plain.infer(x[:1]).anomaly_map.max() + 1e-5  # own image: halved
