@@ -480,12 +480,16 @@ def bundle_feeds(bundle: Any, images: Iterable[np.ndarray]) -> Iterator[dict[str
 
     pre = bundle.manifest.preprocess
     text = bundle.text_embeddings()
+    bank = bundle.memory_bank() if hasattr(bundle, "memory_bank") else None
     names = {t.name for t in bundle.manifest.inputs}
     for batch in images:
         x = batch if pre.input_layout == "NHWC_uint8" else normalize(batch, pre.mean, pre.std)
         feed = {"image": x}
         if text is not None and "text_embeddings" in names:
             feed["text_embeddings"] = text
+        if bank is not None and "memory_bank" in names:
+            # the bank path has no weight MatMul, so it stays float; the bank only has to be fed
+            feed["memory_bank"] = bank
         yield feed
 
 

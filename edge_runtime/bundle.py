@@ -118,6 +118,25 @@ class EngineEntry:
 
 
 @dataclass(frozen=True)
+class FewShotSpec:
+    """The few-shot memory bank of a graph with a `memory_bank` input (edge_runtime.fewshot).
+
+    `bank_file` is None until a station enrols good images; the runtime then feeds zeros,
+    which the graph turns into exactly the zero-shot result."""
+
+    max_shots: int  # the bank input holds max_shots * patches rows
+    patches: int  # patches per image (the map grid's h * w)
+    layers: int
+    dim: int
+    bank_file: str | None = None
+    shots: int = 0
+    images_sha256: str = ""  # sha256 over the enrolled images' file sha256s, in enrolment order
+    images: tuple[str, ...] = ()  # their file names, for the record
+    method: str = "WinCLIP+-style: per layer 0.5*(1 - max cosine to bank), mean over layers; map = mean(zero-shot, few-shot)"
+    enrolled_at: str = ""
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema: str
     schema_version: int
@@ -139,6 +158,8 @@ class Manifest:
     # Where the model came from: training run id, epoch, data manifest digests (train/val),
     # enrollment records. Informational; the runtime does not act on it.
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    fewshot: FewShotSpec | None = None
+    input_profile: str | None = None  # file with the good images' input statistics (edge_runtime.input_alarm)
 
     def __post_init__(self) -> None:
         if self.schema != SCHEMA:
@@ -188,6 +209,22 @@ class Bundle:
             return None
         arr = np.load(self.path(self.manifest.text.embeddings_file), allow_pickle=False)
         return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def memory_bank(self):
+        """What to feed the graph's `memory_bank` input: the enrolled bank [L, M, D] float32,
+        zeros of that shape when nothing is enrolled, None when the graph has no such input."""
+        import numpy as np
+
+        spec = self.manifest.fewshot
+        if spec is None:
+            return None
+        shape = (spec.layers, spec.max_shots * spec.patches, spec.dim)
+        if not spec.bank_file:
+            return np.zeros(shape, np.float32)
+        arr = np.load(self.path(spec.bank_file), allow_pickle=False)
+        if arr.shape != shape or arr.dtype != np.float32:
+            raise BundleError(f"{self.path(spec.bank_file)}: memory bank is {arr.dtype} {list(arr.shape)}, the manifest says float32 {list(shape)}")
+        return np.ascontiguousarray(arr)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -276,6 +313,10 @@ def _check_references(bundle: Bundle) -> None:
     needed = [m.model_file] + [v.file for v in m.variants] + [e.file for e in m.engines]
     if m.text.embeddings_file and not m.text.baked:
         needed.append(m.text.embeddings_file)
+    if m.fewshot is not None and m.fewshot.bank_file:
+        needed.append(m.fewshot.bank_file)
+    if m.input_profile:
+        needed.append(m.input_profile)
     for name in needed:
         if name not in m.files:
             raise BundleError(f"{bundle.root / MANIFEST}: '{name}' is referenced but has no sha256 entry in 'files'")

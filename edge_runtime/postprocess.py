@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_runtime.errors import ConfigError, DataError
 from edge_runtime.frames import Frame
+from edge_runtime.input_alarm import StationMonitor
 from edge_runtime.preprocess import Roi, crop_roi, to_rgb, upsample_map
 from edge_runtime.verdict import decide, make_verdict
 
@@ -144,6 +145,7 @@ class Postprocessor:
         self.ng = 0
         self.ok = 0
         self.heatmap_errors = 0
+        self.monitor = StationMonitor.for_bundle(bundle)  # input alarm + rolling OK-score mean (status topic)
 
     def wants_heatmap(self, score: float) -> bool:
         if self.heatmaps is None:
@@ -167,6 +169,8 @@ class Postprocessor:
                 self.heatmap_errors += 1
                 if self.heatmap_errors == 1 or self.heatmap_errors % 100 == 0:
                     log.warning("cannot write heatmap (%d failures so far): %s", self.heatmap_errors, exc)
+        fmt = str(frame.meta.get("pixel_format", "RGB8")) if frame.meta else "RGB8"
+        input_alarm = self.monitor.observe_frame(crop_roi(frame.image, self.roi), fmt)
         verdict = make_verdict(
             frame_id=frame.frame_id,
             camera_serial=frame.camera_serial,
@@ -180,6 +184,8 @@ class Postprocessor:
             latency_ms=latency_ms,
             heatmap=heatmap,
         )
+        verdict["input_alarm"] = input_alarm
+        self.monitor.observe_verdict(verdict)
         if verdict["verdict"] == "NG":
             self.ng += 1
         else:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge_runtime.bundle import Bundle, PreprocessSpec, Threshold
+from edge_runtime.bundle import Bundle, FewShotSpec, PreprocessSpec, Threshold
 from edge_runtime.errors import ConfigError, DataError
 from export.bundle_writer import BundleWriter, make_manifest
 from export.onnx_export import ExportOptions, export_onnx, input_layout
@@ -83,13 +83,25 @@ def export_bundle(
                     "dynamic_batch": options.dynamic_batch,
                     "float_input": options.float_input,
                     "bake_text": options.bake_text,
+                    "bank_shots": options.bank_shots,
                     "nodes": result.nodes,
                     "ir_version": result.ir_version,
                     "self_check_max_diff": result.self_check_max_diff,
                 },
             },
         )
+        if options.bank_shots:
+            manifest = replace(manifest, fewshot=fewshot_spec(result, options.bank_shots))
         return writer.commit(manifest)
+
+
+def fewshot_spec(result: object, max_shots: int) -> FewShotSpec:
+    """The manifest's few-shot record for a graph exported with a memory_bank input (no bank yet)."""
+    from export.onnx_export import BANK
+
+    layers, _, dim = next(s.shape for s in result.inputs if s.name == BANK)  # type: ignore[attr-defined]
+    h, w = result.map_size  # type: ignore[attr-defined]
+    return FewShotSpec(max_shots=int(max_shots), patches=int(h) * int(w), layers=int(layers), dim=int(dim))
 
 
 def _threshold(info: object, override: ThresholdOverride | None, merged_dir: Path) -> Threshold:

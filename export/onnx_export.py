@@ -4,7 +4,10 @@ The graph carries its own pre-processing (uint8 NHWC RGB -> /255 -> mean/std -> 
 anomalib's export does, so the device feeds camera pixels and gets the trained score:
 inputs  `image` uint8 [N,H,W,3] (or float32 [N,3,H,W] already normalised with float_input)
         `text_embeddings` float32 [2,D] (absent when baked into the graph)
-outputs `score` float32 [N], `anomaly_map` float32 [N,h,w] (patch grid, P(abnormal)).
+        `memory_bank` float32 [L, bank_shots*P, D] (only with bank_shots > 0: few-shot bank,
+        all zeros = not enrolled = exactly the zero-shot result; see train.model.fuse_fewshot)
+outputs `score` float32 [N], `anomaly_map` float32 [N,h,w] (patch grid, P(abnormal)),
+        `patch_features` float32 [N, L, P, D] (only with bank_shots > 0: what a bank is built from).
 
 Exporter: torch's TorchScript-based exporter (`dynamo=False`). It traces the exact eager
 forward and handles HF CLIP predictably; the graph is then cleaned by onnxscript's optimizer
@@ -35,6 +38,9 @@ IMAGE = "image"
 TEXT = "text_embeddings"
 SCORE = "score"
 MAP = "anomaly_map"
+BANK = "memory_bank"
+FEATURES = "patch_features"
+MAX_BANK_SHOTS = 16
 BATCH = "batch"
 SELF_CHECK_ATOL = 1e-4
 
@@ -46,8 +52,11 @@ class ExportOptions:
     float_input: bool = False
     bake_text: bool = False
     optimize: bool = True
+    bank_shots: int = 0  # > 0: few-shot memory_bank input for up to this many good images
 
     def __post_init__(self) -> None:
+        if not 0 <= self.bank_shots <= MAX_BANK_SHOTS:
+            raise ConfigError(f"--bank-shots must be in 0..{MAX_BANK_SHOTS}, got {self.bank_shots}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization) and <= {MAX_OPSET} (exporter limit), got {self.opset}")
 
@@ -68,7 +77,7 @@ def input_layout(options: ExportOptions) -> str:
 
 
 def tensor_specs(
-    image_size: tuple[int, int], embed_dim: int, map_size: tuple[int, int], options: ExportOptions
+    image_size: tuple[int, int], embed_dim: int, map_size: tuple[int, int], options: ExportOptions, n_layers: int = 0
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The I/O contract the exported graph must satisfy (and the manifest states)."""
     n: int | str = BATCH if options.dynamic_batch else 1
@@ -84,10 +93,16 @@ def tensor_specs(
         TensorSpec(SCORE, (n,), "float32", "image anomaly score in [0,1], higher = more anomalous; NG when score >= threshold"),
         TensorSpec(MAP, (n, *map_size), "float32", "per-patch probability of 'abnormal' on the patch grid; upsample to the image for a heatmap"),
     )
+    if options.bank_shots:
+        patches = map_size[0] * map_size[1]
+        inputs += (TensorSpec(BANK, (n_layers, options.bank_shots * patches, embed_dim), "float32",
+                              "few-shot memory bank: L2-normalised patch features of good images per feature layer (rows repeated to fill); all zeros = not enrolled, zero-shot result"),)
+        outputs += (TensorSpec(FEATURES, (n, n_layers, patches, embed_dim), "float32",
+                               "L2-normalised patch features per feature layer, the rows a memory bank is built from"),)
     return inputs, outputs
 
 
-def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], float_input: bool, baked: np.ndarray | None):
+def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], float_input: bool, baked: np.ndarray | None, bank: bool = False):
     import torch
     from torch import nn
 
@@ -106,13 +121,16 @@ def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], floa
             if baked is not None:
                 self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(baked, np.float32)), persistent=False)
 
-        def forward(self, image: torch.Tensor, text_embeddings: torch.Tensor | None = None):
+        def forward(self, image: torch.Tensor, *rest: torch.Tensor):
             if self.float_input:
                 x = image
             else:
                 x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
                 x = (x - self.mean) / self.std
-            text = self.text if self.baked else text_embeddings
+            text = self.text if self.baked else rest[0]
+            if bank:  # inputs: image, [text_embeddings], memory_bank
+                out, feats = self.model.forward_features(x, text, rest[-1])
+                return out.score, out.anomaly_map, feats
             out = self.model(x, text)
             return out.score, out.anomaly_map
 
@@ -159,14 +177,23 @@ def export_onnx(
     h, w = (int(image_size[0]), int(image_size[1]))
     was_training = model.training
     model.eval()
-    wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None)
+    wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None, options.bank_shots > 0)
     text_t = torch.from_numpy(np.ascontiguousarray(text_embeddings, np.float32))
     rng = np.random.default_rng(0)
     example_u8 = rng.integers(0, 256, size=(1, h, w, 3), dtype=np.uint8)
     example = _graph_input(example_u8, mean, std, options.float_input)
     args: tuple = (torch.from_numpy(example),) if options.bake_text else (torch.from_numpy(example), text_t)
     input_names = [IMAGE] if options.bake_text else [IMAGE, TEXT]
+    output_names = [SCORE, MAP]
     dynamic_axes = {IMAGE: {0: BATCH}, SCORE: {0: BATCH}, MAP: {0: BATCH}} if options.dynamic_batch else None
+    bank_example = None
+    if options.bank_shots:
+        bank_example = _bank_example(model, options.bank_shots)
+        args += (torch.from_numpy(bank_example),)
+        input_names.append(BANK)
+        output_names.append(FEATURES)
+        if dynamic_axes is not None:
+            dynamic_axes[FEATURES] = {0: BATCH}
 
     buf = io.BytesIO()
     log.info("exporting to ONNX (opset %d, %s input, %s batch, text %s)", options.opset, input_layout(options),
@@ -176,7 +203,7 @@ def export_onnx(
             # The TorchScript exporter is deprecated in favour of dynamo and warns about
             # trace-time Python bools in HF code; both are expected here.
             warnings.simplefilter("ignore")
-            ref_score, ref_map = (t.numpy() for t in wrapper(*args))
+            ref_score, ref_map = (t.numpy() for t in wrapper(*args)[:2])
             torch.onnx.export(
                 wrapper,
                 args,
@@ -184,7 +211,7 @@ def export_onnx(
                 dynamo=False,
                 opset_version=options.opset,
                 input_names=input_names,
-                output_names=[SCORE, MAP],
+                output_names=output_names,
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
@@ -197,12 +224,12 @@ def export_onnx(
     if ref_map.ndim != 3:
         raise BundleError(f"model's anomaly_map must be [N,h,w], got shape {list(ref_map.shape)}")
     map_size = (int(ref_map.shape[1]), int(ref_map.shape[2]))
-    inputs, outputs = tensor_specs((h, w), int(text_embeddings.shape[1]), map_size, options)
+    inputs, outputs = tensor_specs((h, w), int(text_embeddings.shape[1]), map_size, options, len(getattr(model, "feature_layers", ())))
     check_graph(proto, inputs, outputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out_path))
     log.info("checking %s in ONNX Runtime against torch", out_path.name)
-    diff = _self_check(out_path, example, None if options.bake_text else text_embeddings, ref_score, ref_map)
+    diff = _self_check(out_path, example, None if options.bake_text else text_embeddings, ref_score, ref_map, bank_example)
     log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
     return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff, int(proto.ir_version))
 
@@ -276,7 +303,8 @@ def check_graph(proto: Any, inputs: Sequence[TensorSpec], outputs: Sequence[Tens
                 raise BundleError(f"exported graph {kind} '{name}' is {got[name][0]} {list(got[name][1])}, the contract says {dtype} {list(shape)}")
 
 
-def _self_check(path: Path, example: np.ndarray, text: np.ndarray | None, ref_score: np.ndarray, ref_map: np.ndarray) -> float:
+def _self_check(path: Path, example: np.ndarray, text: np.ndarray | None, ref_score: np.ndarray, ref_map: np.ndarray,
+                bank: np.ndarray | None = None) -> float:
     """Run the saved file in ORT on the export's example input; it must reproduce torch."""
     import onnxruntime as ort
 
@@ -286,8 +314,19 @@ def _self_check(path: Path, example: np.ndarray, text: np.ndarray | None, ref_sc
     feeds = {IMAGE: example}
     if text is not None:
         feeds[TEXT] = np.ascontiguousarray(text, np.float32)
+    if bank is not None:
+        feeds[BANK] = bank
     score, amap = sess.run([SCORE, MAP], feeds)
     diff = float(max(np.abs(score - ref_score).max(), np.abs(amap - ref_map).max()))
     if not diff <= SELF_CHECK_ATOL:  # also catches NaN
         raise CheckFailed(f"exported {path} disagrees with torch on the export example (max diff {diff:.3g} > {SELF_CHECK_ATOL})")
     return diff
+
+
+def _bank_example(model: Any, shots: int) -> np.ndarray:
+    """A non-zero bank for tracing and the self-check, so the few-shot path is exercised:
+    random unit rows of the bank's shape [L, shots * P, D]."""
+    n_layers = len(model.feature_layers)
+    rows = shots * int(model.grid[0]) * int(model.grid[1])
+    bank = np.random.default_rng(1).standard_normal((n_layers, rows, int(model.embed_dim))).astype(np.float32)
+    return bank / np.linalg.norm(bank, axis=-1, keepdims=True)

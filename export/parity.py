@@ -72,6 +72,7 @@ class OrtCpuRunner:
         self.threads = threads
         self._sess: Any = None
         self._text: np.ndarray | None = None
+        self._bank: np.ndarray | None = None
         self._precision = ""
         self._file = ""
 
@@ -90,12 +91,15 @@ class OrtCpuRunner:
         self._text = bundle.text_embeddings() if "text_embeddings" in names else None
         if "text_embeddings" in names and self._text is None:
             raise BackendUnavailable(f"{path} wants text_embeddings but the bundle has none (baked manifest, unbaked graph)")
+        self._bank = bundle.memory_bank() if "memory_bank" in names else None
         self._precision, self._file = precision, path.name
 
     def infer(self, batch: np.ndarray) -> Outputs:
         feeds = {"image": batch}
         if self._text is not None:
             feeds["text_embeddings"] = self._text
+        if self._bank is not None:
+            feeds["memory_bank"] = self._bank
         score, amap = self._sess.run(["score", "anomaly_map"], feeds)
         return Outputs(score=score, anomaly_map=amap)
 

@@ -87,11 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dynamic-batch", action="store_true")
     p.add_argument("--float-input", action="store_true")
     p.add_argument("--bake-text", action="store_true")
+    p.add_argument("--bank-shots", type=int, default=0, metavar="K", help="few-shot memory_bank input for up to K good images (default 0: none)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle and merged folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, float_input=args.float_input, bake_text=args.bake_text)
+        options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, float_input=args.float_input, bake_text=args.bake_text,
+                                bank_shots=args.bank_shots)
         bundle = make_random_bundle(args.out, args.arch, args.seed, options=options, merged_dir=args.merged_dir, overwrite=args.force)
     except ClipInspectError as exc:
         print(f"random_bundle: error: {exc}", file=sys.stderr)

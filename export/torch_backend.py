@@ -35,6 +35,7 @@ class TorchBackend:
         self.threads = threads
         self._model: Any = None
         self._text: Any = None
+        self._bank: Any = None
         self._info: Any = None
         self._precision = ""
         self._layout = "NHWC_uint8"
@@ -64,6 +65,8 @@ class TorchBackend:
         with torch.no_grad():
             text = model.text_embeddings()
         self._model, self._info, self._text = model, info, text
+        bank = bundle.memory_bank()  # None: no few-shot input; zeros: not enrolled (zero-shot)
+        self._bank = None if bank is None else torch.from_numpy(bank).to(device, text.dtype)
         self._device_obj, self._precision = device, precision
         self._layout, self._mean, self._std, self._size = pre.input_layout, tuple(pre.mean), tuple(pre.std), tuple(pre.image_size)
         self._merged_loaded = merged
@@ -103,11 +106,32 @@ class TorchBackend:
         x = self.pixel_values(batch)
         t = torch.from_numpy(x).to(self._device_obj, self._text.dtype)
         with torch.no_grad():
-            out = self._model(t, self._text)
+            out = self._model(t, self._text, self._bank)
         return Outputs(
             score=out.score.detach().to("cpu", torch.float32).numpy(),
             anomaly_map=out.anomaly_map.detach().to("cpu", torch.float32).numpy(),
         )
+
+    def patch_features(self, batch: np.ndarray) -> np.ndarray:
+        """[N, L, P, D] float32 patch features, as the graph's `patch_features` output."""
+        if self._model is None:
+            raise BackendUnavailable("torch backend: patch_features() before load()")
+        import torch
+
+        t = torch.from_numpy(self.pixel_values(batch)).to(self._device_obj, self._text.dtype)
+        with torch.no_grad():
+            feats, _ = self._model.patch_features(t)
+        return feats.detach().to("cpu", torch.float32).numpy()
+
+    def set_memory_bank(self, bank: np.ndarray) -> None:
+        """Use another few-shot bank ([L, M, D]) from the next infer() on."""
+        if self._bank is None:
+            raise BundleError("torch backend: the bundle has no memory_bank input (export with --bank-shots K)")
+        if tuple(bank.shape) != tuple(self._bank.shape):
+            raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(self._bank.shape)}")
+        import torch
+
+        self._bank = torch.from_numpy(np.ascontiguousarray(bank, np.float32)).to(self._bank.device, self._bank.dtype)
 
     def pixel_values(self, batch: np.ndarray) -> np.ndarray:
         """What the model's forward gets for `batch` (in the bundle's input layout)."""

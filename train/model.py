@@ -51,6 +51,35 @@ def default_feature_layers(depth: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(depth * k / 4)) for k in range(1, 5)}))
 
 
+FEWSHOT_WEIGHT = 0.5  # fused map = zero-shot map + w * (few-shot map - zero-shot map): the mean
+
+
+def fewshot_map(features: torch.Tensor, memory_bank: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """WinCLIP+-style few-shot map [N, h, w]: for each patch and feature layer, 0.5 * (1 - the
+    largest cosine similarity to that layer's bank of normal patches), averaged over layers.
+
+    `features` [N, L, P, D] and `memory_bank` [L, M, D] are both L2-normalised (bank rows are
+    patch features of good images, as `features` returns them). In [0, 1] like the zero-shot
+    map; a bank padded with repeated rows gives the same map (max is unchanged)."""
+    bank = memory_bank.to(features.dtype)
+    sims = torch.matmul(features, bank.transpose(-1, -2).unsqueeze(0))  # [N, L, P, M]
+    dist = 0.5 * (1.0 - sims.amax(dim=-1))  # [N, L, P]
+    return dist.mean(dim=1).reshape(-1, grid[0], grid[1])
+
+
+def fuse_fewshot(zero_shot_map: torch.Tensor, p_global: torch.Tensor, fs_map: torch.Tensor,
+                 memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score [N], fused map [N, h, w]): the mean of the zero-shot and few-shot maps, and the
+    zero-shot score formula on it, 0.5 * (p_global + max(map)).
+
+    An all-zero bank (no enrolment yet) switches the few-shot term off inside the graph:
+    zs + 0 * (...) is exactly zs, so one exported graph serves both, without a flag input."""
+    enrolled = (memory_bank.abs().amax() > 0).to(zero_shot_map.dtype)
+    fused = zero_shot_map + (enrolled * FEWSHOT_WEIGHT) * (fs_map - zero_shot_map)
+    score = 0.5 * (p_global + fused.amax(dim=(1, 2)))
+    return score, fused
+
+
 class AnomalyHead(nn.Module):
     """Every learned parameter that is not LoRA: context tokens, adapters, temperature."""
 
@@ -126,7 +155,13 @@ class AnomalyCLIP(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.head.logit_scale.exp().clamp(max=100.0)
 
-    def forward(self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor) -> AnomalyOutput:
+    def forward(self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor,
+                memory_bank: torch.Tensor | None = None) -> AnomalyOutput:
+        return self.forward_features(pixel_values, text_embeddings, memory_bank)[0]
+
+    def patch_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [N, L, P, D]: L2-normalised projected patch tokens of each feature layer, after
+        the adapters; h [N, T, W]: the last hidden state, for the global token)."""
         vm = self.clip.vision_model
         h = vm.embeddings(pixel_values)
         h = vm.pre_layrnorm(h)
@@ -135,24 +170,39 @@ class AnomalyCLIP(nn.Module):
             h = layer(h, None)
             if i + 1 in self.feature_layers:
                 feats.append(h)
-        scale = self.temperature()
-        text = text_embeddings.to(h.dtype)
-        gh, gw = self.grid
-        layer_logits = []
+        zs = []
         for k, feat in enumerate(feats):
             z = self.clip.visual_projection(vm.post_layernorm(feat[:, 1:, :]))
             if len(self.head.adapters):
                 z = self.head.adapters[k](z)
-            z = F.normalize(z, dim=-1)
-            layer_logits.append((scale * (z @ text.t())).reshape(-1, gh, gw, 2))
+            zs.append(F.normalize(z, dim=-1))
+        return torch.stack(zs, dim=1), h
+
+    def forward_features(self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor,
+                         memory_bank: torch.Tensor | None = None) -> tuple[AnomalyOutput, torch.Tensor]:
+        """The forward pass, plus the patch features [N, L, P, D] (float32) a few-shot memory
+        bank is built from. With `memory_bank` [L, M, D] the map and score are the few-shot
+        fusion (`fuse_fewshot`); an all-zero bank gives exactly the zero-shot result."""
+        vm = self.clip.vision_model
+        z_all, h = self.patch_features(pixel_values)
+        scale = self.temperature()
+        text = text_embeddings.to(h.dtype)
+        gh, gw = self.grid
+        layer_logits = []
+        for k in range(z_all.shape[1]):
+            layer_logits.append((scale * (z_all[:, k] @ text.t())).reshape(-1, gh, gw, 2))
         patch_logits = torch.stack(layer_logits, dim=1).float()  # [N, L, h, w, 2]
         layer_maps = patch_logits.softmax(dim=-1)[..., 1]
         anomaly_map = layer_maps.mean(dim=1)
         g = F.normalize(self.clip.visual_projection(vm.post_layernorm(h[:, 0, :])), dim=-1)
         global_logits = (scale * (g @ text.t())).float()
         p_global = global_logits.softmax(dim=-1)[:, 1]
-        score = 0.5 * (p_global + anomaly_map.amax(dim=(1, 2)))
-        return AnomalyOutput(score, anomaly_map, global_logits, patch_logits)
+        feats = z_all.float()
+        if memory_bank is not None:
+            score, anomaly_map = fuse_fewshot(anomaly_map, p_global, fewshot_map(feats, memory_bank, self.grid), memory_bank)
+        else:
+            score = 0.5 * (p_global + anomaly_map.amax(dim=(1, 2)))
+        return AnomalyOutput(score, anomaly_map, global_logits, patch_logits), feats
 
     def predict(self, pixel_values: torch.Tensor) -> AnomalyOutput:
         return self(pixel_values, self.text_embeddings())

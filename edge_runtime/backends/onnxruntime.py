@@ -120,6 +120,11 @@ class OrtBackend:
             if text is None:
                 raise BundleError(f"{bundle.root}: the graph has a text_embeddings input but the manifest says the embeddings are baked")
             feeds["text_embeddings"] = np.ascontiguousarray(text, dtype=np.float32)
+        if "memory_bank" in input_names:
+            bank = bundle.memory_bank()
+            if bank is None:
+                raise BundleError(f"{bundle.root}: the graph has a memory_bank input but the manifest has no 'fewshot' record")
+            feeds["memory_bank"] = bank  # zeros until a station enrols: the zero-shot result
         if "image" not in input_names:
             raise BundleError(f"{model_path}: graph has no 'image' input (inputs: {', '.join(input_names)})")
         for name in ("score", "anomaly_map"):
@@ -147,6 +152,29 @@ class OrtBackend:
         feeds[self._image_name] = batch
         score, amap = session.run(self._output_names, feeds)
         return Outputs(score=np.asarray(score, np.float32).reshape(-1), anomaly_map=np.asarray(amap, np.float32))
+
+    def patch_features(self, batch: np.ndarray) -> np.ndarray:
+        """The graph's `patch_features` output [N, L, P, D] for `batch` (few-shot enrolment)."""
+        session = self._session
+        if session is None:
+            raise BackendUnavailable(f"{self.name}: patch_features() before load()")
+        if "memory_bank" not in self._feeds:
+            raise BundleError(f"{self._model_path}: graph has no memory_bank input / patch_features output (export with --bank-shots K)")
+        feeds = dict(self._feeds)
+        feeds[self._image_name] = batch
+        return np.asarray(session.run(["patch_features"], feeds)[0], np.float32)
+
+    def set_memory_bank(self, bank: np.ndarray) -> None:
+        """Feed another bank ([L, M, D], the graph's shape) from the next infer() on, without
+        reloading: used to compare banks (seeds, K) on one session."""
+        current = self._feeds.get("memory_bank")
+        if current is None:
+            raise BundleError(f"{self._model_path}: graph has no memory_bank input")
+        if bank.shape != current.shape:
+            raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(current.shape)}")
+        feeds = dict(self._feeds)
+        feeds["memory_bank"] = np.ascontiguousarray(bank, np.float32)
+        self._feeds = feeds
 
     def describe(self) -> Mapping[str, Any]:
         ort = _ort()

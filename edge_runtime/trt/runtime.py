@@ -24,6 +24,7 @@ from edge_runtime.trt import compat
 log = logging.getLogger(__name__)
 
 IMAGE, TEXT, SCORE, MAP = "image", "text_embeddings", "score", "anomaly_map"
+BANK, FEATURES = "memory_bank", "patch_features"  # few-shot bundles (edge_runtime.fewshot)
 
 
 class _Tensor:
@@ -74,6 +75,7 @@ class TrtBackend:
             self._stream = cuda.Stream()
             self._allocate(cuda)
             self._upload_text(bundle, cuda)
+            self._upload_bank(bundle, cuda)
         self._image_spec = bundle.manifest.input(IMAGE)
         self._n_set = -1
         self._loaded = True
@@ -115,6 +117,7 @@ class TrtBackend:
 
     def _check_contract(self, bundle: Any) -> None:
         need = [IMAGE, SCORE, MAP] + ([TEXT] if bundle.text_embeddings() is not None else [])
+        need += [BANK, FEATURES] if bundle.manifest.fewshot is not None else []
         missing = [n for n in need if n not in self._tensors]
         if missing:
             raise BundleError(f"engine lacks tensor(s) {', '.join(missing)} of the bundle contract (has {', '.join(self._tensors)})")
@@ -146,6 +149,28 @@ class TrtBackend:
         cuda.memcpy_htod_async(t.device, t.host[: text.size], self._stream)
         self._stream.synchronize()
 
+    def _upload_bank(self, bundle: Any, cuda: Any) -> None:
+        """The few-shot bank (zeros until enrolment) is a constant input, uploaded once."""
+        bank = bundle.memory_bank()
+        if bank is not None:
+            self._put_bank(bank, cuda)
+
+    def set_memory_bank(self, bank: np.ndarray) -> None:
+        """Use another bank ([L, M, D], the engine's shape) from the next infer() on (enrolment
+        scores the remaining good images with the new bank before writing the bundle)."""
+        if not self._loaded or BANK not in self._tensors:
+            raise BundleError("trt backend: no memory_bank input loaded (export with --bank-shots K)")
+        with self._ctx:
+            self._put_bank(np.ascontiguousarray(bank, np.float32), self._cuda)
+
+    def _put_bank(self, bank: np.ndarray, cuda: Any) -> None:
+        t = self._tensors[BANK]
+        if tuple(bank.shape) != t.shape:
+            raise BundleError(f"memory bank has shape {bank.shape} but the engine wants {t.shape}; rebuild the engine for this bundle")
+        t.host[: bank.size] = bank.astype(t.dtype).ravel()
+        cuda.memcpy_htod_async(t.device, t.host[: bank.size], self._stream)
+        self._stream.synchronize()
+
     def _set_shape(self, t: _Tensor, shape: tuple[int, ...]) -> None:
         if self._tensor_api:
             ok = self._context.set_input_shape(t.name, tuple(shape))
@@ -156,6 +181,21 @@ class TrtBackend:
 
     # -- infer ----------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> Outputs:
+        views = self._run(batch, (SCORE, MAP))
+        # Copies: the page-locked buffers are overwritten by the next infer().
+        return Outputs(
+            score=views[SCORE][0].reshape(views[SCORE][1]).astype(np.float32),
+            anomaly_map=views[MAP][0].reshape(views[MAP][1]).astype(np.float32),
+        )
+
+    def patch_features(self, batch: np.ndarray) -> np.ndarray:
+        """The engine's `patch_features` output [N, L, P, D] (few-shot enrolment)."""
+        if self._loaded and FEATURES not in self._tensors:
+            raise BundleError("engine has no patch_features output (export the bundle with --bank-shots K)")
+        host, shape = self._run(batch, (FEATURES,))[FEATURES]
+        return host.reshape(shape).astype(np.float32)
+
+    def _run(self, batch: np.ndarray, outputs: tuple[str, ...]) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
         if not self._loaded:
             raise BackendUnavailable("trt backend: infer() before load()")
         img = self._tensors[IMAGE]
@@ -174,18 +214,14 @@ class TrtBackend:
             if not ok:
                 raise BackendUnavailable("TensorRT execution failed: " + (" | ".join(self._logger.errors[-3:]) or "see the TensorRT log"))
             views = {}
-            for name in (SCORE, MAP):
+            for name in outputs:
                 t = self._tensors[name]
                 shape = self._output_shape(t, n)
                 size = int(np.prod(shape))
                 self._cuda.memcpy_dtoh_async(t.host[:size], t.device, self._stream)
                 views[name] = (t.host[:size], shape)
             self._stream.synchronize()
-        # Copies: the page-locked buffers are overwritten by the next infer().
-        return Outputs(
-            score=views[SCORE][0].reshape(views[SCORE][1]).astype(np.float32),
-            anomaly_map=views[MAP][0].reshape(views[MAP][1]).astype(np.float32),
-        )
+        return views
 
     def _validate(self, batch: np.ndarray, img: _Tensor) -> int:
         spec = self._image_spec

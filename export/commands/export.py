@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="override the merged model's decision threshold")
     p.add_argument("--threshold-method", default="set by hand at export", help="how --threshold was chosen (recorded in the manifest)")
     p.add_argument("--no-optimize", action="store_true", help="skip the onnxscript graph optimizer (constant folding stays on)")
+    p.add_argument("--bank-shots", type=int, default=0, metavar="K",
+                   help="add a few-shot memory_bank input for up to K (1..16) good images, filled later on the device by enrolment (default 0: none)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
 
 
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from export.onnx_export import ExportOptions
 
     options = ExportOptions(
-        opset=args.opset, dynamic_batch=args.dynamic_batch, float_input=args.float_input, bake_text=args.bake_text, optimize=not args.no_optimize
+        opset=args.opset, dynamic_batch=args.dynamic_batch, float_input=args.float_input, bake_text=args.bake_text, optimize=not args.no_optimize,
+        bank_shots=args.bank_shots,
     )
     override = ThresholdOverride(args.threshold, args.threshold_method) if args.threshold is not None else None
     bundle = export_bundle(args.merged, args.out, options, overwrite=args.force, threshold=override)

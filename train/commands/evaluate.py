@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-threshold", action="store_true", help="do not write RUN/threshold.json")
+    p.add_argument("--shots", type=int, default=0, metavar="K",
+                   help="also report few-shot metrics: K good images per category drawn from the train split as the memory bank")
+    p.add_argument("--shot-seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                   help="seeds for drawing the shots; metrics are averaged over them (default 0 1 2)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     from train.evaluate import EvalOptions, evaluate_run, resolve_device
 
+    if args.shots < 0:
+        from edge_runtime.errors import ConfigError
+
+        raise ConfigError(f"--shots must be >= 1 (or 0 for none), got {args.shots}")
     device = resolve_device(args.device)
     torch.manual_seed(0)  # eval is deterministic; nothing random should run, but be sure
     options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm, pgd_steps=args.pgd_steps,
@@ -67,6 +75,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"PGD eps={g['eps']:g} x{g['steps']} steps: image AUROC (mean over categories) clean {100 * g['clean_image_auroc']:.1f} -> "
               f"perturbed {100 * g['perturbed_image_auroc']:.1f} (mean |score shift| {g['mean_score_shift']:.4f})")
     print(f"wrote {args.run}/eval/metrics.json, metrics.csv and {len(result.heatmaps)} heatmaps")
+    if args.shots:
+        from train.fewshot_eval import evaluate_run_fewshot, format_fewshot
+
+        fs, path = evaluate_run_fewshot(args.run, args.data, args.shots, categories=args.categories, epoch=args.epoch,
+                                        seeds=args.shot_seeds, splits=tuple(args.splits), sigma=args.sigma,
+                                        batch_size=args.batch_size, device=device)
+        print(format_fewshot(fs, result.per_category))
+        print(f"wrote {path}")
     return 0
 
 
