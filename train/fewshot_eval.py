@@ -151,27 +151,40 @@ def format_fewshot(result: FewShotResult, zero_shot: dict[str, Metrics] | None =
 
 
 def evaluate_run_fewshot(run_dir: Any, data: Any, shots: int, *, categories: Sequence[str] | None = None,
-                         epoch: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, splits: Sequence[str] = ("test",),
-                         sigma: float | None = None, batch_size: int = 8, device: str = "cpu") -> tuple[FewShotResult, Any]:
-    """Load RUN's model, run `evaluate_fewshot` on `data` (shots from its train split) and
+                         epoch: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, report: str = "test",
+                         unseen: bool = False, sigma: float | None = None, batch_size: int = 8,
+                         device: str = "cpu") -> tuple[FewShotResult, Any]:
+    """Load RUN's model, run `evaluate_fewshot` on the `report` images of the run's split plan
+    (the same images the zero-shot table reports; with `unseen`, the data set's test split) with
+    shots drawn from the plan's train role (with `unseen`, the data set's train split), and
     write RUN/eval/fewshot_k{K}.json. Returns (result, path)."""
     import json
     from pathlib import Path
 
     from train.data import load_samples
-    from train.evaluate import _json_safe, default_sigma
-    from train.run_state import load_run_model
+    from train.evaluate import _json_safe, default_sigma, eval_roles
+    from train.run_state import default_epoch, load_run_model, read_run_config
 
-    if "train" in splits:
-        raise DataError("--shots draws the bank from the train split; evaluate on --splits test only")
-    samples = load_samples(data, splits=splits, categories=categories)
-    train = load_samples(data, splits=("train",), categories=sorted({s.category for s in samples}))
-    model, info = load_run_model(Path(run_dir), epoch, device=device)
+    run = Path(run_dir)
+    config = read_run_config(run)
+    samples = eval_roles(run, config, data, categories, unseen)[report]
+    if not samples:
+        raise DataError(f"few-shot eval: no {report} images in {data} for run {run}")
+    cats = sorted({s.category for s in samples})
+    if unseen:
+        train = load_samples(data, splits=("train",), categories=cats)
+    else:
+        from train.data import SPLITS
+        from train.splits import plan_splits
+
+        pool = load_samples(data, splits=SPLITS, categories=cats, unsplit=config.data.unsplit)
+        train = plan_splits(pool, config.data, config.optim.seed).role("train")
+    model, info = load_run_model(run, default_epoch(run, epoch), device=device)
     sig = default_sigma(info.image_size) if sigma is None else sigma
     result = evaluate_fewshot(model, samples, train, shots, info.image_size, info.mean, info.std,
                               seeds=seeds, sigma=sig, batch_size=batch_size, device=device)
-    out = Path(run_dir) / "eval" / f"fewshot_k{shots}.json"
+    out = run / "eval" / f"fewshot_k{shots}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"run": str(run_dir), "epoch": info.epoch, "data": str(data), "sigma": sig, **result.as_dict()}
+    doc = {"run": str(run), "epoch": info.epoch, "data": str(data), "report": report, "sigma": sig, **result.as_dict()}
     out.write_text(json.dumps(_json_safe(doc), indent=2) + "\n", encoding="utf-8")
     return result, out

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         from train.fewshot_eval import evaluate_run_fewshot, format_fewshot
 
         fs, path = evaluate_run_fewshot(args.run, args.data, args.shots, categories=args.categories, epoch=args.epoch,
-                                        seeds=args.shot_seeds, splits=tuple(args.splits), sigma=args.sigma,
+                                        seeds=args.shot_seeds, report=args.report, unseen=args.unseen, sigma=args.sigma,
                                         batch_size=args.batch_size, device=device)
         print(format_fewshot(fs, result.per_category))
         print(f"wrote {path}")
