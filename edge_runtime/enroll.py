@@ -147,6 +147,9 @@ class EnrollOptions:
     precision: str = "fp32"
     batch_size: int = 8
     overwrite: bool = False
+    shots: int = 0  # few-shot bank of this many good images (the bundle must have a memory_bank input)
+    shot_seed: int = 0
+    input_profile: bool = True  # store the good images' input statistics for the input alarm
 
 
 @dataclass(frozen=True)
@@ -206,14 +209,32 @@ def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str |
         raise ConfigError(f"--margin must be >= 0, got {options.margin}")
     bundle = load_bundle(bundle_dir)
     images = find_images(images_dir)
-    hashes = [sha256_file(p) for p in images]
+    if options.shots and bundle.manifest.fewshot is None:
+        raise BundleError(f"bundle {bundle.root} has no memory_bank input; export it with --bank-shots K to enroll shots")
     backend, info = load_backend(bundle, options.backend, options.precision)
+    bank_steps: list[EnrollStep] = []
     try:
-        scores = score_images(bundle, backend, images, options.batch_size)
+        scored = images
+        if options.shots:
+            from edge_runtime.fewshot import enrol_shots, save_bank
+
+            # The bank's own images score optimistically low: the threshold comes from the others.
+            bank, shots, scored = enrol_shots(backend, bundle, images, options.shots, options.shot_seed)
+            if not scored:
+                raise ConfigError(f"all {len(images)} images went into the {options.shots}-shot bank; "
+                                  "the threshold needs other good images")
+            bank_steps.append(EnrollStep("fewshot", lambda c, st, m: save_bank(st.root, m, bank, shots)))
+        scores = score_images(bundle, backend, scored, options.batch_size)
     finally:
         backend.close()
-    ctx = EnrollContext(bundle, backend, dict(info), images, hashes, scores, options)
-    steps = (EnrollStep("threshold", threshold_step), *extra_steps)
+    if options.input_profile:
+        from edge_runtime.input_alarm import profile_from_images, save_profile
+
+        profile = profile_from_images(images)
+        bank_steps.append(EnrollStep("input_profile", lambda c, st, m: save_profile(st.root, m, profile)))
+    hashes = [sha256_file(p) for p in scored]
+    ctx = EnrollContext(bundle, backend, dict(info), list(scored), hashes, scores, options)
+    steps = (*bank_steps, EnrollStep("threshold", threshold_step), *extra_steps)
     with StagedBundle(bundle, Path(out_dir), overwrite=options.overwrite) as stage:
         manifest = bundle.manifest
         for step in steps:

@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", help="precision, as `run` would use it (default fp32)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--shots", type=int, default=0, metavar="K",
+                   help="also store a few-shot memory bank of K of the images (bundle exported with --bank-shots >= K); "
+                        "the threshold then comes from the other images, scored with the bank")
+    p.add_argument("--shot-seed", type=int, default=0, help="seed for drawing the K shots (default 0)")
+    p.add_argument("--no-input-profile", action="store_true",
+                   help="do not store the images' input statistics (the input alarm then stays off)")
 
 
 def steps(args: argparse.Namespace) -> list:
@@ -49,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = EnrollOptions(target_frr=args.target_frr, confidence=args.confidence, margin=args.margin,
                             best_effort=args.best_effort, backend=args.backend, precision=args.precision,
-                            batch_size=args.batch_size, overwrite=args.force)
+                            batch_size=args.batch_size, overwrite=args.force, shots=args.shots,
+                            shot_seed=args.shot_seed, input_profile=not args.no_input_profile)
     bundle, ctx = enroll_bundle(args.bundle, args.images, args.out, options, extra_steps=steps(args))
     thr = ctx.results["threshold"]
     s = ctx.scores
@@ -63,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if thr.best_effort:
         print(f"WARNING: {len(s)} images certify FRR <= {thr.frr_bound:.3g}, not the target {thr.target_frr:g}")
     print(f"images sha256 {ctx.images_sha256}")
+    fs = bundle.manifest.fewshot
+    if fs is not None and fs.shots:
+        print(f"few-shot bank: {fs.shots} image(s) ({', '.join(fs.images)}); threshold from the other {len(s)}")
+    if bundle.manifest.input_profile:
+        print(f"input profile: {bundle.manifest.input_profile} (input alarm on)")
     print(f"wrote {bundle.root} (manifest sha256 {bundle.manifest_sha256[:16]}); a signed bundle must be signed again")
     return 0
 

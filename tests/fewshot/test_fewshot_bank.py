@@ -248,3 +248,32 @@ def test_bank_with_baked_text_and_dynamic_batch(merged_tiny_dir, tiny_bundle, tm
     np.testing.assert_allclose(fs.infer(x).score, ref, atol=1e-5, rtol=0)  # unenrolled: zero-shot
     fs.set_memory_bank(bank_from_features(feats[:1], 1))
     assert fs.infer(x[:1]).anomaly_map.max() <= 0.5 * plain.infer(x[:1]).anomaly_map.max() + 1e-5  # own image: halved
+
+
+def test_clipinspect_enroll_shots_stores_bank_and_profile_and_thresholds_on_the_rest(bank_bundle, tiny_bundle, mvtec_root,
+                                                                                    tmp_path, capsys):
+    from edge_runtime.cli import main as cli
+    from edge_runtime.fewshot import draw_shots, list_good_images
+
+    good = mvtec_root / "bottle" / "train" / "good"
+    out = tmp_path / "enrolled"
+    rc = cli(["enroll", "--bundle", str(bank_bundle.root), "--images", str(good), "--target-frr", "0.1",
+              "--best-effort", "--shots", "2", "--shot-seed", "4", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    enrolled = load_bundle(out)
+    m = enrolled.manifest
+    images = list_good_images(good)
+    chosen = draw_shots(images, 2, seed=4)
+    assert m.fewshot.shots == 2 and list(m.fewshot.images) == [p.name for p in chosen]
+    assert np.abs(enrolled.memory_bank()).max() > 0 and m.input_profile == "input_profile.json"
+    # the threshold was chosen on the OTHER images, scored with the bank
+    doc = json.loads((out / "enrollment.json").read_text())
+    scored = {d["file"] for d in doc["images"]}
+    assert scored == {p.name for p in images} - {p.name for p in chosen} and m.threshold.images == len(images) - 2
+    assert m.threshold.value == pytest.approx(max(d["score"] for d in doc["images"]))
+    assert "few-shot bank: 2 image(s)" in capsys.readouterr().out
+    # a bundle without a memory_bank input: one line, exit 2
+    assert cli(["enroll", "--bundle", str(tiny_bundle), "--images", str(good), "--target-frr", "0.1",
+                "--shots", "2", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--bank-shots" in err and len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
