@@ -47,7 +47,10 @@ class Roi:
     def parse(cls, text: str | Sequence[int] | None) -> "Roi | None":
         if text is None or text == "":
             return None
-        parts = [int(p) for p in (text.split(",") if isinstance(text, str) else text)]
+        try:
+            parts = [int(p) for p in (text.split(",") if isinstance(text, str) else text)]
+        except ValueError:
+            raise DataError(f"ROI must be x,y,width,height in whole pixels, got {text!r}") from None
         if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or parts[0] < 0 or parts[1] < 0:
             raise DataError(f"ROI must be x,y,width,height with positive size, got {text!r}")
         return cls(*parts)
