@@ -113,11 +113,7 @@ def make_plan(input_format: str, input_size_hw: Sequence[int], model_hw: Sequenc
     ph, pw = len(pattern), len(pattern[0])
     h, w = int(input_size_hw[0]), int(input_size_hw[1])
     th, tw = int(model_hw[0]), int(model_hw[1])
-    rx, ry, rw, rh = (0, 0, w, h) if roi is None else (int(v) for v in roi)
-    if rx < 0 or ry < 0 or rw <= 0 or rh <= 0 or rx + rw > w or ry + rh > h:
-        raise ConfigError(f"ROI {rx},{ry},{rw},{rh} does not lie inside the {w}x{h} frame")
-    if ph == 2 and (rx % 2 or ry % 2 or rw % 2 or rh % 2):
-        raise ConfigError(f"a Bayer ROI must start and extend on even pixels (keeps the colour pattern), got {rx},{ry},{rw},{rh}")
+    rx, ry, rw, rh = check_roi(fmt, (h, w), roi)
     cells_y, cells_x = rh // ph, (rw * channels) // pw  # colour blocks (quads, RGB triples, pixels)
     ky, kx = _bin_factor(cells_y, th), _bin_factor(cells_x, tw)
     gh, gw = cells_y // ky, cells_x // kx
@@ -136,6 +132,17 @@ def _bin_factor(cells: int, target: int) -> int:
         if cells % d == 0:
             return d
     return k
+
+
+def check_roi(input_format: str, input_size_hw: Sequence[int], roi: Sequence[int] | None) -> tuple[int, int, int, int]:
+    """The ROI (x, y, width, height) inside the frame; the whole frame when None."""
+    h, w = int(input_size_hw[0]), int(input_size_hw[1])
+    rx, ry, rw, rh = (0, 0, w, h) if roi is None else (int(v) for v in roi)
+    if rx < 0 or ry < 0 or rw <= 0 or rh <= 0 or rx + rw > w or ry + rh > h:
+        raise ConfigError(f"ROI {rx},{ry},{rw},{rh} does not lie inside the {w}x{h} frame")
+    if len(FORMATS[check_format(input_format)][2]) == 2 and (rx % 2 or ry % 2 or rw % 2 or rh % 2):
+        raise ConfigError(f"a Bayer ROI must start and extend on even pixels (keeps the colour pattern), got {rx},{ry},{rw},{rh}")
+    return rx, ry, rw, rh
 
 
 def resample_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -61,9 +61,9 @@ class ExportOptions:
         if self.roi is not None and self.input_format is None:
             raise ConfigError("--roi needs --input-format/--input-size (it crops the raw frame inside the graph)")
         if self.input_format is not None:
-            from edge_runtime.rawframe import check_format
+            from edge_runtime.rawframe import check_roi
 
-            check_format(self.input_format)
+            check_roi(self.input_format, self.input_size, self.roi)  # type: ignore[arg-type]
             if self.float_input:
                 raise ConfigError("--float-input and --input-format exclude each other: a raw-frame graph takes the camera's uint8 frame")
 
