@@ -1,0 +1,120 @@
+"""Raw-frame pipeline vs a plain single-threaded loop, same frames, same model, one run.
+
+    python benchmarks/bench_naive_loop.py --rgb-bundle B224 --raw-bundle B4K \
+        [--source "synthetic://?width=4096&height=2160&pixel_format=BayerRG8"] [--frames 12] [--rounds 3]
+
+The plain loop is what a first Jetson prototype does: grab -> OpenCV demosaic (cvtColor
+Bayer->RGB at full resolution) -> INTER_AREA resize to the model size -> ONNX Runtime on the
+model-size RGB bundle, one frame after the other in one thread. The pipeline is
+`clipinspect bench`'s end-to-end run of the raw-frame bundle (capture/preprocess/inference
+threads, the frame handed to the graph uncopied, demosaic and resize inside the graph).
+Both bundles must hold the same weights (python -m export.random_bundle with the same
+--arch and --seed), so only the preprocessing and the loop differ.
+
+Rounds alternate the two (a load change on a shared machine hits both alike); the ratio
+reported is pipeline frames/s over plain-loop frames/s, per round and its median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_SOURCE = "synthetic://?width=4096&height=2160&pixel_format=BayerRG8"
+_OPENCV_BAYER = {"BayerRG8": "COLOR_BayerBG2RGB", "BayerBG8": "COLOR_BayerRG2RGB", "BayerGR8": "COLOR_BayerGB2RGB", "BayerGB8": "COLOR_BayerGR2RGB"}
+
+
+def naive_loop(backend: Any, source_uri: str, size_hw: tuple[int, int], frames: int, warmup: int = 2) -> dict[str, Any]:
+    """Grab -> cv2 demosaic -> INTER_AREA -> infer, sequentially; per-stage ms and frames/s."""
+    import cv2
+
+    from edge_runtime.sources import open_source
+
+    stages: dict[str, list[float]] = {"grab": [], "demosaic": [], "resize": [], "inference": [], "total": []}
+    with open_source(source_uri, {}) as src:
+        it = iter(src.frames())
+        for i in range(warmup + frames):
+            t0 = time.perf_counter()
+            frame = next(it)
+            t1 = time.perf_counter()
+            code = _OPENCV_BAYER.get(str(frame.meta.get("pixel_format")))
+            rgb = cv2.cvtColor(frame.image, getattr(cv2, code)) if code else frame.image
+            t2 = time.perf_counter()
+            small = cv2.resize(rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+            t3 = time.perf_counter()
+            backend.infer(small[None])
+            t4 = time.perf_counter()
+            if i == warmup:
+                t_start = t0
+            if i >= warmup:
+                for name, (a, b) in zip(stages, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t0, t4))):
+                    stages[name].append((b - a) * 1e3)
+        wall = time.perf_counter() - t_start
+    return {"frames": frames, "fps": round(frames / wall, 3), "stages_p50_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()}}
+
+
+def pipeline_run(raw_bundle: Any, source_uri: str, frames: int, threads: int | None) -> tuple[Any, Any]:
+    """A factory for `bench_e2e` with `clipinspect bench`'s settings, plus the loaded backend."""
+    from edge_runtime.runtime_config import load_runtime_config
+    from edge_runtime.session import load_backend, open_session
+
+    defaults = ["pipeline.inference_queue=0", "pipeline.drop_policy=block", "pipeline.stats_interval_s=0", "publish.uri=null://"]
+    cfg = load_runtime_config(None, defaults, {"source.uri": source_uri, "backend.intra_op_threads": threads})
+    backend, info = load_backend(raw_bundle, "ort-cpu", "fp32", **cfg.backend.options())
+    return backend, (lambda: open_session(cfg, backend=backend, backend_info=info))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rgb-bundle", required=True, type=Path, help="model-size RGB bundle (the plain loop's model)")
+    p.add_argument("--raw-bundle", required=True, type=Path, help="raw-frame bundle of the same weights (the pipeline's)")
+    p.add_argument("--source", default=DEFAULT_SOURCE)
+    p.add_argument("--frames", type=int, default=12, help="measured frames per round and side")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads for both (default: ORT's)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from edge_runtime import bench
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.session import load_backend
+
+    rgb_bundle, raw_bundle = load_bundle(args.rgb_bundle), load_bundle(args.raw_bundle)
+    size = tuple(rgb_bundle.manifest.preprocess.image_size)
+    naive_backend, _ = load_backend(rgb_bundle, "ort-cpu", "fp32", **({"intra_op_threads": args.threads} if args.threads else {}))
+    raw_backend, factory = pipeline_run(raw_bundle, args.source, args.frames, args.threads)
+    rounds = []
+    try:
+        for r in range(args.rounds):
+            naive = naive_loop(naive_backend, args.source, size, args.frames)  # type: ignore[arg-type]
+            pipe = bench.bench_e2e(factory, frames=args.frames, warmup=2, progress=False)
+            ratio = pipe["fps"] / naive["fps"] if naive["fps"] else float("nan")
+            rounds.append({"naive": naive, "pipeline": {"fps": pipe["fps"], "stages_p50_ms": {k: v["p50_ms"] for k, v in pipe["stages"].items()}}, "fps_ratio": round(ratio, 3)})
+            print(f"round {r + 1}/{args.rounds}: plain loop {naive['fps']:.2f} frames/s {naive['stages_p50_ms']}  |  "
+                  f"raw-frame pipeline {pipe['fps']:.2f} frames/s  ->  {ratio:.2f}x", flush=True)
+    finally:
+        naive_backend.close()
+        raw_backend.close()
+    median = float(np.median([r["fps_ratio"] for r in rounds]))
+    print(f"pipeline / plain loop frames/s: median {median:.2f}x over {len(rounds)} rounds "
+          f"({platform.machine()}, {platform.processor() or 'cpu'}; shared machine: ratios, not absolute figures)")
+    if args.json:
+        args.json.write_text(json.dumps({"source": args.source, "rounds": rounds, "median_fps_ratio": median, "host": bench.host_info()}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
