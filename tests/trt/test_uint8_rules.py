@@ -71,3 +71,17 @@ def test_todays_exports_build_and_run(fake_trt10, which, request, tmp_path):
     np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
     np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
     be.close()
+
+
+def test_raw_frame_bundle_calibrates_int8_on_frames(fake_trt10, tiny_raw_bundle, tmp_path):
+    """build-engine --calib-images on a raw-frame bundle feeds the calibrator camera frames
+    (each image mosaiced at the frame size), not model-size RGB."""
+    from edge_runtime.cli import main
+    from tests.plugins.bundles import copy_bundle
+    from tests.trt.helpers import write_images
+
+    root = copy_bundle(tiny_raw_bundle, tmp_path / "bundle")
+    images = write_images(tmp_path / "calib", 4, size=40)
+    assert main(["build-engine", "--bundle", str(root), "--precision", "int8", "--calib-images", str(images), "--calib-batch", "2"]) == 0
+    (e,) = load_bundle(root).manifest.engines
+    assert e.precision == "int8" and e.calibration_cache
