@@ -69,13 +69,13 @@ def naive_loop(backend: Any, source_uri: str, size_hw: tuple[int, int], frames: 
     return {"frames": frames, "fps": round(frames / wall, 3), "stages_p50_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()}}
 
 
-def pipeline_run(raw_bundle: Any, source_uri: str, frames: int, threads: int | None) -> tuple[Any, Any]:
+def pipeline_run(raw_bundle: Any, source_uri: str, threads: int | None) -> tuple[Any, Any]:
     """A factory for `bench_e2e` with `clipinspect bench`'s settings, plus the loaded backend."""
     from edge_runtime.runtime_config import load_runtime_config
     from edge_runtime.session import load_backend, open_session
 
     defaults = ["pipeline.inference_queue=0", "pipeline.drop_policy=block", "pipeline.stats_interval_s=0", "publish.uri=null://"]
-    cfg = load_runtime_config(None, defaults, {"source.uri": source_uri, "backend.intra_op_threads": threads})
+    cfg = load_runtime_config(None, defaults, {"bundle.path": str(raw_bundle.root), "source.uri": source_uri, "backend.intra_op_threads": threads})
     backend, info = load_backend(raw_bundle, "ort-cpu", "fp32", **cfg.backend.options())
     return backend, (lambda: open_session(cfg, backend=backend, backend_info=info))
 
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rgb_bundle, raw_bundle = load_bundle(args.rgb_bundle), load_bundle(args.raw_bundle)
     size = tuple(rgb_bundle.manifest.preprocess.image_size)
     naive_backend, _ = load_backend(rgb_bundle, "ort-cpu", "fp32", **({"intra_op_threads": args.threads} if args.threads else {}))
-    raw_backend, factory = pipeline_run(raw_bundle, args.source, args.frames, args.threads)
+    raw_backend, factory = pipeline_run(raw_bundle, args.source, args.threads)
     rounds = []
     try:
         for r in range(args.rounds):

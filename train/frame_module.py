@@ -69,7 +69,7 @@ class FramePreprocess(nn.Module):
         x = x.reshape(n, self.frame_shape[0], self.frame_shape[1] * self.channels)
         if (p.y0, p.y1) != (0, self.frame_shape[0]):
             x = x[:, p.y0 : p.y1]
-        if (p.x0, p.x1) != (0, x.shape[2]):
+        if (p.x0, p.x1) != (0, self.frame_shape[1] * self.channels):
             x = x[:, :, p.x0 : p.x1]
         # Rows first: summing runs of whole rows is the cheapest pass over the full frame
         # (measured in ONNX Runtime: cheaper than any column-first order).

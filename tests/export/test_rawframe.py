@@ -129,3 +129,39 @@ def test_bad_frame_flags_are_one_line_errors(merged_tiny_dir, tmp_path, capsys, 
     assert main(["export", "--merged", str(merged_tiny_dir), "--out", str(tmp_path / "b"), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_every_format_sees_the_same_scene():
+    """The module's demosaic per format: an RGB scene delivered as rgb8, bgr8 and any Bayer
+    pattern gives (nearly) the same model input; mono8 gives its grey in all three channels."""
+    import cv2
+    import torch
+
+    from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
+    from train.frame_module import FramePreprocess
+
+    rgb = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 256, (96, 160, 3), dtype=np.uint8), (0, 0), 3)
+    outs = {}
+    for fmt in ("rgb8", "bgr8", "bayer_rg8", "bayer_bg8", "bayer_gr8", "bayer_gb8", "mono8"):
+        mod = FramePreprocess(fmt, (96, 160), (32, 32), CLIP_MEAN, CLIP_STD)
+        with torch.no_grad():
+            outs[fmt] = mod(torch.from_numpy(mosaic_frame(rgb, fmt)[None])).numpy()[0]
+    assert np.array_equal(outs["rgb8"], outs["bgr8"])
+    for fmt in ("bayer_rg8", "bayer_bg8", "bayer_gr8", "bayer_gb8"):
+        assert np.abs(outs[fmt] - outs["rgb8"]).mean() < 0.02, fmt  # ~1 grey level of 255
+    grey = outs["mono8"] * np.asarray(CLIP_STD)[:, None, None] + np.asarray(CLIP_MEAN)[:, None, None]
+    assert np.allclose(grey[0], grey[1], atol=1e-5) and np.allclose(grey[0], grey[2], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_dynamic_batch_bgr_frames_export_and_match_torch(merged_tiny_dir, tmp_path):
+    from tests.plugins.bundles import export_tiny
+
+    bundle = export_tiny(merged_tiny_dir, tmp_path / "b", dynamic_batch=True, input_format="bgr8", input_size=(90, 150))
+    assert bundle.manifest.input("image").shape == ("batch", 90, 150, 3)
+    frames = np.random.default_rng(0).integers(0, 256, (3, 90, 150, 3), dtype=np.uint8)
+    ort_b, torch_b = OrtCpuRunner(threads=1), TorchBackend(threads=1)
+    ort_b.load(bundle, "fp32")
+    torch_b.load(bundle, "fp32")
+    a, b = ort_b.infer(frames), torch_b.infer(frames)
+    assert a.score.shape == (3,) and np.abs(a.score - b.score).max() <= 1e-4 and np.abs(a.anomaly_map - b.anomaly_map).max() <= 1e-4
