@@ -181,3 +181,15 @@ def test_bench_feeds_raw_frame_bundles_camera_frames(tiny_raw_bundle, tmp_path, 
     run = doc["runs"][0]
     assert run["e2e"]["frames"] == 3 and run["e2e"]["counters"].get("drops_inference_queue", 0) == 0
     assert run["e2e"]["stages"]["preprocess"]["p50_ms"] < 5  # a check, not pixel work
+
+
+def test_parity_on_real_images(tiny_raw_bundle, mvtec_root):
+    """Real photos (MVTec bottle) as camera frames: ORT and the torch module agree (FP32)."""
+    from export.parity import list_images, run_parity
+
+    bundle = load_bundle(tiny_raw_bundle)
+    ref, cand = TorchBackend(threads=1), OrtCpuRunner(threads=1)
+    ref.load(bundle, "fp32")
+    cand.load(bundle, "fp32")
+    report = run_parity(bundle, ref, cand, list_images(mvtec_root / "bottle", 4), 1e-4, progress=False)
+    assert report.ok and report.verdicts_agree == len(report.rows) == 4
