@@ -193,3 +193,17 @@ def test_parity_on_real_images(tiny_raw_bundle, mvtec_root):
     cand.load(bundle, "fp32")
     report = run_parity(bundle, ref, cand, list_images(mvtec_root / "bottle", 4), 1e-4, progress=False)
     assert report.ok and report.verdicts_agree == len(report.rows) == 4
+
+
+def test_qdq_calibration_refuses_raw_frame_bundles_in_one_line(tiny_raw_bundle, tmp_path, capsys):
+    import cv2
+
+    from edge_runtime.cli import main
+    from tests.plugins.bundles import copy_bundle
+
+    root = copy_bundle(tiny_raw_bundle, tmp_path / "bundle")
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 40, 3), 100 + i, np.uint8))
+    assert main(["calibrate", "--bundle", str(root), "--images", str(tmp_path), "--num", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "raw-frame bundle" in err[-1] and "build-engine" in err[-1]
