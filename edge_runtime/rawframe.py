@@ -1,7 +1,7 @@
 """Raw-frame bundles: the camera's uint8 frame is the graph input (no CPU pixel work).
 
 The graph (defined once by `train.frame_module.FramePreprocess`, used by training and export)
-casts the frame to float, crops the ROI, bins whole Bayer quads (sums over blocks, then one
+casts the frame to float, crops the ROI, bins whole Bayer quads (means over blocks, then one
 small colour matrix: every output pixel averages the samples of its colour in its block, so
 no interpolation and no aliasing from skipped pixels), resizes the binned planes to the model size with area weights (two small MatMuls)
 and normalises. This module holds the torch-free parts both sides need: the format table,
@@ -90,14 +90,12 @@ class FramePlan:
         return len(pattern), len(pattern[0])
 
     def colour_weight(self) -> np.ndarray:
-        """[ph*pw, 3] float32: block sums of each pattern position -> mean of each colour."""
+        """[ph*pw, 3] float32: block means of each pattern position -> mean of each colour."""
         pattern = np.asarray(FORMATS[self.input_format][2]).reshape(-1)
-        ph, pw = self.pattern_hw
-        samples = (self.by // ph) * (self.bx // pw)  # samples per pattern position in a block
         w = np.zeros((pattern.size, 3), np.float32)
         for c in range(3):
             sel = (pattern == c) | (pattern == -1)
-            w[sel, c] = 1.0 / (sel.sum() * samples)
+            w[sel, c] = 1.0 / sel.sum()
         return w
 
     def resample_weights(self) -> tuple[np.ndarray, np.ndarray]:

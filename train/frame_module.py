@@ -9,7 +9,7 @@ the device compute the same thing by construction.
 Graph, in order (every op TensorRT runs natively):
   Cast(uint8 -> float32)          first op on the uint8 input: TensorRT lets uint8 feed only a Cast
   Slice                           ROI, trimmed to whole bin blocks (absent when none is needed)
-  ReduceSum (rows), MatMul (cols) bin whole Bayer quads (or RGB triples) into blocks
+  ReduceMean (rows), MatMul (cols) bin whole Bayer quads (or RGB triples) into blocks
   Transpose, MatMul               demosaic: each output pixel = mean of its colour's samples in its block
   MatMul, MatMul                  area resample of the binned grid to the model size (< 2x shrink)
   Mul, Sub, Div                   /255, mean/std
@@ -49,7 +49,7 @@ class FramePreprocess(nn.Module):
         pw = self.plan.pattern_hw[1]
         phase = torch.zeros(self.plan.bx, pw)
         for j in range(pw):
-            phase[j::pw, j] = 1.0
+            phase[j::pw, j] = 1.0 / (self.plan.bx // pw)
         self.register_buffer("phase", phase, persistent=False)
         ay, axt = self.plan.resample_weights()
         self.register_buffer("ay", torch.from_numpy(ay), persistent=False)
@@ -71,12 +71,13 @@ class FramePreprocess(nn.Module):
             x = x[:, p.y0 : p.y1]
         if (p.x0, p.x1) != (0, self.frame_shape[1] * self.channels):
             x = x[:, :, p.x0 : p.x1]
-        # Rows first: summing runs of whole rows is the cheapest pass over the full frame
-        # (measured in ONNX Runtime: cheaper than any column-first order).
-        x = x.reshape(n, gh, ky, ph * (p.x1 - p.x0)).sum(dim=2)
-        # Columns as a MatMul with a 0/1 matrix: ONNX Runtime reduces a strided middle axis
-        # several times slower than this one thin GEMM.
-        x = torch.matmul(x.reshape(n, gh, ph, gw, kx * pw), self.phase)  # [n, gh, ph, gw, pw] block sums
+        # Rows first: averaging runs of whole rows is the cheapest pass over the full frame
+        # (measured in ONNX Runtime: cheaper than any column-first order). Means, not sums,
+        # keep every value in 0..255, so an FP16 engine cannot overflow at any bin factor.
+        x = x.reshape(n, gh, ky, ph * (p.x1 - p.x0)).mean(dim=2)
+        # Columns as a MatMul with a 0/(1/kx) matrix: ONNX Runtime reduces a strided middle
+        # axis several times slower than this one thin GEMM.
+        x = torch.matmul(x.reshape(n, gh, ph, gw, kx * pw), self.phase)  # [n, gh, ph, gw, pw] block means
         x = x.permute(0, 1, 3, 2, 4).reshape(n, gh, gw, ph * pw)
         x = torch.matmul(x, self.colour).permute(0, 3, 1, 2)  # [n, 3, gh, gw] colour means
         x = torch.matmul(torch.matmul(self.ay, x), self.axt)

@@ -17,7 +17,7 @@ def test_4k_bayer_bins_whole_quads_without_cropping():
     assert (p.y0, p.y1, p.x0, p.x1) == (0, 2160, 0, 4096)  # factors divide: no full-frame copy
     assert (p.by, p.bx, p.grid_hw) == (8, 16, (270, 256))
     w = p.colour_weight()  # RGGB: R and B from one position each, G the mean of two
-    assert w.shape == (4, 3) and np.allclose(w.sum(axis=0) * 32, 1.0)  # 4x8 quads per block
+    assert w.shape == (4, 3) and np.allclose(w.sum(axis=0), 1.0)  # block means -> colour means
     assert w[0, 0] > 0 and w[3, 2] > 0 and w[1, 1] == w[2, 1] and w[0, 1] == 0
 
 
