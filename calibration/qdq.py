@@ -514,6 +514,11 @@ def calibrate_bundle(
     bundle = load_bundle(bundle_root, verify=True)
     root = bundle.root
     pre = bundle.manifest.preprocess
+    if pre.input_layout == "frame_uint8":
+        # Its graph starts with the frame preprocessing, whose constant MatMuls (binning,
+        # colour, resampling) the weight-MatMul selection would quantize; not handled yet.
+        raise ConfigError(f"{root} is a raw-frame bundle: Q/DQ calibration is not supported for it yet; "
+                          "build an INT8 TensorRT engine with 'clipinspect build-engine --precision int8 --calib-images DIR' instead")
     bar = _progress(len(calib), "calibrating", progress)
     try:
         images = calib.batches(pre.image_size, batch_size, color_order=pre.color_order, method=pre.resize)

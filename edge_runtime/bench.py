@@ -109,11 +109,28 @@ def fixed_input(bundle: Any, batch: int = 1, seed: int = 0) -> np.ndarray:
     from edge_runtime.preprocess import normalize
 
     spec = bundle.manifest.preprocess
+    if spec.input_layout == "frame_uint8":
+        from edge_runtime.rawframe import frame_shape
+
+        return np.random.default_rng(seed).integers(0, 256, (batch, *frame_shape(spec.input_format, spec.input_size)), dtype=np.uint8)
     h, w = spec.image_size
     x = np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
     if spec.input_layout == "NCHW_float32":
         return normalize(x, spec.mean, spec.std)
     return x
+
+
+def default_source(bundle: Any) -> str:
+    """Unpaced synthetic frames the bundle takes: model-size RGB, or a raw-frame bundle's
+    camera frames (format and size from the manifest)."""
+    spec = bundle.manifest.preprocess
+    if spec.input_layout == "frame_uint8":
+        from edge_runtime.rawframe import pixel_format
+
+        h, w = spec.input_size
+        return f"synthetic://?width={w}&height={h}&pixel_format={pixel_format(spec.input_format)}"
+    h, w = spec.image_size
+    return f"synthetic://?width={w}&height={h}"
 
 
 def bench_model(backend: Any, bundle: Any, *, iterations: int = 100, warmup: int = 10, batch: int = 1, progress: bool = True, label: str = "model-only") -> dict[str, Any]:

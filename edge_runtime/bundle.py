@@ -48,14 +48,33 @@ class PreprocessSpec:
     color_order: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
-    input_layout: Literal["NHWC_uint8", "NCHW_float32"] = "NHWC_uint8"
+    input_layout: Literal["NHWC_uint8", "NCHW_float32", "frame_uint8"] = "NHWC_uint8"
     resize: Literal["area", "linear", "cubic"] = "area"
+    # Raw-frame bundles (input_layout 'frame_uint8'): the graph input is the camera's frame as
+    # delivered and ROI, demosaic, resize and normalisation run inside the graph
+    # (edge_runtime.rawframe). Empty/None for model-size image bundles.
+    input_format: str = ""  # 'bayer_rg8', 'rgb8', 'mono8', ... (edge_runtime.rawframe.FORMATS)
+    input_size: tuple[int, int] | None = None  # (height, width) of the frame
+    roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in frame pixels
 
     def __post_init__(self) -> None:
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ConfigError(f"preprocess.image_size must be (height, width) >= 8, got {self.image_size}")
         if any(s <= 0 for s in self.std):
             raise ConfigError("preprocess.std must be positive")
+        raw = self.input_layout == "frame_uint8"
+        if raw != bool(self.input_format) or raw != (self.input_size is not None):
+            raise ConfigError("preprocess: input_layout 'frame_uint8' goes with input_format and input_size, and only with them")
+        if self.roi is not None and not raw:
+            raise ConfigError("preprocess.roi is recorded only for raw-frame bundles (input_layout 'frame_uint8')")
+        if raw:
+            from edge_runtime.rawframe import make_plan
+
+            make_plan(self.input_format, self.input_size, self.image_size, self.roi)  # format, size and ROI are consistent
+
+    @property
+    def raw_frame(self) -> bool:
+        return self.input_layout == "frame_uint8"
 
 
 @dataclass(frozen=True)

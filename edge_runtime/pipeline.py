@@ -211,8 +211,13 @@ class PipelineResult:
 
 
 def make_preprocessor(bundle: Any, roi: Roi | None = None) -> Callable[[Frame], np.ndarray]:
-    """Frame -> one model input (HxWx3 uint8, or CxHxW float32 for NCHW_float32 bundles)."""
+    """Frame -> one model input (HxWx3 uint8, or CxHxW float32 for NCHW_float32 bundles, or
+    the frame itself for raw-frame bundles)."""
     spec = bundle.manifest.preprocess
+    if spec.input_layout == "frame_uint8":
+        if roi is not None:
+            raise ConfigError("preprocess.roi is a software crop for model-size bundles; a raw-frame bundle crops in its graph (its ROI is fixed at export: --roi)")
+        return frame_checker(spec)
     size = tuple(spec.image_size)
     nchw = spec.input_layout == "NCHW_float32"
 
@@ -224,6 +229,31 @@ def make_preprocessor(bundle: Any, roi: Roi | None = None) -> Callable[[Frame], 
         return img
 
     return preprocess
+
+
+def frame_checker(spec: Any) -> Callable[[Frame], np.ndarray]:
+    """Raw-frame bundles: the frame goes to the backend as it came (no copy when the source's
+    buffer is contiguous, which every source's is); a frame of another pixel format or size
+    is refused with FrameRejected (one line; the pipeline records it as SKIPPED)."""
+    from edge_runtime.errors import FrameRejected
+    from edge_runtime.rawframe import frame_shape, pixel_format
+
+    want_fmt = pixel_format(spec.input_format)
+    want_shape = frame_shape(spec.input_format, spec.input_size)
+
+    def check(frame: Frame) -> np.ndarray:
+        img = frame.image
+        fmt = str(frame.meta.get("pixel_format", "")) if frame.meta else ""
+        if fmt != want_fmt:
+            raise FrameRejected("frame_format_mismatch", f"frame {frame.frame_id} is {fmt or 'of unknown pixel format'}, the bundle takes {want_fmt} frames")
+        if img.shape != want_shape or img.dtype != np.uint8:
+            raise FrameRejected(
+                "frame_size_mismatch",
+                f"frame {frame.frame_id} is {img.dtype} {'x'.join(map(str, img.shape))}, the bundle takes uint8 {'x'.join(map(str, want_shape))} ({want_fmt} {want_shape[1]}x{want_shape[0]})",
+            )
+        return np.ascontiguousarray(img)
+
+    return check
 
 
 class Pipeline:

@@ -55,6 +55,9 @@ def export_bundle(
         std=tuple(float(v) for v in info.std),
         input_layout=input_layout(options),  # type: ignore[arg-type]
         resize=resize,  # type: ignore[arg-type]
+        input_format=options.input_format or "",
+        input_size=options.input_size,
+        roi=options.roi,
     )
     with BundleWriter(out_dir, overwrite=overwrite) as writer:
         result = export_onnx(

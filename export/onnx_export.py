@@ -2,7 +2,9 @@
 
 The graph carries its own pre-processing (uint8 NHWC RGB -> /255 -> mean/std -> NCHW), as
 anomalib's export does, so the device feeds camera pixels and gets the trained score:
-inputs  `image` uint8 [N,H,W,3] (or float32 [N,3,H,W] already normalised with float_input)
+inputs  `image` uint8 [N,H,W,3] (or float32 [N,3,H,W] already normalised with float_input,
+        or the camera's uint8 frame [N,H,W] / [N,H,W,3] for raw-frame bundles: ROI, demosaic,
+        anti-aliased resize and normalisation then run in the graph, train.frame_module)
         `text_embeddings` float32 [2,D] (absent when baked into the graph)
         `memory_bank` float32 [L, bank_shots*P, D] (only with bank_shots > 0: few-shot bank,
         all zeros = not enrolled = exactly the zero-shot result; see train.model.fuse_fewshot)
@@ -53,12 +55,30 @@ class ExportOptions:
     bake_text: bool = False
     optimize: bool = True
     bank_shots: int = 0  # > 0: few-shot memory_bank input for up to this many good images
+    # Raw-frame input (edge_runtime.rawframe): the camera's uint8 frame, preprocessed in the graph.
+    input_format: str | None = None
+    input_size: tuple[int, int] | None = None  # (height, width) of the frame
+    roi: tuple[int, int, int, int] | None = None  # (x, y, width, height) in frame pixels
 
     def __post_init__(self) -> None:
         if not 0 <= self.bank_shots <= MAX_BANK_SHOTS:
             raise ConfigError(f"--bank-shots must be in 0..{MAX_BANK_SHOTS}, got {self.bank_shots}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization) and <= {MAX_OPSET} (exporter limit), got {self.opset}")
+        if (self.input_format is None) != (self.input_size is None):
+            raise ConfigError("--input-format and --input-size go together (the frame as the camera delivers it)")
+        if self.roi is not None and self.input_format is None:
+            raise ConfigError("--roi needs --input-format/--input-size (it crops the raw frame inside the graph)")
+        if self.input_format is not None:
+            from edge_runtime.rawframe import check_roi
+
+            check_roi(self.input_format, self.input_size, self.roi)  # type: ignore[arg-type]
+            if self.float_input:
+                raise ConfigError("--float-input and --input-format exclude each other: a raw-frame graph takes the camera's uint8 frame")
+
+    @property
+    def raw_frame(self) -> bool:
+        return self.input_format is not None
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,8 @@ class ExportResult:
 
 
 def input_layout(options: ExportOptions) -> str:
+    if options.raw_frame:
+        return "frame_uint8"
     return "NCHW_float32" if options.float_input else "NHWC_uint8"
 
 
@@ -82,7 +104,12 @@ def tensor_specs(
     """The I/O contract the exported graph must satisfy (and the manifest states)."""
     n: int | str = BATCH if options.dynamic_batch else 1
     h, w = image_size
-    if options.float_input:
+    if options.raw_frame:
+        from edge_runtime.rawframe import frame_shape, pixel_format
+
+        shape = frame_shape(str(options.input_format), options.input_size)  # type: ignore[arg-type]
+        image = TensorSpec(IMAGE, (n, *shape), "uint8", f"camera frame as delivered ({pixel_format(str(options.input_format))}, {shape[1]}x{shape[0]}); ROI, demosaic, resize and normalisation happen inside the graph")
+    elif options.float_input:
         image = TensorSpec(IMAGE, (n, 3, h, w), "float32", "RGB image, NCHW, already normalised: (x/255 - mean)/std")
     else:
         image = TensorSpec(IMAGE, (n, h, w, 3), "uint8", "RGB image, NHWC, 0-255; /255 and mean/std normalisation happen inside the graph")
@@ -102,7 +129,10 @@ def tensor_specs(
     return inputs, outputs
 
 
-def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], float_input: bool, baked: np.ndarray | None, bank: bool = False):
+def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], float_input: bool, baked: np.ndarray | None,
+                   bank: bool = False, frame: Any = None):
+    """`bank`: a memory_bank input (last) and a patch_features output; `frame`: a
+    train.frame_module.FramePreprocess for raw-frame graphs (else None)."""
     import torch
     from torch import nn
 
@@ -117,15 +147,19 @@ def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], floa
             # so the in-graph step and the numpy reference agree to float rounding.
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+            self.frame = frame
             self.baked = baked is not None
             if baked is not None:
                 self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(baked, np.float32)), persistent=False)
 
         def forward(self, image: torch.Tensor, *rest: torch.Tensor):
-            if self.float_input:
+            if self.frame is not None:
+                x = self.frame(image)
+            elif self.float_input:
                 x = image
             else:
-                x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
+                # Cast first: TensorRT lets a uint8 tensor feed only a Cast (then transpose the floats).
+                x = image.to(torch.float32).permute(0, 3, 1, 2) * (1.0 / 255.0)
                 x = (x - self.mean) / self.std
             text = self.text if self.baked else rest[0]
             if bank:  # inputs: image, [text_embeddings], memory_bank
@@ -177,10 +211,12 @@ def export_onnx(
     h, w = (int(image_size[0]), int(image_size[1]))
     was_training = model.training
     model.eval()
-    wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None, options.bank_shots > 0)
+    frame = frame_module(options, (h, w), mean, std)
+    wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None,
+                             options.bank_shots > 0, frame)
     text_t = torch.from_numpy(np.ascontiguousarray(text_embeddings, np.float32))
     rng = np.random.default_rng(0)
-    example_u8 = rng.integers(0, 256, size=(1, h, w, 3), dtype=np.uint8)
+    example_u8 = rng.integers(0, 256, size=(1, *frame.frame_shape) if frame is not None else (1, h, w, 3), dtype=np.uint8)
     example = _graph_input(example_u8, mean, std, options.float_input)
     args: tuple = (torch.from_numpy(example),) if options.bake_text else (torch.from_numpy(example), text_t)
     input_names = [IMAGE] if options.bake_text else [IMAGE, TEXT]
@@ -232,6 +268,15 @@ def export_onnx(
     diff = _self_check(out_path, example, None if options.bake_text else text_embeddings, ref_score, ref_map, bank_example)
     log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
     return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff, int(proto.ir_version))
+
+
+def frame_module(options: ExportOptions, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> Any:
+    """The raw-frame preprocessing module for `options` (None for model-size image input)."""
+    if not options.raw_frame:
+        return None
+    from train.frame_module import FramePreprocess
+
+    return FramePreprocess(str(options.input_format), options.input_size, image_size, mean, std, roi=options.roi)  # type: ignore[arg-type]
 
 
 def _graph_input(batch_u8: np.ndarray, mean: Sequence[float], std: Sequence[float], float_input: bool) -> np.ndarray:

@@ -52,7 +52,12 @@ def list_images(folder: str | Path, max_images: int | None = None) -> list[Path]
 
 
 def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
-    """An image file as the model-size uint8 HxWx3 the device would compute for it."""
+    """An image file as the model-size uint8 HxWx3 the device would compute for it (for a
+    raw-frame bundle: as the raw frame its camera would deliver, edge_runtime.rawframe.to_frame)."""
+    if pre.input_layout == "frame_uint8":
+        from edge_runtime.rawframe import to_frame
+
+        return to_frame(read_rgb(path), pre.input_format, pre.input_size)  # type: ignore[arg-type]
     return prepare(read_rgb(path), tuple(pre.image_size), color_order=pre.color_order, method=pre.resize)
 
 

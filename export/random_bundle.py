@@ -7,6 +7,7 @@ manifest), so what is benchmarked is the real graph. Its scores mean nothing: th
 starts with 'random-' and the threshold method says so.
 
     python -m export.random_bundle OUT --arch vit-b-16
+    python -m export.random_bundle OUT --input-format bayer_rg8 --input-size 4096x2160   # raw-frame
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def make_random_bundle(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from export.commands.export import add_frame_arguments, frame_options
     from train.clip_presets import ARCHS
 
     p = argparse.ArgumentParser(prog="python -m export.random_bundle", description="Write a random-weight bundle for latency benchmarks.")
@@ -89,17 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bake-text", action="store_true")
     p.add_argument("--bank-shots", type=int, default=0, metavar="K", help="few-shot memory_bank input for up to K good images (default 0: none)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle and merged folder")
+    add_frame_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, float_input=args.float_input, bake_text=args.bake_text,
-                                bank_shots=args.bank_shots)
+                                bank_shots=args.bank_shots, **frame_options(args))
         bundle = make_random_bundle(args.out, args.arch, args.seed, options=options, merged_dir=args.merged_dir, overwrite=args.force)
     except ClipInspectError as exc:
         print(f"random_bundle: error: {exc}", file=sys.stderr)
         return exc.exit_code
     m = bundle.manifest
-    print(f"bundle {bundle.root} ({m.model_id}, {m.preprocess.image_size[0]}x{m.preprocess.image_size[1]}, "
+    frame = f", frame {m.preprocess.input_format} {m.preprocess.input_size[1]}x{m.preprocess.input_size[0]}" if m.preprocess.input_size else ""
+    print(f"bundle {bundle.root} ({m.model_id}, {m.preprocess.image_size[0]}x{m.preprocess.image_size[1]}{frame}, "
           f"{m.files[m.model_file].bytes / 1e6:.1f} MB ONNX); RANDOM weights: for benchmarks only")
     return 0
 

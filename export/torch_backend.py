@@ -69,6 +69,12 @@ class TorchBackend:
         self._bank = None if bank is None else torch.from_numpy(bank).to(device, text.dtype)
         self._device_obj, self._precision = device, precision
         self._layout, self._mean, self._std, self._size = pre.input_layout, tuple(pre.mean), tuple(pre.std), tuple(pre.image_size)
+        self._frame = None
+        if pre.input_layout == "frame_uint8":
+            # The same module the graph was exported with (and training runs): raw frames in.
+            from train.frame_module import FramePreprocess
+
+            self._frame = FramePreprocess(pre.input_format, pre.input_size, pre.image_size, pre.mean, pre.std, roi=pre.roi, color_order=pre.color_order).to(device)
         self._merged_loaded = merged
         log.info("torch backend: %s on %s (%s)", merged, device, precision)
 
@@ -103,10 +109,8 @@ class TorchBackend:
             raise BackendUnavailable("torch backend: infer() before load()")
         import torch
 
-        x = self.pixel_values(batch)
-        t = torch.from_numpy(x).to(self._device_obj, self._text.dtype)
         with torch.no_grad():
-            out = self._model(t, self._text, self._bank)
+            out = self._model(self._model_input(batch), self._text, self._bank)
         return Outputs(
             score=out.score.detach().to("cpu", torch.float32).numpy(),
             anomaly_map=out.anomaly_map.detach().to("cpu", torch.float32).numpy(),
@@ -118,9 +122,8 @@ class TorchBackend:
             raise BackendUnavailable("torch backend: patch_features() before load()")
         import torch
 
-        t = torch.from_numpy(self.pixel_values(batch)).to(self._device_obj, self._text.dtype)
         with torch.no_grad():
-            feats, _ = self._model.patch_features(t)
+            feats, _ = self._model.patch_features(self._model_input(batch))
         return feats.detach().to("cpu", torch.float32).numpy()
 
     def set_memory_bank(self, bank: np.ndarray) -> None:
@@ -132,6 +135,23 @@ class TorchBackend:
         import torch
 
         self._bank = torch.from_numpy(np.ascontiguousarray(bank, np.float32)).to(self._bank.device, self._bank.dtype)
+
+    def _model_input(self, batch: np.ndarray) -> Any:
+        """The model's float NCHW input: raw frames through the bundle's frame module, else
+        the numpy preprocessing of the device (`pixel_values`)."""
+        import torch
+
+        if self._frame is not None:
+            return self._frame(self._check_frames(batch).to(self._device_obj)).to(self._text.dtype)
+        return torch.from_numpy(self.pixel_values(batch)).to(self._device_obj, self._text.dtype)
+
+    def _check_frames(self, batch: np.ndarray) -> Any:
+        import torch
+
+        want = self._frame.frame_shape
+        if batch.dtype != np.uint8 or batch.shape[1:] != want:
+            raise DataError(f"torch backend: expected uint8 frames [N,{','.join(map(str, want))}], got {batch.dtype} {list(batch.shape)}")
+        return torch.from_numpy(np.ascontiguousarray(batch))
 
     def pixel_values(self, batch: np.ndarray) -> np.ndarray:
         """What the model's forward gets for `batch` (in the bundle's input layout)."""

@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys))
     if not cfg.source.uri:
-        h, w = bundle.manifest.preprocess.image_size
-        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, uri=f"synthetic://?width={w}&height={h}"))
+        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, uri=bench.default_source(bundle)))
     specs = bench.BenchSpec.parse_list(args.compare) if args.compare else [bench.BenchSpec(cfg.backend.name, cfg.backend.precision)]
     progress = not args.no_progress
     runs = []

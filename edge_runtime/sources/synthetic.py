@@ -3,9 +3,17 @@
 A deterministic stand-in for a line camera: a textured part with occasional synthetic
 defects (a dark scratch), delivered as RGB8, BGR8, Mono8 or a Bayer mosaic exactly as a
 colour camera would send it. Frame i depends only on (seed, i), so runs are repeatable.
+
+Large frames come from a ring (`ring=N`, default: 0 = render every frame below 2 MP, else
+the defect period or 8): N frames are rendered once per (size, format, seed) and then handed
+out in turn, uncopied and read-only, frame i being ring frame i mod N. A camera delivers by
+DMA with no CPU work per pixel; rendering a 4096x2160 frame costs ~100 ms of CPU, which would
+make the source, not the pipeline, what a 4K benchmark measures.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -15,7 +23,8 @@ from edge_runtime.sources.base import EndOfStream, Pacer, SourceBase
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.uri import SourceUri, int_param
 
-OWN_KEYS = ("width", "height", "count", "seed", "defect_every")
+OWN_KEYS = ("width", "height", "count", "seed", "defect_every", "ring")
+RING_FROM_PIXELS = 2_000_000
 PIXEL_FORMATS = ("RGB8", "BGR8", "Mono8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
@@ -76,6 +85,35 @@ def render(base: np.ndarray, index: int, seed: int, defect: bool, noise: np.ndar
     return img, info
 
 
+def _frame(base: np.ndarray, i: int, seed: int, defect_every: int, noise: np.ndarray | None, fmt: str) -> tuple[np.ndarray, dict]:
+    """Frame `i` in pixel format `fmt`, with its meta (defect, defect_box)."""
+    defect = bool(defect_every) and i % defect_every == defect_every - 1
+    rgb, info = render(base, i, seed, defect, noise)
+    if fmt == "RGB8":
+        image = rgb
+    elif fmt == "BGR8":
+        image = np.ascontiguousarray(rgb[:, :, ::-1])
+    elif fmt == "Mono8":
+        image = np.ascontiguousarray(rgb.mean(axis=2).round().astype(np.uint8))
+    else:
+        image = mosaic(rgb, fmt)
+    return image, info
+
+
+@functools.lru_cache(maxsize=1)
+def _ring(width: int, height: int, fmt: str, seed: int, defect_every: int, size: int) -> tuple[tuple[np.ndarray, dict], ...]:
+    """The pre-rendered frames of a ring (kept for the process: a bench reopens the source
+    for each round). Read-only, so a consumer that tried to draw on one fails loudly."""
+    base = texture(height, width, seed)
+    noise = noise_field(base.shape, seed)
+    frames = []
+    for i in range(size):
+        image, info = _frame(base, i, seed, defect_every, noise, fmt)
+        image.flags.writeable = False
+        frames.append((image, info))
+    return tuple(frames)
+
+
 class SyntheticSource(SourceBase):
     stat_keys = ("defects",)
     applies = frozenset({"pixel_format", "fps", "timeout_ms", "reconnect", "reconnect_attempts", "reconnect_backoff_s", "buffer_count", "buffer_handling"})
@@ -89,6 +127,10 @@ class SyntheticSource(SourceBase):
         self.total = int_param(params, "count", 0, parsed.raw)  # 0 = endless
         self.seed = int_param(params, "seed", 0, parsed.raw)
         self.defect_every = int_param(params, "defect_every", 10, parsed.raw)  # 0 = never
+        default_ring = 0 if self.width * self.height < RING_FROM_PIXELS else (self.defect_every or 8)
+        self.ring = int_param(params, "ring", default_ring, parsed.raw)  # 0 = render every frame
+        if self.ring and self.defect_every and self.ring % self.defect_every:
+            raise SourceError(f"{parsed.raw}: ring={self.ring} must be a multiple of defect_every={self.defect_every} (defects keep their period)")
         self.pixel_format = options.pixel_format or "RGB8"
         if self.pixel_format not in PIXEL_FORMATS:
             raise SourceError(f"synthetic source cannot make pixel_format {self.pixel_format!r} (choose from {', '.join(PIXEL_FORMATS)})")
@@ -101,30 +143,25 @@ class SyntheticSource(SourceBase):
         self._index = 0
 
     def _open(self) -> None:
-        self._base = texture(self.height, self.width, self.seed)
-        self._noise = noise_field(self._base.shape, self.seed)
+        if not self.ring:
+            self._base = texture(self.height, self.width, self.seed)
+            self._noise = noise_field(self._base.shape, self.seed)
 
     def _grab(self) -> Frame | None:
         if self.total and self._index >= self.total:
             raise EndOfStream
-        assert self._base is not None
         i = self._index
         self._index += 1
-        defect = bool(self.defect_every) and i % self.defect_every == self.defect_every - 1
-        rgb, info = render(self._base, i, self.seed, defect, self._noise)
-        if defect:
+        if self.ring:
+            image, info = _ring(self.width, self.height, self.pixel_format, self.seed, self.defect_every, self.ring)[i % self.ring]
+            info = dict(info)
+        else:
+            assert self._base is not None
+            image, info = _frame(self._base, i, self.seed, self.defect_every, self._noise, self.pixel_format)
+        if info["defect"]:
             self.count("defects")
         self._pacer.wait()
-        fmt = self.pixel_format
-        if fmt == "RGB8":
-            image = rgb
-        elif fmt == "BGR8":
-            image = np.ascontiguousarray(rgb[:, :, ::-1])
-        elif fmt == "Mono8":
-            image = np.ascontiguousarray(rgb.mean(axis=2).round().astype(np.uint8))
-        else:
-            image = mosaic(rgb, fmt)
-        return self.make_frame(image, fmt, index=i, **info)
+        return self.make_frame(image, self.pixel_format, index=i, **info)
 
     def _close(self) -> None:
         self._base = None

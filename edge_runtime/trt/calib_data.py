@@ -61,6 +61,8 @@ class ImageBatches:
     batch_size: int
     color_order: str = "RGB"
     resize: str = "area"
+    # Raw-frame bundles: (input_format, (height, width)); each image becomes the camera frame.
+    frame: tuple[str, tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.paths) // self.batch_size
@@ -73,4 +75,11 @@ class ImageBatches:
             log.info("calibration: last %d image(s) dropped (not a full batch of %d)", dropped, self.batch_size)
         for b in range(len(self)):
             chunk = self.paths[b * self.batch_size : (b + 1) * self.batch_size]
-            yield np.stack([prepare(read_rgb(p), self.size_hw, color_order=self.color_order, method=self.resize) for p in chunk])
+            yield np.stack([self._one(p) for p in chunk])
+
+    def _one(self, path: Path) -> np.ndarray:
+        if self.frame is not None:
+            from edge_runtime.rawframe import to_frame
+
+            return to_frame(read_rgb(path), self.frame[0], self.frame[1])
+        return prepare(read_rgb(path), self.size_hw, color_order=self.color_order, method=self.resize)

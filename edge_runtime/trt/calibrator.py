@@ -29,7 +29,7 @@ class CalibrationInputs:
 
     image_name: str
     image_shape: tuple[int, ...]  # the full calibration shape incl. batch, NHWC or NCHW
-    input_layout: str  # 'NHWC_uint8' or 'NCHW_float32' (as the bundle's preprocess says)
+    input_layout: str  # 'NHWC_uint8', 'NCHW_float32' or 'frame_uint8' (as the bundle's preprocess says)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     text_name: str | None = None
@@ -62,7 +62,7 @@ def _calibrator_class(trt: ModuleType) -> type:
             self.cache_path = cache_path
             self.batches_used = 0
             self.cache_was_read = False
-            dtype = np.uint8 if inputs.input_layout == "NHWC_uint8" else np.float32
+            dtype = np.float32 if inputs.input_layout == "NCHW_float32" else np.uint8
             # One device buffer for the whole calibration, filled per batch (pycuda samples do the same).
             self._host = cuda.pagelocked_empty(inputs.image_shape, dtype)
             self._image_dev = cuda.mem_alloc(self._host.nbytes)
@@ -83,10 +83,11 @@ def _calibrator_class(trt: ModuleType) -> type:
             except StopIteration:
                 return None
             expect = self._inputs.image_shape
-            nhwc = expect if self._inputs.input_layout == "NHWC_uint8" else (expect[0], expect[2], expect[3], expect[1])
+            float_in = self._inputs.input_layout == "NCHW_float32"
+            nhwc = (expect[0], expect[2], expect[3], expect[1]) if float_in else expect  # frames: as the camera sends them
             if batch.dtype != np.uint8 or tuple(batch.shape) != tuple(nhwc):
                 raise DataError(f"calibration batch has shape {batch.shape} {batch.dtype}, expected {tuple(nhwc)} uint8")
-            if self._inputs.input_layout == "NHWC_uint8":
+            if not float_in:
                 self._host[...] = batch
             else:
                 self._host[...] = normalize(batch, self._inputs.mean, self._inputs.std)

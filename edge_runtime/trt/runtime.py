@@ -5,6 +5,28 @@ created, page-locked host buffers and device buffers allocated for the largest b
 addresses bound, text embeddings uploaded. infer() then only copies the batch in, runs on one
 CUDA stream (async H2D, execute, async D2H) and synchronises once.
 
+Frame copies (raw-frame bundles, where `image` is the camera's frame: 8.8 MB for 4096x2160
+BayerRG8). The pipeline hands the source's buffer to infer() uncopied; infer() makes the one
+host copy, into the page-locked staging buffer, and the H2D transfer is DMA. On the Orin
+(integrated GPU: CPU and GPU share the same DRAM) even that copy can go:
+
+* Mapped page-locked memory: allocate the input with
+  `cuda.pagelocked_empty(shape, np.uint8, mem_flags=cuda.host_alloc_flags.DEVICEMAP)`
+  (cudaHostAlloc with cudaHostAllocMapped) and bind `host.base.get_device_pointer()` as the
+  tensor address; the engine then reads host memory directly, with no memcpy_htod. On a
+  discrete GPU this would read over PCIe on every access; on the Orin it is the same DRAM.
+  (cudaMallocManaged unified memory works too, but migrates pages on first GPU touch; mapped
+  pinned memory has no page faults, which is what a fixed per-frame budget wants.)
+* Let the camera write into those buffers: Spinnaker's user buffers
+  (`cam.SetUserBuffers(...)`, buffer ownership 'user') or GenTL `DSAnnounceBuffer` announce
+  application-allocated memory to the driver, so the USB3 DMA lands the frame in the mapped
+  page-locked buffer and the frame is never copied by the CPU. A ring of such buffers (one
+  per in-flight frame, NewestOnly) replaces the single staging buffer; the frame is returned
+  to the driver after the engine's stream has synchronised.
+Neither path can be exercised without a Jetson (the pycuda stand-in has no DEVICEMAP); the
+single staging copy (8.8 MB read + 8.8 MB written per 4K Bayer frame; an estimate of well
+under 1 ms at the Orin Nano's 68 GB/s, not measured) is what runs today. See README "Raw-frame bundles".
+
 TensorRT 10 removed the bindings API; 8.5+ has the name-based tensor API used here
 (set_tensor_address / set_input_shape / execute_async_v3). Engines from older TensorRT
 (JetPack 5.0, 8.4) fall back to bindings + execute_async_v2.

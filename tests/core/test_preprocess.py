@@ -47,3 +47,30 @@ def test_mono_and_bad_dtype():
     assert to_rgb(np.full((4, 4), 7, np.uint8), "Mono8").shape == (4, 4, 3)
     with pytest.raises(DataError, match="8-bit"):
         to_rgb(np.zeros((4, 4), np.uint16), "Mono16")
+
+
+@pytest.mark.parametrize("fmt", ["BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8"])
+def test_quad_binning_gives_each_quad_its_colour(fmt):
+    from edge_runtime.preprocess import bin_bayer
+    from edge_runtime.sources.synthetic import mosaic
+
+    rgb = np.zeros((8, 12, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 101, 30
+    rgb[0::2, :, 1] = 99  # the two greens of a quad differ: their mean must come out
+    out = bin_bayer(mosaic(rgb, fmt), fmt)
+    assert out.shape == (4, 6, 3) and out.dtype == np.uint8
+    assert out.reshape(-1, 3).tolist() == [[200, 100, 30]] * 24
+
+
+def test_large_bayer_frame_takes_the_rgb_files_path():
+    """Device (4K Bayer, quad-binned) and training (the RGB file, 2x2-binned) meet at the same
+    half-resolution image, then share the resize: their model inputs agree."""
+    import cv2
+
+    from edge_runtime.sources.synthetic import mosaic
+
+    rng = np.random.default_rng(2)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (1080, 2048, 3), dtype=np.uint8), (0, 0), 6)
+    from_bayer = prepare(mosaic(rgb, "BayerRG8"), (224, 224), pixel_format="BayerRG8").astype(np.float32)
+    from_file = prepare(rgb, (224, 224)).astype(np.float32)
+    assert np.abs(from_bayer - from_file).mean() < 0.5 and np.abs(from_bayer - from_file).max() <= 3

@@ -38,3 +38,21 @@ def tiny_bundle(merged_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
     export_tiny(merged_tiny_dir, out)
     return out
+
+
+RAW_FORMAT, RAW_SIZE_HW, RAW_ROI = "bayer_rg8", (100, 180), (10, 6, 160, 88)
+
+
+@pytest.fixture(scope="session")
+def tiny_raw_bundle(merged_tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A raw-frame bundle of the same merged tiny model: 180x100 BayerRG8 frames with an ROI
+    (what `clipinspect export --input-format bayer_rg8 --input-size 180x100 --roi 10,6,160,88`
+    writes)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny_raw_bundle") / "bundle"
+    export_tiny(merged_tiny_dir, out, input_format=RAW_FORMAT, input_size=RAW_SIZE_HW, roi=RAW_ROI)
+    return out

@@ -122,3 +122,15 @@ def test_close_is_idempotent_and_ends_iteration():
     assert list(it) == [] and src.read() is None
     with pytest.raises(SourceError, match="closed"):
         src.open()
+
+
+def test_large_frames_come_from_a_pre_rendered_ring_uncopied():
+    """A 4K camera delivers by DMA: the synthetic stand-in renders a ring once and rotates it."""
+    uri = "synthetic://?width=64&height=32&count=9&defect_every=4&ring=4&pixel_format=BayerRG8"
+    frames, stats = grab_all(uri)
+    assert [f.meta["defect"] for f in frames] == [i % 4 == 3 for i in range(9)] and stats["defects"] == 2
+    assert frames[5].image is frames[1].image and not frames[5].image.flags.writeable
+    rendered, _ = grab_all(uri.replace("&ring=4", "&ring=0"))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames[:4], rendered[:4]))
+    with pytest.raises(SourceError, match="multiple of defect_every"):
+        grab_all("synthetic://?width=64&height=32&defect_every=4&ring=6")

@@ -7,7 +7,8 @@ build_serialized_network, Runtime.deserialize_cuda_engine, the engine/context te
 (10 and 8.5+) and the bindings API (8.x, removed in 10), IInt8EntropyCalibrator2, nptype.
 
 It enforces what real TensorRT enforces so misuse fails: ONNX parsing needs an
-explicit-batch network before 10; dynamic inputs need an optimisation profile; a calibrator
+explicit-batch network before 10; a uint8 network input may feed only a Cast to float/half
+(DataType.UINT8 docs) and Q/DQ zero points must be int8 zeros (symmetric INT8); dynamic inputs need an optimisation profile; a calibrator
 must initialise its pybind base, its cache is read before any batch, and every get_batch
 pointer must be a live device allocation large enough for the calibration shape; an
 engine refuses to deserialise under another TensorRT version or on another GPU (logging an
@@ -368,6 +369,9 @@ class OnnxParser:
         if self._errors:
             return False
         inits = {t.name: t for t in proto.graph.initializer}
+        self._check_uint8_inputs(proto, inits)
+        if self._errors:
+            return False
         for i, node in enumerate(proto.graph.node):
             # TensorRT quantizes symmetrically to INT8: zero points must be int8 zeros.
             if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
@@ -398,6 +402,29 @@ class OnnxParser:
         net._qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
         net._ops = [n.op_type for n in proto.graph.node]
         return True
+
+
+    def _check_uint8_inputs(self, proto: Any, inits: dict) -> None:
+        """TensorRT's DataType.UINT8 rule (Python API docs, 'UINT8'): a uint8 network input
+        must be converted to float32/float16 (a Cast, or an IdentityLayer) before any other
+        layer uses it; uint8 conversions to int8/int32/bool are not supported."""
+        uint8_inputs = {vi.name for vi in proto.graph.input if vi.name not in inits and vi.type.tensor_type.elem_type == 2}
+        for i, node in enumerate(proto.graph.node):
+            for name in node.input:
+                if name not in uint8_inputs:
+                    continue
+                if node.op_type not in ("Cast", "Identity"):
+                    self._errors.append(ParserError(
+                        ErrorCode.UNSUPPORTED_NODE,
+                        f"UINT8 tensor '{name}' feeds a {node.op_type} node: a uint8 network input may only be converted to FLOAT/HALF (Cast) before other layers use it",
+                        i, node.name, node.op_type, "importNode"))
+                elif node.op_type == "Cast":
+                    to = next((a.i for a in node.attribute if a.name == "to"), None)
+                    if to not in (1, 10):  # onnx FLOAT, FLOAT16
+                        self._errors.append(ParserError(
+                            ErrorCode.UNSUPPORTED_NODE,
+                            f"Cast of UINT8 tensor '{name}' to ONNX type {to}: uint8 converts only to FLOAT or HALF",
+                            i, node.name, node.op_type, "importNode"))
 
 
 def _onnx_shape(vi: Any) -> list[int]:
