@@ -351,7 +351,7 @@ class Pipeline:
             "backend": str(getattr(postprocessor, "backend", "")),
             "precision": str(getattr(postprocessor, "precision", "")),
         }
-        self.threshold = float(getattr(postprocessor, "threshold", float("nan")))
+        self.threshold = float(getattr(postprocessor, "threshold", 0.0))  # records need a finite value
         self._stop = threading.Event()
         self._stop_reason = ""
         self._stop_t = 0.0
