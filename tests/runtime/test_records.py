@@ -244,3 +244,62 @@ def test_schema_v2_validation():
 def test_every_reason_has_a_kind_and_a_meaning():
     for code, (kind, meaning) in REASONS.items():
         assert kind in ("SKIPPED", "ERROR") and meaning and code == code.lower()
+
+
+def test_camera_buffer_that_cannot_be_read_is_an_error_record_not_a_lost_camera(toy_bundle, backend, monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKES))
+    sys.modules.pop("PySpin", None)
+    ps = importlib.import_module("PySpin")
+    ps.fake_reset()
+    original = ps.Image.GetNDArray
+
+    def unmappable(self):
+        if self._frame_id == 3:  # e.g. a packed pixel format GetNDArray cannot map
+            raise ps.SpinnakerException("Spinnaker: GetNDArray: pixel format not supported [-1009]", ps.SPINNAKER_ERR_INVALID_PARAMETER)
+        return original(self)
+
+    monkeypatch.setattr(ps.Image, "GetNDArray", unmappable)
+    try:
+        ps.fake_add_camera("78", width=64, height=48)
+        pub = ListPublisher()
+        with open_source("spinnaker://78", {"pixel_format": "BayerRG8"}) as src:
+            _pipe(toy_bundle, backend, src, pub, drop_policy="block", max_frames=5).run()
+            camera = dict(src.stats())
+        _assert_one_record_per_frame(pub.verdicts, 6)
+        assert [(r["frame_id"], r["reason"]) for r in pub.verdicts if r["verdict"] == "ERROR"] == [(2, "bad_frame")]
+        assert camera["bad_frame"] == 1 and camera["device_lost"] == 0 and camera["reconnects"] == 0
+    finally:
+        sys.modules.pop("PySpin", None)
+
+
+class _Component:
+    def __init__(self, data, w, h, n=1):
+        self.data, self.width, self.height, self.num_components_per_pixel, self.data_format = data, w, h, n, "Mono8"
+
+
+def _buffer(frame_id, data, w=8, h=4, complete=True):
+    """Shaped like a harvesters Buffer (module.is_complete, payload.components[0], frame_id)."""
+    return SimpleNamespace(
+        frame_id=frame_id, timestamp_ns=frame_id * 1000,
+        module=SimpleNamespace(is_complete=lambda: complete),
+        payload=SimpleNamespace(components=[_Component(data, w, h)]),
+    )
+
+
+def test_gentl_short_payload_incomplete_buffer_and_id_gaps_are_accounted():
+    from edge_runtime.sources import make_source
+
+    src = make_source("gentl://?serial=1")
+    items = []
+    src._want_rejects = True  # what events() sets; buffers are fed to _take directly here
+    for buf in (_buffer(1, np.arange(32, dtype=np.uint8)), _buffer(2, np.arange(10, dtype=np.uint8)),
+                _buffer(5, np.arange(32, dtype=np.uint8), complete=False), _buffer(6, np.arange(32, dtype=np.uint8))):
+        frame = src._take(buf, 0)
+        items.extend(src._rejected)
+        src._rejected.clear()
+        if frame is not None:
+            items.append(frame)
+    assert [i.frame_id for i in items] == [0, 1, 2, 3]
+    assert [getattr(i, "reason", "frame") for i in items] == ["frame", "bad_frame", "incomplete_image", "frame"]
+    stats = src.stats()
+    assert stats["camera_skipped"] == 2 and stats["incomplete"] == 1 and stats["bad_frame"] == 1
