@@ -24,7 +24,7 @@ from edge_runtime.imageio import decode_rgb, header_size
 from edge_runtime.pipeline import Pipeline, PipelineOptions, make_preprocessor
 from edge_runtime.postprocess import Postprocessor
 from edge_runtime.verdict import validate_verdict
-from tests.runtime.test_pipeline import ListPublisher, backend  # noqa: F401 - fixture
+from tests.runtime.test_pipeline import ListPublisher
 
 _rng = np.random.default_rng(7)
 _IMG = _rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -34,6 +34,15 @@ SEEDS = {
 }
 SEEDS[".progressive.jpg"] = cv2.imencode(".jpg", _IMG, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
 SEEDS[".16bit.png"] = cv2.imencode(".png", _IMG.astype(np.uint16) * 257)[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def backend(toy_bundle):
+    from edge_runtime.backends import make_backend
+
+    b = make_backend("ort-cpu", intra_op_threads=1)
+    b.load(toy_bundle, "fp32")
+    return b
 
 
 def _check_decode(data: bytes, max_pixels: int = 10_000_000) -> None:

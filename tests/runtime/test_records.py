@@ -21,15 +21,23 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import FrameRejected
-from edge_runtime.frames import Frame
 from edge_runtime.pipeline import Pipeline, PipelineOptions, make_preprocessor
 from edge_runtime.postprocess import Postprocessor
 from edge_runtime.publish.jsonl import JsonlPublisher
 from edge_runtime.sources import open_source
 from edge_runtime.verdict import REASONS, SCHEMA_VERSION, decide, make_verdict, validate_verdict
-from tests.runtime.test_pipeline import ListPublisher, ListSource, SlowBackend, backend  # noqa: F401 - fixture
+from tests.runtime.test_pipeline import ListPublisher, ListSource, SlowBackend
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
+
+
+@pytest.fixture(scope="module")
+def backend(toy_bundle):
+    from edge_runtime.backends import make_backend
+
+    b = make_backend("ort-cpu", intra_op_threads=1)
+    b.load(toy_bundle, "fp32")
+    return b
 
 
 def _pipe(bundle, backend, source, publisher, preprocess=None, **opts):
