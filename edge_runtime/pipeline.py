@@ -49,7 +49,12 @@ from edge_runtime.errors import ConfigError, DataError, FrameRejected
 from edge_runtime.frames import Frame, Rejected
 from edge_runtime.preprocess import Roi, normalize, prepare
 from edge_runtime.procstats import ProcessMonitor
-from edge_runtime.stats import DEFAULT_WINDOW, IntervalMeter, LatencyRecorder, RecordStages
+from edge_runtime.stats import (
+    DEFAULT_WINDOW,
+    IntervalMeter,
+    LatencyRecorder,
+    RecordStages,
+)
 from edge_runtime.verdict import KINDS, make_record
 
 log = logging.getLogger(__name__)

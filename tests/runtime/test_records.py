@@ -25,7 +25,13 @@ from edge_runtime.pipeline import Pipeline, PipelineOptions, make_preprocessor
 from edge_runtime.postprocess import Postprocessor
 from edge_runtime.publish.jsonl import JsonlPublisher
 from edge_runtime.sources import open_source
-from edge_runtime.verdict import REASONS, SCHEMA_VERSION, decide, make_verdict, validate_verdict
+from edge_runtime.verdict import (
+    REASONS,
+    SCHEMA_VERSION,
+    decide,
+    make_verdict,
+    validate_verdict,
+)
 from tests.runtime.test_pipeline import ListPublisher, ListSource, SlowBackend
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
