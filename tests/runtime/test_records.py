@@ -317,3 +317,33 @@ def test_gentl_short_payload_incomplete_buffer_and_id_gaps_are_accounted():
     assert [getattr(i, "reason", "frame") for i in items] == ["frame", "bad_frame", "incomplete_image", "frame"]
     stats = src.stats()
     assert stats["camera_skipped"] == 2 and stats["incomplete"] == 1 and stats["bad_frame"] == 1
+
+
+def test_records_behind_a_stuck_inference_are_bounded_and_counted(toy_bundle, backend):
+    gate = threading.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        def infer(self, batch):
+            gate.wait(10)
+            return backend.infer(batch)
+
+        def describe(self):
+            return backend.describe()
+
+    pub = ListPublisher()
+    pipe = _pipe(toy_bundle, Stuck(), ListSource(60), pub, drop_policy="newest", inference_queue=1, max_pending_records=5)
+    runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
+    runner.start()
+    deadline = time.monotonic() + 5
+    while pipe.captured < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pipe._q_in.markers <= 5  # memory stays bounded while inference is stuck
+    gate.set()
+    runner.join(20)
+    r = pipe.result
+    lost = r.counters["records_lost_overflow"]
+    assert lost > 0 and r.records["total"] + lost == 60 and len(pub.verdicts) == r.records["total"]
+    ids = [v["frame_id"] for v in pub.verdicts]
+    assert ids == sorted(ids) and ids[-1] == 59
