@@ -2,7 +2,7 @@
 
 Whatever the bytes, `read_rgb` either returns an HxWx3 uint8 RGB image or raises DataError:
 decoder exceptions (cv2.error), truncated or text files, 16-bit, RGBA, CMYK, grey, and headers
-that claim huge dimensions all end there. The size is read from the header (PNG, JPEG, BMP)
+that claim huge dimensions all end there. The size is read from the header (PNG, JPEG, BMP, TIFF)
 before any pixel is decoded, so a decompression bomb never allocates its pixels.
 """
 
@@ -23,7 +23,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 
 def header_size(buf: bytes | np.ndarray) -> tuple[int, int] | None:
-    """(width, height) from a PNG, JPEG or BMP header without decoding; None when the format
+    """(width, height) from a PNG, JPEG, BMP or TIFF header without decoding; None when the format
     is another or the header cannot be parsed (the decoder then has the last word)."""
     b = bytes(buf[:65536]) if isinstance(buf, np.ndarray) else bytes(buf[:65536])
     if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24 and b[12:16] == b"IHDR":
@@ -31,6 +31,8 @@ def header_size(buf: bytes | np.ndarray) -> tuple[int, int] | None:
     if b[:2] == b"BM" and len(b) >= 26:
         w, h = struct.unpack("<ii", b[18:26])
         return abs(w), abs(h)
+    if b[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(b)
     if b[:2] == b"\xff\xd8":
         i = 2
         while i + 9 <= len(b):
@@ -49,6 +51,23 @@ def header_size(buf: bytes | np.ndarray) -> tuple[int, int] | None:
                 return w, h
             i += 2 + length
     return None
+
+
+def _tiff_size(b: bytes) -> tuple[int, int] | None:
+    """ImageWidth/ImageLength of a TIFF's first IFD (tags 256/257), if inside the first 64 KiB."""
+    end = "<" if b[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(end + "I", b[4:8])
+        (n,) = struct.unpack(end + "H", b[ifd : ifd + 2])
+        dims: dict[int, int] = {}
+        for k in range(n):
+            tag, typ, _count = struct.unpack(end + "HHI", b[ifd + 2 + 12 * k : ifd + 10 + 12 * k])
+            value = b[ifd + 10 + 12 * k : ifd + 14 + 12 * k]
+            if tag in (256, 257):
+                dims[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), value[: 2 if typ == 3 else 4])[0]
+        return (dims[256], dims[257]) if 256 in dims and 257 in dims else None
+    except (struct.error, KeyError):
+        return None
 
 
 def decode_rgb(buf: bytes | np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:

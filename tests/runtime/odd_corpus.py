@@ -58,6 +58,22 @@ def _png_with_dims(i: int, w: int, h: int) -> bytes:
     return bytes(data)
 
 
+def _tiff_with_dims(i: int, w: int, h: int) -> bytes:
+    """A little-endian TIFF whose ImageWidth/ImageLength tags claim w x h."""
+    data = bytearray(_enc(".tiff", _img(i)))
+    assert data[:2] == b"II"
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (n,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for k in range(n):
+        at = ifd + 2 + 12 * k
+        tag, typ = struct.unpack("<HH", data[at : at + 4])
+        if tag in (256, 257):
+            value = w if tag == 256 else h
+            data[at + 2 : at + 4] = struct.pack("<H", 4)  # LONG, so the value fits
+            data[at + 8 : at + 12] = struct.pack("<I", value)
+    return bytes(data)
+
+
 def _flip(i: int, ext: str) -> bytes:
     data = bytearray(_enc(ext, _img(i)))
     rng = np.random.default_rng(10_000 + i)
@@ -92,6 +108,7 @@ KINDS: dict[str, tuple[str, str, Callable[[int], bytes]]] = {
     "other_size": (".jpg", "odd_size", lambda i: _enc(".jpg", _img(i, (64, 48)))),
     "too_many_pixels": (".png", "image_too_large", lambda i: _enc(".png", _img(i, (160, 160)))),
     "huge_dims_header": (".png", "image_too_large", lambda i: _png_with_dims(i, 100_000, 100_000)),
+    "huge_dims_tiff": (".tiff", "image_too_large", lambda i: _tiff_with_dims(i, 30_000, 30_000)),
     "zero_dims_header": (".png", "undecodable", lambda i: _png_with_dims(i, 0, 0)),
     "bitflip_png": (".png", "any", lambda i: _flip(i, ".png")),
     "bitflip_jpeg": (".jpg", "any", lambda i: _flip(i, ".jpg")),

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_odd_corpus_through_clipinspect_run(toy_bundle, tmp_path):
-    files = write_corpus(tmp_path / "corpus", copies=37)  # 1 + 37 * 28 = 1037 files
+    files = write_corpus(tmp_path / "corpus", copies=36)  # 1 + 36 * 29 = 1045 files
     assert len(files) >= 1000
     out, summary = tmp_path / "v.jsonl", tmp_path / "summary.json"
     cmd = [
