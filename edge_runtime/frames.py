@@ -26,6 +26,8 @@ class FrameSource(Protocol):
 
     Sources count what they drop (incomplete, corrupt, unreadable) in `stats()` rather than
     raising, so the capture loop keeps going; an unrecoverable failure raises SourceError.
+    Sources built on SourceBase also offer `events()`: frames plus a numbered `Rejected` for
+    each input they could not use, which the pipeline publishes as an ERROR record.
     """
 
     uri: str
