@@ -26,6 +26,8 @@ class FrameSource(Protocol):
 
     Sources count what they drop (incomplete, corrupt, unreadable) in `stats()` rather than
     raising, so the capture loop keeps going; an unrecoverable failure raises SourceError.
+    Sources built on SourceBase also offer `events()`: frames plus a numbered `Rejected` for
+    each input they could not use, which the pipeline publishes as an ERROR record.
     """
 
     uri: str
@@ -37,3 +39,17 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
     def stats(self) -> Mapping[str, int]: ...
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An input the source received but could not turn into a usable Frame (undecodable file,
+    incomplete camera buffer, ...). It still takes a frame id, so the consumer can publish a
+    SKIPPED/ERROR record for it instead of leaving a gap (see `SourceBase.events`)."""
+
+    frame_id: int
+    timestamp_ns: int
+    camera_serial: str
+    reason: str  # machine-readable code, see verdict.REASONS
+    detail: str  # one human-readable line
+    meta: Mapping[str, Any] = field(default_factory=dict)

@@ -36,10 +36,13 @@ import logging
 import math
 import sys
 import time
+import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import threading
 
 import numpy as np
 
@@ -300,6 +303,8 @@ class StationMonitor:
         self.input = InputMonitor(profile, **debounce) if profile is not None else None
         self._ok: deque[float] = deque(maxlen=ok_window)
         self._last: dict[str, float] = {}
+        # observe_* run in the inference thread, status_fields in the pipeline's main loop.
+        self._lock = threading.Lock()
 
     @classmethod
     def for_bundle(cls, bundle: Any, **options: Any) -> "StationMonitor":
@@ -311,26 +316,32 @@ class StationMonitor:
         if self.input is None:
             return False
         check = self.input.update(image, pixel_format)
-        self._last = check.stats
+        with self._lock:
+            self._last = check.stats
         return check.alarm
 
     def observe_verdict(self, verdict: Mapping[str, Any]) -> None:
         if verdict.get("verdict") == "OK" and isinstance(verdict.get("score"), (int, float)):
-            self._ok.append(float(verdict["score"]))
+            with self._lock:
+                self._ok.append(float(verdict["score"]))
 
     @property
     def ok_score_mean(self) -> float | None:
-        return float(np.mean(self._ok)) if self._ok else None
+        with self._lock:
+            ok = list(self._ok)
+        return float(np.mean(ok)) if ok else None
 
     def status_fields(self) -> dict[str, Any]:
         """Fields for Publisher.publish_status: input_alarm, alarms, ok_score_mean (+ window)."""
         alarm = bool(self.input and self.input.alarm)
+        with self._lock:
+            last, window = dict(self._last), len(self._ok)
         return {
             "input_alarm": alarm,
             "alarms": [f"input_{r}" for r in self.input.reasons] if alarm and self.input else [],
             "ok_score_mean": self.ok_score_mean,
-            "ok_score_window": len(self._ok),
-            "input_stats": {k: round(v, 4) for k, v in self._last.items()},
+            "ok_score_window": window,
+            "input_stats": {k: round(v, 4) for k, v in last.items()},
         }
 
 

@@ -4,9 +4,11 @@ Three threads so capture, inference and publishing overlap:
 
 * capture: pulls frames from the FrameSource into the inference queue. With drop policy
   `newest` a full queue drops its OLDEST frame (the line wants the latest part judged); with
-  `block` capture waits for room before it takes the next frame. `inference_queue: 0` is a
-  hand-off: a frame is taken only when inference is idle, so no frame ages in a queue (the
-  bench uses this to measure latency against model-only numbers).
+  `block` capture waits for room before it takes the next frame. `auto` (the default) is
+  `block` when the source is hardware-triggered (every trigger is a part that must be judged)
+  and `newest` otherwise. `inference_queue: 0` is a hand-off: a frame is taken only when
+  inference is idle, so no frame ages in a queue (the bench uses this to measure latency
+  against model-only numbers).
 * inference: backend.infer + postprocess (verdict, heatmap). Preprocessing runs in the
   capture thread by default, so it overlaps the previous frame's inference
   (`preprocess_in: inference` moves it here).
@@ -14,7 +16,19 @@ Three threads so capture, inference and publishing overlap:
   waits; if the publish queue still fills, inference blocks (counted) — a verdict is never
   dropped. Capture is never blocked by publishing under `newest`.
 
-Every frame carries monotonic timestamps per stage; stage latencies go to a LatencyRecorder.
+Every frame is accounted for: one record per frame id on the verdict stream. A frame that is
+not judged — dropped by the `newest` policy, rejected by the source (undecodable file,
+incomplete camera buffer), refused by preprocessing (FrameRejected, wrong dtype/shape) or
+scored NaN/out of range — becomes a SKIPPED/ERROR record with a reason (edge_runtime/verdict.py)
+and the run goes on. Such a record travels the same queues as verdicts, so records come out
+in capture order; it is a small dict (the image is released at once) and is queued as a
+*marker* that never waits for room and never counts against the queue size, so capture is
+never stalled by it. A dropped frame's marker takes the evicted frame's place in the queue.
+
+Every frame carries monotonic timestamps per stage; stage latencies go to a LatencyRecorder
+(bounded memory). Process health (RSS, open fds, threads) is sampled at every stats interval
+and, with the record counts and the source's camera counters, published as the station status
+(`Publisher.publish_status`, retained on MQTT) at start, at every interval and at the end.
 `stop()` is safe from a signal handler: capture stops, queued frames are still inferred and
 published, and the publisher is flushed before `run()` returns.
 """
@@ -22,18 +36,26 @@ published, and the publisher is flushed before `run()` returns.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
-from edge_runtime.errors import ConfigError
-from edge_runtime.frames import Frame
+from edge_runtime.errors import ConfigError, DataError, FrameRejected
+from edge_runtime.frames import Frame, Rejected
 from edge_runtime.preprocess import Roi, normalize, prepare
-from edge_runtime.stats import IntervalMeter, LatencyRecorder
+from edge_runtime.procstats import ProcessMonitor
+from edge_runtime.stats import (
+    DEFAULT_WINDOW,
+    IntervalMeter,
+    LatencyRecorder,
+    RecordStages,
+)
+from edge_runtime.verdict import KINDS, make_record
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +66,21 @@ _MS = 1e-6
 @dataclass(frozen=True)
 class PipelineOptions:
     inference_queue: int = 2  # frames waiting for inference; 0 = hand-off (capture on demand)
-    drop_policy: Literal["newest", "block"] = "newest"
+    # auto: `block` for a hardware-triggered source or a hand-off queue, else `newest`.
+    drop_policy: Literal["auto", "newest", "block"] = "auto"
     # Where preprocessing runs: in the capture thread it overlaps the previous frame's
     # inference (the other core); in the inference thread no work is spent on frames that
     # the `newest` policy then drops.
     preprocess_in: Literal["capture", "inference"] = "capture"
     publish_queue: int = 256  # verdicts waiting for the publisher; full -> inference waits
-    stats_interval_s: float = 10.0  # periodic stats log line; 0 = off
+    stats_interval_s: float = 10.0  # periodic stats log line + status publication; 0 = off
     flush_timeout_s: float = 10.0
-    stats_window: int = 100_000  # latency samples kept per stage for percentiles
+    stats_window: int = DEFAULT_WINDOW  # latency reservoir per stage (bounded; see stats.py)
     stop_grace_s: float = 1.0  # after stop, a capture still blocked in the source gets it closed
+    process_warmup_s: float = 30.0  # RSS growth is measured from the first sample after this
+    # SKIPPED/ERROR records waiting in the inference queue (only grows while inference is
+    # stuck); beyond this they are counted as `records_lost_overflow` instead of queued.
+    max_pending_records: int = 10_000
 
     def __post_init__(self) -> None:
         if self.inference_queue < 0:
@@ -66,6 +93,16 @@ class PipelineOptions:
             raise ConfigError("pipeline.stats_interval_s and flush_timeout_s must be >= 0")
         if self.stats_window < 1:
             raise ConfigError("pipeline.stats_window must be >= 1")
+        if self.process_warmup_s < 0:
+            raise ConfigError("pipeline.process_warmup_s must be >= 0")
+        if self.max_pending_records < 1:
+            raise ConfigError("pipeline.max_pending_records must be >= 1")
+
+    def resolved_policy(self, trigger: str = "off") -> str:
+        """The drop policy in force for a source with this trigger mode."""
+        if self.drop_policy != "auto":
+            return self.drop_policy
+        return "block" if trigger == "hardware" or self.inference_queue == 0 else "newest"
 
 
 class _Closed:
@@ -76,11 +113,14 @@ CLOSED = _Closed()
 
 
 class BoundedQueue:
-    """A queue with an explicit full-queue policy and hand-off mode.
+    """A queue with an explicit full-queue policy, hand-off mode and markers.
 
     `newest`: put never waits; when full the oldest item is evicted and returned to the caller
     (who counts it). `block`: `wait_ready` waits until a put would not wait, so the producer
     takes its next item only when there is room (maxsize 0: when a consumer is waiting).
+    A *marker* (`put(x, marker=True)`) is delivered in order like any item but never waits,
+    is never evicted and does not count against `maxsize`; `replace_evicted` turns an evicted
+    item into a marker left in its place.
     """
 
     def __init__(self, maxsize: int, policy: str = "block") -> None:
@@ -88,17 +128,22 @@ class BoundedQueue:
             raise ConfigError(f"unknown drop policy {policy!r} (newest|block)")
         self.maxsize = maxsize
         self.policy = policy
-        self._items: deque[Any] = deque()
+        self._items: deque[tuple[bool, Any]] = deque()  # (is_marker, item)
+        self._real = 0
         self._cond = threading.Condition()
         self._closed = False
         self._aborted = False
         self._waiting_consumers = 0
         self.high_water = 0
 
+    @property
+    def markers(self) -> int:
+        return len(self._items) - self._real
+
     def _has_room(self) -> bool:
         if self.maxsize == 0:
-            return not self._items and self._waiting_consumers > 0
-        return len(self._items) < self.maxsize
+            return self._real == 0 and self._waiting_consumers > 0
+        return self._real < self.maxsize
 
     def wait_ready(self, stop: threading.Event | None = None, poll_s: float = 0.05) -> bool:
         """Block-policy producers call this before acquiring an item. False when aborted/stopped."""
@@ -111,23 +156,42 @@ class BoundedQueue:
                 self._cond.wait(poll_s)
             return not self._aborted
 
-    def put(self, item: Any) -> Any | None:
+    def put(self, item: Any, *, marker: bool = False, replace_evicted: Callable[[Any], Any] | None = None) -> Any | None:
         """Add `item`; returns an evicted item under `newest`, else None. Waits under `block`."""
         with self._cond:
+            if self._aborted:
+                return None
             evicted = None
+            if marker:
+                self._items.append((True, item))
+                self._cond.notify_all()
+                return None
             if self.policy == "newest":
-                if len(self._items) >= max(self.maxsize, 1):
-                    evicted = self._items.popleft()
+                if self._real >= max(self.maxsize, 1):
+                    evicted = self._evict_oldest(replace_evicted)
             else:
                 # Room was normally reserved by wait_ready; a hand-off queue may briefly hold one.
-                while len(self._items) >= max(self.maxsize, 1) and not self._aborted:
+                while self._real >= max(self.maxsize, 1) and not self._aborted:
                     self._cond.wait(0.05)
             if self._aborted:
                 return None
-            self._items.append(item)
-            self.high_water = max(self.high_water, len(self._items))
+            self._items.append((False, item))
+            self._real += 1
+            self.high_water = max(self.high_water, self._real)
             self._cond.notify_all()
             return evicted
+
+    def _evict_oldest(self, replace: Callable[[Any], Any] | None) -> Any:
+        for i, (is_marker, old) in enumerate(self._items):
+            if not is_marker:
+                substitute = replace(old) if replace is not None else None
+                if substitute is None:
+                    del self._items[i]
+                else:
+                    self._items[i] = (True, substitute)
+                self._real -= 1
+                return old
+        return None
 
     def get(self) -> Any:
         """Next item, or CLOSED once the producer closed the queue and it is empty (or aborted)."""
@@ -141,7 +205,9 @@ class BoundedQueue:
                     self._cond.wait(0.1)
                 if self._aborted:
                     return CLOSED
-                item = self._items.popleft()
+                is_marker, item = self._items.popleft()
+                if not is_marker:
+                    self._real -= 1
                 self._cond.notify_all()
                 return item
             finally:
@@ -158,17 +224,18 @@ class BoundedQueue:
             self._aborted = True
             n = len(self._items)
             self._items.clear()
+            self._real = 0
             self._cond.notify_all()
             return n
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._items)
+            return self._real
 
 
 @dataclass
 class _Work:
-    frame: Frame
+    frame: Frame | None  # None for a SKIPPED/ERROR record made before inference
     t_wait_ns: int  # capture thread started waiting for this frame
     t_captured_ns: int  # frame in hand
     x: np.ndarray | None = None  # model input, when preprocessed in the capture thread
@@ -182,7 +249,7 @@ class _Work:
 class PipelineResult:
     captured: int
     inferred: int
-    published: int
+    published: int  # records of frames that went through inference (OK, NG, or ERROR by score)
     dropped: int
     ok: int
     ng: int
@@ -192,6 +259,11 @@ class PipelineResult:
     flushed: bool
     stats: Mapping[str, Any]
     counters: Mapping[str, int]
+    skipped: int = 0
+    errors: int = 0
+    source_rejected: int = 0  # inputs the source could not turn into frames (they have records)
+    records: Mapping[str, Any] = field(default_factory=dict)  # every record: by verdict and by reason
+    process: Mapping[str, Any] = field(default_factory=dict)  # RSS/fds/threads: start, warm, end, peak
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -201,12 +273,17 @@ class PipelineResult:
             "dropped": self.dropped,
             "ok": self.ok,
             "ng": self.ng,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "source_rejected": self.source_rejected,
             "wall_s": round(self.wall_s, 3),
             "fps": round(self.fps, 3),
             "stop_reason": self.stop_reason,
             "flushed": self.flushed,
+            "records": dict(self.records),
             "counters": dict(self.counters),
             "stats": dict(self.stats),
+            "process": dict(self.process),
         }
 
 
@@ -256,6 +333,16 @@ def frame_checker(spec: Any) -> Callable[[Frame], np.ndarray]:
     return check
 
 
+def classify_failure(exc: BaseException) -> tuple[str, str]:
+    """(reason code, one-line detail) for an exception raised while preparing one frame."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, FrameRejected):
+        return exc.reason, text
+    if isinstance(exc, DataError):
+        return "bad_frame", text
+    return "preprocess_failed", f"{type(exc).__name__}: {text}"
+
+
 class Pipeline:
     """Runs one source through one backend into one publisher until the source ends, a limit
     is reached or `stop()` is called. The caller opens/closes source, backend and publisher."""
@@ -273,6 +360,7 @@ class Pipeline:
         duration_s: float | None = None,
         recorder: LatencyRecorder | None = None,
         on_frame: Callable[[int], None] | None = None,
+        station: str | None = None,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
@@ -288,12 +376,23 @@ class Pipeline:
         self.duration_s = duration_s
         self.recorder = recorder or LatencyRecorder(options.stats_window)
         self.on_frame = on_frame
+        self.station = station or socket.gethostname()
+        trigger = str(getattr(getattr(source, "options", None), "trigger", "off"))
+        self.drop_policy = options.resolved_policy(trigger)
+        # What every record names: the bundle and backend that (would have) judged it.
+        self.identity = {
+            "bundle_sha256": str(getattr(postprocessor, "bundle_sha256", "")),
+            "model_id": str(getattr(postprocessor, "model_id", "")),
+            "backend": str(getattr(postprocessor, "backend", "")),
+            "precision": str(getattr(postprocessor, "precision", "")),
+        }
+        self.threshold = float(getattr(postprocessor, "threshold", 0.0))  # records need a finite value
         self._stop = threading.Event()
         self._stop_reason = ""
         self._stop_t = 0.0
         self._errors: list[BaseException] = []
         self._failed_stage = ""
-        self._q_in = BoundedQueue(options.inference_queue, options.drop_policy)
+        self._q_in = BoundedQueue(options.inference_queue, self.drop_policy)
         self._q_out = BoundedQueue(options.publish_queue, "block")
         self._lock = threading.Lock()
         self.captured = 0
@@ -302,6 +401,12 @@ class Pipeline:
         self.dropped = 0
         self.ok = 0
         self.ng = 0
+        self.source_rejected = 0
+        self.kinds: Counter[str] = Counter({k: 0 for k in KINDS})
+        self.reasons: Counter[str] = Counter()
+        self._side_records = 0  # records that bypass inference (drops, rejects, preprocessing)
+        self.monitor: ProcessMonitor | None = None
+        self.last_fps = 0.0
         self._done = threading.Event()
 
     # -- control -------------------------------------------------------------------------
@@ -339,33 +444,108 @@ class Pipeline:
         if lost:
             self.recorder.count("lost_on_error", lost)
 
+    # -- records -------------------------------------------------------------------------
+    def _record(self, frame_id: int, camera_serial: str, ts_ns: int, reason: str, detail: str, stages: Mapping[str, float] | None = None) -> dict[str, Any]:
+        return make_record(
+            frame_id=frame_id,
+            camera_serial=camera_serial,
+            capture_ts_ns=ts_ns,
+            reason=reason,
+            detail=detail,
+            threshold=self.threshold,
+            latency_ms=stages,
+            **self.identity,
+        )
+
+    def _count(self, record: Mapping[str, Any]) -> None:
+        """Every record is counted once, by verdict and (for SKIPPED/ERROR) by reason."""
+        kind = str(record.get("verdict"))
+        reason = record.get("reason")
+        with self._lock:
+            self.kinds[kind] += 1
+            if kind == "OK":
+                self.ok += 1
+            elif kind == "NG":
+                self.ng += 1
+            if reason:
+                self.reasons[reason] += 1
+                n = self.reasons[reason]
+        if reason and n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th...: visible, never a flood
+            log.warning("frame %s: %s %s (%s); %d so far", record.get("frame_id"), kind, reason, record.get("detail"), n)
+
+    def _marker(self, record: dict[str, Any], t_captured_ns: int, stages: Mapping[str, float] | None = None) -> _Work:
+        now = time.monotonic_ns()
+        return _Work(None, t_captured_ns, t_captured_ns, stages_ms=RecordStages(stages or {}), verdict=record, t_post_ns=now)
+
+    def _queue_record(self, work: _Work) -> None:
+        """A SKIPPED/ERROR record made in the capture thread (already counted): into the
+        inference queue as a marker, in order; it never waits, so capture is not stalled."""
+        if self._q_in.markers >= self.options.max_pending_records:
+            self.recorder.count("records_lost_overflow")
+            log.error("frame %s: %d records already wait behind a stuck inference; this one is only counted", work.verdict and work.verdict["frame_id"], self._q_in.markers)
+            return
+        with self._lock:
+            self._side_records += 1
+        self._q_in.put(work, marker=True)
+
+    def _replace_dropped(self, work: _Work) -> _Work | None:
+        """Called under the queue's lock for the frame the `newest` policy evicts: its
+        SKIPPED record takes its place (the image is released with the evicted work)."""
+        if self._q_in.markers >= self.options.max_pending_records or work.frame is None:
+            return None
+        f = work.frame
+        detail = f"inference queue full ({self._q_in.maxsize}); a newer frame took this one's place"
+        marker = self._marker(self._record(f.frame_id, f.camera_serial, f.timestamp_ns, "dropped_newest", detail), work.t_captured_ns)
+        work.verdict = marker.verdict  # tells _count_dropped that the record was queued
+        return marker
+
+    def _preprocess(self, work: _Work, stages: dict[str, float]) -> bool:
+        """Fill work.x; on failure turn `work` into its ERROR record and return False."""
+        assert work.frame is not None
+        t0 = time.monotonic_ns()
+        try:
+            work.x = self.preprocess(work.frame)
+        except Exception as exc:  # no input may stop the line: every failure is a record
+            reason, detail = classify_failure(exc)
+            if reason == "preprocess_failed":
+                log.debug("preprocessing frame %d failed", work.frame.frame_id, exc_info=True)
+            stages["preprocess"] = (time.monotonic_ns() - t0) * _MS
+            f = work.frame
+            work.verdict = self._record(f.frame_id, f.camera_serial, f.timestamp_ns, reason, detail, stages)
+            work.stages_ms = RecordStages(stages)
+            work.frame = None
+            work.t_post_ns = time.monotonic_ns()
+            return False
+        stages["preprocess"] = (time.monotonic_ns() - t0) * _MS
+        return True
+
     # -- threads -------------------------------------------------------------------------
+    def _source_items(self) -> Any:
+        """The source's events() (frames and numbered rejects) when it has them, else frames()."""
+        events = getattr(self.source, "events", None)
+        return events() if callable(events) else self.source.frames()
+
     def _capture(self) -> None:
         it = None
         try:
-            it = iter(self.source.frames())
+            it = iter(self._source_items())
             while not self._stop.is_set():
                 if not self._q_in.wait_ready(self._stop):
                     break
                 t_wait = time.monotonic_ns()
-                frame = next(it, None)
+                item = next(it, None)
                 t_cap = time.monotonic_ns()
-                if frame is None:
+                if item is None:
                     self.stop("source ended")
                     break
-                work = _Work(frame, t_wait, t_cap)
-                if self.options.preprocess_in == "capture":
-                    work.x = self.preprocess(frame)
-                    work.stages_ms["preprocess"] = (time.monotonic_ns() - t_cap) * _MS
-                work.t_ready_ns = time.monotonic_ns()
-                evicted = self._q_in.put(work)
-                with self._lock:
-                    self.captured += 1
-                    n = self.captured
-                if evicted is not None:
+                if isinstance(item, Rejected):
                     with self._lock:
-                        self.dropped += 1
-                    self.recorder.count("drops_inference_queue")
+                        self.source_rejected += 1
+                    record = self._record(item.frame_id, item.camera_serial, item.timestamp_ns, item.reason, item.detail)
+                    self._count(record)
+                    self._queue_record(self._marker(record, t_cap))
+                    continue
+                n = self._take(item, t_wait, t_cap)
                 if self.max_frames is not None and n >= self.max_frames:
                     self.stop(f"max frames ({self.max_frames}) reached")
         except BaseException as exc:  # noqa: BLE001 - re-raised by run()
@@ -379,37 +559,43 @@ class Pipeline:
                     log.warning("closing the frame iterator failed: %s", exc)
             self._q_in.close()
 
+    def _take(self, frame: Frame, t_wait: int, t_cap: int) -> int:
+        """Queue one captured frame (preprocessed here by default); returns the capture count."""
+        work = _Work(frame, t_wait, t_cap)
+        with self._lock:
+            self.captured += 1
+            n = self.captured
+        if self.options.preprocess_in == "capture" and not self._preprocess(work, work.stages_ms):
+            assert work.verdict is not None
+            self._count(work.verdict)
+            self._queue_record(work)
+            return n
+        work.t_ready_ns = time.monotonic_ns()
+        evicted = self._q_in.put(work, replace_evicted=self._replace_dropped)
+        if evicted is not None:
+            with self._lock:
+                self.dropped += 1
+            self.recorder.count("drops_inference_queue")
+            self._count_dropped(evicted)
+        return n
+
+    def _count_dropped(self, evicted: _Work) -> None:
+        """Count the SKIPPED record that `_replace_dropped` left in the evicted frame's place."""
+        if evicted.verdict is None:
+            self.recorder.count("records_lost_overflow")
+            return
+        with self._lock:
+            self._side_records += 1
+        self._count(evicted.verdict)
+
     def _infer(self) -> None:
         try:
             while True:
                 work = self._q_in.get()
                 if work is CLOSED:
                     break
-                t0 = time.monotonic_ns()
-                stages = work.stages_ms
-                x = work.x
-                if x is None:
-                    x = self.preprocess(work.frame)
-                    stages["preprocess"] = (time.monotonic_ns() - t0) * _MS
-                t1 = time.monotonic_ns()
-                out = self.backend.infer(x[None])
-                t2 = time.monotonic_ns()
-                work.x = None  # the input is not needed any more; do not hold it in the publish queue
-                stages["capture_wait"] = (work.t_captured_ns - work.t_wait_ns) * _MS
-                stages["queue"] = (t0 - work.t_ready_ns) * _MS
-                stages["inference"] = (t2 - t1) * _MS
-                verdict = self.postprocessor(work.frame, float(out.score[0]), out.anomaly_map[0], dict(stages))
-                t3 = time.monotonic_ns()
-                stages["postprocess"] = (t3 - t2) * _MS
-                verdict.setdefault("latency_ms", {})["postprocess"] = round(stages["postprocess"], 3)
-                work.verdict = verdict
-                work.t_post_ns = t3
-                with self._lock:
-                    self.inferred += 1
-                    if verdict.get("verdict") == "NG":
-                        self.ng += 1
-                    else:
-                        self.ok += 1
+                if work.verdict is None:
+                    self._judge(work)
                 if len(self._q_out) >= self._q_out.maxsize:
                     self.recorder.count("publish_backpressure")
                 if not self._q_out.wait_ready():
@@ -419,6 +605,39 @@ class Pipeline:
             self._fail(exc, "inference")
         finally:
             self._q_out.close()
+
+    def _judge(self, work: _Work) -> None:
+        """Preprocess (if not done), infer and postprocess one frame: work.verdict is set."""
+        t0 = time.monotonic_ns()
+        stages = work.stages_ms
+        if work.x is None and not self._preprocess(work, stages):
+            assert work.verdict is not None
+            self._count(work.verdict)
+            with self._lock:
+                self._side_records += 1
+            return
+        frame = work.frame
+        assert frame is not None and work.x is not None
+        t1 = time.monotonic_ns()
+        out = self.backend.infer(work.x[None])  # a failing backend stops the run (device lost)
+        t2 = time.monotonic_ns()
+        work.x = None  # the input is not needed any more; do not hold it in the publish queue
+        stages["capture_wait"] = (work.t_captured_ns - work.t_wait_ns) * _MS
+        stages["queue"] = (t0 - work.t_ready_ns) * _MS
+        stages["inference"] = (t2 - t1) * _MS
+        try:
+            verdict = self.postprocessor(frame, float(out.score[0]), out.anomaly_map[0], dict(stages))
+        except Exception as exc:  # one frame's verdict failing must not stop the line
+            verdict = self._record(frame.frame_id, frame.camera_serial, frame.timestamp_ns, "postprocess_failed", f"{type(exc).__name__}: {exc}", stages)
+            log.debug("postprocessing frame %d failed", frame.frame_id, exc_info=True)
+        t3 = time.monotonic_ns()
+        stages["postprocess"] = (t3 - t2) * _MS
+        verdict.setdefault("latency_ms", {})["postprocess"] = round(stages["postprocess"], 3)
+        work.verdict = verdict
+        work.t_post_ns = t3
+        with self._lock:
+            self.inferred += 1
+        self._count(verdict)
 
     def _publish(self) -> None:
         """Hands verdicts to the publisher in batches: whatever is queued when the publisher
@@ -457,9 +676,66 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc, "publish")
 
+    # -- status --------------------------------------------------------------------------
+    def status_fields(self) -> dict[str, Any]:
+        """The station status (edge_runtime/status.py fields) as of now."""
+        with self._lock:
+            counts = {k: self.kinds[k] for k in KINDS}
+            reasons = dict(self.reasons)
+            judged = self.kinds["OK"] + self.kinds["NG"]
+        try:
+            camera = dict(self.source.stats())
+        except Exception as exc:  # a source's counters must not stop the line
+            camera = {"error": str(exc)}
+        fields: dict[str, Any] = {
+            "station": self.station,
+            **self.identity,
+            "threshold": self.threshold,
+            "drop_policy": self.drop_policy,
+            "fps": round(self.last_fps, 2),
+            "frames": judged,
+            "counts": counts,
+            "reasons": reasons,
+            "camera": camera,
+        }
+        if self.monitor is not None:
+            latest = self.monitor.latest
+            fields["process"] = {k: latest[k] for k in ("rss_mb", "fds", "threads")}
+        station = getattr(self.postprocessor, "monitor", None)  # input alarm + rolling OK score
+        if station is not None:
+            extra = dict(station.status_fields())
+            fields["alarms"] = list(fields.get("alarms", [])) + list(extra.pop("alarms", []))
+            fields.update(extra)
+        return fields
+
+    def _send_status(self) -> None:
+        send = getattr(self.publisher, "publish_status", None)
+        if send is None:
+            return
+        try:
+            send(self.status_fields())
+        except Exception as exc:  # status is best effort; verdicts are what must not stop
+            log.warning("cannot publish status: %s", exc)
+
+    def _tick(self, meter: IntervalMeter) -> None:
+        assert self.monitor is not None
+        proc = self.monitor.sample()
+        with self._lock:
+            skipped, errors = self.kinds["SKIPPED"], self.kinds["ERROR"]
+        line = meter.tick(
+            ("inference", "total"),
+            {"skipped": skipped, "errors": errors, "rss": f"{proc['rss_mb']}MB", "fds": proc["fds"], "threads": proc["threads"]},
+        )
+        self.last_fps = meter.last_fps
+        log.info("stats: %s", line)
+        self._send_status()
+
     # -- main ----------------------------------------------------------------------------
     def run(self) -> PipelineResult:
         t_start = time.monotonic()
+        self.monitor = ProcessMonitor(self.options.process_warmup_s)
+        log.info("drop policy %s (inference queue %d)", self.drop_policy, self.options.inference_queue)
+        self._send_status()
         threads = [
             threading.Thread(target=self._capture, name="clipinspect-capture", daemon=True),
             threading.Thread(target=self._infer, name="clipinspect-inference", daemon=True),
@@ -485,7 +761,7 @@ class Pipeline:
                     log.info("capture still waiting %.1f s after stop; closing the source", self.options.stop_grace_s)
                     self.source.close()
                 if now >= next_stats:
-                    log.info("stats: %s", meter.tick(("inference", "total")))
+                    self._tick(meter)
                     next_stats = now + interval
         except KeyboardInterrupt:
             # The CLI installs its own handlers; a bare Ctrl-C from an embedding program still drains.
@@ -498,13 +774,25 @@ class Pipeline:
             if not flushed:
                 log.warning("publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)", self.options.flush_timeout_s)
         wall = time.monotonic() - t_start
+        self.monitor.sample()
+        self.last_fps = self.recorder.fps()
+        self._send_status()
         if self._errors:
             raise self._errors[0]
-        counters = self.recorder.counters()
+        return self._result(wall, flushed)
+
+    def _result(self, wall: float, flushed: bool) -> PipelineResult:
+        assert self.monitor is not None
+        with self._lock:
+            kinds = {k: self.kinds[k] for k in KINDS}
+            records = {"total": sum(kinds.values()), **kinds, "by_reason": dict(sorted(self.reasons.items()))}
+            side = self._side_records
         return PipelineResult(
             captured=self.captured,
             inferred=self.inferred,
-            published=self.published,
+            # On success every queued record was published; those that skipped inference
+            # (drops, rejects, preprocessing failures) are reported apart.
+            published=self.published - side,
             dropped=self.dropped,
             ok=self.ok,
             ng=self.ng,
@@ -513,5 +801,10 @@ class Pipeline:
             stop_reason=self._stop_reason or "source ended",
             flushed=flushed,
             stats=self.recorder.snapshot(),
-            counters=counters,
+            counters=self.recorder.counters(),
+            skipped=kinds["SKIPPED"],
+            errors=kinds["ERROR"],
+            source_rejected=self.source_rejected,
+            records=records,
+            process=self.monitor.summary(),
         )

@@ -144,13 +144,17 @@ class Postprocessor:
         self.heatmaps = HeatmapWriter(heatmaps) if heatmaps is not None and heatmaps.dir is not None else None
         self.ng = 0
         self.ok = 0
+        self.errors = 0  # NaN/Inf/out-of-range scores: ERROR records, never OK/NG
         self.heatmap_errors = 0
         self.monitor = StationMonitor.for_bundle(bundle)  # input alarm + rolling OK-score mean (status topic)
 
     def wants_heatmap(self, score: float) -> bool:
         if self.heatmaps is None:
             return False
-        return (not self.heatmaps.options.only_ng) or decide(score, self.threshold) == "NG"
+        verdict = decide(score, self.threshold)
+        if verdict == "ERROR":  # a NaN/out-of-range score has no meaningful map
+            return False
+        return (not self.heatmaps.options.only_ng) or verdict == "NG"
 
     def heatmap_for(self, frame: Frame, anomaly_map: np.ndarray) -> Path:
         assert self.heatmaps is not None
@@ -188,6 +192,8 @@ class Postprocessor:
         self.monitor.observe_verdict(verdict)
         if verdict["verdict"] == "NG":
             self.ng += 1
-        else:
+        elif verdict["verdict"] == "OK":
             self.ok += 1
+        else:
+            self.errors += 1
         return verdict

@@ -85,6 +85,7 @@ class RuntimeConfig:
     preprocess: PreprocessSection = field(default_factory=PreprocessSection)
     heatmaps: HeatmapOptions = field(default_factory=HeatmapOptions)
     threshold: float | None = None  # overrides the bundle's threshold
+    station: str | None = None  # name in the status topic and fleet view; None = host name
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

@@ -60,6 +60,7 @@ class RuntimeSession:
             duration_s=duration_s,
             recorder=recorder,
             on_frame=on_frame,
+            station=self.config.station,
         )
 
 

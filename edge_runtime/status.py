@@ -6,8 +6,9 @@ are optional and grow by adding keys (readers use `.get`), never by renaming:
 
   schema, schema_version, state ("online" | "offline"), client_id, reason, time   (always)
   station, bundle_sha256, model_id, backend, precision                               (run info)
-  fps, frames, counts {OK, NG, SKIPPED, ERROR}, camera {...}, process {...},
-  alarms [...], input_alarm, ok_score_mean, ...                                       (periodic stats)
+  threshold, drop_policy, fps, frames, counts {OK, NG, SKIPPED, ERROR}, reasons {code: n},
+  camera {...}, process {rss_mb, fds, threads}, alarms [...], input_alarm, input_stats,
+  ok_score_mean, ok_score_window                                                     (periodic stats)
 """
 
 from __future__ import annotations

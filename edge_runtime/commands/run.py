@@ -58,8 +58,20 @@ def run(args: argparse.Namespace) -> int:
 def format_summary(result) -> str:
     lines = [
         f"frames: captured {result.captured}, inferred {result.inferred}, published {result.published}, "
-        f"dropped {result.dropped}; OK {result.ok}, NG {result.ng}; {result.fps:.2f} frames/s over {result.wall_s:.1f} s ({result.stop_reason})"
+        f"dropped {result.dropped}; OK {result.ok}, NG {result.ng}, SKIPPED {result.skipped}, ERROR {result.errors}; "
+        f"{result.fps:.2f} frames/s over {result.wall_s:.1f} s ({result.stop_reason})"
     ]
+    reasons = result.records.get("by_reason", {}) if result.records else {}
+    if reasons:
+        lines.append("not judged: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    proc = result.process or {}
+    if proc.get("end"):
+        start, end = proc["start"], proc["end"]
+        growth = proc.get("rss_growth_after_warmup_pct")
+        lines.append(
+            f"process: RSS {start['rss_mb']} -> {end['rss_mb']} MB (peak {proc.get('peak_rss_mb')}, "
+            f"{'n/a' if growth is None else f'{growth:+.1f} %'} after warm-up), fds {start['fds']} -> {end['fds']}, threads {start['threads']} -> {end['threads']}"
+        )
     stages = result.stats.get("stages", {})
     if stages:
         lines.append(f"{'stage':<14}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'max ms':>10}")

@@ -5,16 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from edge_runtime.errors import SourceError
-from edge_runtime.frames import Frame
+from edge_runtime.frames import Frame, Rejected
 from edge_runtime.sources.options import SourceOptions
 
 log = logging.getLogger(__name__)
+
+# Source stat keys -> the reason code a record carries (edge_runtime/verdict.py REASONS).
+REJECT_REASONS = {
+    "corrupt": "undecodable",
+    "empty": "empty_file",
+    "huge": "image_too_large",
+    "missing": "file_missing",
+    "incomplete": "incomplete_image",
+    "bad_frame": "bad_frame",
+}
 
 # Counters every source reports, even when zero, so dashboards see a stable set of keys.
 COMMON_STATS = ("delivered", "timeouts", "reconnects")
@@ -43,6 +53,10 @@ class SourceBase:
         self._closed = False
         self._next_id = 0
         self.ended = False
+        # Rejected inputs waiting to be handed out by events(); only collected (and numbered)
+        # while a consumer iterates events(), so frames() keeps its consecutive ids.
+        self._want_rejects = False
+        self._rejected: deque[Rejected] = deque()
 
     # -- life cycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -56,14 +70,30 @@ class SourceBase:
             self._opened = True
 
     def frames(self) -> Iterator[Frame]:
-        """Yield frames until the source ends or is closed (possibly from another thread)."""
+        """Yield frames until the source ends or is closed (possibly from another thread).
+        Unusable inputs are only counted in stats(); frame ids stay consecutive."""
+        for item in self._iterate(False):
+            yield item  # type: ignore[misc]
+
+    def events(self) -> Iterator[Frame | Rejected]:
+        """Like frames(), but every input is accounted for: an input that cannot be used
+        (undecodable, incomplete, ...) comes out as a `Rejected` with its own frame id and
+        reason, in arrival order, so the pipeline can publish a record for it."""
+        return self._iterate(True)
+
+    def _iterate(self, with_rejects: bool) -> Iterator[Frame | Rejected]:
+        self._want_rejects = with_rejects
         with self._lock:
             if not self._closed:
                 self.open()
         while not self._closed and not self.ended:
             frame = self.read()
+            while self._rejected:
+                yield self._rejected.popleft()
             if frame is not None:
                 yield frame
+        while self._rejected:
+            yield self._rejected.popleft()
 
     def read(self) -> Frame | None:
         """One bounded grab: a Frame, or None when nothing usable arrived within timeout_ms
@@ -111,6 +141,24 @@ class SourceBase:
 
     def count(self, key: str, n: int = 1) -> None:
         self._counts[key] += n
+
+    def reject(self, reason: str, detail: str, timestamp_ns: int | None = None, **meta: Any) -> None:
+        """Account for an input that cannot be used: counted under `reason` in stats() and,
+        while events() is being iterated, queued as a numbered `Rejected`."""
+        self._counts[reason] += 1
+        if not self._want_rejects:
+            return
+        self._rejected.append(
+            Rejected(
+                frame_id=self._next_id,
+                timestamp_ns=time.monotonic_ns() if timestamp_ns is None else timestamp_ns,
+                camera_serial=self.camera_serial,
+                reason=REJECT_REASONS.get(reason, reason),
+                detail=detail,
+                meta={"source": self.uri, **meta},
+            )
+        )
+        self._next_id += 1
 
     def make_frame(self, image: np.ndarray, pixel_format: str, timestamp_ns: int | None = None, **meta: Any) -> Frame:
         frame = Frame(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from edge_runtime.errors import DataError, SourceError
 from edge_runtime.frames import Frame
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
@@ -63,39 +65,48 @@ class FolderSource(SourceBase):
 
     def _grab(self) -> Frame | None:
         path = self._next_path()
-        reason, image = self._read(path)
+        reason, detail, image = self._read(path)
         if reason:
-            self.count(reason)
+            self.reject(reason, detail, path=str(path))
             return None
         assert image is not None
         self._good_this_pass += 1
         self._pacer.wait()
         return self.make_frame(image, "RGB8", path=str(path))
 
-    def _read(self, path: Path):
+    def _read(self, path: Path) -> tuple[str, str, np.ndarray | None]:
+        """(reason, detail, None) for a file that cannot be replayed, else ("", "", image)."""
         try:
             if path.stat().st_size == 0:
-                log.warning("skipping empty image file %s", path)
-                return "empty", None
+                self._warn("skipping empty image file %s", path)
+                return "empty", f"empty image file {path.name}", None
             image = read_rgb(path, max_pixels=self.options.max_pixels)
         except FileNotFoundError:
-            log.warning("image file vanished before it was read: %s", path)
-            return "missing", None
+            self._warn("image file vanished before it was read: %s", path)
+            return "missing", f"image file vanished before it was read: {path.name}", None
         except DataError as exc:
             # imageio names the reason in its message; 'too large' is the pixel limit.
             reason = "huge" if "too large" in str(exc) else "missing" if "not found" in str(exc) else "corrupt"
-            log.warning("skipping %s image: %s", reason, exc)
-            return reason, None
+            self._warn("skipping %s image: %s", reason, exc)
+            return reason, str(exc), None
+        except OSError as exc:  # unreadable (permissions, I/O error): the replay goes on
+            self._warn("skipping unreadable image %s: %s", path, exc)
+            return "corrupt", f"cannot read {path.name}: {exc.strerror or exc}", None
         h, w = image.shape[:2]
         if h * w > self.options.max_pixels:
-            log.warning("skipping huge image %s (%dx%d)", path, w, h)
-            return "huge", None
+            self._warn("skipping huge image %s (%dx%d)", path, w, h)
+            return "huge", f"image too large ({w}x{h}): {path.name}", None
         if self._size is None:
             self._size = (h, w)
         elif (h, w) != self._size:
-            log.warning("skipping %s: %dx%d differs from the stream's %dx%d", path, w, h, self._size[1], self._size[0])
-            return "odd_size", None
-        return None, image
+            self._warn("skipping %s: %dx%d differs from the stream's %dx%d", path, w, h, self._size[1], self._size[0])
+            return "odd_size", f"{w}x{h} differs from the stream's {self._size[1]}x{self._size[0]}: {path.name}", None
+        return "", "", image
+
+    def _warn(self, msg: str, *args: object) -> None:
+        # Under events() the pipeline publishes a record and logs (rate-limited) each reason;
+        # a replay that loops over one bad file must not write a warning per pass.
+        log.log(logging.DEBUG if self._want_rejects else logging.WARNING, msg, *args)
 
     def _bad_summary(self) -> str:
         return ", ".join(f"{k}={self._counts[k]}" for k in ("empty", "corrupt", "huge", "odd_size", "missing"))

@@ -66,7 +66,7 @@ def simulator_producer() -> Path | None:
 
 
 class GenTLSource(SourceBase):
-    stat_keys = ("incomplete", "device_lost", "missing_features")
+    stat_keys = ("incomplete", "device_lost", "missing_features", "camera_skipped", "bad_frame")
     applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
     def __init__(self, parsed: SourceUri, options: SourceOptions, params: dict[str, str]) -> None:
@@ -79,6 +79,7 @@ class GenTLSource(SourceBase):
         self._ia: Any = None
         self._timeout_exc: type[BaseException] = TimeoutError
         self._gentl_exc: tuple[type[BaseException], ...] = ()
+        self._last_device_id: int | None = None
 
     def _open(self) -> None:
         producers = find_producers(self.target)
@@ -115,6 +116,7 @@ class GenTLSource(SourceBase):
         except self._gentl_exc as exc:
             raise SourceError(f"{self.uri}: cannot configure camera: {_first_line(exc)}") from None
         self._ia.start()
+        self._last_device_id = None  # a (re)started stream numbers its frames afresh
 
     # -- configuration -------------------------------------------------------------------
     def _feature(self, node_map: Any, name: str, requested: bool) -> Any:
@@ -221,24 +223,39 @@ class GenTLSource(SourceBase):
             return False
 
     def _take(self, buffer: Any, received_ns: int) -> Frame | None:
-        module = buffer.module
-        if hasattr(module, "is_complete") and not module.is_complete():
-            self.count("incomplete")
-            return None
-        component = buffer.payload.components[0]
-        w, h = int(component.width), int(component.height)
-        n = int(component.num_components_per_pixel)
-        data = component.data
-        shape = (h, w) if n == 1 else (h, w, n)
-        # The buffer goes back to the producer when the `with` block ends: copy now.
-        image = np.array(data[: w * h * n].reshape(shape), copy=True)
         meta: dict[str, Any] = {}
         for key, attr in (("device_frame_id", "frame_id"), ("device_timestamp_ns", "timestamp_ns")):
             try:
                 meta[key] = int(getattr(buffer, attr))
             except Exception:  # producers may not support timestamps (NotAvailableException)
                 meta[key] = None
-        return self.make_frame(image, str(component.data_format), received_ns, timestamp_domain="host_monotonic", **meta)
+        self._note_device_id(meta["device_frame_id"])
+        module = buffer.module
+        if hasattr(module, "is_complete") and not module.is_complete():
+            self.reject("incomplete", f"camera frame {meta['device_frame_id']} incomplete", received_ns, device_frame_id=meta["device_frame_id"])
+            return None
+        try:
+            component = buffer.payload.components[0]
+            w, h = int(component.width), int(component.height)
+            n = int(component.num_components_per_pixel)
+            data = component.data
+            shape = (h, w) if n == 1 else (h, w, n)
+            # The buffer goes back to the producer when the `with` block ends: copy now.
+            image = np.array(data[: w * h * n].reshape(shape), copy=True)
+            data_format = str(component.data_format)
+        except Exception as exc:  # a short/odd payload spoils this buffer, not the camera
+            self.reject("bad_frame", f"camera frame {meta['device_frame_id']} unusable payload: {_first_line(exc)}", received_ns, device_frame_id=meta["device_frame_id"])
+            return None
+        return self.make_frame(image, data_format, received_ns, timestamp_domain="host_monotonic", **meta)
+
+    def _note_device_id(self, device_id: int | None) -> None:
+        """Count frames the camera or transport dropped before we saw them (id gaps)."""
+        if device_id is None:
+            return
+        last = self._last_device_id
+        if last is not None and device_id > last + 1:
+            self.count("camera_skipped", device_id - last - 1)
+        self._last_device_id = device_id
 
     def _lost(self, why: str) -> None:
         self.count("device_lost")

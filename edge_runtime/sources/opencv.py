@@ -65,8 +65,18 @@ class OpenCVSource(SourceBase):
     def _grab(self) -> Frame | None:
         import cv2
 
-        ok, image = self._cap.read()
-        if ok and image is not None:
+        try:
+            ok, image = self._cap.read()
+        except cv2.error as exc:  # a decoder error spoils this read, not the run
+            log.warning("%s: read failed: %s", self.uri, str(exc).strip().splitlines()[-1] if str(exc).strip() else exc)
+            ok, image = False, None
+            if self.kind == "file":
+                self.count("read_failures")
+                self._failed += 1
+                if self._failed >= _FAILED_READS_LOST:
+                    raise EndOfStream from None
+                return None
+        if ok and image is not None and image.size:
             self._failed = 0
             self._pacer.wait()
             pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))

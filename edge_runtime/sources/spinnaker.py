@@ -115,7 +115,7 @@ class NodeWriter:
 
 
 class SpinnakerSource(SourceBase):
-    stat_keys = ("incomplete", "device_lost", "camera_skipped", "release_errors")
+    stat_keys = ("incomplete", "device_lost", "camera_skipped", "release_errors", "bad_frame")
     applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
     def __init__(self, parsed: SourceUri, options: SourceOptions) -> None:
@@ -279,6 +279,7 @@ class SpinnakerSource(SourceBase):
 
     def _take(self, image: Any, received_ns: int) -> Frame | None:
         ps = self._ps
+        bad = ""
         try:
             device_id = int(image.GetFrameID())
             if self._last_device_id is not None and device_id > self._last_device_id + 1:
@@ -286,21 +287,29 @@ class SpinnakerSource(SourceBase):
                 self.count("camera_skipped", device_id - self._last_device_id - 1)
             self._last_device_id = device_id
             if image.IsIncomplete():
-                self.count("incomplete")
                 status = image.GetImageStatus()
                 describe = getattr(ps, "Image_GetImageStatusDescription", None)
-                log.debug("%s: incomplete image %d dropped (status %s)", self.uri, device_id, describe(status) if describe else status)
+                text = describe(status) if describe else str(status)
+                log.debug("%s: incomplete image %d dropped (status %s)", self.uri, device_id, text)
+                self.reject("incomplete", f"camera frame {device_id} incomplete: {text}", received_ns, device_frame_id=device_id)
                 return None
-            # GetNDArray views the driver's buffer, which is reused after Release(): copy.
-            array = np.array(image.GetNDArray(), copy=True)
-            pixel_format = str(image.GetPixelFormatName())
-            device_ts = int(image.GetTimeStamp())
+            try:
+                # GetNDArray views the driver's buffer, which is reused after Release(): copy.
+                array = np.array(image.GetNDArray(), copy=True)
+                pixel_format = str(image.GetPixelFormatName())
+                device_ts = int(image.GetTimeStamp())
+            except ps.SpinnakerException as exc:
+                # This buffer only (e.g. a pixel format GetNDArray cannot map): not a lost camera.
+                bad = f"camera frame {device_id} unreadable: {_first_line(exc)}"
         finally:
             try:
                 image.Release()
             except ps.SpinnakerException as exc:
                 self.count("release_errors")
                 log.warning("%s: image Release failed: %s", self.uri, _first_line(exc))
+        if bad:
+            self.reject("bad_frame", bad, received_ns, device_frame_id=device_id)
+            return None
         return self.make_frame(
             array, pixel_format, received_ns, device_frame_id=device_id, device_timestamp_ns=device_ts, timestamp_domain="host_monotonic"
         )
