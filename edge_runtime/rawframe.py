@@ -195,3 +195,12 @@ def to_frame(rgb: np.ndarray, input_format: str, input_size_hw: Sequence[int]) -
         shrink = rgb.shape[0] >= h and rgb.shape[1] >= w
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return mosaic_frame(rgb, input_format)
+
+
+def frame_region(input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int],
+                 roi: Sequence[int] | None = None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) in frame pixels: the part of the frame the graph actually maps onto
+    the model grid (the ROI, trimmed to whole bin blocks). Training maps masks through it."""
+    plan = make_plan(input_format, input_size_hw, model_hw, roi)
+    channels = FORMATS[plan.input_format][1]
+    return plan.y0, plan.y1, plan.x0 // channels, plan.x1 // channels
