@@ -215,7 +215,8 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
         dataset = raw_frame_samples(samples, config.model, loaded.image_size, loaded.mean, loaded.std, config.augment,
                                     config.optim.seed)
         val_set = raw_frame_samples(val, config.model, loaded.image_size, loaded.mean, loaded.std) if val else None
-        log.info("raw-frame training: %s %s frames, ROI %s", *config.model.frame)
+        fmt, (fh, fw), roi = config.model.frame
+        log.info("raw-frame training: %s %dx%d frames, ROI %s", fmt, fw, fh, ",".join(map(str, roi)) if roi else "whole frame")
     else:
         dataset = with_augmentation(AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std), config.augment,
                                     config.optim.seed)

@@ -53,7 +53,7 @@ def test_the_frame_travels_from_config_to_manifest(raw_chain):
     run, merged, bundle = raw_chain
     cfg = yaml.safe_load((run / "config.yaml").read_text())["model"]
     assert (cfg["input_format"], cfg["input_size"], cfg["roi"]) == ("bayer_rg8", "256x160", [32, 8, 192, 144])
-    assert "raw-frame training: bayer_rg8 (160, 256)" in (run / "train.log").read_text()
+    assert "raw-frame training: bayer_rg8 256x160 frames, ROI 32,8,192,144" in (run / "train.log").read_text()
     assert json.loads((merged / "clipinspect_model.json").read_text())["frame"] == {
         "input_format": "bayer_rg8", "input_size": [160, 256], "roi": [32, 8, 192, 144]}
     m = load_bundle(bundle).manifest
@@ -155,3 +155,22 @@ def test_eval_refuses_attacks_on_raw_frame_runs(raw_chain, raw_data, capsys):
                  "--no-threshold"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "raw camera frames" in err[0], err
+
+
+@pytest.mark.slow
+def test_raw_frame_ddp_reaches_the_single_process_weights(raw_data, tiny_clip_dir, tmp_path):
+    """`train --nproc 2` with the frame flags: the frame module runs inside the DDP-wrapped
+    forward on every rank, and 2 gloo processes reach the single-process adapters."""
+    from tests.train.test_distributed import ATOL, _cli, _max_diff
+
+    common = ["--data", str(raw_data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--no-progress", "--device", "cpu",
+              "--input-format", "bayer_gr8", "--input-size", "160x96", "--roi", "16,0,128,96",
+              "--set", "optim.threads=1", "--set", "optim.batch_size=4", "--set", "data.max_images=8",
+              "--set", "data.val_fraction=0"]
+    single, multi = tmp_path / "single", tmp_path / "ddp"
+    assert main(["train", *common, "--out", str(single)]) == 0
+    proc = _cli("train", *common, "--out", multi, "--nproc", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "raw-frame training: bayer_gr8 160x96 frames, ROI 16,0,128,96" in (multi / "train.log").read_text()
+    for name in ("adapter_model.safetensors", "head.safetensors"):
+        assert _max_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name) <= ATOL
