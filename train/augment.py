@@ -121,5 +121,7 @@ def with_augmentation(dataset: Any, cfg: AugmentConfig, seed: int) -> Any:
 def set_epoch(dataset: Any, epoch: int) -> None:
     """Tell an augmented data set which epoch its next DataLoader serves (no-op otherwise;
     train.frame_module.RawFrameSamples augments before mosaicing and keeps its own epoch)."""
-    if isinstance(dataset, AugmentedDataset) or type(dataset).__name__ == "RawFrameSamples":
+    from train.frame_module import RawFrameSamples
+
+    if isinstance(dataset, (AugmentedDataset, RawFrameSamples)):
         dataset.epoch = int(epoch)

@@ -105,12 +105,17 @@ def test_export_flags_that_name_another_frame_are_one_line_errors(raw_chain, tmp
                  "--input-size", "256x160", "--roi", "32,8,192,144"]) == 0
 
 
-def test_masks_follow_the_frame_roi_onto_the_model_grid(tmp_path):
-    """A bright square and its mask, seen through a raw frame with an ROI: the model-size mask
-    covers the square where the graph puts it."""
+@pytest.mark.parametrize("augment", [None, {"prob": 1.0, "rotation_deg": 40.0, "scale": [1.2, 1.3], "brightness": 0.1}])
+def test_masks_follow_the_frame_roi_onto_the_model_grid(tmp_path, augment):
+    """A bright square and its mask, seen through a raw frame with an ROI (and rotated, zoomed
+    and brightened before the mosaic): the model-size mask covers the square where the graph
+    puts it."""
     import cv2
 
+    from edge_runtime.config import from_mapping
     from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
+    from train.augment import set_epoch
+    from train.config import AugmentConfig
     from train.data import AnomalyDataset, Sample
     from train.frame_module import FramePreprocess, RawFrameSamples
 
@@ -122,15 +127,23 @@ def test_masks_follow_the_frame_roi_onto_the_model_grid(tmp_path):
     cv2.imwrite(str(tmp_path / "a_mask.png"), mask)
     s = Sample(tmp_path / "a.png", 1, tmp_path / "a_mask.png", "c", "d", split="train", pixel_gt=True)
     roi = (60, 10, 200, 150)
-    ds = RawFrameSamples(AnomalyDataset([s], 64, CLIP_MEAN, CLIP_STD), "bayer_rg8", (200, 300), roi=roi)
+    aug = from_mapping(AugmentConfig, augment) if augment else None
+    ds = RawFrameSamples(AnomalyDataset([s], 64, CLIP_MEAN, CLIP_STD), "bayer_rg8", (200, 300), roi=roi, augment=aug, seed=3)
+    set_epoch(ds, 2)
     item = ds[0]
+    if aug is not None:  # a drawn augmentation, different per epoch and repeatable
+        assert ds.epoch == 2 and torch.equal(ds[0]["frames"], item["frames"])
+        set_epoch(ds, 3)
+        assert not torch.equal(ds[0]["frames"], item["frames"])
+        set_epoch(ds, 2)
     with torch.no_grad():
         x = FramePreprocess("bayer_rg8", (200, 300), (64, 64), CLIP_MEAN, CLIP_STD, roi=roi)(item["frames"][None])[0]
     grey = (x * torch.tensor(CLIP_STD).view(3, 1, 1) + torch.tensor(CLIP_MEAN).view(3, 1, 1)).mean(0).numpy()
     m = item["mask"].numpy() > 0.5
     bright = grey > 0.5
     assert m.sum() > 100 and (m & bright).sum() / (m | bright).sum() > 0.85  # the mask lies on the square
-    assert np.abs(ds.image_uint8(0).mean(axis=2) / 255.0 - grey).mean() < 0.05  # heatmap background = what the model saw
+    if aug is None:
+        assert np.abs(ds.image_uint8(0).mean(axis=2) / 255.0 - grey).mean() < 0.05  # heatmap background = what the model saw
 
 
 @pytest.mark.parametrize("extra, message", [
