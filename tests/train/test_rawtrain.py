@@ -90,6 +90,8 @@ def test_bundle_scores_an_image_file_as_the_training_side_does(raw_chain, raw_da
         x = model_input(s.image_path, bundle.manifest.preprocess)
         assert np.array_equal(x[0], frames[0].numpy())  # the same frame from both sides' readers
         assert abs(float(ort_b.infer(x).score[0]) - train_score) <= 1e-4
+    # and the bundle's own parity check (torch on the merged model vs ORT, frames from files) passes
+    assert main(["verify-bundle", "--bundle", str(bundle_dir), "--images", str(raw_data), "--max-images", "4"]) == 0
 
 
 def test_export_flags_that_name_another_frame_are_one_line_errors(raw_chain, tmp_path, capsys):
