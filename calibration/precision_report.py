@@ -25,8 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edge_runtime.errors import BundleError, DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
-from edge_runtime.preprocess import prepare
+from edge_runtime.imageio import IMAGE_SUFFIXES
 from edge_runtime.verdict import decide
 
 from calibration.labelled_csv import read_labelled_csv
@@ -245,7 +244,9 @@ def precision_report(
         idx = np.linspace(0, len(items) - 1, max_images).round().astype(int)
         items = [items[i] for i in sorted(set(idx))]
     pre = bundle.manifest.preprocess
-    batch = [prepare(read_rgb(it.path), pre.image_size, color_order=pre.color_order, method=pre.resize)[None] for it in items]
+    from edge_runtime.file_input import image_input  # the raw frame for raw-frame bundles
+
+    batch = [image_input(it.path, pre)[None] for it in items]
     feeds = list(bundle_feeds(bundle, batch))
     labels = [it.label for it in items]
     threshold = float(bundle.manifest.threshold.value)

@@ -27,7 +27,7 @@ import numpy as np
 from edge_runtime.bundle import MANIFEST, Bundle, Manifest, Threshold, load_bundle, sha256_file, with_file, write_manifest
 from edge_runtime.digest import image_set_sha256
 from edge_runtime.errors import BundleError, ConfigError, DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.imageio import IMAGE_SUFFIXES
 from edge_runtime.thresholds import FrrThreshold, frr_threshold
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ def find_images(folder: str | Path) -> list[Path]:
 
 
 def score_images(bundle: Bundle, backend: Any, paths: Sequence[Path], batch_size: int = 8) -> np.ndarray:
-    """Image scores of `paths` through `backend`, preprocessed as `run` does."""
+    """Image scores of `paths` through `backend`, preprocessed as `run` does: each file becomes
+    the camera image a station with this bundle sees (the raw frame for raw-frame bundles,
+    edge_runtime.file_input.image_frame) and goes through the run's own preprocessor."""
+    from edge_runtime.file_input import image_frame
     from edge_runtime.frames import Frame
     from edge_runtime.pipeline import make_preprocessor
 
@@ -57,7 +60,10 @@ def score_images(bundle: Bundle, backend: Any, paths: Sequence[Path], batch_size
     out = np.zeros(len(paths), np.float64)
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
-        items = [preprocess(Frame(read_rgb(p), 0, start + i, "enroll", {"pixel_format": "RGB8"})) for i, p in enumerate(chunk)]
+        items = []
+        for i, p in enumerate(chunk):
+            pixels, fmt = image_frame(p, bundle.manifest.preprocess)
+            items.append(preprocess(Frame(pixels, 0, start + i, "enroll", {"pixel_format": fmt})))
         while len(items) < batch and isinstance(first, int):  # a static batch is padded, the padding discarded
             items.append(items[-1])
         scores = np.asarray(backend.infer(np.stack(items)).score, np.float64).reshape(-1)
@@ -230,7 +236,7 @@ def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str |
     if options.input_profile:
         from edge_runtime.input_alarm import profile_from_images, save_profile
 
-        profile = profile_from_images(images)
+        profile = profile_from_images(images, preprocess=bundle.manifest.preprocess)
         bank_steps.append(EnrollStep("input_profile", lambda c, st, m: save_profile(st.root, m, profile)))
     hashes = [sha256_file(p) for p in scored]
     ctx = EnrollContext(bundle, backend, dict(info), list(scored), hashes, scores, options)

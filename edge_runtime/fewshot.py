@@ -29,8 +29,7 @@ import numpy as np
 
 from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file, write_manifest
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
-from edge_runtime.preprocess import normalize, prepare
+from edge_runtime.imageio import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +72,11 @@ def draw_shots(images: Sequence[Path], shots: int, seed: int = 0) -> list[Path]:
 
 
 def model_input(bundle: Bundle, path: str | Path) -> np.ndarray:
-    """One image file as the bundle's `image` input [1, ...] (the device's own preprocessing)."""
-    pre = bundle.manifest.preprocess
-    rgb = prepare(read_rgb(path), tuple(pre.image_size), color_order=pre.color_order, method=pre.resize)[None]
-    if pre.input_layout == "NCHW_float32":
-        return normalize(rgb, pre.mean, pre.std)
-    return np.ascontiguousarray(rgb)
+    """One image file as the bundle's `image` input [1, ...] (the device's own preprocessing;
+    the camera's raw frame for raw-frame bundles): edge_runtime.file_input."""
+    from edge_runtime.file_input import model_input as file_model_input
+
+    return file_model_input(path, bundle.manifest.preprocess)
 
 
 def build_bank(backend: Any, bundle: Bundle, images: Sequence[str | Path], shots: int | None = None) -> np.ndarray:
@@ -209,7 +207,7 @@ def _enrol(args: argparse.Namespace) -> int:
         bank, chosen, _ = enrol_shots(backend, bundle, images, args.shots, args.seed)
     finally:
         backend.close()
-    profile = None if args.no_input_profile else profile_from_images(images)
+    profile = None if args.no_input_profile else profile_from_images(images, preprocess=bundle.manifest.preprocess)
 
     def edit(root: Path, manifest: Manifest) -> Manifest:
         manifest = save_bank(root, manifest, bank, chosen)

@@ -209,15 +209,23 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / (float(np.linalg.norm(v)) + 1e-12)
 
 
-def profile_from_images(paths: Sequence[str | Path], target_side: int = 320, tolerance_sd: float = 3.0) -> InputProfile:
-    """The profile of good image files (read as RGB, like the enrolment images)."""
+def profile_from_images(paths: Sequence[str | Path], target_side: int = 320, tolerance_sd: float = 3.0,
+                        preprocess: Any = None) -> InputProfile:
+    """The profile of good image files. With the bundle's `preprocess` spec each file is
+    measured as the camera image the station sees (edge_runtime.file_input.image_frame: the
+    raw Bayer/mono frame at the frame size for raw-frame bundles); without it, as RGB."""
     from edge_runtime.imageio import read_rgb
 
     stats, thumbs, shape = [], [], ()
     for p in paths:
-        rgb = read_rgb(p)
-        shape = shape or rgb.shape
-        st, thumb = _measure(rgb, "RGB8", target_side)
+        if preprocess is not None:
+            from edge_runtime.file_input import image_frame
+
+            image, fmt = image_frame(p, preprocess)
+        else:
+            image, fmt = read_rgb(p), "RGB8"
+        shape = shape or image.shape
+        st, thumb = _measure(image, fmt, target_side)
         stats.append(st)
         thumbs.append(thumb)
     return make_profile(stats, target_side, tolerance_sd, tuple(shape), thumbs)
@@ -380,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge_runtime.fewshot import list_good_images, write_bundle_copy
 
         bundle = load_bundle(args.bundle)
-        profile = profile_from_images(list_good_images(args.images), tolerance_sd=args.tolerance_sd)
+        profile = profile_from_images(list_good_images(args.images), tolerance_sd=args.tolerance_sd,
+                                      preprocess=bundle.manifest.preprocess)
         out = write_bundle_copy(bundle, args.out, lambda root, m: save_profile(root, m, profile), overwrite=args.force)
     except ClipInspectError as exc:
         print(f"input_alarm: error: {exc}", file=sys.stderr)

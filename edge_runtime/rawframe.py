@@ -188,10 +188,25 @@ def to_frame(rgb: np.ndarray, input_format: str, input_size_hw: Sequence[int]) -
     """An image file's RGB pixels as the raw frame a raw-frame bundle takes: resized to the
     camera's frame size (area when shrinking, linear when enlarging), then mosaiced. Used by
     training's data loader and by parity checks on image folders."""
+    return mosaic_frame(resize_to_frame(rgb, input_size_hw), input_format)
+
+
+def resize_to_frame(rgb: np.ndarray, input_size_hw: Sequence[int]) -> np.ndarray:
+    """An image resized to the camera's frame size (area when shrinking, linear when
+    enlarging): the scene before the sensor's mosaic (training augments it here)."""
     import cv2
 
     h, w = int(input_size_hw[0]), int(input_size_hw[1])
     if rgb.shape[:2] != (h, w):
         shrink = rgb.shape[0] >= h and rgb.shape[1] >= w
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return mosaic_frame(rgb, input_format)
+    return rgb
+
+
+def frame_region(input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int],
+                 roi: Sequence[int] | None = None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) in frame pixels: the part of the frame the graph actually maps onto
+    the model grid (the ROI, trimmed to whole bin blocks). Training maps masks through it."""
+    plan = make_plan(input_format, input_size_hw, model_hw, roi)
+    channels = FORMATS[plan.input_format][1]
+    return plan.y0, plan.y1, plan.x0 // channels, plan.x1 // channels

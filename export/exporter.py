@@ -41,8 +41,9 @@ def export_bundle(
         raise DataError(f"merged model folder not found: {merged_dir}")
     import torch
 
-    from train.merged import load_merged
+    from train.merged import load_merged, read_merged_info
 
+    options = frame_from_run(options, read_merged_info(merged_dir), merged_dir)  # before the slow load
     model, info = load_merged(merged_dir)
     model = model.to("cpu", torch.float32).eval()
     thr = _threshold(info, threshold, merged_dir)
@@ -96,6 +97,31 @@ def export_bundle(
         if options.bank_shots:
             manifest = replace(manifest, fewshot=fewshot_spec(result, options.bank_shots))
         return writer.commit(manifest)
+
+
+def frame_from_run(options: ExportOptions, info: object, merged_dir: Path) -> ExportOptions:
+    """A model trained on raw frames (its run's model.input_format, carried by merge) exports
+    for that frame: the flags default to it, and flags that name another frame are refused
+    (the model learned that sensor layout, ROI and scale). A model trained on RGB images may
+    still be exported for any frame, as before."""
+    frame = dict(getattr(info, "frame", None) or {})
+    if not frame:
+        return options
+    trained = (str(frame["input_format"]), tuple(int(v) for v in frame["input_size"]),
+               tuple(int(v) for v in frame["roi"]) if frame.get("roi") is not None else None)
+    if not options.raw_frame and options.roi is None:
+        log.info("raw-frame model: exporting for its training frame %s %dx%d, ROI %s", trained[0], trained[1][1],
+                 trained[1][0], trained[2])
+        return replace(options, input_format=trained[0], input_size=trained[1], roi=trained[2])
+    given = (options.input_format, tuple(options.input_size or ()), tuple(options.roi) if options.roi else None)
+    if given != trained:
+        def fmt(f: tuple) -> str:
+            size = f"{f[1][1]}x{f[1][0]}" if len(f[1]) == 2 else "?"
+            return f"--input-format {f[0]} --input-size {size}" + (f" --roi {','.join(map(str, f[2]))}" if f[2] else "")
+
+        raise ConfigError(f"{merged_dir} was trained on {fmt(trained)} frames, the flags ask for {fmt(given)}; "
+                          "drop the flags (they default to the run's) or train a run for that frame")
+    return options
 
 
 def fewshot_spec(result: object, max_shots: int) -> FewShotSpec:

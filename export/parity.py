@@ -1,7 +1,7 @@
 """Parity: does the exported graph compute what the merged model computes, on real images?
 
 Both sides read the same image files through the device's own code
-(edge_runtime.imageio.read_rgb + preprocess.prepare), then the reference (torch, merged
+(edge_runtime.file_input: preprocess.prepare, or the raw frame for raw-frame bundles), then the reference (torch, merged
 model) and the candidate (ONNX Runtime CPU on the bundle's ONNX file) run on identical
 inputs. We report the largest score and map differences and whether the OK/NG verdicts
 at the bundle threshold agree. Tolerances follow DESIGN §5: FP32 1e-4, FP16 1e-2.
@@ -20,8 +20,8 @@ import numpy as np
 from edge_runtime.backends.base import Backend, Outputs
 from edge_runtime.bundle import Bundle, PreprocessSpec
 from edge_runtime.errors import BackendUnavailable, CheckFailed, DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
-from edge_runtime.preprocess import normalize, prepare
+from edge_runtime.imageio import IMAGE_SUFFIXES
+from edge_runtime.file_input import image_input, to_model_input  # noqa: F401 - to_model_input is re-exported
 from edge_runtime.verdict import decide
 
 log = logging.getLogger(__name__)
@@ -52,20 +52,9 @@ def list_images(folder: str | Path, max_images: int | None = None) -> list[Path]
 
 
 def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
-    """An image file as the model-size uint8 HxWx3 the device would compute for it (for a
-    raw-frame bundle: as the raw frame its camera would deliver, edge_runtime.rawframe.to_frame)."""
-    if pre.input_layout == "frame_uint8":
-        from edge_runtime.rawframe import to_frame
-
-        return to_frame(read_rgb(path), pre.input_format, pre.input_size)  # type: ignore[arg-type]
-    return prepare(read_rgb(path), tuple(pre.image_size), color_order=pre.color_order, method=pre.resize)
-
-
-def to_model_input(batch_u8: np.ndarray, pre: PreprocessSpec) -> np.ndarray:
-    """uint8 NHWC batch -> what the bundle's `image` input wants."""
-    if pre.input_layout == "NCHW_float32":
-        return normalize(batch_u8, pre.mean, pre.std)
-    return np.ascontiguousarray(batch_u8)
+    """An image file as the uint8 item the device would compute for it (model-size HxWx3, or
+    for a raw-frame bundle the frame its camera would deliver): edge_runtime.file_input."""
+    return image_input(path, pre)
 
 
 class OrtCpuRunner:

@@ -119,6 +119,9 @@ def with_augmentation(dataset: Any, cfg: AugmentConfig, seed: int) -> Any:
 
 
 def set_epoch(dataset: Any, epoch: int) -> None:
-    """Tell an augmented data set which epoch its next DataLoader serves (no-op otherwise)."""
-    if isinstance(dataset, AugmentedDataset):
+    """Tell an augmented data set which epoch its next DataLoader serves (no-op otherwise;
+    train.frame_module.RawFrameSamples augments before mosaicing and keeps its own epoch)."""
+    from train.frame_module import RawFrameSamples
+
+    if isinstance(dataset, (AugmentedDataset, RawFrameSamples)):
         dataset.epoch = int(epoch)

@@ -52,14 +52,43 @@ class ModelConfig:
     # input side in pixels; None = the CLIP's own. Above it (336/448/518 as AnomalyCLIP), the
     # position embedding is interpolated once at load (train.clip_loading.resize_position_embedding)
     image_size: int | None = None
+    # Raw-frame training (train/frame_module.py): the model learns on the camera's uint8 frame
+    # through the same FramePreprocess the exported graph runs. None = model-size RGB images.
+    input_format: str | None = None  # rgb8, bgr8, bayer_rg8, bayer_bg8, bayer_gr8, bayer_gb8, mono8
+    input_size: str | tuple[int, int] | None = None  # the frame, "WxH" or [W, H] (e.g. 4096x2160)
+    roi: tuple[int, int, int, int] | None = None  # [x, y, width, height] in frame pixels; None = whole frame
 
     def __post_init__(self) -> None:
+        self._check_frame()
         if self.image_size is not None and self.image_size < 1:
             raise ConfigError("model.image_size must be >= 1 (pixels), or null for the CLIP's own size")
         if self.n_ctx < 0:
             raise ConfigError("model.n_ctx must be >= 0")
         if self.feature_layers is not None and (not self.feature_layers or min(self.feature_layers) < 1):
             raise ConfigError("model.feature_layers must list 1-based layer numbers")
+
+    def _check_frame(self) -> None:
+        from edge_runtime.rawframe import check_format, check_roi, parse_size
+
+        if (self.input_format is None) != (self.input_size is None):
+            raise ConfigError("model.input_format and model.input_size go together (the frame as the camera delivers it)")
+        if self.roi is not None and self.input_format is None:
+            raise ConfigError("model.roi needs model.input_format/model.input_size (it crops the raw frame)")
+        if self.input_format is not None:
+            try:
+                check_format(self.input_format)
+                check_roi(self.input_format, parse_size(self.input_size), self.roi)  # type: ignore[arg-type]
+            except ConfigError as exc:
+                raise ConfigError(f"model: {exc}") from None
+
+    @property
+    def frame(self) -> tuple[str, tuple[int, int], tuple[int, int, int, int] | None] | None:
+        """(input format, frame (height, width), ROI) for raw-frame training; None for RGB."""
+        if self.input_format is None:
+            return None
+        from edge_runtime.rawframe import parse_size
+
+        return self.input_format, parse_size(self.input_size), self.roi  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -173,3 +202,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.input_format is not None and self.adversarial.fraction > 0:
+            raise ConfigError("adversarial.fraction > 0 with model.input_format: FGSM perturbs the model-size RGB image, "
+                              "a raw-frame run trains on uint8 camera frames; use augment.* (applied before the mosaic)")

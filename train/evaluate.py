@@ -103,6 +103,8 @@ def predict(model: Any, dataset: AnomalyDataset, options: EvalOptions, progress:
     import torch
     from tqdm import tqdm
 
+    from train.frame_module import batch_input
+
     sigma = default_sigma(dataset.image_size) if options.sigma is None else options.sigma
     n = len(dataset)
     h, w = dataset.image_size
@@ -117,7 +119,7 @@ def predict(model: Any, dataset: AnomalyDataset, options: EvalOptions, progress:
         text = model.text_embeddings()
         for batch in tqdm(_loader(dataset, options.batch_size), desc="eval", unit="batch", disable=not progress):
             idx = batch["index"].numpy()
-            out = model(batch["pixel_values"].to(options.device), text)
+            out = model(batch_input(batch).to(options.device), text)
             scores[idx] = out.score.float().cpu().numpy()
             grid = out.anomaly_map.float().cpu().numpy()
             for j, i in enumerate(idx):
@@ -449,10 +451,12 @@ def evaluate(
     data_name: str = "",
     progress: bool = True,
     held_out: Sequence[str] = (),
+    model_config: Any = None,
 ) -> EvalResult:
     """Run the model over `samples` and compute everything eval reports (no threshold: that
-    comes from the validation images, `choose_threshold`)."""
-    dataset = AnomalyDataset(samples, image_size, mean, std)
+    comes from the validation images, `choose_threshold`). For a raw-frame run pass its
+    `model_config` and the RawFrameModel: images are fed as its camera's frames."""
+    dataset = eval_dataset(samples, image_size, mean, std, model_config)
     pred = predict(model, dataset, options, progress)
     per_cat = metrics_by_category(samples, pred, options.fpr_limit)
     result = EvalResult(per_cat, mean_metrics(per_cat), None)
@@ -482,6 +486,31 @@ def evaluate(
     if heatmap_dir is not None and options.heatmaps:
         result.heatmaps = save_heatmaps(heatmap_dir, dataset, pred, pick_heatmap_indices(samples, options.heatmaps))
     return result
+
+
+def eval_dataset(samples: Sequence[Sample], image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                 model_config: Any = None) -> Any:
+    """AnomalyDataset, or for a raw-frame run (model_config.frame) the same images as its
+    camera's frames (train.frame_module.RawFrameSamples), as training saw them."""
+    if model_config is None or model_config.frame is None:
+        return AnomalyDataset(samples, image_size, mean, std)
+    from train.frame_module import raw_frame_samples
+
+    return raw_frame_samples(samples, model_config, image_size, mean, std)
+
+
+def raw_frame_options(options: EvalOptions, model_config: Any) -> EvalOptions:
+    """Eval options for a raw-frame run: the map covers the frame's ROI, not the whole image,
+    so pixel metrics are taken at the model size on masks mapped through the same ROI/resize;
+    the FGSM/PGD attacks perturb model-size RGB images and are refused."""
+    if model_config.frame is None:
+        return options
+    if options.fgsm_eps is not None:
+        raise ConfigError("--fgsm/--pgd-steps perturb model-size RGB images; this run trains on raw camera frames "
+                          f"({model_config.input_format} {model_config.input_size})")
+    if options.pixel_resolution == "original":
+        log.info("raw-frame run: pixel metrics at the model size, on masks mapped through the frame's ROI")
+    return replace(options, pixel_resolution="model")
 
 
 def _nanmean(values: list[float]) -> float:
@@ -568,13 +597,17 @@ def evaluate_run(
         raise DataError(f"no {report} images in {data} for run {run} (split plan: val {len(roles['val'])}, "
                         f"test {len(roles['test'])})")
     check_not_trained_on(run, roles)
+    options = raw_frame_options(options, config.model)
     model, info = load_run_model(run, ep, device=options.device)
+    from train.frame_module import raw_frame_model
+
+    model = raw_frame_model(model, config.model, info.image_size, info.mean, info.std)
     log.info("eval: run %s epoch %d on %s: %d val, %d test images, device %s, fp32", run, info.epoch, data,
              len(roles["val"]), len(roles["test"]), options.device)
     out_dir = run / "eval"
     doc = None
     if roles["val"]:
-        val_pred = predict(model, AnomalyDataset(roles["val"], info.image_size, info.mean, info.std),
+        val_pred = predict(model, eval_dataset(roles["val"], info.image_size, info.mean, info.std, config.model),
                            replace(options, pixel_resolution="model"), progress)
         what = f"the validation split of {Path(data).resolve()}"
         doc = (choose_threshold(roles["val"], val_pred.scores, what) if target_frr is None
@@ -586,7 +619,7 @@ def evaluate_run(
     reported = roles[report]
     result = evaluate(model, reported, info.image_size, info.mean, info.std, options,
                       heatmap_dir=out_dir / "heatmaps", data_name=str(Path(data).resolve()), progress=progress,
-                      held_out=info.config.data.holdout)
+                      held_out=info.config.data.holdout, model_config=config.model)
     if doc is not None:
         rec = read_run_record(run)
         frr, far = error_rates(np.array([s.label for s in reported]), result.scores, doc["value"])

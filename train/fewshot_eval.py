@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_runtime.errors import DataError
+from edge_runtime.errors import ConfigError, DataError
 from edge_runtime.fewshot import bank_from_features
 from edge_runtime.preprocess import upsample_map
 from train.data import AnomalyDataset, Sample
@@ -167,6 +167,9 @@ def evaluate_run_fewshot(run_dir: Any, data: Any, shots: int, *, categories: Seq
 
     run = Path(run_dir)
     config = read_run_config(run)
+    if config.model.frame is not None:
+        raise ConfigError("eval --shots is not wired for raw-frame runs yet (the bank would have to be built from frames); "
+                          "'clipinspect enroll --shots K' on the exported raw-frame bundle builds it from camera frames")
     samples = eval_roles(run, config, data, categories, unseen)[report]
     if not samples:
         raise DataError(f"few-shot eval: no {report} images in {data} for run {run}")

@@ -53,6 +53,9 @@ class MergedInfo:
     # and the training data's digests (RUN/run.json): carried on into the bundle manifest.
     threshold_lineage: Mapping[str, Any] = field(default_factory=dict)
     lineage: Mapping[str, Any] = field(default_factory=dict)
+    # Raw-frame runs: the camera frame the model was trained on ({input_format, input_size
+    # [height, width], roi [x, y, width, height] or null}); export takes it as its defaults.
+    frame: Mapping[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(prompts=self.prompts, n_ctx=self.n_ctx, feature_layers=self.feature_layers,
@@ -82,6 +85,7 @@ def save_merged(
     epoch: int | None = None,
     threshold_lineage: Mapping[str, Any] | None = None,
     lineage: Mapping[str, Any] | None = None,
+    frame: Mapping[str, Any] | None = None,
 ) -> MergedInfo:
     """Merge LoRA into `model.clip` IN PLACE (the model keeps working, without adapters) and
     write the merged folder. `model_id` is `<name>-<8 hex of the weights' sha256>`."""
@@ -125,6 +129,7 @@ def save_merged(
         epoch=epoch,
         threshold_lineage=dict(threshold_lineage or {}),
         lineage=dict(lineage or {}),
+        frame=dict(frame or {}),
     )
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}
     (out / MODEL_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -202,4 +207,12 @@ def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedI
     return save_merged(model, out_dir, clip_source=run.clip_source, mean=run.mean, std=run.std, name=run.name,
                        threshold=value, threshold_method=method, source_run=str(Path(run_dir).resolve()),
                        epoch=run.epoch, threshold_lineage={k: doc[k] for k in keys if doc and k in doc},
-                       lineage=lineage)
+                       lineage=lineage, frame=run_frame(run.config))
+
+
+def run_frame(config: Any) -> dict[str, Any]:
+    """The merged model's `frame` record for a run config ({} for model-size RGB runs)."""
+    if config.model.frame is None:
+        return {}
+    fmt, size_hw, roi = config.model.frame
+    return {"input_format": fmt, "input_size": list(size_hw), "roi": list(roi) if roi is not None else None}

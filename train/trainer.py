@@ -203,6 +203,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     from train.adversarial import fgsm_batch
     from train.augment import set_epoch, with_augmentation
     from train.data import AnomalyDataset
+    from train.frame_module import batch_input, raw_frame_model, raw_frame_samples
     from train.losses import anomaly_loss
     from train.model import log_parameters
 
@@ -210,13 +211,21 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     model, loaded = build_run_model(config)
     trainable_line = log_parameters(model)
     model.to(device)
-    dataset = with_augmentation(AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std), config.augment,
-                                config.optim.seed)
-    val_set = AnomalyDataset(val, loaded.image_size, loaded.mean, loaded.std) if val else None
+    if config.model.frame is not None:  # raw-frame run: the graph's own preprocessing is in the trained forward
+        dataset = raw_frame_samples(samples, config.model, loaded.image_size, loaded.mean, loaded.std, config.augment,
+                                    config.optim.seed)
+        val_set = raw_frame_samples(val, config.model, loaded.image_size, loaded.mean, loaded.std) if val else None
+        fmt, (fh, fw), roi = config.model.frame
+        log.info("raw-frame training: %s %dx%d frames, ROI %s", fmt, fw, fh, ",".join(map(str, roi)) if roi else "whole frame")
+    else:
+        dataset = with_augmentation(AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std), config.augment,
+                                    config.optim.seed)
+        val_set = AnomalyDataset(val, loaded.image_size, loaded.mean, loaded.std) if val else None
+    net = raw_frame_model(model, config.model, loaded.image_size, loaded.mean, loaded.std)  # `model` itself for RGB
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     use_amp = bool(config.optim.amp and device.startswith("cuda"))
-    forward = distributed.training_forward(model, ctx, device)  # DDP-wrapped when under torchrun
+    forward = distributed.training_forward(net, ctx, device)  # DDP-wrapped when under torchrun
     batch_size = distributed.local_batch_size(config.optim.batch_size, ctx)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if done:
@@ -243,7 +252,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", disable=not progress,
                    leave=False)
         for batch in bar:
-            pix = batch["pixel_values"].to(device, non_blocking=True)
+            pix = batch_input(batch).to(device, non_blocking=True)
             labels = batch["label"].to(device)
             masks = batch["mask"].to(device)
             has_mask = batch["has_mask"].to(device)
@@ -276,7 +285,7 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
         if val_set is not None:  # picks the best epoch (run_state.best_epoch); test is never looked at
             from train.validation import validate
 
-            record.update(validate(model, val_set, config, device, config.optim.batch_size))
+            record.update(validate(net, val_set, config, device, config.optim.batch_size))
         folder = epoch_dir(run, epoch)
         save_adapters(model, folder)
         torch.save({"optimizer": optim.state_dict(), "scaler": scaler.state_dict() if use_amp else {}},

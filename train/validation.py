@@ -15,6 +15,7 @@ def validate(model: Any, dataset: Any, config: Any, device: str, batch_size: int
     the image AUROC when the validation images hold both classes, else minus the loss."""
     import torch
 
+    from train.frame_module import batch_input
     from train.losses import anomaly_loss
     from train.metrics import auroc
 
@@ -29,7 +30,7 @@ def validate(model: Any, dataset: Any, config: Any, device: str, batch_size: int
             text = model.text_embeddings()
             for batch in loader:
                 idx = batch["index"].numpy()
-                out = model(batch["pixel_values"].to(device), text)
+                out = model(batch_input(batch).to(device), text)
                 parts = anomaly_loss(out.global_logits, out.patch_logits, batch["label"].to(device), batch["mask"].to(device),
                                      batch["has_mask"].to(device), config.loss)
                 total += float(parts.total) * len(idx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edge_runtime.cli import Command
+from edge_runtime.rawframe import INPUT_FORMATS
 
 
 def _csv(text: str) -> list[str]:
@@ -26,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="train at PX x PX (model.image_size), e.g. 336/448/518: above the CLIP's own size the "
                         "position embedding is interpolated once at load; must be a multiple of the patch size")
+    p.add_argument("--input-format", choices=INPUT_FORMATS,
+                   help="train on the camera's raw uint8 frames in this format (model.input_format), through the same "
+                        "ROI/demosaic/resize module the exported graph runs; export then takes the same frame")
+    p.add_argument("--input-size", metavar="WxH", help="the frame as the camera delivers it, e.g. 4096x2160 (model.input_size)")
+    p.add_argument("--roi", metavar="X,Y,W,H", help="the part of the frame the model sees, in frame pixels (model.roi)")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N local processes with DDP (one per GPU; gloo on CPU) by launching torchrun; "
                         "optim.batch_size stays the global batch")
@@ -49,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.image_size is not None:
         overrides.append(f"model.image_size={args.image_size}")
+    if args.input_format is not None:
+        overrides.append(f"model.input_format={args.input_format}")
+    if args.input_size is not None:
+        overrides.append(f"model.input_size={args.input_size}")
+    if args.roi is not None:
+        overrides.append(f"model.roi=[{args.roi}]")
     config = resolve_config(args.config, overrides, clip=args.clip, epochs=args.epochs,
                             categories=args.categories, holdout=args.holdout, device=args.device, base=base)
     if args.nproc is not None:
