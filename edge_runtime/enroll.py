@@ -13,18 +13,15 @@ re-hashed, so a half-written enrollment never looks like a bundle.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.bundle import MANIFEST, Bundle, Manifest, Threshold, load_bundle, sha256_file, with_file, write_manifest
+from edge_runtime.bundle import Bundle, Manifest, Threshold, load_bundle, sha256_file
+from edge_runtime.bundle_stage import StagedBundle
 from edge_runtime.digest import image_set_sha256
 from edge_runtime.errors import BundleError, ConfigError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES
@@ -87,60 +84,6 @@ class EnrollContext:
     @property
     def images_sha256(self) -> str:
         return image_set_sha256(self.image_sha256)
-
-
-class StagedBundle:
-    """A copy of a bundle's listed files in a staging folder next to `out`; `commit` hashes
-    every file into the manifest and renames the folder into place."""
-
-    def __init__(self, src: Bundle, out: Path, overwrite: bool = False) -> None:
-        self.out = Path(out).absolute()
-        if self.out == Path(src.root).absolute():
-            raise ConfigError("--out must be a new folder, not the bundle being enrolled (the original stays as it was)")
-        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not overwrite)):
-            raise BundleError(f"output {self.out} already exists; pass --force to replace it")
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.root = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.staging-"))
-        except OSError as exc:
-            raise BundleError(f"cannot write {self.out}: {exc.strerror or exc}") from None
-        # Only the files the manifest lists: a signature over the old manifest would not
-        # match the new one and is left behind on purpose.
-        for name in src.manifest.files:
-            dst = self.root / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src.root / name, dst)
-        self._done = False
-
-    def path(self, name: str) -> Path:
-        if Path(name).is_absolute() or ".." in Path(name).parts or name == MANIFEST:
-            raise BundleError(f"bad bundle file name {name!r}")
-        p = self.root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def commit(self, manifest: Manifest) -> Bundle:
-        manifest = replace(manifest, files={})
-        for name in sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()):
-            manifest = with_file(manifest, self.root, name)
-        write_manifest(self.root, manifest)
-        old = None
-        if self.out.exists():
-            old = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.old-"))
-            os.rmdir(old)
-            os.replace(self.out, old)
-        os.replace(self.root, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self._done = True
-        return load_bundle(self.out)
-
-    def __enter__(self) -> "StagedBundle":
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if not self._done:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file, write_manifest
+from edge_runtime.bundle_stage import replace_file, write_bundle_copy  # noqa: F401 - write_bundle_copy re-exported
+from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES
 
@@ -136,42 +134,6 @@ def save_bank(root: str | Path, manifest: Manifest, bank: np.ndarray, images: Se
                   images=tuple(Path(p).name for p in images),
                   enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return with_file(replace(manifest, fewshot=new), root, BANK_FILE)
-
-
-def write_bundle_copy(bundle: Bundle, out_dir: str | Path, edit: Any, overwrite: bool = False) -> Bundle:
-    """Copy `bundle` to `out_dir` via a staging folder, let `edit(staging, manifest) ->
-    manifest` add files, write the manifest and rename into place (all or nothing)."""
-    out = Path(out_dir).absolute()
-    if out.resolve() == bundle.root.resolve():
-        raise ConfigError("--out must be a new folder, not the input bundle")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
-    try:
-        shutil.copytree(bundle.root, staging, dirs_exist_ok=True, copy_function=_link_or_copy)
-        write_manifest(staging, edit(staging, bundle.manifest))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return load_bundle(out)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard link (a bundle's model is hundreds of MB; a Jetson's disk is small), else copy.
-    Files in the copy are only ever replaced (new inode), never written in place."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def replace_file(path: Path) -> Path:
-    """Unlink `path` before it is rewritten: it may be a hard link into the source bundle."""
-    path.unlink(missing_ok=True)
-    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import threading
 
 import numpy as np
 
@@ -247,7 +246,7 @@ def load_profile(path: str | Path) -> InputProfile:
 def save_profile(root: str | Path, manifest: Any, profile: InputProfile) -> Any:
     """Write input_profile.json into bundle folder `root`; return the manifest recording it."""
     from edge_runtime.bundle import with_file
-    from edge_runtime.fewshot import replace_file
+    from edge_runtime.bundle_stage import replace_file
 
     replace_file(Path(root) / PROFILE_FILE).write_text(profile.to_json(), encoding="utf-8")
     return with_file(replace(manifest, input_profile=PROFILE_FILE), root, PROFILE_FILE)
@@ -385,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         from edge_runtime.bundle import load_bundle
-        from edge_runtime.fewshot import list_good_images, write_bundle_copy
+        from edge_runtime.bundle_stage import write_bundle_copy
+        from edge_runtime.fewshot import list_good_images
 
         bundle = load_bundle(args.bundle)
         profile = profile_from_images(list_good_images(args.images), tolerance_sd=args.tolerance_sd,
