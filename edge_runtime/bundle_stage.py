@@ -1,9 +1,10 @@
 """Writing a changed copy of a bundle on the device (enroll, few-shot bank, input profile):
 stage next to the output, add or replace files, hash them all into the manifest, rename into
-place. The desktop's export has its own writer (export/bundle_writer.py) for new bundles."""
+place. The desktop's export writes new bundles through the same BundleStage."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -13,6 +14,8 @@ from types import TracebackType
 
 from edge_runtime.bundle import MANIFEST, Bundle, Manifest, load_bundle, with_file, write_manifest
 from edge_runtime.errors import BundleError, ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
@@ -29,65 +32,88 @@ def replace_file(path: Path) -> Path:
     return path
 
 
-class StagedBundle:
-    """A copy of a bundle's listed files in a staging folder next to `out` (hard links where
-    the file system allows: a model is hundreds of MB, a Jetson's disk is small); files are
-    only ever replaced through `path()`, never written in place, so the source stays intact.
-    `commit` hashes every file into the manifest and renames the folder into place: all or
-    nothing. A signature over the old manifest is left behind on purpose (sign again)."""
+class BundleStage:
+    """Stage files for a bundle next to `out_dir`, then `commit(manifest)` hashes every staged
+    file into the manifest, writes it and swaps the folder into place: all or nothing.
 
-    def __init__(self, src: Bundle, out: Path, overwrite: bool = False) -> None:
-        self.out = Path(out).absolute()
-        if self.out == Path(src.root).absolute():
-            raise ConfigError("--out must be a new folder, not the bundle being changed (the original stays as it was)")
-        if self.out.exists() and (not self.out.is_dir() or (any(self.out.iterdir()) and not overwrite)):
-            raise BundleError(f"output {self.out} already exists; pass --force to replace it")
+    with BundleStage(out, overwrite=args.force) as w:
+        export_to(w.path("model.onnx")); save(w.path("text_embeddings.npy"))
+        bundle = w.commit(manifest)
+    """
+
+    def __init__(self, out_dir: str | Path, *, overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir).absolute()
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise BundleError(f"bundle output {self.out_dir} exists and is not a folder")
+        if self.out_dir.is_dir() and any(self.out_dir.iterdir()) and not overwrite:
+            raise BundleError(f"bundle output {self.out_dir} already exists and is not empty; pass --force to replace it")
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.root = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.staging-"))
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.staging-"))
         except OSError as exc:
-            raise BundleError(f"cannot write {self.out}: {exc.strerror or exc}") from None
-        # Only the files the manifest lists: a signature over the old manifest would not
-        # match the new one and is left behind on purpose.
-        for name in src.manifest.files:
-            dst = self.root / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(src.root / name, dst)
-        self._done = False
+            raise BundleError(f"cannot write bundle to {self.out_dir}: {exc.strerror or exc}") from None
+        self._committed = False
 
     def path(self, name: str) -> Path:
+        """Where to write bundle file `name` (replaced, never written in place)."""
         if Path(name).is_absolute() or ".." in Path(name).parts or name == MANIFEST:
             raise BundleError(f"bad bundle file name {name!r}")
-        p = self.root / name
+        p = self.staging / name
         p.parent.mkdir(parents=True, exist_ok=True)
         return replace_file(p)
 
     def commit(self, manifest: Manifest) -> Bundle:
+        """Hash every staged file into the manifest, write it, move the folder into place,
+        and re-load it through the runtime's own checks."""
+        staged = sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if p.is_file())
         manifest = replace(manifest, files={})
-        for name in sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()):
-            manifest = with_file(manifest, self.root, name)
-        write_manifest(self.root, manifest)
+        for name in staged:
+            manifest = with_file(manifest, self.staging, name)
+        write_manifest(self.staging, manifest)
         old = None
-        if self.out.exists():
-            old = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.old-"))
+        if self.out_dir.exists():
+            # rename (not delete) first: the target is never missing a manifest for long,
+            # and a failure here leaves the old bundle recoverable.
+            old = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.old-"))
             os.rmdir(old)
-            os.replace(self.out, old)
-        os.replace(self.root, self.out)
+            os.replace(self.out_dir, old)
+        os.replace(self.staging, self.out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        self._done = True
-        return load_bundle(self.out)
+        self._committed = True
+        bundle = load_bundle(self.out_dir)
+        log.info("bundle written: %s (manifest sha256 %s)", self.out_dir, bundle.manifest_sha256[:12])
+        return bundle
 
-    def __enter__(self) -> "StagedBundle":
+    def abort(self) -> None:
+        if not self._committed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> "BundleStage":
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if not self._done:
-            shutil.rmtree(self.root, ignore_errors=True)
+        self.abort()
+
+
+class StagedBundle(BundleStage):
+    """A BundleStage that starts as a copy of `src`'s listed files (hard links where the file
+    system allows: a model is hundreds of MB, a Jetson's disk is small; `path()` replaces a
+    file, never writes it in place, so the source stays intact). A signature over the old
+    manifest is not copied on purpose: the changed bundle must be signed again."""
+
+    def __init__(self, src: Bundle, out: Path, overwrite: bool = False) -> None:
+        if Path(out).absolute() == Path(src.root).absolute():
+            raise ConfigError("--out must be a new folder, not the bundle being changed (the original stays as it was)")
+        super().__init__(out, overwrite=overwrite)
+        for name in src.manifest.files:
+            dst = self.staging / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(src.root / name, dst)
 
 
 def write_bundle_copy(bundle: Bundle, out_dir: str | Path, edit, overwrite: bool = False) -> Bundle:
     """Copy `bundle` to `out_dir`, let `edit(staging_root, manifest) -> manifest` add files
     (through `replace_file`), and commit (all or nothing)."""
     with StagedBundle(bundle, Path(out_dir), overwrite=overwrite) as stage:
-        return stage.commit(edit(stage.root, bundle.manifest))
+        return stage.commit(edit(stage.staging, bundle.manifest))

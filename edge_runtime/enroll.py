@@ -172,7 +172,7 @@ def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str |
             if not scored:
                 raise ConfigError(f"all {len(images)} images went into the {options.shots}-shot bank; "
                                   "the threshold needs other good images")
-            bank_steps.append(EnrollStep("fewshot", lambda c, st, m: save_bank(st.root, m, bank, shots)))
+            bank_steps.append(EnrollStep("fewshot", lambda c, st, m: save_bank(st.staging, m, bank, shots)))
         scores = score_images(bundle, backend, scored, options.batch_size)
     finally:
         backend.close()
@@ -180,7 +180,7 @@ def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str |
         from edge_runtime.input_alarm import profile_from_images, save_profile
 
         profile = profile_from_images(images, preprocess=bundle.manifest.preprocess)
-        bank_steps.append(EnrollStep("input_profile", lambda c, st, m: save_profile(st.root, m, profile)))
+        bank_steps.append(EnrollStep("input_profile", lambda c, st, m: save_profile(st.staging, m, profile)))
     hashes = [sha256_file(p) for p in scored]
     ctx = EnrollContext(bundle, backend, dict(info), list(scored), hashes, scores, options)
     steps = (*bank_steps, EnrollStep("threshold", threshold_step), *extra_steps)
