@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.errors import BundleError, DataError
+from edge_runtime.errors import BundleError, DataError, first_line
 from edge_runtime.imageio import IMAGE_SUFFIXES
 from edge_runtime.verdict import decide
 
@@ -269,8 +269,8 @@ def precision_report(
                 got, ms = _score_all(sess, feeds, lambda: bar.update(1))
             except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unsupported kernels
                 if precision == "fp32":
-                    raise BundleError(f"the FP32 model {path} cannot run in ONNX Runtime CPU: {_first_line(exc)}") from None
-                rows.append(PrecisionRow(precision, "n/a", f"cannot run in ONNX Runtime CPU: {_first_line(exc)}", model_file=how))
+                    raise BundleError(f"the FP32 model {path} cannot run in ONNX Runtime CPU: {first_line(exc, with_type=True, limit=200)}") from None
+                rows.append(PrecisionRow(precision, "n/a", f"cannot run in ONNX Runtime CPU: {first_line(exc, with_type=True, limit=200)}", model_file=how))
                 continue
             log.info("precision %s: %s, %.1f ms/image on CPU", precision, how, ms)
             scores[precision] = [float(v) for v in got]
@@ -301,10 +301,6 @@ def _model_for(bundle: Any, precision: str, tmp: Path, convert_fp16: bool) -> tu
     path = fp16_model(bundle.model_path("fp32"), tmp / "model.fp16.onnx")
     return path, "model.fp16.onnx (converted on the fly, keep_io_types)"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def _bar(total: int, enabled: bool):

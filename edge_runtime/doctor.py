@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+from edge_runtime.errors import first_line
 
 Status = Literal["ok", "fail", "info", "skip"]
 
@@ -34,10 +35,6 @@ class Check:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_host() -> Check:
@@ -72,7 +69,7 @@ def check_tensorrt() -> list[Check]:
         trt = importlib.import_module("tensorrt")
         out.append(Check("tensorrt", "ok", f"TensorRT {getattr(trt, '__version__', '?')}"))
     except ImportError as exc:
-        out.append(Check("tensorrt", "skip", f"not importable ({_first_line(exc)})"))
+        out.append(Check("tensorrt", "skip", f"not importable ({first_line(exc)})"))
     try:
         cuda = importlib.import_module("pycuda.driver")
         pycuda = importlib.import_module("pycuda")
@@ -86,9 +83,9 @@ def check_tensorrt() -> list[Check]:
             devices.append(f"{dev.name()}" + (f" (sm {cc[0]}.{cc[1]})" if cc else ""))
         out.append(Check("cuda", "ok", f"pycuda {getattr(pycuda, 'VERSION_TEXT', '?')}, {driver}, devices: {', '.join(devices) or 'none'}"))
     except ImportError as exc:
-        out.append(Check("cuda", "skip", f"pycuda not importable ({_first_line(exc)})"))
+        out.append(Check("cuda", "skip", f"pycuda not importable ({first_line(exc)})"))
     except Exception as exc:  # the driver itself failing (no GPU, wrong driver)
-        out.append(Check("cuda", "fail", f"pycuda imported but CUDA init failed: {_first_line(exc)}"))
+        out.append(Check("cuda", "fail", f"pycuda imported but CUDA init failed: {first_line(exc)}"))
     return out
 
 
@@ -96,7 +93,7 @@ def check_spinnaker() -> Check:
     try:
         PySpin = importlib.import_module("PySpin")
     except ImportError as exc:
-        return Check("cameras (Spinnaker)", "skip", f"PySpin not importable ({_first_line(exc)})")
+        return Check("cameras (Spinnaker)", "skip", f"PySpin not importable ({first_line(exc)})")
     system = None
     cams = None
     try:
@@ -114,7 +111,7 @@ def check_spinnaker() -> Check:
                 del cam
         return Check("cameras (Spinnaker)", "ok" if found else "info", ", ".join(found) or "no cameras found", data=found)
     except Exception as exc:
-        return Check("cameras (Spinnaker)", "fail", f"Spinnaker error: {_first_line(exc)}")
+        return Check("cameras (Spinnaker)", "fail", f"Spinnaker error: {first_line(exc)}")
     finally:
         if cams is not None:
             cams.Clear()
@@ -137,7 +134,7 @@ def check_gentl() -> Check:
     try:
         harvesters = importlib.import_module("harvesters.core")
     except ImportError as exc:
-        return Check("cameras (GenTL)", "info", f"producers {', '.join(producers)}; harvesters not importable ({_first_line(exc)})")
+        return Check("cameras (GenTL)", "info", f"producers {', '.join(producers)}; harvesters not importable ({first_line(exc)})")
     h = harvesters.Harvester()
     try:
         for cti in producers:
@@ -146,7 +143,7 @@ def check_gentl() -> Check:
         found = [f"{getattr(d, 'model', '?')} #{getattr(d, 'serial_number', '?')}" for d in h.device_info_list]
         return Check("cameras (GenTL)", "ok" if found else "info", f"{len(found)} device(s): {', '.join(found) or 'none'} via {', '.join(producers)}", data=found)
     except Exception as exc:
-        return Check("cameras (GenTL)", "fail", f"harvesters error: {_first_line(exc)}")
+        return Check("cameras (GenTL)", "fail", f"harvesters error: {first_line(exc)}")
     finally:
         h.reset()
 
@@ -195,7 +192,7 @@ def check_broker(uri: str, timeout_s: float = 3.0) -> Check:
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        return Check(name, "fail", f"{shown}: TCP connect failed ({exc.strerror or _first_line(exc)})", required=True)
+        return Check(name, "fail", f"{shown}: TCP connect failed ({exc.strerror or first_line(exc)})", required=True)
     try:
         sock.settimeout(timeout_s)
         if parts.scheme == "mqtts":
@@ -220,7 +217,7 @@ def check_broker(uri: str, timeout_s: float = 3.0) -> Check:
             pass
         return Check(name, "ok", f"{shown}: TCP + MQTT CONNECT accepted", required=True)
     except (OSError, ssl.SSLError) as exc:
-        return Check(name, "fail", f"{shown}: MQTT handshake failed ({_first_line(exc)})", required=True)
+        return Check(name, "fail", f"{shown}: MQTT handshake failed ({first_line(exc)})", required=True)
     finally:
         sock.close()
 
@@ -260,7 +257,7 @@ def check_jetson(timeout_s: float = 3.0) -> list[Check]:
             text = " ".join((r.stdout or r.stderr).split())
             out.append(Check("jetson power mode", "info" if r.returncode == 0 else "fail", text or f"nvpmodel -q exited {r.returncode}"))
         except (OSError, subprocess.TimeoutExpired) as exc:
-            out.append(Check("jetson power mode", "fail", f"nvpmodel -q failed: {_first_line(exc)}"))
+            out.append(Check("jetson power mode", "fail", f"nvpmodel -q failed: {first_line(exc)}"))
     if not out:
         out.append(Check("jetson", "skip", "not a Jetson (no /etc/nv_tegra_release, no nvpmodel)"))
     return out

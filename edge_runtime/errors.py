@@ -50,3 +50,21 @@ class CheckFailed(ClipInspectError):
     """A verification ran and the result is outside tolerance (exit 1, not a usage error)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, *, with_type: bool = False, limit: int = 0) -> str:
+    """The first line of `exc`'s message (its type name when the message is empty), for the
+    one-line errors the CLI and `doctor` print. Vendor SDK errors often span many lines.
+
+    Args:
+        exc: the exception to describe.
+        with_type: prefix the exception's type name ("ValueError: ...").
+        limit: cut the line to this many characters (0: no cut).
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    if limit:
+        line = line[:limit]
+    return f"{type(exc).__name__}: {line}" if with_type else line

@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge_runtime.errors import BundleError, ConfigError, MissingDependency
+from edge_runtime.errors import BundleError, ConfigError, MissingDependency, first_line
 
 SIGNATURE = "signature.json"
 SIGNATURE_SCHEMA = "clipinspect.signature"
@@ -101,7 +101,7 @@ def load_private_key(path: str | Path) -> Any:
     try:
         key = s.load_pem_private_key(p.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{p} is not an unencrypted PEM private key ({_first_line(exc)})") from None
+        raise ConfigError(f"{p} is not an unencrypted PEM private key ({first_line(exc)})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"{p} is not an ed25519 private key")
     return key
@@ -113,7 +113,7 @@ def load_public_key(path: str | Path) -> Any:
     try:
         key = s.load_pem_public_key(p.read_bytes())
     except (ValueError, TypeError, OSError) as exc:
-        raise ConfigError(f"trusted key {p} is not a PEM public key ({_first_line(exc)})") from None
+        raise ConfigError(f"trusted key {p} is not a PEM public key ({first_line(exc)})") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ConfigError(f"trusted key {p} is not an ed25519 public key")
     return key
@@ -219,7 +219,7 @@ def read_signature(root: str | Path) -> SignatureRecord | None:
         return SignatureRecord(key_id=str(data["key_id"]), signature=base64.b64decode(data["signature"], validate=True),
                                payload_sha256=str(data.get("payload_sha256", "")), signed_at=str(data.get("signed_at", "")))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BundleError(f"bundle {Path(root)}: unreadable {SIGNATURE} ({_first_line(exc)}); refusing to load") from None
+        raise BundleError(f"bundle {Path(root)}: unreadable {SIGNATURE} ({first_line(exc)}); refusing to load") from None
 
 
 def sign_bundle(root: str | Path, private_key_path: str | Path) -> SignatureRecord:
@@ -274,6 +274,4 @@ def describe_signer(root: str | Path) -> str:
     return f"signed by key {record.key_id}" + (f" at {record.signed_at}" if record.signed_at else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+

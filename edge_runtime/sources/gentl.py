@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.deps import require
-from edge_runtime.errors import SourceError
+from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
 from edge_runtime.sources.base import SourceBase, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 OWN_KEYS = ("serial",)
 HARVESTERS_HINT = "install it with: pip install harvesters genicam (plus your camera vendor's GenTL producer .cti)"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def find_producers(target: str, env: dict[str, str] | None = None) -> list[Path]:
@@ -114,7 +110,7 @@ class GenTLSource(SourceBase):
         try:
             self._configure()
         except self._gentl_exc as exc:
-            raise SourceError(f"{self.uri}: cannot configure camera: {_first_line(exc)}") from None
+            raise SourceError(f"{self.uri}: cannot configure camera: {first_line(exc)}") from None
         self._ia.start()
         self._last_device_id = None  # a (re)started stream numbers its frames afresh
 
@@ -147,7 +143,7 @@ class GenTLSource(SourceBase):
         except Exception as exc:
             symbolics = getattr(node, "symbolics", None)
             allowed = f" (allowed: {', '.join(map(str, symbolics))})" if symbolics else ""
-            raise SourceError(f"{self.uri}: cannot set {name}={value!r}: {_first_line(exc)}{allowed}") from None
+            raise SourceError(f"{self.uri}: cannot set {name}={value!r}: {first_line(exc)}{allowed}") from None
         self.settings[name] = value
         return True
 
@@ -211,7 +207,7 @@ class GenTLSource(SourceBase):
                 return None
             lost = "acquisition stopped under us"
         except self._gentl_exc as exc:
-            lost = _first_line(exc)
+            lost = first_line(exc)
         self._lost(lost)
         return None
 
@@ -244,7 +240,7 @@ class GenTLSource(SourceBase):
             image = np.array(data[: w * h * n].reshape(shape), copy=True)
             data_format = str(component.data_format)
         except Exception as exc:  # a short/odd payload spoils this buffer, not the camera
-            self.reject("bad_frame", f"camera frame {meta['device_frame_id']} unusable payload: {_first_line(exc)}", received_ns, device_frame_id=meta["device_frame_id"])
+            self.reject("bad_frame", f"camera frame {meta['device_frame_id']} unusable payload: {first_line(exc)}", received_ns, device_frame_id=meta["device_frame_id"])
             return None
         return self.make_frame(image, data_format, received_ns, timestamp_domain="host_monotonic", **meta)
 
@@ -282,7 +278,7 @@ class GenTLSource(SourceBase):
             try:
                 getattr(self._ia, step)()
             except Exception as exc:
-                log.warning("%s: ImageAcquirer.%s failed: %s", self.uri, step, _first_line(exc))
+                log.warning("%s: ImageAcquirer.%s failed: %s", self.uri, step, first_line(exc))
         self._ia = None
 
     def _close(self) -> None:
@@ -291,5 +287,5 @@ class GenTLSource(SourceBase):
             try:
                 self._h.reset()
             except Exception as exc:
-                log.warning("%s: Harvester.reset failed: %s", self.uri, _first_line(exc))
+                log.warning("%s: Harvester.reset failed: %s", self.uri, first_line(exc))
             self._h = None

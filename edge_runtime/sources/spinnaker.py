@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.deps import require
-from edge_runtime.errors import SourceError
+from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
 from edge_runtime.sources.base import SourceBase, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
@@ -37,10 +37,6 @@ SPINNAKER_ERR_TIMEOUT = -1011
 def import_pyspin() -> Any:
     return require("PySpin", purpose="spinnaker:// sources", hint=PYSPIN_HINT)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -110,7 +106,7 @@ class NodeWriter:
         try:
             setter()
         except self.ps.SpinnakerException as exc:
-            raise SourceError(f"{self.where}: cannot set {name}={value}: {_first_line(exc)}") from None
+            raise SourceError(f"{self.where}: cannot set {name}={value}: {first_line(exc)}") from None
         self.applied[name] = value
 
 
@@ -149,7 +145,7 @@ class SpinnakerSource(SourceBase):
         except SourceError as exc:
             message = str(exc)
         except self._ps.SpinnakerException as exc:
-            message = f"{self.uri}: cannot start camera: {_first_line(exc)}"
+            message = f"{self.uri}: cannot start camera: {first_line(exc)}"
         return SourceError(message)
 
     def _connect(self) -> None:
@@ -236,13 +232,13 @@ class SpinnakerSource(SourceBase):
                     if active:
                         getattr(self._cam, step)()
                 except ps.SpinnakerException as exc:
-                    log.warning("%s: %s failed: %s", self.uri, step, _first_line(exc))
+                    log.warning("%s: %s failed: %s", self.uri, step, first_line(exc))
             self._cam = None  # `del cam`: the list and the system may only go after this
         if self._cam_list is not None:
             try:
                 self._cam_list.Clear()
             except ps.SpinnakerException as exc:
-                log.warning("%s: CameraList.Clear failed: %s", self.uri, _first_line(exc))
+                log.warning("%s: CameraList.Clear failed: %s", self.uri, first_line(exc))
             self._cam_list = None
 
     def _close(self) -> None:
@@ -251,7 +247,7 @@ class SpinnakerSource(SourceBase):
             try:
                 self._system.ReleaseInstance()
             except self._ps.SpinnakerException as exc:
-                log.error("%s: ReleaseInstance failed: %s", self.uri, _first_line(exc))
+                log.error("%s: ReleaseInstance failed: %s", self.uri, first_line(exc))
             self._system = None
 
     # -- acquisition --------------------------------------------------------------------
@@ -271,7 +267,7 @@ class SpinnakerSource(SourceBase):
             if is_timeout(exc) and self._cam.IsValid():
                 self.count("timeouts")
                 return None
-            lost = _first_line(exc)
+            lost = first_line(exc)
         # Handled outside the except block: its traceback references the lost camera,
         # which must be gone before a later ReleaseInstance.
         self._lost(lost)
@@ -300,13 +296,13 @@ class SpinnakerSource(SourceBase):
                 device_ts = int(image.GetTimeStamp())
             except ps.SpinnakerException as exc:
                 # This buffer only (e.g. a pixel format GetNDArray cannot map): not a lost camera.
-                bad = f"camera frame {device_id} unreadable: {_first_line(exc)}"
+                bad = f"camera frame {device_id} unreadable: {first_line(exc)}"
         finally:
             try:
                 image.Release()
             except ps.SpinnakerException as exc:
                 self.count("release_errors")
-                log.warning("%s: image Release failed: %s", self.uri, _first_line(exc))
+                log.warning("%s: image Release failed: %s", self.uri, first_line(exc))
         if bad:
             self.reject("bad_frame", bad, received_ns, device_frame_id=device_id)
             return None
