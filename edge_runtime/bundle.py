@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from edge_runtime.config import from_mapping, to_dict
 from edge_runtime.errors import BundleError, ConfigError
@@ -254,7 +255,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def calibration_set_sha256(file_sha256s: "list[str] | tuple[str, ...]") -> str:
+def calibration_set_sha256(file_sha256s: list[str] | tuple[str, ...]) -> str:
     """The one definition of a calibration set's identity, recorded in variants and engines:
     sha256 over the image files' sha256s in calibration order (order changes what a
     histogram calibrator sees, so a reordered set is another set; file names do not count)."""

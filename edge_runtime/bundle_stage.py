@@ -89,7 +89,7 @@ class BundleStage:
         if not self._committed:
             shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> "BundleStage":
+    def __enter__(self) -> BundleStage:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

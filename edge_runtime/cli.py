@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Sequence
 
 from edge_runtime import __version__
 from edge_runtime.errors import ClipInspectError

@@ -13,10 +13,11 @@ re-hashed, so a half-written enrollment never looks like a bundle.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class EnrollContext:
     images: list[Path]
     image_sha256: list[str]
     scores: np.ndarray
-    options: "EnrollOptions"
+    options: EnrollOptions
     results: dict[str, Any] = field(default_factory=dict)  # step name -> what it decided
 
     @property

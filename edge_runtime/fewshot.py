@@ -17,15 +17,16 @@ import argparse
 import hashlib
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle_stage import replace_file, write_bundle_copy  # noqa: F401 - write_bundle_copy re-exported
 from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file
+from edge_runtime.bundle_stage import replace_file, write_bundle_copy
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES
 
@@ -157,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _enrol(args: argparse.Namespace) -> int:
-    from edge_runtime.input_alarm import profile_from_images, save_profile
     from edge_runtime.backends import make_backend
+    from edge_runtime.input_alarm import profile_from_images, save_profile
 
     bundle = load_bundle(args.bundle)
     images = list_good_images(args.images)

@@ -13,10 +13,11 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edge_runtime.errors import CheckFailed, ConfigError, PublishError
@@ -35,7 +36,7 @@ class FleetBroker:
     ca_file: Path | None = None
 
     @classmethod
-    def parse(cls, uri: str, *, ca_file: Path | None = None, password_env: str = DEFAULT_PASSWORD_ENV) -> "FleetBroker":
+    def parse(cls, uri: str, *, ca_file: Path | None = None, password_env: str = DEFAULT_PASSWORD_ENV) -> FleetBroker:
         """mqtt[s]://[user[:pass]@]host[:port]/<fleet prefix>; the password may come from `password_env`."""
         try:
             parts = urlsplit(uri)

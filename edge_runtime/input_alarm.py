@@ -35,13 +35,13 @@ import json
 import logging
 import math
 import sys
-import time
 import threading
+import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
+from typing import Any
 
 import numpy as np
 
@@ -314,7 +314,7 @@ class StationMonitor:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_bundle(cls, bundle: Any, **options: Any) -> "StationMonitor":
+    def for_bundle(cls, bundle: Any, **options: Any) -> StationMonitor:
         name = getattr(bundle.manifest, "input_profile", None)
         return cls(load_profile(bundle.path(name)) if name else None, **options)
 

@@ -13,8 +13,8 @@ reports in `Frame.meta['pixel_format']`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -15,9 +15,10 @@ Command-line flags override `--set key.sub=value`, which overrides the file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from edge_runtime.config import apply_overrides, from_mapping, load_yaml
 from edge_runtime.errors import ConfigError

@@ -21,7 +21,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from edge_runtime.errors import ConfigError
 

@@ -33,10 +33,11 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edge_runtime.errors import BundleError, ConfigError, MissingDependency, first_line
 

@@ -21,8 +21,8 @@ import threading
 import time
 from array import array
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 

@@ -14,8 +14,9 @@ are optional and grow by adding keys (readers use `.get`), never by renaming:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 STATUS_SCHEMA = "clipinspect.status"
 STATUS_SCHEMA_VERSION = 1
