@@ -102,7 +102,12 @@ def enrol_shots(backend: Any, bundle: Bundle, images: Sequence[Path], shots: int
     make the backend use it (`set_memory_bank`) and return (bank, the shots, the other images).
 
     Choose a threshold from the OTHER images only, scored after this call: the bank's own
-    images have few-shot distance 0 everywhere, so their scores are optimistically low."""
+    images have few-shot distance 0 everywhere, so their scores are optimistically low.
+
+    Raises:
+        ConfigError: `shots` is not between 1 and the number of images.
+        BundleError: the backend cannot take a bank, or its features do not fit the manifest.
+    """
     chosen = draw_shots(list(images), shots, seed)
     bank = build_bank(backend, bundle, chosen)
     if not hasattr(backend, "set_memory_bank"):
@@ -123,7 +128,11 @@ def images_digest(paths: Sequence[str | Path]) -> str:
 
 def save_bank(root: str | Path, manifest: Manifest, bank: np.ndarray, images: Sequence[str | Path]) -> Manifest:
     """Write `bank` as memory_bank.npy into bundle folder `root` and return the manifest
-    recording it (file hashed, shots, image digest). The caller writes the manifest."""
+    recording it (file hashed, shots, image digest). The caller writes the manifest.
+
+    Raises:
+        BundleError: the bundle has no memory_bank input, or `bank` has another shape.
+    """
     spec = manifest.fewshot
     if spec is None:
         raise BundleError("bundle has no memory_bank input; export it with --bank-shots K")
