@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from edge_runtime.config import from_mapping, to_dict
 from edge_runtime.errors import BundleError, ConfigError
@@ -33,6 +34,8 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """One graph input or output as the manifest records it; backends bind buffers by it."""
+
     name: str
     shape: tuple[int | str, ...]  # a str dimension is dynamic ("batch")
     dtype: str  # numpy dtype name: 'uint8', 'float32', 'float16'
@@ -74,11 +77,18 @@ class PreprocessSpec:
 
     @property
     def raw_frame(self) -> bool:
+        """True for a raw-frame bundle: the graph takes the camera frame and preprocesses inside."""
         return self.input_layout == "frame_uint8"
 
 
 @dataclass(frozen=True)
 class Threshold:
+    """The NG decision line (score >= value) and where it came from.
+
+    The lineage fields say which epoch's scores and which images chose the value and what
+    error rates it implies on them, so a station can tell a tuned threshold from a guess.
+    """
+
     value: float
     method: str  # how it was chosen, e.g. "f1-max on eval of run X (category bottle)"
     source: str = ""
@@ -96,6 +106,8 @@ class Threshold:
 
 @dataclass(frozen=True)
 class TextSpec:
+    """The prompt pair and where their embeddings live (a .npy file, or baked into the graph)."""
+
     prompts: Mapping[str, str]  # {"normal": "...", "abnormal": "..."} (templates as used)
     embeddings_file: str | None = "text_embeddings.npy"  # None when baked into the graph
     baked: bool = False
@@ -103,6 +115,8 @@ class TextSpec:
 
 @dataclass(frozen=True)
 class FileEntry:
+    """The sha256 and size that `verify_files` compares a bundle file against."""
+
     sha256: str
     bytes: int
 
@@ -157,6 +171,16 @@ class FewShotSpec:
 
 @dataclass(frozen=True)
 class Manifest:
+    """The parsed, validated `manifest.json`: the whole contract between desktop and device.
+
+    Built by `parse_manifest` (unknown keys and bad types raise), never by hand-reading the
+    JSON, so every reader agrees on defaults. Fields added later carry defaults so older
+    manifests stay loadable; a newer `schema_version` is refused.
+
+    Raises:
+        ConfigError: `schema` is not "clipinspect.bundle".
+    """
+
     schema: str
     schema_version: int
     model_id: str
@@ -185,12 +209,15 @@ class Manifest:
             raise ConfigError(f"not a clipinspect bundle manifest (schema {self.schema!r})")
 
     def input(self, name: str) -> TensorSpec:
+        """The graph input called `name`; BundleError when the manifest lists none."""
         return _by_name(self.inputs, name, "input")
 
     def output(self, name: str) -> TensorSpec:
+        """The graph output called `name`; BundleError when the manifest lists none."""
         return _by_name(self.outputs, name, "output")
 
     def to_json(self) -> str:
+        """The manifest as `manifest.json` text (every field, in declaration order)."""
         return json.dumps(to_dict(self), indent=2, sort_keys=False) + "\n"
 
 
@@ -203,15 +230,33 @@ def _by_name(specs: tuple[TensorSpec, ...], name: str, what: str) -> TensorSpec:
 
 @dataclass(frozen=True)
 class Bundle:
+    """A loaded bundle: its folder, parsed manifest and the manifest's sha256.
+
+    This is what every consumer on the device receives (backends, the pipeline, enroll, the
+    status record). Get one from `load_bundle`, which has already checked the hashes (and the
+    signature when keys are trusted); constructing it directly skips those checks.
+
+    Attributes:
+        root: the bundle folder; file names in the manifest are relative to it.
+        manifest: the validated contract (see `Manifest`).
+        manifest_sha256: sha256 of the manifest bytes on disk; identifies the bundle in
+            every verdict and status record.
+    """
+
     root: Path
     manifest: Manifest
     manifest_sha256: str  # identifies the bundle in every verdict
 
     def path(self, name: str) -> Path:
+        """The absolute path of bundle file `name` (no existence or hash check)."""
         return self.root / name
 
     def model_path(self, precision: str = "fp32") -> Path:
-        """The ONNX file for `precision` ('fp32' = the export; others must be a listed variant)."""
+        """The ONNX file for `precision` ('fp32' = the export; others must be a listed variant).
+
+        Raises:
+            BundleError: the bundle has no variant of that precision.
+        """
         if precision == "fp32":
             return self.path(self.manifest.model_file)
         for v in self.manifest.variants:
@@ -231,7 +276,11 @@ class Bundle:
 
     def memory_bank(self):
         """What to feed the graph's `memory_bank` input: the enrolled bank [L, M, D] float32,
-        zeros of that shape when nothing is enrolled, None when the graph has no such input."""
+        zeros of that shape when nothing is enrolled, None when the graph has no such input.
+
+        Raises:
+            BundleError: the bank file's shape or dtype differs from the manifest's.
+        """
         import numpy as np
 
         spec = self.manifest.fewshot
@@ -247,6 +296,7 @@ class Bundle:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in `chunk`-byte blocks so engines never sit whole in memory."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -254,7 +304,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def calibration_set_sha256(file_sha256s: "list[str] | tuple[str, ...]") -> str:
+def calibration_set_sha256(file_sha256s: list[str] | tuple[str, ...]) -> str:
     """The one definition of a calibration set's identity, recorded in variants and engines:
     sha256 over the image files' sha256s in calibration order (order changes what a
     histogram calibrator sees, so a reordered set is another set; file names do not count)."""
@@ -266,10 +316,24 @@ def calibration_set_sha256(file_sha256s: "list[str] | tuple[str, ...]") -> str:
 
 
 def file_entry(path: str | Path) -> FileEntry:
+    """The manifest `files` entry (sha256 and size) for the file at `path`."""
     return FileEntry(sha256=sha256_file(path), bytes=os.path.getsize(path))
 
 
 def parse_manifest(data: Mapping[str, Any], where: str = MANIFEST) -> Manifest:
+    """Validate manifest JSON into a `Manifest`.
+
+    Args:
+        data: the decoded `manifest.json`.
+        where: what to name in error messages (usually the manifest's path).
+
+    Returns:
+        The frozen manifest, with defaults filled in for fields older schemas lack.
+
+    Raises:
+        BundleError: not an object, a missing/bad or newer `schema_version`, an unknown
+            key or a value of the wrong type.
+    """
     if not isinstance(data, Mapping):
         raise BundleError(f"{where}: not a JSON object")
     version = data.get("schema_version")
@@ -291,7 +355,23 @@ def load_bundle(root: str | Path, verify: bool = True, trusted_keys: str | Path 
     With `trusted_keys` (a folder of public keys, or a loaded `signing.TrustedKeys`), the
     manifest's desktop part must carry a valid signature by one of them, and the file hashes
     are always checked (a signature over hashes nobody compares would mean nothing). See
-    edge_runtime/signing.py for what is signed and what the device may add afterwards."""
+    edge_runtime/signing.py for what is signed and what the device may add afterwards.
+
+    Args:
+        root: the bundle folder.
+        verify: check every listed file's size and sha256 (reading them all); False only
+            for tools that inspect a manifest, never to run a model.
+        trusted_keys: a folder of `*.pub` keys or a `signing.TrustedKeys`; None checks no
+            signature.
+
+    Returns:
+        The loaded `Bundle`.
+
+    Raises:
+        BundleError: no folder or manifest, invalid JSON or schema, a referenced file
+            without a hash entry, a file that does not match its hash, or (with trusted
+            keys) a missing, invalid or untrusted signature.
+    """
     root = Path(root)
     mpath = root / MANIFEST
     if not root.is_dir():
@@ -342,6 +422,11 @@ def _check_references(bundle: Bundle) -> None:
 
 
 def verify_files(bundle: Bundle) -> None:
+    """Check that every file the manifest lists exists inside the bundle and matches its size and sha256.
+
+    Raises:
+        BundleError: a name escapes the folder, a file is missing, or its size or hash differ.
+    """
     for name, entry in bundle.manifest.files.items():
         p = bundle.root / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -354,7 +439,11 @@ def verify_files(bundle: Bundle) -> None:
 
 
 def write_manifest(root: str | Path, manifest: Manifest) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves half a manifest."""
+    """Write `manifest` as `root/manifest.json` atomically (temp file + rename), so a crash never leaves half a manifest.
+
+    Returns:
+        The manifest's path.
+    """
     root = Path(root)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -364,7 +453,16 @@ def write_manifest(root: str | Path, manifest: Manifest) -> Path:
 
 
 def with_file(manifest: Manifest, root: str | Path, name: str) -> Manifest:
-    """Manifest with `name` (a file inside `root`) hashed into `files`."""
+    """Manifest with `name` (a file inside `root`) hashed into `files`.
+
+    Args:
+        manifest: the manifest to extend; it is frozen, so a copy is returned.
+        root: the bundle (or staging) folder holding the file.
+        name: the file's name relative to `root`, as the manifest will list it.
+
+    Returns:
+        A new manifest whose `files` also holds `name` (replacing an older entry).
+    """
     files = dict(manifest.files)
     files[name] = file_entry(Path(root) / name)
     return replace(manifest, files=files)

@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> None:
-    """Hard link, else copy."""
+    """Hard link `src` to `dst`, else copy it (another file system, or links not allowed).
+
+    A link costs no disk, which matters for a model of hundreds of MB on a Jetson; callers
+    must then replace, never rewrite, `dst` (see `replace_file`).
+    """
     try:
         os.link(src, dst)
     except OSError:
@@ -39,6 +43,17 @@ class BundleStage:
     with BundleStage(out, overwrite=args.force) as w:
         export_to(w.path("model.onnx")); save(w.path("text_embeddings.npy"))
         bundle = w.commit(manifest)
+
+    Leaving the `with` block without `commit` removes the staging folder; `out_dir` is
+    untouched until `commit` swaps it.
+
+    Args:
+        out_dir: the bundle folder to create or replace.
+        overwrite: replace a non-empty `out_dir` (the CLI's `--force`).
+
+    Raises:
+        BundleError: `out_dir` is a file, is non-empty without `overwrite`, or its parent
+            cannot be written.
     """
 
     def __init__(self, out_dir: str | Path, *, overwrite: bool = False) -> None:
@@ -64,7 +79,18 @@ class BundleStage:
 
     def commit(self, manifest: Manifest) -> Bundle:
         """Hash every staged file into the manifest, write it, move the folder into place,
-        and re-load it through the runtime's own checks."""
+        and re-load it through the runtime's own checks.
+
+        Args:
+            manifest: the new bundle's manifest; its `files` is rebuilt from what is staged.
+
+        Returns:
+            The bundle as `load_bundle` reads it from `out_dir`.
+
+        Raises:
+            BundleError: the written bundle fails its own load checks (e.g. a referenced
+                file was never staged).
+        """
         staged = sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if p.is_file())
         manifest = replace(manifest, files={})
         for name in staged:
@@ -86,10 +112,11 @@ class BundleStage:
         return bundle
 
     def abort(self) -> None:
+        """Remove the staging folder unless committed; safe to call more than once."""
         if not self._committed:
             shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> "BundleStage":
+    def __enter__(self) -> BundleStage:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Sequence
 
 from edge_runtime import __version__
 from edge_runtime.errors import ClipInspectError
@@ -24,6 +24,15 @@ log = logging.getLogger("clipinspect")
 
 @dataclass(frozen=True)
 class Command:
+    """What a subcommand module exports as `COMMAND`: help text, how to add its flags, and how to run it.
+
+    Attributes:
+        help: one line for `clipinspect --help`.
+        add_arguments: adds the subcommand's flags to its parser (imports nothing heavy).
+        run: runs it; returns the exit code and raises our errors for bad input.
+        description: longer text for `clipinspect <cmd> --help` (default: `help`).
+    """
+
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
@@ -56,6 +65,7 @@ def _unavailable(name: str, exc: Exception) -> Command:
 
 
 def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
+    """The top-level parser with the global flags and one subparser per command (its `run` stored as `_run`)."""
     parser = _Parser(prog="clipinspect", description="CLIP + LoRA visual anomaly detection: train, export, run on the edge.")
     parser.add_argument("--version", action="version", version=f"clipinspect {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -74,6 +84,15 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `clipinspect [global flags] COMMAND ...`.
+
+    Args:
+        argv: the arguments after the program name (default: sys.argv[1:]).
+
+    Returns:
+        The command's exit code; 2 for no command or one of our errors (printed as one
+        line, no traceback; CheckFailed is 1); 130 on Ctrl-C.
+    """
     commands = _discover()
     parser = build_parser(commands)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

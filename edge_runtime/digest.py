@@ -10,8 +10,8 @@ ordered hash: `edge_runtime.bundle.calibration_set_sha256`.)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from edge_runtime.bundle import sha256_file
 

@@ -3,8 +3,9 @@
 `enroll_bundle` loads the bundle (hashes checked), scores every good image exactly as `run`
 would (same preprocessing function, same backend and precision), then runs the enrollment
 steps in order. Each step may add files to the staged copy of the bundle and returns the
-updated manifest; the threshold step is always first. Another option of `enroll` (e.g. a
-few-shot memory bank) adds a step: `EnrollStep(name, apply)` with
+updated manifest; the few-shot bank and input-profile steps (when asked for) run first,
+then the threshold step, then any `extra_steps`. Another option of `enroll` adds a step:
+`EnrollStep(name, apply)` with
 `apply(ctx, stage, manifest) -> manifest`, where `stage.path(name)` gives a file to write.
 The copy is committed all at once (staging folder renamed into place) with every file
 re-hashed, so a half-written enrollment never looks like a bundle.
@@ -13,10 +14,11 @@ re-hashed, so a half-written enrollment never looks like a bundle.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +35,11 @@ SCORES_FILE = "enrollment.json"
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursively), sorted by path."""
+    """Image files under `folder` (recursively), sorted by path.
+
+    Raises:
+        DataError: the folder is missing or holds no images.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
@@ -78,16 +84,31 @@ class EnrollContext:
     images: list[Path]
     image_sha256: list[str]
     scores: np.ndarray
-    options: "EnrollOptions"
+    options: EnrollOptions
     results: dict[str, Any] = field(default_factory=dict)  # step name -> what it decided
 
     @property
     def images_sha256(self) -> str:
+        """The identity of the scored image set (edge_runtime.digest.image_set_sha256), recorded in the threshold's lineage."""
         return image_set_sha256(self.image_sha256)
 
 
 @dataclass(frozen=True)
 class EnrollOptions:
+    """What `clipinspect enroll` was asked for (its flags, validated by `enroll_bundle`).
+
+    Attributes:
+        target_frr: the false-reject rate the threshold must certify, in (0, 1).
+        confidence: the confidence of that bound (edge_runtime.thresholds).
+        margin: added to the chosen threshold (>= 0).
+        best_effort: with too few images, take the best bound they allow instead of refusing.
+        backend, precision, batch_size: how to score, as `run` would on this station.
+        overwrite: replace a non-empty output folder.
+        shots: images to put in the few-shot bank (0: none); needs a `memory_bank` input.
+        shot_seed: seed for drawing the bank's images.
+        input_profile: store the good images' input statistics for the input alarm.
+    """
+
     target_frr: float
     confidence: float = 0.95
     margin: float = 0.0
@@ -103,12 +124,20 @@ class EnrollOptions:
 
 @dataclass(frozen=True)
 class EnrollStep:
+    """One enrollment step: `apply(ctx, stage, manifest)` writes files through `stage.path` and returns the updated manifest."""
+
     name: str
     apply: Callable[[EnrollContext, StagedBundle, Manifest], Manifest]
 
 
 def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) -> Manifest:
-    """Set the threshold at the target FRR; record the per-image scores in enrollment.json."""
+    """Set the threshold at the target FRR; record the per-image scores in enrollment.json.
+
+    Raises:
+        ConfigError: too few images for the target (unless best effort), or a threshold
+            above 1 (the margin would make the station accept every part).
+        DataError: a score is NaN or infinite (a broken model output).
+    """
     import json
 
     o = ctx.options
@@ -149,7 +178,23 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
 def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str | Path, options: EnrollOptions,
                   extra_steps: Sequence[EnrollStep] = ()) -> tuple[Bundle, EnrollContext]:
     """Score the good images of `images_dir` with the bundle's backend and write the enrolled
-    copy to `out_dir`. Checks everything cheap (bundle, images, target) before scoring."""
+    copy to `out_dir`. Checks everything cheap (bundle, images, target) before scoring.
+
+    Args:
+        bundle_dir: the bundle to enroll from; it is never modified.
+        images_dir: good parts only, searched recursively.
+        out_dir: the enrolled bundle to write (all or nothing).
+        options: see `EnrollOptions`.
+        extra_steps: more steps, run after the threshold step.
+
+    Returns:
+        The enrolled bundle as loaded back, and the context the steps shared (scores, results).
+
+    Raises:
+        ConfigError: a bad target, margin or shot count.
+        BundleError: the bundle does not load, or has no memory_bank input when shots are asked for.
+        DataError: no images, or an image that cannot be read.
+    """
     from edge_runtime.session import load_backend
     from edge_runtime.thresholds import check_target
 

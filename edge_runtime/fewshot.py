@@ -17,15 +17,16 @@ import argparse
 import hashlib
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle_stage import replace_file, write_bundle_copy  # noqa: F401 - write_bundle_copy re-exported
 from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file
+from edge_runtime.bundle_stage import replace_file, write_bundle_copy
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES
 
@@ -101,7 +102,12 @@ def enrol_shots(backend: Any, bundle: Bundle, images: Sequence[Path], shots: int
     make the backend use it (`set_memory_bank`) and return (bank, the shots, the other images).
 
     Choose a threshold from the OTHER images only, scored after this call: the bank's own
-    images have few-shot distance 0 everywhere, so their scores are optimistically low."""
+    images have few-shot distance 0 everywhere, so their scores are optimistically low.
+
+    Raises:
+        ConfigError: `shots` is not between 1 and the number of images.
+        BundleError: the backend cannot take a bank, or its features do not fit the manifest.
+    """
     chosen = draw_shots(list(images), shots, seed)
     bank = build_bank(backend, bundle, chosen)
     if not hasattr(backend, "set_memory_bank"):
@@ -122,7 +128,11 @@ def images_digest(paths: Sequence[str | Path]) -> str:
 
 def save_bank(root: str | Path, manifest: Manifest, bank: np.ndarray, images: Sequence[str | Path]) -> Manifest:
     """Write `bank` as memory_bank.npy into bundle folder `root` and return the manifest
-    recording it (file hashed, shots, image digest). The caller writes the manifest."""
+    recording it (file hashed, shots, image digest). The caller writes the manifest.
+
+    Raises:
+        BundleError: the bundle has no memory_bank input, or `bank` has another shape.
+    """
     spec = manifest.fewshot
     if spec is None:
         raise BundleError("bundle has no memory_bank input; export it with --bank-shots K")
@@ -157,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _enrol(args: argparse.Namespace) -> int:
-    from edge_runtime.input_alarm import profile_from_images, save_profile
     from edge_runtime.backends import make_backend
+    from edge_runtime.input_alarm import profile_from_images, save_profile
 
     bundle = load_bundle(args.bundle)
     images = list_good_images(args.images)

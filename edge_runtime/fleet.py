@@ -13,10 +13,11 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from edge_runtime.errors import CheckFailed, ConfigError, PublishError
@@ -26,6 +27,11 @@ DEFAULT_PASSWORD_ENV = "CLIPINSPECT_FLEET_PASSWORD"
 
 @dataclass(frozen=True)
 class FleetBroker:
+    """Where the fleet's status records are: broker address, TLS, credentials and the fleet topic prefix.
+
+    Build it with `parse` from the `--broker` URI, so the password can stay out of argv.
+    """
+
     host: str
     port: int
     tls: bool
@@ -35,8 +41,17 @@ class FleetBroker:
     ca_file: Path | None = None
 
     @classmethod
-    def parse(cls, uri: str, *, ca_file: Path | None = None, password_env: str = DEFAULT_PASSWORD_ENV) -> "FleetBroker":
-        """mqtt[s]://[user[:pass]@]host[:port]/<fleet prefix>; the password may come from `password_env`."""
+    def parse(cls, uri: str, *, ca_file: Path | None = None, password_env: str = DEFAULT_PASSWORD_ENV) -> FleetBroker:
+        """mqtt[s]://[user[:pass]@]host[:port]/<fleet prefix>; the password may come from `password_env`.
+
+        Args:
+            uri: the broker URI; port defaults to 1883 (8883 for mqtts), prefix to "clipinspect".
+            ca_file: CA bundle for mqtts (None: the system's).
+            password_env: environment variable read when the URI carries no password.
+
+        Raises:
+            ConfigError: not mqtt/mqtts, no host, a bad port, or a prefix with MQTT wildcards.
+        """
         try:
             parts = urlsplit(uri)
             port = parts.port
@@ -75,7 +90,15 @@ def _client(broker: FleetBroker, on_message: Callable[[str, bytes], None], subsc
 def collect(broker: FleetBroker, *, wait_s: float = 2.0, until: Callable[[dict[str, dict[str, Any]]], bool] | None = None) -> dict[str, dict[str, Any]]:
     """Latest status per station (topic level under the prefix), gathered for up to `wait_s`
     after the subscription is acknowledged (retained records arrive right after), or until
-    `until(statuses)` holds."""
+    `until(statuses)` holds.
+
+    Returns:
+        {station: status record}; a payload that is not a JSON object becomes {"state": "unreadable"}.
+
+    Raises:
+        PublishError: the broker cannot be reached or does not acknowledge the subscription.
+        MissingDependency: paho-mqtt is not installed.
+    """
     statuses: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
     subscribed = threading.Event()
@@ -133,7 +156,16 @@ def format_line(station: str, record: dict[str, Any], now: datetime | None = Non
 
 
 def wait_for_bundle(broker: FleetBroker, station: str, sha256: str, timeout_s: float) -> dict[str, Any]:
-    """Wait until `station`'s retained status is online on bundle `sha256`; CheckFailed otherwise."""
+    """Wait until `station`'s retained status is online on bundle `sha256`; CheckFailed otherwise.
+
+    Returns:
+        The station's status record once it matches.
+
+    Raises:
+        CheckFailed: within `timeout_s` the station published no status, is not online, or
+            runs another bundle (the message says which).
+        PublishError: the broker cannot be reached.
+    """
     def good(s: dict[str, dict[str, Any]]) -> bool:
         r = s.get(station, {})
         return r.get("state") == "online" and r.get("bundle_sha256") == sha256

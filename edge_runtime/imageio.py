@@ -72,7 +72,16 @@ def _tiff_size(b: bytes) -> tuple[int, int] | None:
 
 def decode_rgb(buf: bytes | np.ndarray, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to HxWx3 uint8 RGB (EXIF orientation applied, as OpenCV does).
-    Raises DataError naming `name` for anything that is not a usable image."""
+
+    Args:
+        buf: the encoded file's bytes.
+        name: what to call the image in errors (usually its path).
+        max_pixels: refuse larger images; the size is checked (from the header, or a
+            1/8 decode) before the full decode, so a decompression bomb is never allocated.
+
+    Raises:
+        DataError: naming `name`, for anything that is not a usable image.
+    """
     import cv2
 
     arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf, dtype=np.uint8).ravel()
@@ -107,7 +116,11 @@ def decode_rgb(buf: bytes | np.ndarray, name: str = "image", max_pixels: int = M
 
 
 def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB. Raises DataError naming the file."""
+    """Read an image file as HxWx3 uint8 RGB (see `decode_rgb` for `max_pixels`).
+
+    Raises:
+        DataError: naming the file when it is missing, empty, unreadable or not a usable image.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"image not found: {p}")

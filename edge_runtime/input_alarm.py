@@ -35,13 +35,13 @@ import json
 import logging
 import math
 import sys
-import time
 import threading
+import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
+from typing import Any
 
 import numpy as np
 
@@ -137,6 +137,8 @@ def _measure(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[di
 
 @dataclass(frozen=True)
 class StatRange:
+    """One statistic over the enrolment images: mean, sample sd, min and max."""
+
     mean: float
     sd: float
     min: float
@@ -155,6 +157,7 @@ class InputProfile:
     reference: tuple[float, ...] = ()  # mean layout thumbnail of the enrolment images (unit norm)
 
     def bounds(self, name: str) -> tuple[float, float]:
+        """The accepted range of statistic `name`: [min - k*sd, max + k*sd], sd floored so near-identical enrolment images do not make the range a point."""
         r = self.stats[name]
         sd = max(r.sd, SD_FLOOR.get(name, 0.0))
         return r.min - self.tolerance_sd * sd, r.max + self.tolerance_sd * sd
@@ -173,6 +176,7 @@ class InputProfile:
         return tuple(reasons)
 
     def to_json(self) -> str:
+        """The profile as the bundle's input_profile.json text (read back by `load_profile`)."""
         doc = {"schema": PROFILE_SCHEMA, "schema_version": 1, "n_images": self.n_images, "target_side": self.target_side,
                "tolerance_sd": self.tolerance_sd, "image_shape": list(self.image_shape),
                "reference": [round(float(v), 6) for v in self.reference],
@@ -231,6 +235,11 @@ def profile_from_images(paths: Sequence[str | Path], target_side: int = 320, tol
 
 
 def load_profile(path: str | Path) -> InputProfile:
+    """Read an input_profile.json written by `InputProfile.to_json`.
+
+    Raises:
+        BundleError: unreadable, another schema, or missing/mistyped fields.
+    """
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
@@ -254,13 +263,24 @@ def save_profile(root: str | Path, manifest: Any, profile: InputProfile) -> Any:
 
 @dataclass
 class InputCheck:
+    """The outcome of one frame: the debounced alarm, this frame's reasons and its statistics."""
+
     alarm: bool  # the debounced state, what verdicts and the status carry
     reasons: tuple[str, ...]  # this frame's out-of-range statistics
     stats: dict[str, float] = field(default_factory=dict)
 
 
 class InputMonitor:
-    """Per-frame check against a profile, debounced over consecutive frames."""
+    """Per-frame check against a profile, debounced over consecutive frames.
+
+    Args:
+        profile: the enrolment images' ranges.
+        raise_after: consecutive out-of-range frames that raise the alarm.
+        clear_after: consecutive in-range frames that clear it.
+
+    Raises:
+        ConfigError: `raise_after` or `clear_after` below 1.
+    """
 
     def __init__(self, profile: InputProfile, raise_after: int = 3, clear_after: int = 3) -> None:
         if raise_after < 1 or clear_after < 1:
@@ -273,6 +293,18 @@ class InputMonitor:
         self._reference = np.asarray(profile.reference, np.float32) if profile.reference else None
 
     def update(self, image: np.ndarray, pixel_format: str = "RGB8") -> InputCheck:
+        """Measure one frame and advance the debounce.
+
+        The alarm rises after `raise_after` consecutive out-of-range frames and clears after
+        `clear_after` consecutive good ones, so one odd frame never flips it.
+
+        Args:
+            image: the camera image as captured (before preprocessing).
+            pixel_format: its format ("RGB8", "BayerRG8", "Mono8", ...).
+
+        Returns:
+            The check; `alarm` is the debounced state, `reasons` this frame's alone.
+        """
         stats = frame_stats(image, pixel_format, self.profile.target_side, self._reference)
         reasons = self.profile.check(stats)
         if self.profile.image_shape and not _similar_size(image.shape[:2], self.profile.image_shape[:2]):
@@ -314,7 +346,8 @@ class StationMonitor:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_bundle(cls, bundle: Any, **options: Any) -> "StationMonitor":
+    def for_bundle(cls, bundle: Any, **options: Any) -> StationMonitor:
+        """The monitor for `bundle`: with its input profile when it records one, else OK-score tracking only."""
         name = getattr(bundle.manifest, "input_profile", None)
         return cls(load_profile(bundle.path(name)) if name else None, **options)
 
@@ -328,12 +361,14 @@ class StationMonitor:
         return check.alarm
 
     def observe_verdict(self, verdict: Mapping[str, Any]) -> None:
+        """Add an OK verdict's score to the rolling mean (a drifting mean warns before NG rates do)."""
         if verdict.get("verdict") == "OK" and isinstance(verdict.get("score"), (int, float)):
             with self._lock:
                 self._ok.append(float(verdict["score"]))
 
     @property
     def ok_score_mean(self) -> float | None:
+        """Mean score of the last `ok_window` OK verdicts; None before the first."""
         with self._lock:
             ok = list(self._ok)
         return float(np.mean(ok)) if ok else None
@@ -369,6 +404,11 @@ def bench(sizes: Sequence[tuple[int, int]] = ((518, 518), (2160, 4096)), repeats
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m edge_runtime.input_alarm profile|bench`: store a bundle's input profile, or time the per-frame statistics.
+
+    Returns:
+        0, or the error's exit code (2 for bad input) after one line on stderr.
+    """
     p = argparse.ArgumentParser(prog="python -m edge_runtime.input_alarm", description="input profile for a bundle; cost per frame")
     sub = p.add_subparsers(dest="cmd", required=True)
     pr = sub.add_parser("profile", help="store the input profile of a folder of good images in a copy of a bundle")

@@ -12,9 +12,10 @@ import os
 import re
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,12 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 @dataclass(frozen=True)
 class HeatmapOptions:
+    """The `heatmaps:` config section: where overlays go, how many are kept, and how they look.
+
+    Raises:
+        ConfigError: a value out of range (max_files < 1, alpha outside [0, 1], ...).
+    """
+
     dir: Path | None = None  # None = no heatmaps
     max_files: int = 500
     only_ng: bool = True
@@ -98,6 +105,20 @@ class HeatmapWriter:
                 log.warning("cannot delete old heatmap %s: %s", old, exc)
 
     def write(self, rgb: np.ndarray, anomaly_map: np.ndarray, name: str) -> Path:
+        """Write one overlay as `<name>.jpg` (atomically) and delete the oldest beyond `max_files`.
+
+        Args:
+            rgb: the (ROI-cropped) frame, HxWx3 RGB; downscaled to `max_side` first.
+            anomaly_map: the patch-grid map [h, w] in [0, 1].
+            name: file stem; characters unsafe in file names become "_".
+
+        Returns:
+            The written file's path.
+
+        Raises:
+            DataError: JPEG encoding failed.
+            OSError: the file cannot be written (the postprocessor counts it and goes on).
+        """
         import cv2
 
         h, w = rgb.shape[:2]
@@ -123,7 +144,22 @@ class HeatmapWriter:
 
 
 class Postprocessor:
-    """Builds the verdict for one frame and, when configured, its heatmap."""
+    """Builds the verdict for one frame and, when configured, its heatmap.
+
+    Called in the inference thread for every scored frame; it also feeds the station
+    monitor (input alarm, rolling OK-score mean) whose fields the status record carries.
+
+    Args:
+        bundle: the loaded bundle (threshold, identity, input profile).
+        backend_info: the backend's `describe()` (its "backend" and "precision" go into verdicts).
+        threshold: overrides the bundle's threshold (recorded as "override").
+        heatmaps: heatmap options; None or no `dir` writes none.
+        roi: the crop the frame went through, so heatmaps and input statistics see the same pixels.
+
+    Raises:
+        ConfigError: the heatmap folder cannot be created.
+        BundleError: the bundle's input profile cannot be read.
+    """
 
     def __init__(
         self,
@@ -149,6 +185,7 @@ class Postprocessor:
         self.monitor = StationMonitor.for_bundle(bundle)  # input alarm + rolling OK-score mean (status topic)
 
     def wants_heatmap(self, score: float) -> bool:
+        """Whether this score gets a heatmap: heatmaps configured, a judgeable score, and NG unless `only_ng` is off."""
         if self.heatmaps is None:
             return False
         verdict = decide(score, self.threshold)
@@ -157,12 +194,14 @@ class Postprocessor:
         return (not self.heatmaps.options.only_ng) or verdict == "NG"
 
     def heatmap_for(self, frame: Frame, anomaly_map: np.ndarray) -> Path:
+        """Write the heatmap of `frame` (ROI-cropped, as RGB) named `<camera serial>_<frame id>`; only when `wants_heatmap`."""
         assert self.heatmaps is not None
         fmt = str(frame.meta.get("pixel_format", "RGB8")) if frame.meta else "RGB8"
         rgb = to_rgb(crop_roi(frame.image, self.roi), fmt)
         return self.heatmaps.write(rgb, anomaly_map, f"{frame.camera_serial}_{frame.frame_id:09d}")
 
     def __call__(self, frame: Frame, score: float, anomaly_map: np.ndarray, latency_ms: Mapping[str, float]) -> dict[str, Any]:
+        """The verdict of one scored frame (`make_verdict` plus `input_alarm`); a heatmap that cannot be written is counted, never raised."""
         score = float(score)
         heatmap = None
         if self.wants_heatmap(score):

@@ -18,8 +18,8 @@ Measured on a 2-core Xeon (AVX-512), 4096x2160 BayerRG8 -> 224: ~5 ms instead of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -44,13 +44,20 @@ _INTERP = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "cubic": "INTER_CUBIC
 
 @dataclass(frozen=True)
 class Roi:
+    """A region of interest in camera pixels (x, y = top-left corner), cropped before anything else."""
+
     x: int
     y: int
     width: int
     height: int
 
     @classmethod
-    def parse(cls, text: str | Sequence[int] | None) -> "Roi | None":
+    def parse(cls, text: str | Sequence[int] | None) -> Roi | None:
+        """Parse "x,y,width,height" (or four ints) from a flag or config; None or "" means no ROI.
+
+        Raises:
+            DataError: not four whole numbers, a negative corner, or a non-positive size.
+        """
         if text is None or text == "":
             return None
         try:
@@ -63,6 +70,11 @@ class Roi:
 
 
 def crop_roi(image: np.ndarray, roi: Roi | None) -> np.ndarray:
+    """The `roi` part of `image` as a view (no copy); the image itself when `roi` is None.
+
+    Raises:
+        DataError: the ROI reaches past the image.
+    """
     if roi is None:
         return image
     h, w = image.shape[:2]
@@ -101,7 +113,11 @@ def halve(image: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(image: np.ndarray, pixel_format: str = "RGB8") -> np.ndarray:
-    """Convert a camera image to HxWx3 uint8 RGB. `pixel_format` uses GenICam names."""
+    """Convert a camera image to HxWx3 uint8 RGB. `pixel_format` uses GenICam names.
+
+    Raises:
+        DataError: not 8-bit, a shape that does not fit the format, or an unsupported format.
+    """
     import cv2
 
     if image.dtype != np.uint8:
@@ -152,7 +168,26 @@ def prepare(
     roi: Roi | None = None,
     method: str = "area",
 ) -> np.ndarray:
-    """Camera/file image -> model-size HxWx3 uint8 in the model's colour order."""
+    """Camera/file image -> model-size HxWx3 uint8 in the model's colour order.
+
+    The one preprocessing path for model-size bundles (raw-frame bundles preprocess inside
+    the graph): training, export parity and the device all call it, so the scores they
+    compute from the same file agree.
+
+    Args:
+        image: the camera frame or decoded file (2-D for Bayer/mono, HxWx3/4 otherwise).
+        size_hw: the model's (height, width).
+        pixel_format: GenICam name of the image's layout ("RGB8", "BayerRG8", "Mono8", ...).
+        color_order: the model's channel order, "RGB" or "BGR".
+        roi: crop applied first, in camera pixels.
+        method: final resize, "area", "linear" or "cubic" (see `resize_to`).
+
+    Returns:
+        A contiguous uint8 array of shape (height, width, 3).
+
+    Raises:
+        DataError: a bad ROI, pixel format, shape or resize method.
+    """
     # Crop first (fewest pixels touched), then colour: a large Bayer frame is quad-binned to
     # half resolution, a small one demosaiced at full resolution; then shrink.
     img = crop_roi(image, roi)

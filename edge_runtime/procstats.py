@@ -61,6 +61,7 @@ class ProcessMonitor:
         return {"t_s": round(time.monotonic() - self._t0, 1), **s}
 
     def sample(self) -> dict[str, Any]:
+        """Take one sample now, update latest/peaks/warm baseline and the thinned history, and return it."""
         s = self._stamp(sample_process())
         with self._lock:
             self.latest = s
@@ -86,6 +87,7 @@ class ProcessMonitor:
         return round(100.0 * (last - base) / base, 2)
 
     def summary(self) -> dict[str, Any]:
+        """First, warm and last samples, peaks, RSS growth after warm-up and the history, JSON-ready (the soak report)."""
         with self._lock:
             return {
                 "start": self.start,

@@ -13,8 +13,8 @@ reports in `Frame.meta['pixel_format']`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -41,6 +41,11 @@ def pixel_format(input_format: str) -> str:
 
 
 def check_format(input_format: str) -> str:
+    """Return `input_format` unchanged if it is one of FORMATS.
+
+    Raises:
+        ConfigError: an unknown format, naming the known ones.
+    """
     if input_format not in FORMATS:
         raise ConfigError(f"unknown input format {input_format!r} (choose from {', '.join(INPUT_FORMATS)})")
     return input_format
@@ -86,6 +91,7 @@ class FramePlan:
 
     @property
     def pattern_hw(self) -> tuple[int, int]:
+        """Rows and columns of one colour-pattern repeat in plane samples ((2, 2) for Bayer, (1, 3) for RGB, (1, 1) for mono)."""
         pattern = FORMATS[self.input_format][2]
         return len(pattern), len(pattern[0])
 
@@ -105,7 +111,17 @@ class FramePlan:
 
 def make_plan(input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int], roi: Sequence[int] | None = None) -> FramePlan:
     """Bin factor = the largest whole number of colour blocks that keeps the binned grid at
-    least the model size; the area resample then shrinks by less than 2x (anti-aliased)."""
+    least the model size; the area resample then shrinks by less than 2x (anti-aliased).
+
+    Args:
+        input_format: one of FORMATS, e.g. 'bayer_rg8'.
+        input_size_hw: the camera frame's (height, width).
+        model_hw: the (height, width) the model sees.
+        roi: (x, y, width, height) in frame pixels, or None for the whole frame.
+
+    Raises:
+        ConfigError: an unknown format or an ROI that does not fit (see `check_roi`).
+    """
     fmt = check_format(input_format)
     _, channels, pattern = FORMATS[fmt]
     ph, pw = len(pattern), len(pattern[0])
@@ -133,7 +149,11 @@ def _bin_factor(cells: int, target: int) -> int:
 
 
 def check_roi(input_format: str, input_size_hw: Sequence[int], roi: Sequence[int] | None) -> tuple[int, int, int, int]:
-    """The ROI (x, y, width, height) inside the frame; the whole frame when None."""
+    """The ROI (x, y, width, height) inside the frame; the whole frame when None.
+
+    Raises:
+        ConfigError: the ROI leaves the frame, or (Bayer) starts or extends on an odd pixel.
+    """
     h, w = int(input_size_hw[0]), int(input_size_hw[1])
     rx, ry, rw, rh = (0, 0, w, h) if roi is None else (int(v) for v in roi)
     if rx < 0 or ry < 0 or rw <= 0 or rh <= 0 or rx + rw > w or ry + rh > h:

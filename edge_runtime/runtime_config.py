@@ -15,9 +15,10 @@ Command-line flags override `--set key.sub=value`, which overrides the file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from edge_runtime.config import apply_overrides, from_mapping, load_yaml
 from edge_runtime.errors import ConfigError
@@ -30,6 +31,8 @@ from edge_runtime.sources.options import SourceOptions
 
 @dataclass(frozen=True)
 class BundleSection:
+    """`bundle:` which bundle to run and how much to trust it (hashes, signature keys)."""
+
     path: Path | None = None
     verify: bool = True  # sha256 of every file at start-up
     # Folder of trusted ed25519 public keys (*.pub). When set (or when /etc/clipinspect/trusted_keys
@@ -39,12 +42,20 @@ class BundleSection:
 
 @dataclass(frozen=True)
 class SourceSection:
+    """`source:` the camera URI (the scheme picks the FrameSource) and its options."""
+
     uri: str = ""
     options: SourceOptions = field(default_factory=SourceOptions)
 
 
 @dataclass(frozen=True)
 class BackendSection:
+    """`backend:` which Backend runs the model, at which precision, and ONNX Runtime's threading.
+
+    Raises:
+        ConfigError: `intra_op_threads` below 0.
+    """
+
     name: str = "ort-cpu"
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     intra_op_threads: int = 0  # ONNX Runtime only; 0 = its default (one per core)
@@ -63,20 +74,33 @@ class BackendSection:
 
 @dataclass(frozen=True)
 class PublishSection:
+    """`publish:` where verdicts go (the scheme picks the Publisher) and its options."""
+
     uri: str = "stdout://"
     options: PublishOptions = field(default_factory=PublishOptions)
 
 
 @dataclass(frozen=True)
 class PreprocessSection:
+    """`preprocess:` the device's software ROI; everything else about preprocessing comes from the bundle."""
+
     roi: tuple[int, int, int, int] | None = None  # software ROI (x, y, width, height) before resizing
 
     def roi_obj(self) -> Roi | None:
+        """The ROI as a `Roi`, or None for the whole frame."""
         return Roi.parse(self.roi) if self.roi is not None else None
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    """The whole runtime config, one frozen section per YAML key (see the module docstring).
+
+    Build it with `load_runtime_config`; unknown keys and bad types raise ConfigError there.
+
+    Raises:
+        ConfigError: a threshold override outside [0, 1].
+    """
+
     bundle: BundleSection = field(default_factory=BundleSection)
     source: SourceSection = field(default_factory=SourceSection)
     backend: BackendSection = field(default_factory=BackendSection)
@@ -97,7 +121,20 @@ def load_runtime_config(
     overrides: Sequence[str] = (),
     flags: Mapping[str, Any] | None = None,
 ) -> RuntimeConfig:
-    """File < `--set` overrides < explicit flags (dotted keys, None values ignored)."""
+    """File < `--set` overrides < explicit flags (dotted keys, None values ignored).
+
+    Args:
+        path: the YAML file, or None for defaults only.
+        overrides: `--set key.sub=value` strings.
+        flags: command-line values by dotted key (e.g. {"source.uri": ...}); None means
+            "not given", so a flag never overwrites the file with an absent value.
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        ConfigError: an unreadable file, an unknown key, a bad type or value.
+    """
     data = load_yaml(path) if path else {}
     data = apply_overrides(data, overrides)
     for key, value in (flags or {}).items():

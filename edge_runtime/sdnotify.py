@@ -21,7 +21,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from edge_runtime.errors import ConfigError
 
@@ -137,12 +138,14 @@ class PipelineWatchdog:
                 log.error("watchdog: %s", exc)
 
     def start(self) -> None:
+        """Start the daemon thread that calls `tick` every min(timeout/3, 1 s) (every 1 s without a watchdog timeout)."""
         # Pings every third of the timeout: two can be lost before systemd acts.
         interval = min(self.timeout_s / 3, 1.0) if self.timeout_s else 1.0
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="clipinspect-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread (waiting up to 5 s) and tell systemd STOPPING=1."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)

@@ -33,10 +33,11 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edge_runtime.errors import BundleError, ConfigError, MissingDependency, first_line
 
@@ -73,7 +74,15 @@ def key_id(public_key: Any) -> str:
 
 
 def generate_keypair(out_dir: str | Path) -> tuple[str, Path, Path]:
-    """Write `<key_id>.key` (PKCS#8 PEM, mode 0600) and `<key_id>.pub` into `out_dir`."""
+    """Write `<key_id>.key` (PKCS#8 PEM, mode 0600) and `<key_id>.pub` into `out_dir`.
+
+    Returns:
+        (key id, private key path, public key path).
+
+    Raises:
+        ConfigError: either file already exists (a key is never overwritten).
+        MissingDependency: the `cryptography` package is not installed.
+    """
     ed25519, s = _crypto(), _serialization()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,6 +103,12 @@ def generate_keypair(out_dir: str | Path) -> tuple[str, Path, Path]:
 
 
 def load_private_key(path: str | Path) -> Any:
+    """Load the unencrypted PEM ed25519 private key `sign` uses.
+
+    Raises:
+        ConfigError: the file is missing, not a PEM private key, or not ed25519.
+        MissingDependency: the `cryptography` package is not installed.
+    """
     ed25519, s = _crypto(), _serialization()
     p = Path(path)
     if not p.is_file():
@@ -108,6 +123,12 @@ def load_private_key(path: str | Path) -> Any:
 
 
 def load_public_key(path: str | Path) -> Any:
+    """Load one trusted `*.pub` (PEM ed25519 public key).
+
+    Raises:
+        ConfigError: unreadable, not a PEM public key, or not ed25519.
+        MissingDependency: the `cryptography` package is not installed.
+    """
     ed25519, s = _crypto(), _serialization()
     p = Path(path)
     try:
@@ -121,13 +142,20 @@ def load_public_key(path: str | Path) -> Any:
 
 @dataclass(frozen=True)
 class TrustedKeys:
+    """The public keys a station accepts signatures from, by key id, and the folder they came from (for messages)."""
+
     folder: Path
     keys: Mapping[str, Any]  # key id -> Ed25519PublicKey (ids computed from the keys, not file names)
 
 
 def load_trusted_keys(folder: str | Path) -> TrustedKeys:
     """Every `*.pub` in `folder`. A missing or empty folder is an error: trusting nothing
-    would refuse every bundle, and a typo in the path must not look like 'no keys'."""
+    would refuse every bundle, and a typo in the path must not look like 'no keys'.
+
+    Raises:
+        ConfigError: the folder is missing, holds no `*.pub`, or one of them is not an
+            ed25519 public key.
+    """
     f = Path(folder)
     if not f.is_dir():
         raise ConfigError(f"trusted keys folder not found: {f}")
@@ -199,6 +227,8 @@ def _canonical(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class SignatureRecord:
+    """What `signature.json` holds: the signer's key id, the raw signature, and the sha256 of the signed payload."""
+
     key_id: str
     signature: bytes
     payload_sha256: str
@@ -223,7 +253,19 @@ def read_signature(root: str | Path) -> SignatureRecord | None:
 
 
 def sign_bundle(root: str | Path, private_key_path: str | Path) -> SignatureRecord:
-    """Verify the bundle's hashes, then write signature.json over its desktop part."""
+    """Verify the bundle's hashes, then write signature.json over its desktop part.
+
+    Args:
+        root: the bundle folder; `signature.json` is replaced atomically.
+        private_key_path: the PEM key from `generate_keypair`.
+
+    Returns:
+        The record written.
+
+    Raises:
+        ConfigError: the key cannot be loaded.
+        BundleError: the bundle does not load or its files do not match their hashes.
+    """
     from edge_runtime.bundle import load_bundle
 
     key = load_private_key(private_key_path)
@@ -242,7 +284,20 @@ def sign_bundle(root: str | Path, private_key_path: str | Path) -> SignatureReco
 
 
 def verify_signature(root: Path, manifest: Any, trusted: TrustedKeys) -> str:
-    """Check `manifest` (already parsed) against the bundle's signature; return the key id."""
+    """Check `manifest` (already parsed) against the bundle's signature; return the key id.
+
+    Args:
+        root: the bundle folder holding `signature.json`.
+        manifest: the parsed manifest; only its desktop part is compared.
+        trusted: the keys this station accepts.
+
+    Returns:
+        The id of the trusted key that signed it.
+
+    Raises:
+        BundleError: unsigned, signed by an untrusted key, a signature that does not match
+            (edited after signing), or an engine whose source ONNX is not a signed file.
+    """
     from cryptography.exceptions import InvalidSignature
 
     record = read_signature(root)

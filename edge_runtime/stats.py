@@ -21,8 +21,8 @@ import threading
 import time
 from array import array
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -33,6 +33,8 @@ DEFAULT_RECENT = 1024
 
 @dataclass(frozen=True)
 class StageSummary:
+    """One stage's latency figures in ms, as `bench` prints them and the status record carries them."""
+
     count: int
     mean_ms: float
     p50_ms: float
@@ -41,6 +43,7 @@ class StageSummary:
     max_ms: float
 
     def as_dict(self) -> dict[str, float | int]:
+        """The figures rounded to 0.1 µs, for JSON reports."""
         return {
             "count": self.count,
             "mean_ms": round(self.mean_ms, 4),
@@ -54,7 +57,11 @@ class StageSummary:
 def summarize(samples_ms: Iterable[float], count: int | None = None, max_ms: float | None = None, mean_ms: float | None = None) -> StageSummary:
     """Percentiles of a set of latencies in ms (linear interpolation, numpy's default).
     `count`, `max_ms` and `mean_ms` override what the samples say (exact whole-run figures
-    when the samples are a reservoir)."""
+    when the samples are a reservoir).
+
+    Returns:
+        The summary; every figure is NaN (count 0 or `count`) when there are no samples.
+    """
     arr = np.asarray(samples_ms if isinstance(samples_ms, (np.ndarray, array)) else list(samples_ms), dtype=np.float64)
     if arr.size == 0:
         return StageSummary(count or 0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"))
@@ -82,6 +89,7 @@ class Reservoir:
         self._rng = random.Random(seed)
 
     def add(self, value: float) -> None:
+        """Offer one value; it is kept with probability `size / seen` once the sample is full."""
         self.seen += 1
         if len(self._values) < self.size:
             self._values.append(value)
@@ -91,6 +99,7 @@ class Reservoir:
             self._values[j] = value
 
     def values(self) -> np.ndarray:
+        """A copy of the kept values (arrival order until the sample first fills up)."""
         return np.frombuffer(self._values, dtype=np.float64).copy() if self._values else np.empty(0)
 
     def __len__(self) -> int:
@@ -116,8 +125,18 @@ class _Stage:
 
 
 class LatencyRecorder:
-    """Thread-safe: the inference and publish threads both record into it. Memory is bounded
-    by `window` + `recent` samples per stage, whatever the run's length."""
+    """Per-stage latencies, fps and event counters of one run (see the module docstring).
+
+    Thread-safe: the inference and publish threads both record into it. Memory is bounded
+    by `window` + `recent` samples per stage, whatever the run's length.
+
+    Args:
+        window: reservoir size per stage, the sample percentiles are computed from.
+        recent: how many latest values per stage the periodic stats line can see.
+
+    Raises:
+        ValueError: `window` or `recent` below 1.
+    """
 
     def __init__(self, window: int = DEFAULT_WINDOW, recent: int = DEFAULT_RECENT) -> None:
         if window < 1 or recent < 1:
@@ -134,6 +153,7 @@ class LatencyRecorder:
 
     @property
     def window(self) -> int:
+        """The reservoir size per stage (reported with the percentiles so readers know their precision)."""
         return self._window
 
     def record(self, stages_ms: Mapping[str, float]) -> None:
@@ -156,19 +176,23 @@ class LatencyRecorder:
             self._t_last = now
 
     def count(self, counter: str, n: int = 1) -> None:
+        """Add `n` to the named event counter (drops, skips, reconnects...); counters starting with "drop" show in the stats line."""
         with self._lock:
             self._counters[counter] = self._counters.get(counter, 0) + n
 
     @property
     def frames(self) -> int:
+        """Judged frames recorded so far (SKIPPED/ERROR records not included)."""
         with self._lock:
             return self._frames
 
     def counters(self) -> dict[str, int]:
+        """A copy of every event counter."""
         with self._lock:
             return dict(self._counters)
 
     def stages(self) -> list[str]:
+        """The stage names seen so far, in first-seen order."""
         with self._lock:
             return list(self._stages)
 
@@ -189,6 +213,7 @@ class LatencyRecorder:
         return vals[-n:] if n is not None and 0 < n < vals.size else vals
 
     def summary(self, stage: str) -> StageSummary:
+        """Whole-run figures for `stage`: exact count, mean and max, percentiles from the reservoir (NaN if never recorded)."""
         with self._lock:
             st = self._stages.get(stage)
             if st is None:
@@ -205,6 +230,7 @@ class LatencyRecorder:
             return (self._frames - 1) / (self._t_last - self._t_first)
 
     def snapshot(self) -> dict[str, object]:
+        """The whole recorder as JSON-ready data: frames, fps, per-stage summaries, counters and the sample kind and size."""
         return {
             "frames": self.frames,
             "fps": round(self.fps(), 3),
@@ -229,6 +255,15 @@ class IntervalMeter:
         self.last_fps = 0.0
 
     def tick(self, stages: Iterable[str], extra: Mapping[str, object] | None = None) -> str:
+        """The stats line for the interval since the last call, and start a new interval.
+
+        Args:
+            stages: the stages whose p50 over the interval's frames to show.
+            extra: further `key value` pairs appended to the line.
+
+        Returns:
+            "fps .. | frames .. | <stage> p50 ..ms | drops .." joined by " | "; `last_fps` is updated too.
+        """
         now = time.monotonic()
         frames = self._rec.frames
         new = frames - self._last_frames

@@ -14,8 +14,9 @@ are optional and grow by adding keys (readers use `.get`), never by renaming:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 STATUS_SCHEMA = "clipinspect.status"
 STATUS_SCHEMA_VERSION = 1
@@ -23,7 +24,17 @@ _HEAD = ("schema", "schema_version", "state", "client_id", "reason", "time")
 
 
 def status_record(state: str, client_id: str, reason: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The status dict: the fixed head, then `fields` (which cannot override the head)."""
+    """The status dict: the fixed head, then `fields` (which cannot override the head).
+
+    Args:
+        state: "online" or "offline" (the last will says "offline").
+        client_id: the MQTT client id, so a fleet view can tell stations apart.
+        reason: why this record was sent (e.g. "connected", "running", "shutdown").
+        fields: optional keys from the module docstring; head keys in it are ignored.
+
+    Returns:
+        A new dict, head first, stamped with the current UTC time.
+    """
     record: dict[str, Any] = {k: v for k, v in (fields or {}).items() if k not in _HEAD}
     head = {
         "schema": STATUS_SCHEMA,
@@ -37,5 +48,9 @@ def status_record(state: str, client_id: str, reason: str, fields: Mapping[str, 
 
 
 def status_payload(state: str, client_id: str, reason: str, fields: Mapping[str, Any] | None = None) -> bytes:
-    """`status_record` as compact JSON bytes (NaN refused: JSON readers reject it)."""
+    """`status_record` as compact JSON bytes (NaN refused: JSON readers reject it).
+
+    Raises:
+        ValueError: a field holds NaN or infinity.
+    """
     return json.dumps(status_record(state, client_id, reason, fields), separators=(",", ":"), allow_nan=False, default=str).encode("utf-8")

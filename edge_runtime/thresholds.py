@@ -24,9 +24,9 @@ Pure functions; numpy only for sorting, no torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -61,6 +61,11 @@ def _logsumexp(terms: list[float]) -> float:
 
 
 def check_target(frr: float, confidence: float) -> None:
+    """Refuse a target before any image is scored.
+
+    Raises:
+        ConfigError: `frr` outside (0, 1) or `confidence` outside [0.5, 1).
+    """
     if not (isinstance(frr, (int, float)) and 0.0 < frr < 1.0):
         raise ConfigError(f"target FRR must be in (0, 1), e.g. 0.005 for 0.5 %, got {frr}")
     if not (isinstance(confidence, (int, float)) and 0.5 <= confidence < 1.0):
@@ -126,6 +131,12 @@ def certified_frr(n: int, exceedances: int, confidence: float) -> float:
 
 @dataclass(frozen=True)
 class FrrThreshold:
+    """A threshold chosen from good-part scores and the false-reject guarantee it carries.
+
+    `frr_bound` is what it certifies at `confidence`; it exceeds `target_frr` only when
+    `best_effort` took the maximum score from too few images.
+    """
+
     value: float
     target_frr: float
     confidence: float
@@ -137,6 +148,7 @@ class FrrThreshold:
     best_effort: bool
 
     def describe(self) -> str:
+        """The one-line method text recorded in the manifest's threshold and in enrollment.json."""
         how = (f"{METHOD}: the {_ordinal(self.exceedances + 1)} largest of {self.n_images} good-part scores"
                f"{f' + margin {self.margin:g}' if self.margin else ''}; "
                f"P(FRR <= {self.frr_bound:.4g}) >= {self.confidence:g} (distribution-free binomial bound), "
@@ -156,7 +168,22 @@ def frr_threshold(scores: Sequence[float] | np.ndarray, target_frr: float, confi
     """The threshold for `target_frr` from good-part `scores` (see the module docstring).
 
     Too few images for the target raise ConfigError naming how many are needed, unless
-    `best_effort`, which takes the maximum score and reports the weaker bound it certifies."""
+    `best_effort`, which takes the maximum score and reports the weaker bound it certifies.
+
+    Args:
+        scores: image scores of good parts, through the station's own backend.
+        target_frr: the false-reject rate to certify, in (0, 1).
+        confidence: the probability that the true FRR is at most the bound.
+        margin: added on top (>= 0); only lowers the FRR, so the bound still holds.
+        best_effort: accept too few images (see above) instead of refusing.
+
+    Returns:
+        The threshold with its bound, expected FRR and the rank it was taken at.
+
+    Raises:
+        ConfigError: a bad target or margin, or too few images without `best_effort`.
+        DataError: no scores, or a NaN/infinite score.
+    """
     check_target(target_frr, confidence)
     s = np.asarray(scores, dtype=np.float64).ravel()
     if s.size == 0:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 SCHEMA = "clipinspect.verdict"
 SCHEMA_VERSION = 2
@@ -110,7 +111,21 @@ def make_verdict(
     heatmap: str | None = None,
     wall_time_ns: int | None = None,
 ) -> dict[str, Any]:
-    """The record of a frame the model scored: OK/NG, or ERROR when the score is unusable."""
+    """The record of a frame the model scored: OK/NG, or ERROR when the score is unusable.
+
+    Args:
+        frame_id, camera_serial, capture_ts_ns: the frame's identity, also the
+            de-duplication key a subscriber uses (README, "Delivery guarantees").
+        score: the model's image score in [0, 1].
+        threshold: the bundle's threshold; score >= threshold is NG.
+        bundle_sha256, model_id, backend, precision: what judged the frame.
+        latency_ms: per-stage times, rounded to 1 µs.
+        heatmap: where the heatmap overlay was written, if one was.
+        wall_time_ns: capture wall-clock time (default now), for `capture_time`.
+
+    Returns:
+        The versioned verdict payload documented in README (`validate_verdict` accepts it).
+    """
     score = float(score)
     problem = score_problem(score)
     return _head(frame_id, camera_serial, capture_ts_ns, wall_time_ns) | {
@@ -143,7 +158,16 @@ def make_record(
     latency_ms: Mapping[str, float] | None = None,
     wall_time_ns: int | None = None,
 ) -> dict[str, Any]:
-    """The SKIPPED/ERROR record of a frame that was not judged (no score)."""
+    """The SKIPPED/ERROR record of a frame that was not judged (no score).
+
+    Args:
+        reason: a reason code; `kind_of` maps it to SKIPPED or ERROR.
+        detail: free text, squeezed to one line of at most 300 characters.
+        (the rest): as for `make_verdict`.
+
+    Returns:
+        The payload, with `score` and `heatmap` null so a PLC never mistakes it for a verdict.
+    """
     return _head(frame_id, camera_serial, capture_ts_ns, wall_time_ns) | {
         "score": None,
         "threshold": float(threshold),

@@ -9,6 +9,7 @@ from edge_runtime.cli import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `clipinspect build-engine`: precision, which ONNX, builder limits and INT8 calibration images."""
     p.add_argument("--bundle", required=True, type=Path, help="bundle folder (manifest.json, model.onnx, ...)")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.add_argument("--trusted-keys", type=Path, default=None, metavar="DIR",
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the engine into the bundle (recorded in its manifest) and print what was built, for which TensorRT and GPU."""
     from edge_runtime.bundle import load_bundle
     from edge_runtime.trt import compat
     from edge_runtime.trt.builder import BuildOptions, CalibrationSet, build_engine

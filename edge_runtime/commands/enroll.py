@@ -22,6 +22,7 @@ def _fraction(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `clipinspect enroll` (they map one to one onto `EnrollOptions`)."""
     p.add_argument("--bundle", required=True, type=Path, help="bundle to enroll (left unchanged)")
     p.add_argument("--images", required=True, type=Path, help="folder of GOOD part images from this station (recursive)")
     p.add_argument("--target-frr", required=True, type=_fraction, metavar="FRR",
@@ -51,6 +52,7 @@ def steps(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Enroll, then print the scores, the threshold and the FRR bound it certifies; 0 on success, our errors propagate to the CLI."""
     from edge_runtime.enroll import EnrollOptions, enroll_bundle
 
     options = EnrollOptions(target_frr=args.target_frr, confidence=args.confidence, margin=args.margin,

@@ -9,6 +9,7 @@ from edge_runtime.cli import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `clipinspect fleet`: the broker, an optional station, and the rollout's `--expect-sha256` check."""
     p.add_argument("--broker", required=True, help="mqtt[s]://[user@]host[:port]/PREFIX: stations publish PREFIX/<station>/status")
     p.add_argument("--ca-file", type=Path, help="CA of the broker for mqtts:// (system CAs when omitted)")
     p.add_argument("--password-env", default="CLIPINSPECT_FLEET_PASSWORD", help="environment variable with the broker password")
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print one line per station; exit 1 when no station reported, or (with `--expect-sha256`) when the station is not online on that bundle in time."""
     from edge_runtime.errors import ConfigError
     from edge_runtime.fleet import FleetBroker, collect, format_line, wait_for_bundle
 

@@ -9,11 +9,13 @@ from edge_runtime.cli import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of `clipinspect sign`: the bundle and the private key."""
     p.add_argument("--bundle", required=True, type=Path, help="bundle folder (hashes are checked before signing)")
     p.add_argument("--key", required=True, type=Path, help="private key made by 'clipinspect keygen' (<key-id>.key)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Sign the bundle (after checking its hashes) and print the key id and signature file."""
     from edge_runtime.signing import SIGNATURE, sign_bundle
 
     record = sign_bundle(args.bundle, args.key)
