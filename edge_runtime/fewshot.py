@@ -14,7 +14,6 @@ saved as `memory_bank.npy` in a new bundle; the engine is not rebuilt. An all-ze
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.bundle import Bundle, Manifest, load_bundle, sha256_file, with_file
+from edge_runtime.bundle import Bundle, Manifest, calibration_set_sha256, load_bundle, sha256_file, with_file
 from edge_runtime.bundle_stage import replace_file, write_bundle_copy
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES
@@ -118,12 +117,9 @@ def enrol_shots(backend: Any, bundle: Bundle, images: Sequence[Path], shots: int
 
 
 def images_digest(paths: Sequence[str | Path]) -> str:
-    """sha256 over the images' file sha256s in enrolment order (names do not count)."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(sha256_file(p).encode("ascii"))
-        h.update(b"\n")
-    return h.hexdigest()
+    """sha256 over the images' file sha256s in enrolment order (names do not count): the same
+    ordered identity as a calibration set's (`bundle.calibration_set_sha256`)."""
+    return calibration_set_sha256([sha256_file(p) for p in paths])
 
 
 def save_bank(root: str | Path, manifest: Manifest, bank: np.ndarray, images: Sequence[str | Path]) -> Manifest:
