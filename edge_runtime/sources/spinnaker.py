@@ -36,11 +36,13 @@ SPINNAKER_ERR_TIMEOUT = -1011
 
 
 def import_pyspin() -> Any:
+    """The PySpin module; MissingDependency (one line, with the install hint) when absent."""
     return require("PySpin", purpose="spinnaker:// sources", hint=PYSPIN_HINT)
 
 
 
 def is_timeout(exc: BaseException) -> bool:
+    """True when a SpinnakerException is GetNextImage's timeout [-1011], not a lost camera."""
     code = getattr(exc, "errorcode", None)
     return code == SPINNAKER_ERR_TIMEOUT or (code is None and str(SPINNAKER_ERR_TIMEOUT) in str(exc))
 
@@ -65,6 +67,7 @@ class NodeWriter:
         return None
 
     def enum(self, name: str, value: str, required: bool = True) -> bool:
+        """Set enumeration `name` to entry `value`; False when optional and absent."""
         ps = self.ps
         node = self._node(name, ps.CEnumerationPtr, required)
         if node is None:
@@ -77,6 +80,7 @@ class NodeWriter:
         return True
 
     def float(self, name: str, value: float, required: bool = True) -> bool:
+        """Set float `name` within the camera's range; False when optional and absent."""
         node = self._node(name, self.ps.CFloatPtr, required)
         if node is None:
             return False
@@ -87,6 +91,7 @@ class NodeWriter:
         return True
 
     def int(self, name: str, value: int, required: bool = True) -> bool:
+        """Set integer `name` within range and step; False when optional and absent."""
         node = self._node(name, self.ps.CIntegerPtr, required)
         if node is None:
             return False
@@ -97,6 +102,7 @@ class NodeWriter:
         return True
 
     def bool(self, name: str, value: bool, required: bool = True) -> bool:
+        """Set boolean `name`; False when optional and absent."""
         node = self._node(name, self.ps.CBooleanPtr, required)
         if node is None:
             return False

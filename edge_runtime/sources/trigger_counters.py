@@ -84,6 +84,7 @@ class TriggerCounters:
         self._done_edges = 0  # totals of finished sessions
         self._done_missed = 0
         self._armed = False
+        self._refused = False
         self._saved: list[tuple[str, str, Any]] = []  # (counter, node, previous value) to put back
         self._base = (0, 0)  # counter values at the session's start
         self._edges = 0  # this session, since _base
@@ -101,8 +102,8 @@ class TriggerCounters:
     def arm(self, nodes: CounterNodes, line: str, edge: str, frames_seen: int = 0) -> bool:
         """Configure Counter0 on `line`/`edge` and Counter1 on ExposureStart, reset and start
         both. False (and a one-line warning) when the camera cannot; the run goes on."""
-        if self.source in (NO_TRIGGER, SOFTWARE_TRIGGER):
-            return False
+        if self.source in (NO_TRIGGER, SOFTWARE_TRIGGER, NOT_COUNTING, COUNTER_FULL) or self._refused:
+            return False  # after a reconnect too: a total over part of the run would mislead
         try:
             for counter, event, activation in ((EDGES, line, edge), (EXPOSURES, "ExposureStart", None)):
                 self._configure(nodes, counter, event, activation)
@@ -111,7 +112,7 @@ class TriggerCounters:
         except CounterNodeError as exc:
             log.warning("%s: missed triggers cannot be counted on this camera: %s", self.where, exc)
             self.restore(nodes)
-            self.source = UNSUPPORTED
+            self.source, self._refused = UNSUPPORTED, True
             return False
         self._armed = True
         self._edges = self._exposures = self._missed = 0
@@ -199,12 +200,16 @@ class TriggerCounters:
     def _update(self, edges: int, exposures: int, frames_seen: int) -> None:
         if edges < self._edges or exposures < self._exposures:
             return  # a counter went back (reset under us): keep what we had
+        # With a hardware trigger every exposure follows an edge: fewer edges than exposures
+        # (beyond the few the two reads can straddle) means the edge counter is not counting.
+        stuck = "exposure" if exposures == 0 and frames_seen > self._frames_at_arm else "edge" if exposures > edges + 2 else ""
+        if stuck:
+            log.warning("%s: images arrive but the camera's %s counter stands still; missed triggers are not counted", self.where, stuck)
+            self._edges = self._exposures = self._missed = 0  # these readings mean nothing
+            self._stop(NOT_COUNTING)
+            return
         self._edges, self._exposures = edges, exposures
         self._missed = max(self._missed, edges - exposures)
-        if exposures == 0 and frames_seen > self._frames_at_arm:
-            log.warning("%s: images arrive but the camera's exposure counter stands still; missed triggers are not counted", self.where)
-            self._fold()
-            self._stop(NOT_COUNTING)
 
     def _rearm(self, nodes: CounterNodes) -> None:
         self._fold()

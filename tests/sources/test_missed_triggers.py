@@ -127,9 +127,12 @@ def test_a_refused_node_write_is_one_warning_and_what_was_set_is_put_back(pyspin
     assert warnings == ["spinnaker://1: missed triggers cannot be counted on this camera: CounterEventActivation is not writable"]
 
 
-def test_counters_that_do_not_count_are_reported_not_trusted(pyspin, monkeypatch):
+@pytest.mark.parametrize("stuck", [("Counter0", "Counter1"), ("Counter0",), ("Counter1",)])
+def test_counters_that_do_not_count_are_reported_not_trusted(pyspin, monkeypatch, stuck):
     dev = pyspin.fake_add_camera("1", readout_us=2000.0)
-    monkeypatch.setattr(dev, "counter_status", lambda counter: 1)  # waiting for a start trigger forever
+    status = dev.counter_status
+    # e.g. a firmware whose counters wait for a start trigger forever
+    monkeypatch.setattr(dev, "counter_status", lambda counter: 1 if counter in stuck else status(counter))
     with open_source("spinnaker://1", HW) as src:
         accepted = pulse_train(dev, 6, 0.004)
         read_all(src, accepted)
