@@ -401,3 +401,34 @@ def test_status_record_carries_camera_counters_and_alarms_on_growth(pyspin, toy_
         seen = missed
     assert grew_with_alarm >= 2  # the first train, then the second
     assert any("missed_triggers" in r.getMessage() for r in caplog.records if r.getMessage().startswith("stats:"))
+
+
+def test_run_summary_reports_missed_triggers(pyspin, toy_bundle, tmp_path, capsys):
+    import threading
+    import time
+
+    from edge_runtime.cli import main
+
+    dev = pyspin.fake_add_camera("5", readout_us=1000.0)
+
+    def pulser():  # pairs of pulses microseconds apart against a 6 ms busy camera, real clock
+        deadline = time.monotonic() + 10
+        while not dev.streaming and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for _ in range(20):
+            dev.pulse()
+            dev.pulse()
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=pulser)
+    thread.start()
+    summary = tmp_path / "summary.json"
+    uri = "spinnaker://5?trigger=hardware&exposure_us=5000&timeout_ms=50"
+    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", uri, "--publish", "stdout://", "--duration", "1.5", "--summary-json", str(summary)])
+    thread.join()
+    capsys.readouterr()
+    assert rc == 0
+    camera = json.loads(summary.read_text())["source_stats"]
+    assert dev.fake_edges == 40 and dev.fake_missed > 0
+    assert camera["trigger_edges"] == 40 and camera["missed_triggers"] == dev.fake_missed
+    assert camera["delivered"] == 40 - dev.fake_missed
