@@ -42,7 +42,7 @@ DEVICE_COUNTERS = "device_counters"  # Counter0 (trigger edges) - Counter1 (Expo
 NO_TRIGGER = "no_trigger"  # free-running camera: there are no triggers to miss
 SOFTWARE_TRIGGER = "software_trigger"  # the host triggers after each image: nothing to count
 UNSUPPORTED = "unsupported"  # the camera lacks (or refused) the counter nodes
-NOT_COUNTING = "counters_not_counting"  # frames arrived but the exposure counter stood still
+NOT_COUNTING = "counters_not_counting"  # frames arrived but a counter stood still
 COUNTER_FULL = "counter_full"  # a counter reached its maximum and cannot be reset
 STREAM_COUNTERS = {"stream_lost": "StreamLostFrameCount", "stream_dropped": "StreamDroppedFrameCount"}
 
