@@ -49,6 +49,7 @@ from edge_runtime.errors import ConfigError, DataError, FrameRejected
 from edge_runtime.frames import Frame, Rejected
 from edge_runtime.preprocess import Roi, normalize, prepare
 from edge_runtime.procstats import ProcessMonitor
+from edge_runtime.sources.trigger_counters import missed_trigger_alarm
 from edge_runtime.stats import (
     DEFAULT_WINDOW,
     IntervalMeter,
@@ -346,6 +347,8 @@ def classify_failure(exc: BaseException) -> tuple[str, str]:
 class Pipeline:
     """Runs one source through one backend into one publisher until the source ends, a limit
     is reached or `stop()` is called. The caller opens/closes source, backend and publisher."""
+
+    _missed_at_status: int | None = None  # camera missed triggers at the last status (alarm on growth)
 
     def __init__(
         self,
@@ -698,6 +701,9 @@ class Pipeline:
             "reasons": reasons,
             "camera": camera,
         }
+        alarms, self._missed_at_status = missed_trigger_alarm(camera, self._missed_at_status)
+        if alarms:
+            fields["alarms"] = alarms
         if self.monitor is not None:
             latest = self.monitor.latest
             fields["process"] = {k: latest[k] for k in ("rss_mb", "fds", "threads")}
@@ -724,11 +730,19 @@ class Pipeline:
             skipped, errors = self.kinds["SKIPPED"], self.kinds["ERROR"]
         line = meter.tick(
             ("inference", "total"),
-            {"skipped": skipped, "errors": errors, "rss": f"{proc['rss_mb']}MB", "fds": proc["fds"], "threads": proc["threads"]},
+            {"skipped": skipped, "errors": errors, **self._camera_gaps(), "rss": f"{proc['rss_mb']}MB", "fds": proc["fds"], "threads": proc["threads"]},
         )
         self.last_fps = meter.last_fps
         log.info("stats: %s", line)
         self._send_status()
+
+    def _camera_gaps(self) -> dict[str, Any]:
+        """Missed triggers for the periodic stats line, when the camera counts them."""
+        try:
+            missed = self.source.stats().get("missed_triggers")
+        except Exception:  # a source's counters must not stop the line
+            return {}
+        return {} if missed is None else {"missed_triggers": missed}
 
     # -- main ----------------------------------------------------------------------------
     def run(self) -> PipelineResult:

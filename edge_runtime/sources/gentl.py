@@ -23,6 +23,7 @@ from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
 from edge_runtime.sources.base import SourceBase, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
+from edge_runtime.sources.trigger_counters import GenApiNodes, TriggerCounters
 from edge_runtime.sources.uri import SourceUri
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class GenTLSource(SourceBase):
         self._timeout_exc: type[BaseException] = TimeoutError
         self._gentl_exc: tuple[type[BaseException], ...] = ()
         self._last_device_id: int | None = None
+        self._counters = TriggerCounters(self.uri, options.trigger)
 
     def _open(self) -> None:
         producers = find_producers(self.target)
@@ -188,12 +190,16 @@ class GenTLSource(SourceBase):
             self._set(streams[0].node_map, "StreamBufferHandlingMode", o.buffer_handling)
         self._ia.num_buffers = max(int(o.buffer_count), int(getattr(self._ia, "min_num_buffers", 1) or 1))
         self.settings["num_buffers"] = self._ia.num_buffers
+        if o.trigger == "hardware":
+            self._counters.arm(GenApiNodes(nm), o.trigger_line, o.trigger_edge, self._frames_seen())
 
     # -- acquisition ---------------------------------------------------------------------
     def _grab(self) -> Frame | None:
         if self._ia is None:
             self._reconnect()
             return None
+        if self._counters.due():
+            self._sample_counters()
         lost = ""
         try:
             if self.options.trigger == "software":
@@ -253,6 +259,32 @@ class GenTLSource(SourceBase):
             self.count("camera_skipped", device_id - last - 1)
         self._last_device_id = device_id
 
+    # -- camera counters ----------------------------------------------------------------
+    def _frames_seen(self) -> int:
+        return sum(self._counts[k] for k in ("delivered", "incomplete", "bad_frame"))
+
+    def _sample_counters(self) -> None:
+        """Trigger counters and the data stream's lost/dropped frame counts (register reads:
+        every interval_s, at status time while capture is idle, and at close)."""
+        try:
+            self._counters.sample(GenApiNodes(self._ia.remote_device.node_map), self._frames_seen())
+            streams = getattr(self._ia, "data_streams", None) or []
+            if streams:
+                self._counters.sample_stream(GenApiNodes(streams[0].node_map))
+        except Exception as exc:  # a device going away: the next fetch handles it
+            log.debug("%s: camera counters not read: %s", self.uri, first_line(exc))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus the camera's: `trigger_edges`, `missed_triggers`,
+        `missed_triggers_source`, `stream_lost`, `stream_dropped` (None when not counted)."""
+        if self._lock.acquire(blocking=False):  # never wait on a grab in progress
+            try:
+                if self._ia is not None and self._opened:
+                    self._sample_counters()
+            finally:
+                self._lock.release()
+        return {**super().stats(), **self._counters.stats()}
+
     def _lost(self, why: str) -> None:
         self.count("device_lost")
         log.warning("%s: device %s lost: %s", self.uri, self.camera_serial, why)
@@ -273,7 +305,15 @@ class GenTLSource(SourceBase):
 
     def _teardown_acquirer(self) -> None:
         if self._ia is None:
+            self._counters.end_session()
             return
+        if self._acquiring():  # last readings and the counters' settings back while it answers
+            self._sample_counters()
+            try:
+                self._counters.restore(GenApiNodes(self._ia.remote_device.node_map))
+            except Exception as exc:
+                log.warning("%s: cannot restore counter settings: %s", self.uri, first_line(exc))
+        self._counters.end_session()
         for step in ("stop", "destroy"):
             try:
                 getattr(self._ia, step)()

@@ -23,6 +23,7 @@ from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
 from edge_runtime.sources.base import SourceBase, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
+from edge_runtime.sources.trigger_counters import PySpinNodes, TriggerCounters
 from edge_runtime.sources.uri import SourceUri
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,13 @@ SPINNAKER_ERR_TIMEOUT = -1011
 
 
 def import_pyspin() -> Any:
+    """The PySpin module; MissingDependency (one line, with the install hint) when absent."""
     return require("PySpin", purpose="spinnaker:// sources", hint=PYSPIN_HINT)
 
 
 
 def is_timeout(exc: BaseException) -> bool:
+    """True when a SpinnakerException is GetNextImage's timeout [-1011], not a lost camera."""
     code = getattr(exc, "errorcode", None)
     return code == SPINNAKER_ERR_TIMEOUT or (code is None and str(SPINNAKER_ERR_TIMEOUT) in str(exc))
 
@@ -64,6 +67,7 @@ class NodeWriter:
         return None
 
     def enum(self, name: str, value: str, required: bool = True) -> bool:
+        """Set enumeration `name` to entry `value`; False when optional and absent."""
         ps = self.ps
         node = self._node(name, ps.CEnumerationPtr, required)
         if node is None:
@@ -76,6 +80,7 @@ class NodeWriter:
         return True
 
     def float(self, name: str, value: float, required: bool = True) -> bool:
+        """Set float `name` within the camera's range; False when optional and absent."""
         node = self._node(name, self.ps.CFloatPtr, required)
         if node is None:
             return False
@@ -86,6 +91,7 @@ class NodeWriter:
         return True
 
     def int(self, name: str, value: int, required: bool = True) -> bool:
+        """Set integer `name` within range and step; False when optional and absent."""
         node = self._node(name, self.ps.CIntegerPtr, required)
         if node is None:
             return False
@@ -96,6 +102,7 @@ class NodeWriter:
         return True
 
     def bool(self, name: str, value: bool, required: bool = True) -> bool:
+        """Set boolean `name`; False when optional and absent."""
         node = self._node(name, self.ps.CBooleanPtr, required)
         if node is None:
             return False
@@ -124,6 +131,7 @@ class SpinnakerSource(SourceBase):
         self._cam_list: Any = None
         self._cam: Any = None
         self._last_device_id: int | None = None
+        self._counters = TriggerCounters(self.uri, options.trigger)
 
     # -- life cycle ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -222,9 +230,20 @@ class SpinnakerSource(SourceBase):
         s.enum("StreamBufferCountMode", "Manual")
         s.int("StreamBufferCountManual", o.buffer_count)
         self.settings = {**n.applied, **s.applied}
+        if o.trigger == "hardware":
+            self._counters.arm(PySpinNodes(self._ps, self._cam.GetNodeMap()), o.trigger_line, o.trigger_edge, self._frames_seen())
 
     def _teardown_camera(self) -> None:
         ps = self._ps
+        if self._cam is not None and self._cam.IsValid() and self._cam.IsInitialized():
+            # The last counter readings, then the counters' own settings back, while the camera
+            # still answers (before EndAcquisition/DeInit).
+            self._sample_counters()
+            try:
+                self._counters.restore(PySpinNodes(ps, self._cam.GetNodeMap()))
+            except ps.SpinnakerException as exc:
+                log.warning("%s: cannot restore counter settings: %s", self.uri, first_line(exc))
+        self._counters.end_session()
         if self._cam is not None:
             for step in ("EndAcquisition", "DeInit"):
                 try:
@@ -256,6 +275,8 @@ class SpinnakerSource(SourceBase):
         if self._cam is None:
             self._reconnect()
             return None
+        if self._counters.due():
+            self._sample_counters()
         lost = ""
         try:
             if self.options.trigger == "software":
@@ -309,6 +330,32 @@ class SpinnakerSource(SourceBase):
         return self.make_frame(
             array, pixel_format, received_ns, device_frame_id=device_id, device_timestamp_ns=device_ts, timestamp_domain="host_monotonic"
         )
+
+    # -- camera counters ----------------------------------------------------------------
+    def _frames_seen(self) -> int:
+        return sum(self._counts[k] for k in ("delivered", "incomplete", "bad_frame"))
+
+    def _sample_counters(self) -> None:
+        """Trigger counters and TL stream statistics (register reads: every interval_s, at
+        status time while capture is idle, and at close; never per frame)."""
+        ps = self._ps
+        try:
+            self._counters.sample(PySpinNodes(ps, self._cam.GetNodeMap()), self._frames_seen())
+            self._counters.sample_stream(PySpinNodes(ps, self._cam.GetTLStreamNodeMap()))
+        except ps.SpinnakerException as exc:  # a camera going away: the next grab handles it
+            log.debug("%s: camera counters not read: %s", self.uri, first_line(exc))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus the camera's: `trigger_edges`, `missed_triggers`,
+        `missed_triggers_source`, `stream_lost`, `stream_dropped` (None when not counted)."""
+        # Read the camera now only if capture is not inside a grab (never wait on it).
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._cam is not None and self._opened and self._cam.IsValid() and self._cam.IsInitialized():
+                    self._sample_counters()
+            finally:
+                self._lock.release()
+        return {**super().stats(), **self._counters.stats()}
 
     def _lost(self, why: str) -> None:
         self.count("device_lost")

@@ -20,6 +20,16 @@ that this fake enforces:
   timeout on a frame that will never come raises RuntimeError instead of hanging the test.
 - AcquisitionMode SingleFrame delivers one frame per acquisition; TriggerMode On delivers
   one frame per TriggerSoftware.Execute() (or FakeDevice.pulse() for a hardware line).
+- A hardware trigger edge that arrives while the sensor is still busy with the previous
+  triggered frame (ExposureTime + readout not yet elapsed) or while acquisition is stopped
+  makes no exposure and no image: a missed trigger (`fake_missed` is the truth).
+- Counter and Timer Control as on a Blackfly S: CounterSelector Counter0/Counter1 selects
+  CounterEventSource (Line0..3, ExposureStart, ...), CounterEventActivation, CounterTriggerSource,
+  CounterResetSource, CounterDuration, CounterValue (read-only), CounterStatus and the
+  CounterReset command. A counter counts while its event source is set, its trigger source is
+  Off and its value is below CounterDuration (then CounterCompleted: it stops).
+- TL stream statistics: StreamLostFrameCount (a frame the camera made found no free host
+  buffer) and StreamDroppedFrameCount.
 - Stricter than the SDK (documented): DeInit while streaming raises, so that the order
   EndAcquisition -> DeInit is checked.
 
@@ -30,7 +40,8 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +83,9 @@ def Image_GetImageStatusDescription(status: int) -> str:
 
 # -- test control ---------------------------------------------------------------------------
 fake_calls: list[tuple[str, ...]] = []  # SDK life-cycle calls in order
-_devices: dict[str, "FakeDevice"] = {}
-_system: "System | None" = None
-_camera_refs: "weakref.WeakSet[CameraPtr]" = weakref.WeakSet()
+_devices: dict[str, FakeDevice] = {}
+_system: System | None = None
+_camera_refs: weakref.WeakSet[CameraPtr] = weakref.WeakSet()
 
 
 def fake_reset() -> None:
@@ -84,7 +95,7 @@ def fake_reset() -> None:
     _system = None
 
 
-def fake_add_camera(serial: str, **kwargs: Any) -> "FakeDevice":
+def fake_add_camera(serial: str, **kwargs: Any) -> FakeDevice:
     dev = FakeDevice(serial, **kwargs)
     _devices[serial] = dev
     return dev
@@ -134,6 +145,39 @@ class _Node:
         self.fake_sets.append(value)
         if self._on_set:
             self._on_set(value)
+
+
+class _Selected(_Node):
+    """A node whose value belongs to the counter CounterSelector currently selects."""
+
+    def __init__(self, device: FakeDevice, name: str, kind: int, **kw: Any) -> None:
+        self._device = device
+        super().__init__(name, kind, None, **kw)
+
+    @property
+    def value(self) -> Any:
+        return self._device.counters[self._device._v("CounterSelector")][self.name]
+
+    @value.setter
+    def value(self, v: Any) -> None:
+        if v is not None:
+            self._device.counters[self._device._v("CounterSelector")][self.name] = v
+
+
+class _Computed(_Node):
+    """A read-only node whose value the device computes (statistics, status)."""
+
+    def __init__(self, name: str, kind: int, getter: Callable[[], Any], **kw: Any) -> None:
+        self._getter = getter
+        super().__init__(name, kind, None, writable=lambda: False, lo=0, hi=2**63 - 1, **kw)
+
+    @property
+    def value(self) -> Any:
+        return self._getter()
+
+    @value.setter
+    def value(self, v: Any) -> None:
+        pass
 
 
 class _EnumEntry:
@@ -331,10 +375,15 @@ class FakeDevice:
     lose_after: after this many frames the device drops off the bus (GetNextImage raises
         [-1012], IsValid() turns False) and stays absent for `absent_for` enumerations.
     stall: the next `stall` grabs find no frame and time out.
+    readout_us: sensor readout after the exposure; a trigger edge sooner than ExposureTime +
+        readout_us after the last accepted one is missed.
+    counters: False for a camera without Counter and Timer Control nodes.
+    counter_max: the largest CounterValue/CounterDuration (the counter width).
     """
 
     def __init__(self, serial: str, *, width: int = 64, height: int = 48, pixel_formats: tuple[str, ...] = ("BayerRG8", "Mono8", "RGB8"),
-                 incomplete_ids: tuple[int, ...] = (), lose_after: int | None = None, absent_for: int = 0, model: str = "Blackfly S BFS-U3-16S2C") -> None:
+                 incomplete_ids: tuple[int, ...] = (), lose_after: int | None = None, absent_for: int = 0, model: str = "Blackfly S BFS-U3-16S2C",
+                 readout_us: float = 0.0, counters: bool = True, counter_max: int = 0xFFFFFFFF) -> None:
         self.serial, self.sensor = serial, (width, height)
         self.incomplete_ids = set(incomplete_ids)
         self.lose_after, self.absent_for = lose_after, absent_for
@@ -351,7 +400,20 @@ class FakeDevice:
         self.leaked_at_end = 0  # buffers still held at EndAcquisition
         self.starved = 0
         self.delivered_this_acq = 0
+        self.readout_us = readout_us
+        self.busy_until = float("-inf")  # sensor clock (s) when the last accepted trigger's frame is read out
+        self.fake_edges = 0  # trigger edges on the configured line while triggering on it
+        self.fake_missed = 0  # of those, edges that made no exposure: the truth tests compare with
+        self.exposures = 0
+        self.stream_lost = 0
+        self.stream_dropped = 0
+        self.counter_max = counter_max
+        self.counters = {c: {"CounterEventSource": 0, "CounterEventActivation": 3, "CounterTriggerSource": 0, "CounterResetSource": 0,
+                             "CounterDuration": counter_max, "CounterValue": 0} for c in ("Counter0", "Counter1")}
         self._build_nodes(model, pixel_formats)
+        if not counters:
+            for name in [n for n in self.nodemap._nodes if n.startswith("Counter")]:
+                del self.nodemap._nodes[name]
 
     # nodes ------------------------------------------------------------------------------
     def _v(self, name: str) -> Any:
@@ -401,30 +463,98 @@ class FakeDevice:
             _Node("OffsetY", intfIInteger, 0, lo=0, hi=lambda: max_h() - self._v("Height"), inc=2, writable=idle),
             _Node("AcquisitionFrameRateEnable", intfIBoolean, False),
             _Node("AcquisitionFrameRate", intfIFloat, 30.0, lo=1.0, hi=200.0, writable=lambda: bool(self._v("AcquisitionFrameRateEnable"))),
+            *self._counter_nodes(),
         ]
         self.nodemap = INodeMap(nodes)
         self.stream_nodemap = INodeMap([
             enum("StreamBufferHandlingMode", ("OldestFirst", "OldestFirstOverwrite", "NewestOnly", "NewestFirst"), "OldestFirst", idle),
             enum("StreamBufferCountMode", ("Auto", "Manual"), "Auto", idle),
             _Node("StreamBufferCountManual", intfIInteger, 10, lo=1, hi=100, writable=lambda: idle() and self._v("StreamBufferCountMode") == "Manual"),
+            _Computed("StreamLostFrameCount", intfIInteger, lambda: self.stream_lost),
+            _Computed("StreamDroppedFrameCount", intfIInteger, lambda: self.stream_dropped),
         ])
         self.tl_nodemap = INodeMap([
             _Node("DeviceSerialNumber", intfIString, self.serial, writable=lambda: False),
             _Node("DeviceModelName", intfIString, model, writable=lambda: False),
         ])
 
+    def _counter_nodes(self) -> list[_Node]:
+        sources = ("Off", "MHzTick", "Line0", "Line1", "Line2", "Line3", "UserOutput0", "UserOutput1", "UserOutput2", "UserOutput3",
+                   "Counter0Start", "Counter1Start", "Counter0End", "Counter1End", "LogicBlock0", "LogicBlock1",
+                   "ExposureStart", "ExposureEnd", "FrameTriggerWait")
+        activations = ("LevelLow", "LevelHigh", "FallingEdge", "RisingEdge", "AnyEdge")
+        triggers = tuple(x for x in sources if x != "MHzTick")
+
+        def selected(name: str, kind: int, **kw: Any) -> _Node:
+            return _Selected(self, name, kind, **kw)
+
+        def reset() -> None:
+            self.counters[self._v("CounterSelector")]["CounterValue"] = 0
+
+        return [
+            _Node("CounterSelector", intfIEnumeration, 0, entries=("Counter0", "Counter1")),
+            selected("CounterEventSource", intfIEnumeration, entries=sources),
+            selected("CounterEventActivation", intfIEnumeration, entries=activations),
+            selected("CounterTriggerSource", intfIEnumeration, entries=triggers),
+            selected("CounterResetSource", intfIEnumeration, entries=triggers),
+            selected("CounterDuration", intfIInteger, lo=1, hi=self.counter_max),
+            selected("CounterValue", intfIInteger, lo=0, hi=self.counter_max, writable=lambda: False),
+            _Computed("CounterStatus", intfIEnumeration, lambda: self.counter_status(self._v("CounterSelector")),
+                      entries=("CounterIdle", "CounterTriggerWait", "CounterActive", "CounterCompleted", "CounterOverflow")),
+            _Node("CounterReset", intfICommand, execute=reset),
+        ]
+
     def value(self, name: str) -> Any:
         """Current value of a camera or stream node (symbolic for enums)."""
         return self._v(name)
+
+    # counters ----------------------------------------------------------------------------
+    def counter_status(self, counter: str) -> int:
+        c = self.counters[counter]
+        if c["CounterEventSource"] == 0:
+            return 0  # CounterIdle
+        if c["CounterTriggerSource"] != 0:
+            return 1  # CounterTriggerWait: this fake does not model counter start triggers
+        return 3 if c["CounterValue"] >= c["CounterDuration"] else 2
+
+    def _count(self, source: str, edges: tuple[str, ...] | None = None) -> None:
+        """Counters whose event source is `source` count: a signal (`edges` given) once per edge
+        matching CounterEventActivation, an internal event (ExposureStart, ...) once."""
+        node = self.nodemap.GetNode("CounterEventSource")
+        if node is None:
+            return
+        for name, c in self.counters.items():
+            symbol = node.entries[c["CounterEventSource"]].symbolic
+            activation = ("LevelLow", "LevelHigh", "FallingEdge", "RisingEdge", "AnyEdge")[c["CounterEventActivation"]]
+            if symbol == source and self.counter_status(name) == 2:
+                c["CounterValue"] += 1 if edges is None else sum(1 for e in edges if activation in (e, "AnyEdge"))
+
+    def _exposure_started(self) -> None:
+        self.exposures += 1
+        self._count("ExposureStart")
 
     # behaviour ---------------------------------------------------------------------------
     def _trigger(self) -> None:
         self.pending_triggers += 1
 
-    def pulse(self) -> None:
-        """A hardware trigger edge on the configured line."""
-        if self._v("TriggerMode") == "On" and self._v("TriggerSource").startswith("Line"):
-            self.pending_triggers += 1
+    def pulse(self, line: str | None = None, at: float | None = None) -> bool:
+        """A hardware pulse (rising then falling edge) on `line` (default: the configured trigger
+        line) at sensor time `at` (seconds, default now). True when it started an exposure."""
+        now = time.monotonic() if at is None else at
+        if line is None:
+            source = self._v("TriggerSource")
+            line = source if source.startswith("Line") else "Line0"
+        self._count(line, ("RisingEdge", "FallingEdge"))
+        if not (self._v("TriggerMode") == "On" and self._v("TriggerSource") == line):
+            return False
+        self.fake_edges += 1
+        if not self.streaming or now < self.busy_until:
+            self.fake_missed += 1
+            return False
+        self.busy_until = now + (self._v("ExposureTime") + self.readout_us) / 1e6
+        self._exposure_started()
+        self.pending_triggers += 1
+        return True
 
     def lose(self) -> None:
         self.connected = False
@@ -461,12 +591,22 @@ class FakeDevice:
                 return False
             self.pending_triggers -= 1
         if len(self.out) >= len(self.pool):
+            # The camera made the frame but no host buffer was free: the stream loses it.
             self.starved += 1
+            self.stream_lost += 1
+            self.frame_id += 1
+            if not self._hardware_triggered():
+                self._exposure_started()
             return False
         return True
 
+    def _hardware_triggered(self) -> bool:
+        return self._v("TriggerMode") == "On" and self._v("TriggerSource").startswith("Line")
+
     def fill(self) -> tuple[int, bool]:
         free = next(i for i in range(len(self.pool)) if i not in self.out)
+        if not self._hardware_triggered():  # a triggered frame's exposure started at the pulse
+            self._exposure_started()
         self.frame_id += 1
         self.frames_made += 1
         self.delivered_this_acq += 1
@@ -655,7 +795,7 @@ class System:
         self._refs = 0
 
     @staticmethod
-    def GetInstance() -> "System":
+    def GetInstance() -> System:
         global _system
         if _system is None:
             _system = System()
