@@ -21,13 +21,12 @@ import numpy as np
 from edge_runtime.deps import require
 from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
-from edge_runtime.sources.base import SourceBase, retry_with_backoff
+from edge_runtime.sources.base import Held, SourceBase, quietly, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.uri import SourceUri
 
 log = logging.getLogger(__name__)
 
-OWN_KEYS = ("serial",)
 HARVESTERS_HINT = "install it with: pip install harvesters genicam (plus your camera vendor's GenTL producer .cti)"
 
 
@@ -92,6 +91,27 @@ class GenTLSource(SourceBase):
             self._close()
             raise
         log.info("%s: acquiring from %s with %s", self.uri, self.camera_serial, self.settings)
+
+    OWN_KEYS = ("serial",)  # gentl://...?serial=S
+    # What release_held frees if the source is dropped without close().
+    _ia = Held()
+    _h = Held()
+
+    @staticmethod
+    def release_held(uri: str, held: dict[str, Any]) -> None:
+        """Finalizer, as harvesters tears down: ImageAcquirer stop and destroy, then Harvester reset.
+
+        Args:
+            uri: the source's URI, for messages.
+            held: `_ia` and `_h` as the source left them.
+        """
+        ia = held.pop("_ia", None)
+        if ia is not None:
+            quietly(uri, "ImageAcquirer.stop", ia.stop)
+            quietly(uri, "ImageAcquirer.destroy", ia.destroy)
+        harvester = held.pop("_h", None)
+        if harvester is not None:
+            quietly(uri, "Harvester.reset", harvester.reset)
 
     def _connect(self) -> None:
         self._h.update()
