@@ -65,8 +65,8 @@ SOURCES = Registry(
             "synthetic",
             "edge_runtime.sources.synthetic:SyntheticSource",
             _OPTIONS,
-            summary="synthetic://?width=640&height=480&fps=30&count=100&pixel_format=BayerRG8&seed=0&defect_every=10"
-            " - generated textured parts with scratches",
+            summary="synthetic://?width=640&height=480&count=100&pixel_format=BayerRG8"
+            " - generated textured parts, a scratch every defect_every (also seed, ring)",
             requires=("cv2",),
         ),
     ],
