@@ -61,6 +61,14 @@ def simulator_producer() -> Path | None:
 
 
 class GenTLSource(SourceBase):
+    """Any GenICam camera through harvesters and its vendor's GenTL producer (.cti).
+
+    Args:
+        parsed: `gentl://PATH.cti` or `gentl://` (producers from GENICAM_GENTL64_PATH).
+        options: every option but loop and max_pixels is applied to the camera.
+        params: the URI's own keys: `serial` (the first device when absent).
+    """
+
     stat_keys = ("incomplete", "device_lost", "missing_features", "camera_skipped", "bad_frame")
     applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
