@@ -35,17 +35,11 @@ SPINNAKER_ERR_TIMEOUT = -1011
 
 
 def import_pyspin() -> Any:
-    """The PySpin module.
-
-    Raises:
-        MissingDependency: the Spinnaker SDK's Python wheel is not installed (with a hint).
-    """
     return require("PySpin", purpose="spinnaker:// sources", hint=PYSPIN_HINT)
 
 
 
 def is_timeout(exc: BaseException) -> bool:
-    """True when a SpinnakerException is GetNextImage's timeout (-1011), not a lost camera."""
     code = getattr(exc, "errorcode", None)
     return code == SPINNAKER_ERR_TIMEOUT or (code is None and str(SPINNAKER_ERR_TIMEOUT) in str(exc))
 
@@ -70,14 +64,6 @@ class NodeWriter:
         return None
 
     def enum(self, name: str, value: str, required: bool = True) -> bool:
-        """Set enumeration `name` to the entry `value`.
-
-        Returns:
-            False when the node is missing or read-only and not `required`, else True.
-
-        Raises:
-            SourceError: a required node is missing, or the camera has no such entry.
-        """
         ps = self.ps
         node = self._node(name, ps.CEnumerationPtr, required)
         if node is None:
@@ -90,7 +76,6 @@ class NodeWriter:
         return True
 
     def float(self, name: str, value: float, required: bool = True) -> bool:
-        """Set float node `name`, checked against its range (see `enum` for the result)."""
         node = self._node(name, self.ps.CFloatPtr, required)
         if node is None:
             return False
@@ -101,7 +86,6 @@ class NodeWriter:
         return True
 
     def int(self, name: str, value: int, required: bool = True) -> bool:
-        """Set integer node `name`, checked against its range and step (see `enum`)."""
         node = self._node(name, self.ps.CIntegerPtr, required)
         if node is None:
             return False
@@ -112,7 +96,6 @@ class NodeWriter:
         return True
 
     def bool(self, name: str, value: bool, required: bool = True) -> bool:
-        """Set boolean node `name` (see `enum` for the result)."""
         node = self._node(name, self.ps.CBooleanPtr, required)
         if node is None:
             return False
