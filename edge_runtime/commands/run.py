@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 from edge_runtime.cli import Command
-from edge_runtime.sources import source_help
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="bundle folder (overrides bundle.path)")
     p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="only run bundles signed by a key in DIR (overrides bundle.trusted_keys)")
-    p.add_argument("--source", help=source_help())
+    p.add_argument("--source", help="frame source URI: spinnaker://SERIAL, gentl://..., cv://0, folder://DIR, synthetic://")
     p.add_argument("--publish", help="publisher URI: mqtt://host:1883/prefix, jsonl://FILE, stdout://")
     p.add_argument("--backend", help="ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="model precision (default fp32)")

@@ -24,7 +24,7 @@ from edge_runtime.registry import Entry, Registry
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.uri import parse_uri
 
-__all__ = ["SOURCES", "SourceOptions", "open_source", "make_source", "parse_uri", "source_help"]
+__all__ = ["SOURCES", "SourceOptions", "open_source", "make_source", "parse_uri", "uri_help"]
 
 _OPTIONS = "edge_runtime.sources.options:SourceOptions"
 
@@ -76,13 +76,13 @@ SOURCES = Registry(
 __doc__ = (__doc__ or "") + SOURCES.help_text(indent="    ") + "\n"
 
 
-def source_help() -> str:
-    """The `--source` help text, one clause per table row (argparse reflows it).
+def uri_help() -> str:
+    """The URI forms of every table row on one line, for `--source` help texts.
 
     Returns:
-        "frame source URI: FORM - what; FORM - what; ..." built from `SOURCES`.
+        "FORM - what it is; FORM - what it is; ..." (argparse reflows it; escape '%' there).
     """
-    return "frame source URI: " + "; ".join(entry.summary for entry in SOURCES)
+    return "; ".join(entry.summary for entry in SOURCES)
 
 
 def make_source(uri: str, options: SourceOptions | Mapping[str, Any] | None = None) -> FrameSource:

@@ -17,7 +17,7 @@ import edge_runtime.sources as sources
 from edge_runtime.errors import SourceError
 from edge_runtime.frames import Frame, FrameSource
 from edge_runtime.registry import Entry, Registry
-from edge_runtime.sources import SOURCES, make_source, open_source, parse_uri, source_help
+from edge_runtime.sources import SOURCES, make_source, open_source, parse_uri, uri_help
 from edge_runtime.sources.base import EndOfStream, Held, SourceBase
 from edge_runtime.sources.gentl import simulator_producer
 
@@ -80,7 +80,7 @@ def test_messages_help_and_doc_come_from_the_table(counting):
     with pytest.raises(SourceError) as err:
         parse_uri("ftp://camera")
     assert "counting://" in str(err.value) and "gst://" in str(err.value)
-    assert "counting://?n=N" in source_help()
+    assert "counting://?n=N" in uri_help()
     for entry in SOURCES:
         assert entry.summary in sources.__doc__
 
