@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One captured image. `image` is HxW (mono/Bayer) or HxWx3; `meta['pixel_format']` says
-    which (e.g. 'RGB8', 'BGR8', 'BayerRG8', 'Mono8'), so preprocessing can convert once."""
+    """One captured image.
+
+    Attributes:
+        image: HxW (mono/Bayer) or HxWx3; `meta['pixel_format']` says which (e.g. 'RGB8',
+            'BGR8', 'BayerRG8', 'Mono8'), so preprocessing can convert once.
+        timestamp_ns: capture time, time.monotonic_ns() domain unless meta says otherwise.
+        frame_id: consecutive per source, from 0 (rejected inputs take ids too).
+        camera_serial: the camera (or replay) that delivered it.
+        meta: pixel_format, source URI, device frame id/timestamp, path, ...
+    """
 
     image: np.ndarray
     timestamp_ns: int  # capture time, time.monotonic_ns() domain unless meta says otherwise
@@ -32,13 +41,26 @@ class FrameSource(Protocol):
 
     uri: str
 
-    def open(self) -> None: ...
+    def open(self) -> None:
+        """Connect to the device or file; a second call does nothing.
 
-    def frames(self) -> Iterator[Frame]: ...
+        Raises:
+            SourceError: it cannot be opened (one line).
+            MissingDependency: the SDK or package it needs is not installed.
+        """
 
-    def close(self) -> None: ...
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until the source ends or `close()` is called (from any thread).
 
-    def stats(self) -> Mapping[str, int]: ...
+        Raises:
+            SourceError: the source failed for good.
+        """
+
+    def close(self) -> None:
+        """Release the device; idempotent, never raises."""
+
+    def stats(self) -> Mapping[str, int]:
+        """Counters (delivered, timeouts, reconnects, and what the source dropped)."""
 
 
 @dataclass(frozen=True)

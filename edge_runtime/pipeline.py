@@ -40,8 +40,9 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -58,6 +59,14 @@ from edge_runtime.stats import (
 )
 from edge_runtime.verdict import KINDS, make_record
 
+if TYPE_CHECKING:  # the seams, by their Protocols (no import cost at run time)
+    from edge_runtime.backends.base import Backend
+    from edge_runtime.frames import FrameSource
+    from edge_runtime.publish.base import Publisher
+
+# (frame, score, anomaly map, stage latencies in ms) -> the verdict record.
+Postprocess = Callable[[Frame, float, np.ndarray, Mapping[str, float]], dict[str, Any]]
+
 log = logging.getLogger(__name__)
 
 STAGES = ("capture_wait", "queue", "preprocess", "inference", "postprocess", "publish", "total")
@@ -66,6 +75,13 @@ _MS = 1e-6
 
 @dataclass(frozen=True)
 class PipelineOptions:
+    """The `pipeline:` section of the runtime config (frozen, validated; each field's comment
+    says what it sets).
+
+    Raises:
+        ConfigError: a value out of range, or a hand-off queue with the `newest` policy.
+    """
+
     inference_queue: int = 2  # frames waiting for inference; 0 = hand-off (capture on demand)
     # auto: `block` for a hardware-triggered source or a hand-off queue, else `newest`.
     drop_policy: Literal["auto", "newest", "block"] = "auto"
@@ -100,7 +116,14 @@ class PipelineOptions:
             raise ConfigError("pipeline.max_pending_records must be >= 1")
 
     def resolved_policy(self, trigger: str = "off") -> str:
-        """The drop policy in force for a source with this trigger mode."""
+        """The drop policy in force for a source with this trigger mode.
+
+        Args:
+            trigger: the source's trigger option (off, software, hardware).
+
+        Returns:
+            "newest" or "block" (`auto` resolved: block for hardware triggers and hand-off).
+        """
         if self.drop_policy != "auto":
             return self.drop_policy
         return "block" if trigger == "hardware" or self.inference_queue == 0 else "newest"
@@ -122,6 +145,13 @@ class BoundedQueue:
     A *marker* (`put(x, marker=True)`) is delivered in order like any item but never waits,
     is never evicted and does not count against `maxsize`; `replace_evicted` turns an evicted
     item into a marker left in its place.
+
+    Args:
+        maxsize: items (not markers) it holds; 0 = hand-off to a waiting consumer.
+        policy: "newest" or "block".
+
+    Raises:
+        ConfigError: an unknown policy.
     """
 
     def __init__(self, maxsize: int, policy: str = "block") -> None:
@@ -139,6 +169,7 @@ class BoundedQueue:
 
     @property
     def markers(self) -> int:
+        """Markers waiting (they do not count against maxsize)."""
         return len(self._items) - self._real
 
     def _has_room(self) -> bool:
@@ -147,7 +178,15 @@ class BoundedQueue:
         return self._real < self.maxsize
 
     def wait_ready(self, stop: threading.Event | None = None, poll_s: float = 0.05) -> bool:
-        """Block-policy producers call this before acquiring an item. False when aborted/stopped."""
+        """Block-policy producers call this before acquiring an item.
+
+        Args:
+            stop: give up when this is set.
+            poll_s: how often `stop` is checked.
+
+        Returns:
+            True when a put would not wait; False when aborted or stopped.
+        """
         if self.policy == "newest":
             return not self._aborted
         with self._cond:
@@ -158,7 +197,17 @@ class BoundedQueue:
             return not self._aborted
 
     def put(self, item: Any, *, marker: bool = False, replace_evicted: Callable[[Any], Any] | None = None) -> Any | None:
-        """Add `item`; returns an evicted item under `newest`, else None. Waits under `block`."""
+        """Add `item` at the end; waits for room under `block`.
+
+        Args:
+            item: what to queue.
+            marker: queue it as a marker (never waits, never evicted, not counted).
+            replace_evicted: under `newest`, called with the evicted item; what it returns
+                (if not None) is left in its place as a marker.
+
+        Returns:
+            The evicted item under `newest` when the queue was full, else None.
+        """
         with self._cond:
             if self._aborted:
                 return None
@@ -195,7 +244,12 @@ class BoundedQueue:
         return None
 
     def get(self) -> Any:
-        """Next item, or CLOSED once the producer closed the queue and it is empty (or aborted)."""
+        """Take the next item, waiting for one.
+
+        Returns:
+            The item (or marker), or CLOSED once the producer closed the queue and it is
+            empty, or it was aborted.
+        """
         with self._cond:
             self._waiting_consumers += 1
             self._cond.notify_all()
@@ -215,12 +269,17 @@ class BoundedQueue:
                 self._waiting_consumers -= 1
 
     def close(self) -> None:
+        """No more items will come: `get` returns CLOSED once the queue is empty."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
 
     def abort(self) -> int:
-        """Wake everybody and discard what is queued; returns how many items were discarded."""
+        """Wake everybody and discard what is queued.
+
+        Returns:
+            How many items (markers included) were discarded.
+        """
         with self._cond:
             self._aborted = True
             n = len(self._items)
@@ -248,6 +307,8 @@ class _Work:
 
 @dataclass(frozen=True)
 class PipelineResult:
+    """What `Pipeline.run` returns: counts, per-stage latencies and process health."""
+
     captured: int
     inferred: int
     published: int  # records of frames that went through inference (OK, NG, or ERROR by score)
@@ -267,6 +328,7 @@ class PipelineResult:
     process: Mapping[str, Any] = field(default_factory=dict)  # RSS/fds/threads: start, warm, end, peak
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (the run summary written by `run --summary-json`)."""
         return {
             "captured": self.captured,
             "inferred": self.inferred,
@@ -289,8 +351,19 @@ class PipelineResult:
 
 
 def make_preprocessor(bundle: Any, roi: Roi | None = None) -> Callable[[Frame], np.ndarray]:
-    """Frame -> one model input (HxWx3 uint8, or CxHxW float32 for NCHW_float32 bundles, or
-    the frame itself for raw-frame bundles)."""
+    """The function that turns a frame into one model input, as the bundle asks.
+
+    Args:
+        bundle: the loaded bundle (its manifest's preprocess section).
+        roi: a software crop before resizing (model-size bundles only).
+
+    Returns:
+        Frame -> HxWx3 uint8, CxHxW float32 for NCHW_float32 bundles, or the frame itself
+        (checked) for raw-frame bundles.
+
+    Raises:
+        ConfigError: an ROI with a raw-frame bundle.
+    """
     spec = bundle.manifest.preprocess
     if spec.input_layout == "frame_uint8":
         if roi is not None:
@@ -310,9 +383,17 @@ def make_preprocessor(bundle: Any, roi: Roi | None = None) -> Callable[[Frame], 
 
 
 def frame_checker(spec: Any) -> Callable[[Frame], np.ndarray]:
-    """Raw-frame bundles: the frame goes to the backend as it came (no copy when the source's
-    buffer is contiguous, which every source's is); a frame of another pixel format or size
-    is refused with FrameRejected (one line; the pipeline records it as SKIPPED)."""
+    """Raw-frame bundles: the frame goes to the backend as it came.
+
+    No copy when the source's buffer is contiguous, which every source's is.
+
+    Args:
+        spec: the manifest's preprocess section (input_format, input_size).
+
+    Returns:
+        Frame -> the frame's image; raises FrameRejected (one line; the pipeline records it
+        as SKIPPED) for a frame of another pixel format or size.
+    """
     from edge_runtime.errors import FrameRejected
     from edge_runtime.rawframe import frame_shape, pixel_format
 
@@ -335,13 +416,37 @@ def frame_checker(spec: Any) -> Callable[[Frame], np.ndarray]:
 
 
 def classify_failure(exc: BaseException) -> tuple[str, str]:
-    """(reason code, one-line detail) for an exception raised while preparing one frame."""
+    """Name what went wrong while preparing one frame.
+
+    Args:
+        exc: the exception preprocessing raised.
+
+    Returns:
+        (reason code for the record, one-line detail).
+    """
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, FrameRejected):
         return exc.reason, text
     if isinstance(exc, DataError):
         return "bad_frame", text
     return "preprocess_failed", f"{type(exc).__name__}: {text}"
+
+
+def _check_limits(max_frames: int | None, duration_s: float | None) -> None:
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
+    if duration_s is not None and duration_s <= 0:
+        raise ConfigError(f"duration must be > 0 s, got {duration_s}")
+
+
+def _trigger_mode(source: FrameSource) -> str:
+    """The source's trigger option ("off" for sources without one): it picks the drop policy."""
+    return str(getattr(getattr(source, "options", None), "trigger", "off"))
+
+
+def _identity(postprocessor: Postprocess) -> dict[str, str]:
+    """The bundle and backend fields every record carries, from the postprocessor."""
+    return {key: str(getattr(postprocessor, key, "")) for key in ("bundle_sha256", "model_id", "backend", "precision")}
 
 
 class Pipeline:
@@ -352,10 +457,10 @@ class Pipeline:
 
     def __init__(
         self,
-        source: Any,
-        backend: Any,
-        postprocessor: Callable[[Frame, float, np.ndarray, Mapping[str, float]], dict[str, Any]],
-        publisher: Any,
+        source: FrameSource,
+        backend: Backend,
+        postprocessor: Postprocess,
+        publisher: Publisher,
         preprocess: Callable[[Frame], np.ndarray],
         options: PipelineOptions = PipelineOptions(),
         *,
@@ -365,10 +470,27 @@ class Pipeline:
         on_frame: Callable[[int], None] | None = None,
         station: str | None = None,
     ) -> None:
-        if max_frames is not None and max_frames < 1:
-            raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
-        if duration_s is not None and duration_s <= 0:
-            raise ConfigError(f"duration must be > 0 s, got {duration_s}")
+        """Wire the stages; nothing runs until `run()`.
+
+        Args:
+            source: the frames (opened by the caller); its `events()` are used when it has them.
+            backend: a loaded backend; `infer` gets a batch of one model input.
+            postprocessor: (frame, score, anomaly map, stage ms) -> verdict record; its
+                bundle_sha256, model_id, backend, precision and threshold attributes, when
+                present, are named in every SKIPPED/ERROR record too.
+            publisher: where records and the station status go (opened by the caller).
+            preprocess: frame -> model input (see `make_preprocessor`).
+            options: queues, drop policy, stats interval, flush timeout.
+            max_frames: stop capturing after this many frames.
+            duration_s: stop capturing after this many seconds.
+            recorder: collects per-stage latencies; a new one when None.
+            on_frame: called with the published count after each published record.
+            station: the station name in the status; the host name when None.
+
+        Raises:
+            ConfigError: max_frames < 1 or duration_s <= 0.
+        """
+        _check_limits(max_frames, duration_s)
         self.source = source
         self.backend = backend
         self.postprocessor = postprocessor
@@ -380,24 +502,26 @@ class Pipeline:
         self.recorder = recorder or LatencyRecorder(options.stats_window)
         self.on_frame = on_frame
         self.station = station or socket.gethostname()
-        trigger = str(getattr(getattr(source, "options", None), "trigger", "off"))
-        self.drop_policy = options.resolved_policy(trigger)
+        self.drop_policy = options.resolved_policy(_trigger_mode(source))
         # What every record names: the bundle and backend that (would have) judged it.
-        self.identity = {
-            "bundle_sha256": str(getattr(postprocessor, "bundle_sha256", "")),
-            "model_id": str(getattr(postprocessor, "model_id", "")),
-            "backend": str(getattr(postprocessor, "backend", "")),
-            "precision": str(getattr(postprocessor, "precision", "")),
-        }
+        self.identity = _identity(postprocessor)
         self.threshold = float(getattr(postprocessor, "threshold", 0.0))  # records need a finite value
+        self._init_control()
+        self._init_counters()
+
+    def _init_control(self) -> None:
+        """Stop flag, first error, the two queues and the lock guarding the counters."""
         self._stop = threading.Event()
         self._stop_reason = ""
         self._stop_t = 0.0
         self._errors: list[BaseException] = []
         self._failed_stage = ""
-        self._q_in = BoundedQueue(options.inference_queue, self.drop_policy)
-        self._q_out = BoundedQueue(options.publish_queue, "block")
+        self._q_in = BoundedQueue(self.options.inference_queue, self.drop_policy)
+        self._q_out = BoundedQueue(self.options.publish_queue, "block")
         self._lock = threading.Lock()
+
+    def _init_counters(self) -> None:
+        """Per-stage counts, records by verdict and reason, process health."""
         self.captured = 0
         self.inferred = 0
         self.published = 0
@@ -410,7 +534,6 @@ class Pipeline:
         self._side_records = 0  # records that bypass inference (drops, rejects, preprocessing)
         self.monitor: ProcessMonitor | None = None
         self.last_fps = 0.0
-        self._done = threading.Event()
 
     # -- control -------------------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
@@ -423,6 +546,7 @@ class Pipeline:
 
     @property
     def stopping(self) -> bool:
+        """True once `stop()` was called (or a limit or an error stopped capture)."""
         return self._stop.is_set()
 
     def progress(self) -> dict[str, Any]:
@@ -551,7 +675,7 @@ class Pipeline:
                 n = self._take(item, t_wait, t_cap)
                 if self.max_frames is not None and n >= self.max_frames:
                     self.stop(f"max frames ({self.max_frames}) reached")
-        except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+        except BaseException as exc:  # re-raised by run()
             self._fail(exc, "capture")
         finally:
             close = getattr(it, "close", None)
@@ -604,7 +728,7 @@ class Pipeline:
                 if not self._q_out.wait_ready():
                     break  # aborted by an error elsewhere
                 self._q_out.put(work)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # re-raised by run()
             self._fail(exc, "inference")
         finally:
             self._q_out.close()
@@ -676,7 +800,7 @@ class Pipeline:
                 if self.on_frame is not None:
                     for k in range(n - len(batch) + 1, n + 1):
                         self.on_frame(k)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # re-raised by run()
             self._fail(exc, "publish")
 
     # -- status --------------------------------------------------------------------------
@@ -746,47 +870,32 @@ class Pipeline:
 
     # -- main ----------------------------------------------------------------------------
     def run(self) -> PipelineResult:
+        """Capture, infer and publish until the source ends, a limit is reached or `stop()`.
+
+        Queued frames are still judged and published after a stop, and the publisher is
+        flushed before this returns. The station status is sent at start, every
+        stats_interval_s and at the end.
+
+        Returns:
+            The counts, latencies and process health of the run.
+
+        Raises:
+            The first exception any stage raised (e.g. SourceError, a backend's error),
+            after what could still be delivered was delivered.
+        """
         t_start = time.monotonic()
         self.monitor = ProcessMonitor(self.options.process_warmup_s)
         log.info("drop policy %s (inference queue %d)", self.drop_policy, self.options.inference_queue)
         self._send_status()
-        threads = [
-            threading.Thread(target=self._capture, name="clipinspect-capture", daemon=True),
-            threading.Thread(target=self._infer, name="clipinspect-inference", daemon=True),
-            threading.Thread(target=self._publish, name="clipinspect-publish", daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        meter = IntervalMeter(self.recorder)
-        interval = self.options.stats_interval_s
-        next_stats = time.monotonic() + interval if interval > 0 else float("inf")
-        deadline = t_start + self.duration_s if self.duration_s else float("inf")
-        closed_source = False
+        threads = self._start_threads()
         try:
-            # Short waits keep this thread responsive to signals and limits.
-            while any(t.is_alive() for t in threads):
-                threads[-1].join(0.05)
-                now = time.monotonic()
-                if now >= deadline:
-                    self.stop(f"duration ({self.duration_s:g} s) reached")
-                if self._stop.is_set() and threads[0].is_alive() and not closed_source and now - self._stop_t >= self.options.stop_grace_s:
-                    # A camera waiting for a frame that never comes: close() ends frames().
-                    closed_source = True
-                    log.info("capture still waiting %.1f s after stop; closing the source", self.options.stop_grace_s)
-                    self.source.close()
-                if now >= next_stats:
-                    self._tick(meter)
-                    next_stats = now + interval
+            self._supervise(threads, t_start)
         except KeyboardInterrupt:
             # The CLI installs its own handlers; a bare Ctrl-C from an embedding program still drains.
             self.stop("interrupted")
             for t in threads:
                 t.join()
-        flushed = True
-        if self._failed_stage != "publish":
-            flushed = bool(self.publisher.flush(self.options.flush_timeout_s))
-            if not flushed:
-                log.warning("publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)", self.options.flush_timeout_s)
+        flushed = self._flush()
         wall = time.monotonic() - t_start
         self.monitor.sample()
         self.last_fps = self.recorder.fps()
@@ -794,6 +903,49 @@ class Pipeline:
         if self._errors:
             raise self._errors[0]
         return self._result(wall, flushed)
+
+    def _start_threads(self) -> list[threading.Thread]:
+        """Capture, inference and publish threads, started (publish last in the list)."""
+        threads = [
+            threading.Thread(target=self._capture, name="clipinspect-capture", daemon=True),
+            threading.Thread(target=self._infer, name="clipinspect-inference", daemon=True),
+            threading.Thread(target=self._publish, name="clipinspect-publish", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        return threads
+
+    def _supervise(self, threads: list[threading.Thread], t_start: float) -> None:
+        """Until every thread ended: enforce the duration, close a source that ignores a stop,
+        log stats and send the status every interval."""
+        meter = IntervalMeter(self.recorder)
+        interval = self.options.stats_interval_s
+        next_stats = time.monotonic() + interval if interval > 0 else float("inf")
+        deadline = t_start + self.duration_s if self.duration_s else float("inf")
+        closed_source = False
+        # Short waits keep this thread responsive to signals and limits.
+        while any(t.is_alive() for t in threads):
+            threads[-1].join(0.05)
+            now = time.monotonic()
+            if now >= deadline:
+                self.stop(f"duration ({self.duration_s:g} s) reached")
+            if self._stop.is_set() and threads[0].is_alive() and not closed_source and now - self._stop_t >= self.options.stop_grace_s:
+                # A camera waiting for a frame that never comes: close() ends frames().
+                closed_source = True
+                log.info("capture still waiting %.1f s after stop; closing the source", self.options.stop_grace_s)
+                self.source.close()
+            if now >= next_stats:
+                self._tick(meter)
+                next_stats = now + interval
+
+    def _flush(self) -> bool:
+        """Wait for the publisher to confirm delivery (not after the publisher itself failed)."""
+        if self._failed_stage == "publish":
+            return True
+        flushed = bool(self.publisher.flush(self.options.flush_timeout_s))
+        if not flushed:
+            log.warning("publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)", self.options.flush_timeout_s)
+        return flushed
 
     def _result(self, wall: float, flushed: bool) -> PipelineResult:
         assert self.monitor is not None

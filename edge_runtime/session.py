@@ -10,8 +10,9 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.backends import make_backend
 from edge_runtime.bundle import Bundle, load_bundle
@@ -21,10 +22,30 @@ from edge_runtime.postprocess import Postprocessor
 from edge_runtime.runtime_config import RuntimeConfig
 from edge_runtime.stats import LatencyRecorder
 
+if TYPE_CHECKING:  # the seams, by their Protocols
+    from edge_runtime.backends.base import Backend
+    from edge_runtime.frames import FrameSource
+    from edge_runtime.publish.base import Publisher
+
 log = logging.getLogger(__name__)
 
 
-def load_backend(bundle: Bundle, name: str, precision: str, **options: Any):
+def load_backend(bundle: Bundle, name: str, precision: str, **options: Any) -> tuple[Backend, dict[str, Any]]:
+    """Make the backend `name`, load the bundle at `precision` and log what actually runs.
+
+    Args:
+        bundle: the loaded bundle.
+        name: a backend name from the backend table (ort-cpu, trt, ...).
+        precision: fp32, fp16 or int8.
+        **options: the backend's own options.
+
+    Returns:
+        The loaded backend (the caller closes it) and its `describe()` info.
+
+    Raises:
+        ConfigError / MissingDependency / BackendUnavailable: unknown name, missing runtime, or
+            the bundle cannot be loaded at that precision (one line).
+    """
     backend = make_backend(name, **options)
     backend.load(bundle, precision)
     info = dict(backend.describe())
@@ -39,16 +60,37 @@ def load_backend(bundle: Bundle, name: str, precision: str, **options: Any):
 
 @dataclass
 class RuntimeSession:
+    """Everything one run needs, opened by `open_session` (which also closes it).
+
+    Attributes:
+        config: the runtime config.
+        bundle: the loaded (verified) bundle.
+        backend: the loaded backend.
+        backend_info: what the backend reports it runs (provider, precision, ...).
+        source: the opened frame source.
+        publisher: the opened publisher.
+        postprocessor: score -> verdict record for this bundle and backend.
+        extra: room for callers (the bench keeps its own state here).
+    """
+
     config: RuntimeConfig
     bundle: Bundle
-    backend: Any
+    backend: Backend
     backend_info: dict[str, Any]
-    source: Any
-    publisher: Any
+    source: FrameSource
+    publisher: Publisher
     postprocessor: Postprocessor
     extra: dict[str, Any] = field(default_factory=dict)
 
     def pipeline(self, *, max_frames: int | None = None, duration_s: float | None = None, recorder: LatencyRecorder | None = None, on_frame: Callable[[int], None] | None = None) -> Pipeline:
+        """A Pipeline over this session's parts (see `Pipeline` for the arguments).
+
+        Returns:
+            The pipeline, not yet running.
+
+        Raises:
+            ConfigError: bad limits, or a preprocessing ROI the bundle cannot take.
+        """
         return Pipeline(
             self.source,
             self.backend,
@@ -65,9 +107,25 @@ class RuntimeSession:
 
 
 @contextlib.contextmanager
-def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[str, Any] | None = None) -> Iterator[RuntimeSession]:
-    """Everything a pipeline needs, opened; closed in reverse order on exit. A pre-loaded
-    `backend` (the bench reuses one across model-only and end-to-end runs) is not closed here."""
+def open_session(cfg: RuntimeConfig, *, backend: Backend | None = None, backend_info: dict[str, Any] | None = None) -> Iterator[RuntimeSession]:
+    """Everything a pipeline needs, opened; closed in reverse order on exit.
+
+    The source is built (not opened) before the model loads, so a bad URI is reported at once.
+
+    Args:
+        cfg: the runtime config.
+        backend: a pre-loaded backend (the bench reuses one across model-only and
+            end-to-end runs); it is not closed here. None: load `cfg.backend`.
+        backend_info: its `describe()` info, when already known.
+
+    Yields:
+        The opened session.
+
+    Raises:
+        ConfigError: no bundle or no source given, or a bad setting.
+        SourceError / PublishError / BundleError / MissingDependency: a part cannot be
+            opened (one line).
+    """
     if cfg.bundle.path is None:
         raise ConfigError("no bundle given (--bundle or bundle.path)")
     if not cfg.source.uri:
@@ -102,8 +160,14 @@ def open_session(cfg: RuntimeConfig, *, backend: Any = None, backend_info: dict[
 
 @contextlib.contextmanager
 def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
-    """SIGINT/SIGTERM -> pipeline.stop() (drain, flush, exit 0). Only the main thread may
-    install handlers; elsewhere this does nothing and the embedding program decides."""
+    """SIGINT/SIGTERM -> pipeline.stop() (drain, flush, exit 0) while the block runs.
+
+    Only the main thread may install handlers; elsewhere this does nothing and the embedding
+    program decides. The previous handlers are put back on exit.
+
+    Args:
+        pipeline: the pipeline to stop.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -127,6 +191,18 @@ def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
 
 
 def run_pipeline(session: RuntimeSession, **kwargs: Any) -> PipelineResult:
+    """Run the session's pipeline under signal handling and the systemd watchdog.
+
+    Args:
+        session: the opened session.
+        **kwargs: max_frames, duration_s, recorder, on_frame (see `Pipeline`).
+
+    Returns:
+        The pipeline's result.
+
+    Raises:
+        Whatever the pipeline raised (see `Pipeline.run`).
+    """
     from edge_runtime.sdnotify import systemd_watchdog
 
     pipeline = session.pipeline(**kwargs)

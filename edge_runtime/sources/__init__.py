@@ -1,62 +1,122 @@
-"""Frame sources, picked by URI.
-
-    spinnaker://SERIAL | spinnaker://        FLIR camera through PySpin (first camera if no serial)
-    gentl://PATH.cti?serial=S | gentl://?serial=S   any GenICam camera through harvesters
-                                             (producers from GENICAM_GENTL64_PATH when no PATH)
-    cv://0 | cv://rtsp://... | cv://file.mp4 | file.mp4 | gst://PIPELINE   OpenCV VideoCapture
-    folder://DIR?fps=5&loop=1                replay image files
-    synthetic://?width=640&height=480&fps=30&count=100&pixel_format=BayerRG8&seed=0&defect_every=10
+"""Frame sources, picked by URI from one table, `SOURCES` (scheme -> source class).
 
 Query keys that name SourceOptions fields (fps, loop, exposure_us, timeout_ms, ...) override
-the options passed in; an unknown key is an error naming it.
+the options passed in; a source's own keys (a GenTL serial, a synthetic width) go to the
+source; any other key is an error naming it. A bare path (no `scheme://`) is a video file
+(`cv`) when it has a video suffix or is a file, and an image folder (`folder`) when it is a
+directory. `cv://rtsp://...` and `gst://PIPELINE` keep their own '?' and '&'.
+
+Adding a source is one module holding a `SourceBase` subclass plus one `Entry` row below;
+URI validation, `--source` help, `doctor` and `make_source` all read the table.
+
+The table (scheme, URI form, what it is):
+
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from edge_runtime.errors import SourceError
 from edge_runtime.frames import FrameSource
+from edge_runtime.registry import Entry, Registry
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.uri import parse_uri
 
-__all__ = ["SourceOptions", "open_source", "make_source", "parse_uri"]
+__all__ = ["SOURCES", "SourceOptions", "open_source", "make_source", "parse_uri", "uri_help"]
+
+_OPTIONS = "edge_runtime.sources.options:SourceOptions"
+
+SOURCES = Registry(
+    "source",
+    [
+        Entry(
+            "spinnaker",
+            "edge_runtime.sources.spinnaker:SpinnakerSource",
+            _OPTIONS,
+            summary="spinnaker://SERIAL or spinnaker:// (first camera) - a FLIR camera through PySpin",
+            requires=("PySpin",),
+        ),
+        Entry(
+            "gentl",
+            "edge_runtime.sources.gentl:GenTLSource",
+            _OPTIONS,
+            summary="gentl://PATH.cti?serial=S or gentl://?serial=S (producers from GENICAM_GENTL64_PATH)"
+            " - any GenICam camera through harvesters",
+            requires=("harvesters", "genicam"),
+        ),
+        Entry(
+            "cv",
+            "edge_runtime.sources.opencv:OpenCVSource",
+            _OPTIONS,
+            summary="cv://0, cv://rtsp://..., cv://FILE.mp4, a video file path or gst://PIPELINE - OpenCV VideoCapture",
+            requires=("cv2",),
+            aliases=("gst",),
+        ),
+        Entry(
+            "folder",
+            "edge_runtime.sources.folder:FolderSource",
+            _OPTIONS,
+            summary="folder://DIR?fps=5&loop=1 or a folder path - replay image files in name order",
+            requires=("cv2",),
+        ),
+        Entry(
+            "synthetic",
+            "edge_runtime.sources.synthetic:SyntheticSource",
+            _OPTIONS,
+            summary="synthetic://?width=640&height=480&count=100&pixel_format=BayerRG8"
+            " - generated textured parts, a scratch every defect_every (also seed, ring)",
+            requires=("cv2",),
+        ),
+    ],
+    error=SourceError,
+)
+
+__doc__ = (__doc__ or "") + SOURCES.help_text(indent="    ") + "\n"
+
+
+def uri_help() -> str:
+    """The URI forms of every table row on one line, for `--source` help texts.
+
+    Returns:
+        "FORM - what it is; FORM - what it is; ..." (argparse reflows it; escape '%' there).
+    """
+    return "; ".join(entry.summary for entry in SOURCES)
 
 
 def make_source(uri: str, options: SourceOptions | Mapping[str, Any] | None = None) -> FrameSource:
-    """Build the source for `uri` without opening it (no device is touched)."""
-    from edge_runtime.sources.uri import merge_options
+    """Build the source for `uri` without opening it (no device, file or SDK is touched).
 
+    Args:
+        uri: a source URI (see the table in this module's doc) or a bare video/folder path.
+        options: SourceOptions or a mapping of their fields; the URI's query overrides them.
+
+    Returns:
+        The source (a `SourceBase`), not yet opened; it is a context manager.
+
+    Raises:
+        SourceError: bad URI, unknown scheme or query key, bad option value (one line).
+        MissingDependency: the source's module cannot be imported.
+    """
     parsed = parse_uri(uri)
-    if parsed.scheme == "spinnaker":
-        from edge_runtime.sources.spinnaker import SpinnakerSource
-
-        opts, _ = merge_options(parsed, options)
-        return SpinnakerSource(parsed, opts)
-    if parsed.scheme == "gentl":
-        from edge_runtime.sources.gentl import OWN_KEYS, GenTLSource
-
-        opts, own = merge_options(parsed, options, OWN_KEYS)
-        return GenTLSource(parsed, opts, own)
-    if parsed.scheme in ("cv", "gst"):
-        from edge_runtime.sources.opencv import OpenCVSource
-
-        opts, _ = merge_options(parsed, options)
-        return OpenCVSource(parsed, opts)
-    if parsed.scheme == "folder":
-        from edge_runtime.sources.folder import FolderSource
-
-        opts, _ = merge_options(parsed, options)
-        return FolderSource(parsed, opts)
-    from edge_runtime.sources.synthetic import OWN_KEYS as SYN_KEYS, SyntheticSource
-
-    opts, own = merge_options(parsed, options, SYN_KEYS)
-    return SyntheticSource(parsed, opts, own)
+    return SOURCES.load(parsed.scheme).from_uri(parsed, options)
 
 
 def open_source(uri: str, options: SourceOptions | Mapping[str, Any] | None = None) -> FrameSource:
-    """Build and open the source for `uri`. Raises SourceError / MissingDependency (one line).
+    """Build and open the source for `uri`.
 
-    The returned source is a context manager; `close()` is idempotent."""
+    Args:
+        uri: as for `make_source`.
+        options: as for `make_source`.
+
+    Returns:
+        The opened source; use it as a context manager (`close()` is idempotent).
+
+    Raises:
+        SourceError: as for `make_source`, or the device/file cannot be opened.
+        MissingDependency: the vendor SDK or package the source needs is missing.
+    """
     source = make_source(uri, options)
     source.open()
     return source

@@ -24,10 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def list_images(folder: Path) -> list[Path]:
+    """The image files (by suffix) directly in `folder`, in name order."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class FolderSource(SourceBase):
+    """Replays the image files of a folder as RGB8 frames, like a camera.
+
+    Args:
+        parsed: a `folder://DIR` URI (or a bare directory path parsed as `folder`).
+        options: fps, loop, max_pixels are applied.
+
+    Raises:
+        SourceError: no directory named.
+    """
+
     stat_keys = ("empty", "corrupt", "huge", "odd_size", "missing", "passes")
     applies = frozenset({"fps", "loop", "max_pixels", "timeout_ms", "buffer_count", "buffer_handling", "reconnect", "reconnect_attempts", "reconnect_backoff_s"})
 

@@ -21,14 +21,13 @@ import numpy as np
 from edge_runtime.deps import require
 from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
-from edge_runtime.sources.base import SourceBase, retry_with_backoff
+from edge_runtime.sources.base import Held, SourceBase, quietly, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.trigger_counters import GenApiNodes, TriggerCounters
 from edge_runtime.sources.uri import SourceUri
 
 log = logging.getLogger(__name__)
 
-OWN_KEYS = ("serial",)
 HARVESTERS_HINT = "install it with: pip install harvesters genicam (plus your camera vendor's GenTL producer .cti)"
 
 
@@ -63,6 +62,14 @@ def simulator_producer() -> Path | None:
 
 
 class GenTLSource(SourceBase):
+    """Any GenICam camera through harvesters and its vendor's GenTL producer (.cti).
+
+    Args:
+        parsed: `gentl://PATH.cti` or `gentl://` (producers from GENICAM_GENTL64_PATH).
+        options: every option but loop and max_pixels is applied to the camera.
+        params: the URI's own keys: `serial` (the first device when absent).
+    """
+
     stat_keys = ("incomplete", "device_lost", "missing_features", "camera_skipped", "bad_frame")
     applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
@@ -94,6 +101,27 @@ class GenTLSource(SourceBase):
             self._close()
             raise
         log.info("%s: acquiring from %s with %s", self.uri, self.camera_serial, self.settings)
+
+    OWN_KEYS = ("serial",)  # gentl://...?serial=S
+    # What release_held frees if the source is dropped without close().
+    _ia = Held()
+    _h = Held()
+
+    @staticmethod
+    def release_held(uri: str, held: dict[str, Any]) -> None:
+        """Finalizer, as harvesters tears down: ImageAcquirer stop and destroy, then Harvester reset.
+
+        Args:
+            uri: the source's URI, for messages.
+            held: `_ia` and `_h` as the source left them.
+        """
+        ia = held.pop("_ia", None)
+        if ia is not None:
+            quietly(uri, "ImageAcquirer.stop", ia.stop)
+            quietly(uri, "ImageAcquirer.destroy", ia.destroy)
+        harvester = held.pop("_h", None)
+        if harvester is not None:
+            quietly(uri, "Harvester.reset", harvester.reset)
 
     def _connect(self) -> None:
         self._h.update()

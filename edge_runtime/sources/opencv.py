@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_runtime.errors import SourceError
 from edge_runtime.frames import Frame
-from edge_runtime.sources.base import EndOfStream, Pacer, SourceBase, retry_with_backoff
+from edge_runtime.sources.base import EndOfStream, Held, Pacer, SourceBase, quietly, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.uri import SourceUri
 
@@ -24,8 +24,31 @@ _FAILED_READS_LOST = 5
 
 
 class OpenCVSource(SourceBase):
+    """A camera index, network stream, video file or GStreamer pipeline through cv2.VideoCapture.
+
+    Args:
+        parsed: a `cv://` or `gst://` URI (or a bare video path parsed as `cv`).
+        options: fps (files only), loop, timeout_ms (streams) and reconnect are applied.
+
+    Raises:
+        SourceError: `cv://` with nothing after it.
+    """
+
     stat_keys = ("read_failures",)
     applies = frozenset({"fps", "loop", "timeout_ms", "reconnect", "reconnect_attempts", "reconnect_backoff_s"})
+    _cap = Held()  # released by release_held if the source is dropped without close()
+
+    @staticmethod
+    def release_held(uri: str, held: dict[str, Any]) -> None:
+        """Finalizer: release the VideoCapture (camera, stream socket or pipeline).
+
+        Args:
+            uri: the source's URI, for messages.
+            held: `_cap` as the source left it.
+        """
+        cap = held.pop("_cap", None)
+        if cap is not None:
+            quietly(uri, "VideoCapture.release", cap.release)
 
     def __init__(self, parsed: SourceUri, options: SourceOptions) -> None:
         super().__init__(parsed.raw, options)

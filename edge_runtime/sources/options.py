@@ -23,6 +23,15 @@ _LINE = re.compile(r"^Line\d+$")
 
 @dataclass(frozen=True)
 class SourceOptions:
+    """Camera settings, timeouts, pacing and reconnect for any source (frozen, validated).
+
+    Each field's comment says what it sets. A URI's query keys override these; a source
+    warns about a field set away from its default that it cannot apply.
+
+    Raises:
+        ConfigError: a value out of range (one line naming the option).
+    """
+
     exposure_us: float | None = None  # ExposureAuto=Off + ExposureTime
     gain_db: float | None = None  # GainAuto=Off + Gain
     pixel_format: str | None = None  # GenICam name, e.g. BayerRG8, Mono8, RGB8
@@ -68,8 +77,16 @@ class SourceOptions:
 
     @property
     def timeout_s(self) -> float:
+        """`timeout_ms` in seconds."""
         return self.timeout_ms / 1000.0
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait before reconnect attempt `attempt` (0-based): exponential, capped."""
+        """Seconds to wait before reconnect attempt `attempt` (0-based): exponential, capped at 30 s.
+
+        Args:
+            attempt: 0 for the first retry.
+
+        Returns:
+            reconnect_backoff_s * 2**attempt, at most 30.
+        """
         return min(self.reconnect_backoff_s * (2.0**attempt), 30.0)

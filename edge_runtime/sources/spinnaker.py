@@ -21,7 +21,7 @@ import numpy as np
 from edge_runtime.deps import require
 from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
-from edge_runtime.sources.base import SourceBase, retry_with_backoff
+from edge_runtime.sources.base import Held, SourceBase, quietly, retry_with_backoff
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.trigger_counters import PySpinNodes, TriggerCounters
 from edge_runtime.sources.uri import SourceUri
@@ -118,6 +118,13 @@ class NodeWriter:
 
 
 class SpinnakerSource(SourceBase):
+    """A FLIR camera through PySpin, configured from SourceOptions (see the module doc).
+
+    Args:
+        parsed: `spinnaker://SERIAL`, or `spinnaker://` for the first camera found.
+        options: every option but loop and max_pixels is applied to the camera.
+    """
+
     stat_keys = ("incomplete", "device_lost", "camera_skipped", "release_errors", "bad_frame")
     applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
@@ -268,6 +275,31 @@ class SpinnakerSource(SourceBase):
             except self._ps.SpinnakerException as exc:
                 log.error("%s: ReleaseInstance failed: %s", self.uri, first_line(exc))
             self._system = None
+
+    # What release_held frees if the source is dropped without close().
+    _cam = Held()
+    _cam_list = Held()
+    _system = Held()
+
+    @staticmethod
+    def release_held(uri: str, held: dict[str, Any]) -> None:
+        """Finalizer, in FLIR's order: EndAcquisition, DeInit, drop the camera, Clear, ReleaseInstance.
+
+        Args:
+            uri: the source's URI, for messages.
+            held: `_cam`, `_cam_list` and `_system` as the source left them.
+        """
+        cam = held.pop("_cam", None)
+        if cam is not None:
+            quietly(uri, "EndAcquisition", lambda: cam.IsStreaming() and cam.EndAcquisition())
+            quietly(uri, "DeInit", lambda: cam.IsInitialized() and cam.DeInit())
+        cam = None  # ReleaseInstance refuses while anything references a camera
+        cam_list = held.pop("_cam_list", None)
+        if cam_list is not None:
+            quietly(uri, "CameraList.Clear", cam_list.Clear)
+        system = held.pop("_system", None)
+        if system is not None:
+            quietly(uri, "ReleaseInstance", system.ReleaseInstance)
 
     # -- acquisition --------------------------------------------------------------------
     def _grab(self) -> Frame | None:

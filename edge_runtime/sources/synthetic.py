@@ -23,15 +23,24 @@ from edge_runtime.sources.base import EndOfStream, Pacer, SourceBase
 from edge_runtime.sources.options import SourceOptions
 from edge_runtime.sources.uri import SourceUri, int_param
 
-OWN_KEYS = ("width", "height", "count", "seed", "defect_every", "ring")
 RING_FROM_PIXELS = 2_000_000
 PIXEL_FORMATS = ("RGB8", "BGR8", "Mono8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8")
 _CHANNEL = {"R": 0, "G": 1, "B": 2}
 
 
 def mosaic(rgb: np.ndarray, pixel_format: str) -> np.ndarray:
-    """RGB HxWx3 -> the HxW Bayer frame a camera with `pixel_format` (GenICam PFNC name,
-    pattern of the top-left 2x2 block read row by row) would deliver."""
+    """The HxW Bayer frame a camera with `pixel_format` would deliver for an RGB image.
+
+    Args:
+        rgb: HxWx3 RGB pixels.
+        pixel_format: GenICam PFNC name, e.g. BayerRG8 (the top-left 2x2 block, row by row).
+
+    Returns:
+        The HxW mosaic, same dtype.
+
+    Raises:
+        ValueError: not a Bayer pixel format.
+    """
     if not pixel_format.startswith("Bayer") or len(pixel_format) < 7:
         raise ValueError(f"not a Bayer pixel format: {pixel_format}")
     a, b = pixel_format[5], pixel_format[6]
@@ -64,7 +73,18 @@ def noise_field(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def render(base: np.ndarray, index: int, seed: int, defect: bool, noise: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """Frame `index`: the base texture with sensor noise and, if `defect`, a dark scratch."""
+    """Frame `index`: the base texture with sensor noise and, if `defect`, a dark scratch.
+
+    Args:
+        base: the texture from `texture`.
+        index: the frame number (with `seed`, all that the frame depends on).
+        seed: the source's seed.
+        defect: draw a scratch.
+        noise: the noise field from `noise_field`; drawn here when None.
+
+    Returns:
+        The RGB image and its meta: `defect`, and `defect_box` (x, y, w, h) for a scratch.
+    """
     import cv2
 
     rng = np.random.default_rng([seed, index])
@@ -115,6 +135,19 @@ def _ring(width: int, height: int, fmt: str, seed: int, defect_every: int, size:
 
 
 class SyntheticSource(SourceBase):
+    """Deterministic generated frames (a textured part, a scratch every `defect_every`).
+
+    Args:
+        parsed: a `synthetic://?key=value...` URI (no target).
+        options: pixel_format (RGB8, BGR8, Mono8 or a Bayer format) and fps are applied.
+        params: the URI's own keys: width, height, count, seed, defect_every, ring.
+
+    Raises:
+        SourceError: a target after `synthetic://`, a bad own key, an unknown pixel format,
+            odd Bayer sizes, or a ring that is not a multiple of defect_every.
+    """
+
+    OWN_KEYS = ("width", "height", "count", "seed", "defect_every", "ring")
     stat_keys = ("defects",)
     applies = frozenset({"pixel_format", "fps", "timeout_ms", "reconnect", "reconnect_attempts", "reconnect_backoff_s", "buffer_count", "buffer_handling"})
 

@@ -1,12 +1,18 @@
-"""Parsing source URIs and merging their query parameters into SourceOptions."""
+"""Parsing source URIs and merging their query parameters into SourceOptions.
+
+Which schemes exist is the table in `edge_runtime.sources` (`SOURCES`); this module knows
+only the URI shapes: `scheme://TARGET?key=value&...`, the opaque `cv://URL` and
+`gst://PIPELINE`, and bare paths.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 import yaml
@@ -15,9 +21,7 @@ from edge_runtime.config import from_mapping, to_dict
 from edge_runtime.errors import ConfigError, SourceError
 from edge_runtime.sources.options import SourceOptions
 
-SCHEMES = ("spinnaker", "gentl", "cv", "gst", "folder", "synthetic")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv", ".ts", ".mjpeg", ".mjpg")
-USAGE = "expected spinnaker://SERIAL, gentl://PATH.cti?serial=S, cv://0, cv://rtsp://..., a video file, gst://PIPELINE, folder://DIR or synthetic://"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -25,15 +29,50 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(frozen=True)
 class SourceUri:
+    """A parsed source URI.
+
+    Attributes:
+        raw: the URI as given (stripped), for messages and frame meta.
+        scheme: the table row it selects (`cv` or `folder` for a bare path).
+        target: what follows `scheme://` up to '?' (the whole remainder for cv:// URLs and gst://).
+        params: the query keys and values, each key at most once.
+    """
+
     raw: str
     scheme: str
-    target: str  # what follows scheme:// up to '?' (whole remainder for cv:// and gst://)
+    target: str
     params: Mapping[str, str]
 
 
+def usage() -> str:
+    """What a source URI may look like, from the table: the tail of every URI error."""
+    from edge_runtime.sources import SOURCES  # the package imports this module: look up at call time
+
+    schemes = [f"{key}://" for entry in SOURCES for key in (entry.name, *entry.aliases)]
+    return f"use one of {', '.join(schemes)} or a path to a video file or image folder"
+
+
+def _known_scheme(scheme: str) -> bool:
+    from edge_runtime.sources import SOURCES
+
+    return scheme in SOURCES
+
+
 def parse_uri(uri: str) -> SourceUri:
+    """Split a source URI into scheme, target and query (nothing is opened).
+
+    Args:
+        uri: `scheme://TARGET?key=value&...`, `cv://URL`, `gst://PIPELINE` or a bare path.
+
+    Returns:
+        The parsed URI; a bare path becomes scheme `cv` (a video suffix or a file) or
+        `folder` (a directory).
+
+    Raises:
+        SourceError: empty URI, unknown scheme, missing path, malformed or repeated query key.
+    """
     if not isinstance(uri, str) or not uri.strip():
-        raise SourceError(f"empty source URI; {USAGE}")
+        raise SourceError(f"empty source URI; {usage()}")
     uri = uri.strip()
     if "://" not in uri:
         # Bare paths are convenient on the command line: a video file or an image folder.
@@ -42,11 +81,11 @@ def parse_uri(uri: str) -> SourceUri:
             return SourceUri(uri, "cv", uri, {})
         if p.is_dir():
             return SourceUri(uri, "folder", uri, {})
-        raise SourceError(f"unknown source URI {uri!r}: no such file or folder; {USAGE}")
+        raise SourceError(f"unknown source URI {uri!r}: no such file or folder; {usage()}")
     scheme, rest = uri.split("://", 1)
     scheme = scheme.lower()
-    if scheme not in SCHEMES:
-        raise SourceError(f"unknown source scheme '{scheme}://' in {uri!r}; {USAGE}")
+    if not _known_scheme(scheme):
+        raise SourceError(f"unknown source scheme '{scheme}://' in {uri!r}; {usage()}")
     if scheme == "gst" or (scheme == "cv" and "://" in rest):
         # A pipeline or a stream URL keeps its own '?' and '&'.
         if not rest:
@@ -71,8 +110,17 @@ def merge_options(
 ) -> tuple[SourceOptions, dict[str, str]]:
     """Options from the caller, overridden by the URI's query (the URI is the more specific).
 
-    Returns the merged options and the query keys that belong to the source itself
-    (`own_keys`, e.g. serial, width). Any other unknown key is an error naming it.
+    Args:
+        parsed: the parsed URI.
+        options: the caller's SourceOptions, a mapping of their fields, or None for defaults.
+        own_keys: query keys that belong to the source itself (e.g. serial, width).
+
+    Returns:
+        The merged options and the source's own query keys with their (text) values.
+
+    Raises:
+        SourceError: a query key that is neither an option nor one of `own_keys`, or a
+            value the option does not accept (one line naming it).
     """
     if options is None:
         base: dict[str, Any] = {}
@@ -124,6 +172,21 @@ def _scalar(raw: str) -> Any:
 
 
 def int_param(params: Mapping[str, str], key: str, default: int, uri: str, *, minimum: int = 0) -> int:
+    """One integer query value of a source's own keys.
+
+    Args:
+        params: the source's own query keys and values.
+        key: the key to read.
+        default: the value when `key` is absent.
+        uri: the URI, for messages.
+        minimum: the smallest value allowed.
+
+    Returns:
+        The value, or `default`.
+
+    Raises:
+        SourceError: not an integer, or below `minimum`.
+    """
     if key not in params:
         return default
     try:
