@@ -84,7 +84,7 @@ class GenTLSource(SourceBase):
         self._timeout_exc: type[BaseException] = TimeoutError
         self._gentl_exc: tuple[type[BaseException], ...] = ()
         self._last_device_id: int | None = None
-        self._counters = TriggerCounters(self.uri, options.trigger)
+        self._counters = TriggerCounters(self.uri, options.trigger, options.trigger_counters)
 
     def _open(self) -> None:
         producers = find_producers(self.target)

@@ -38,6 +38,9 @@ class SourceOptions:
     trigger: Trigger = "off"
     trigger_line: str = "Line0"  # hardware trigger input
     trigger_edge: TriggerEdge = "RisingEdge"
+    # Count missed hardware triggers with the camera's Counter0/Counter1. Off for a station
+    # whose counters already drive an output line (strobe): the count is then null, "disabled".
+    trigger_counters: bool = True
     buffer_count: int = 3  # host-side stream buffers
     # NewestOnly: the line never waits on a backlog; older frames are dropped by the driver.
     buffer_handling: BufferHandling = "NewestOnly"

@@ -138,7 +138,7 @@ class SpinnakerSource(SourceBase):
         self._cam_list: Any = None
         self._cam: Any = None
         self._last_device_id: int | None = None
-        self._counters = TriggerCounters(self.uri, options.trigger)
+        self._counters = TriggerCounters(self.uri, options.trigger, options.trigger_counters)
 
     # -- life cycle ---------------------------------------------------------------------
     def _open(self) -> None:

@@ -44,6 +44,7 @@ SOFTWARE_TRIGGER = "software_trigger"  # the host triggers after each image: not
 UNSUPPORTED = "unsupported"  # the camera lacks (or refused) the counter nodes
 NOT_COUNTING = "counters_not_counting"  # frames arrived but a counter stood still
 COUNTER_FULL = "counter_full"  # a counter reached its maximum and cannot be reset
+DISABLED = "disabled"  # source option trigger_counters=false (the counters serve a strobe)
 STREAM_COUNTERS = {"stream_lost": "StreamLostFrameCount", "stream_dropped": "StreamDroppedFrameCount"}
 
 
@@ -74,13 +75,16 @@ class TriggerCounters:
     Args:
         where: the source URI, for log lines.
         trigger: the source's trigger option ("off", "software" or "hardware").
+        enabled: the source option `trigger_counters`; False leaves the counters alone.
     """
 
     interval_s = 1.0
 
-    def __init__(self, where: str, trigger: str) -> None:
+    def __init__(self, where: str, trigger: str, enabled: bool = True) -> None:
         self.where = where
         self.source = {"off": NO_TRIGGER, "software": SOFTWARE_TRIGGER}.get(trigger, UNSUPPORTED)
+        if not enabled and trigger == "hardware":
+            self.source = DISABLED
         self._done_edges = 0  # totals of finished sessions
         self._done_missed = 0
         self._armed = False
@@ -102,7 +106,7 @@ class TriggerCounters:
     def arm(self, nodes: CounterNodes, line: str, edge: str, frames_seen: int = 0) -> bool:
         """Configure Counter0 on `line`/`edge` and Counter1 on ExposureStart, reset and start
         both. False (and a one-line warning) when the camera cannot; the run goes on."""
-        if self.source in (NO_TRIGGER, SOFTWARE_TRIGGER, NOT_COUNTING, COUNTER_FULL) or self._refused:
+        if self.source in (NO_TRIGGER, SOFTWARE_TRIGGER, DISABLED, NOT_COUNTING, COUNTER_FULL) or self._refused:
             return False  # after a reconnect too: a total over part of the run would mislead
         try:
             for counter, event, activation in ((EDGES, line, edge), (EXPOSURES, "ExposureStart", None)):

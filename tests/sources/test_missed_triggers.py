@@ -99,6 +99,16 @@ def test_without_a_hardware_trigger_the_count_is_null_and_says_why(pyspin, trigg
     json.loads(status_payload("online", "c", "", {"camera": stats}))  # nulls, not NaN: valid JSON
 
 
+def test_counting_switched_off_leaves_the_counters_to_the_strobe_and_says_so(pyspin):
+    dev = pyspin.fake_add_camera("1")
+    with open_source("spinnaker://1?trigger_counters=0", HW) as src:
+        assert pulse_train(dev, 4, 0.004) < 4  # some missed: the camera knows, we were told not to count
+        read_all(src, 2)
+        stats = src.stats()
+    assert stats["missed_triggers"] is None and stats["missed_triggers_source"] == "disabled"
+    assert dev.nodemap.GetNode("CounterEventSource").fake_sets == []  # counters untouched
+
+
 def test_camera_without_counter_nodes_is_unsupported_and_the_run_goes_on(pyspin, caplog):
     caplog.set_level(logging.WARNING)
     dev = pyspin.fake_add_camera("1", counters=False)
