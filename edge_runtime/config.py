@@ -95,17 +95,32 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_key(out, key, value, where=f"override '{item}': ")
     return out
+
+
+def set_key(data: dict[str, Any], key: str, value: Any, where: str = "config key ") -> None:
+    """Set dotted `key` ("a.b.c") in the nested mapping `data`, creating missing (or null) sections.
+
+    Args:
+        data: the mapping to change in place.
+        key: dotted path; surrounding blanks are ignored.
+        value: what to put there.
+        where: the error message's prefix (which override or flag this came from).
+
+    Raises:
+        ConfigError: a part on the way holds a value that is not a section.
+    """
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config import apply_overrides, from_mapping, load_yaml, save_config
+from edge_runtime.config import apply_overrides, from_mapping, load_yaml, save_config, set_key
 from edge_runtime.errors import BackendUnavailable, ConfigError, DataError
 from train import distributed
 from train.config import TrainConfig
@@ -55,23 +55,16 @@ def resolve_config(config_file: str | Path | None, overrides: Sequence[str], *, 
     """TrainConfig from (saved run config | YAML file) + --set overrides + explicit flags."""
     data: dict[str, Any] = _merge(base or {}, load_yaml(config_file) if config_file else {})
     data = apply_overrides(data, overrides)
-    if clip:
-        data["clip"] = clip
-    flags = {"optim": {}, "data": {}}
-    if epochs is not None:
-        flags["optim"]["epochs"] = epochs
-    if device is not None:
-        flags["optim"]["device"] = device
-    if categories is not None:
-        flags["data"]["categories"] = list(categories)
-    if holdout is not None:
-        flags["data"]["holdout"] = list(holdout)
-    for section, values in flags.items():
-        if values:
-            node = data.setdefault(section, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config key '{section}' must be a section")
-            node.update(values)
+    flags = {
+        "clip": clip or None,
+        "optim.epochs": epochs,
+        "optim.device": device,
+        "data.categories": list(categories) if categories is not None else None,
+        "data.holdout": list(holdout) if holdout is not None else None,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            set_key(data, key, value)
     cfg = from_mapping(TrainConfig, data)
     clip_path = Path(cfg.clip).expanduser()
     if cfg.clip and clip_path.is_dir():  # a local folder: make the run loadable from any cwd

@@ -6,7 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from edge_runtime.cli import _discover, build_parser
+from edge_runtime.errors import ConfigError
 from edge_runtime.runtime_flags import CONFIG_FLAGS, config_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,3 +53,15 @@ def test_bench_out_defaults_to_a_git_ignored_folder():
         # git check-ignore exits 0 when the path is ignored by the repository's rules
         done = subprocess.run(["git", "check-ignore", "-q", str(out / "bench.json")], cwd=ROOT, check=False)
         assert done.returncode == 0
+
+
+def test_flags_fill_an_empty_section_and_name_a_non_section(tmp_path):
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text("source:\nbackend: {name: trt}\n")  # `source:` alone is null: the section's defaults
+    cfg = config_from_args(_parse(["run", "--config", str(cfg_file), "--source", "synthetic://"]))
+    assert (cfg.source.uri, cfg.backend.name) == ("synthetic://", "trt")
+    cfg_file.write_text("source: cv://0\n")
+    with pytest.raises(ConfigError, match="config key 'source' is not a section"):
+        config_from_args(_parse(["run", "--config", str(cfg_file), "--source", "synthetic://"]))
+    with pytest.raises(ConfigError, match="override 'threshold.x=1': 'threshold' is not a section"):
+        config_from_args(_parse(["run", "--set", "threshold=0.5", "--set", "threshold.x=1"]))
