@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DemoOptions:
+    """What `clipinspect demo` was asked for (see deploy/commands/demo.py for the flags)."""
+
     out: Path
     clip: str | None = None  # None: build the tiny random stand-in
     epochs: int = 2
@@ -38,6 +40,8 @@ class DemoOptions:
 
 @dataclass
 class StepResult:
+    """One demo step: its name, how long it took and what it reported."""
+
     name: str
     seconds: float
     detail: str = ""
@@ -45,6 +49,8 @@ class StepResult:
 
 @dataclass
 class DemoReport:
+    """What the demo did and made: steps, artifact paths and headline figures."""
+
     steps: list[StepResult] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
     figures: dict[str, object] = field(default_factory=dict)
@@ -64,6 +70,7 @@ class _Steps:
         self.total, self.n, self.report = total, 0, report
 
     def run(self, name: str, fn: Callable[[], str | None]) -> None:
+        """Run step `fn` under a numbered heading, timing it into the report."""
         self.n += 1
         print(f"\n[{self.n}/{self.total}] {name}", flush=True)
         t0 = time.perf_counter()

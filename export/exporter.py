@@ -21,6 +21,8 @@ EMBEDDINGS_FILE = "text_embeddings.npy"
 
 @dataclass(frozen=True)
 class ThresholdOverride:
+    """A threshold given on the export command line instead of the merged model's."""
+
     value: float
     method: str
 

@@ -50,6 +50,8 @@ SELF_CHECK_ATOL = 1e-4
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """How to export: opset, batch, input layout (image, float or raw camera frame), text, few-shot bank."""
+
     opset: int = 17
     dynamic_batch: bool = False
     float_input: bool = False
@@ -79,11 +81,14 @@ class ExportOptions:
 
     @property
     def raw_frame(self) -> bool:
+        """True when the graph takes the camera's raw frame (preprocessing in the graph)."""
         return self.input_format is not None
 
 
 @dataclass(frozen=True)
 class ExportResult:
+    """The exported file, its I/O contract, map size, node count and ORT-vs-torch self-check difference."""
+
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -94,6 +99,7 @@ class ExportResult:
 
 
 def input_layout(options: ExportOptions) -> str:
+    """The manifest's name for the graph's image input layout under `options`."""
     if options.raw_frame:
         return "frame_uint8"
     return "NCHW_float32" if options.float_input else "NHWC_uint8"

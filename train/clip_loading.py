@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedClip:
+    """A loaded CLIP with its tokenizer and preprocessing numbers."""
+
     model: Any  # transformers.CLIPModel, eval mode, FP32, eager attention (plain MatMul/Softmax for ONNX)
     tokenizer: Any
     image_size: tuple[int, int]

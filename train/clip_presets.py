@@ -105,6 +105,7 @@ def make_tokenizer(max_length: int):
 
 
 def clip_config(arch: str = "tiny"):
+    """The transformers CLIPConfig of preset `arch` (ConfigError for an unknown one)."""
     from transformers import CLIPConfig
 
     if arch not in _ARCHS:

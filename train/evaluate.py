@@ -38,6 +38,8 @@ REFERENCE_SIZE = 518
 
 @dataclass(frozen=True)
 class EvalOptions:
+    """How to evaluate: batch size, smoothing, pixel-metric resolution, robustness attacks, heatmaps, device."""
+
     batch_size: int = 8
     sigma: float | None = None  # None: REFERENCE_SIGMA scaled to the model size
     fgsm_eps: float | None = None  # FGSM step in pixel space [0, 1]
@@ -64,6 +66,8 @@ class EvalOptions:
 
 @dataclass
 class Predictions:
+    """Scores, maps and masks of one evaluated image set, in sample order."""
+
     scores: np.ndarray  # [N] float64
     maps: np.ndarray  # [N, H, W] float32, upsampled + smoothed
     masks: np.ndarray  # [N, H, W] bool at model size
@@ -75,6 +79,8 @@ class Predictions:
 
 @dataclass
 class EvalResult:
+    """Per-category and mean metrics, the chosen threshold and what else the eval produced."""
+
     per_category: dict[str, Metrics]
     mean: dict[str, float | None]
     threshold: tuple[float, str] | None
@@ -520,6 +526,7 @@ def _nanmean(values: list[float]) -> float:
 
 
 def resolve_device(name: str) -> str:
+    """"cuda" or "cpu" for --device `name` ("auto" picks CUDA when available); BackendUnavailable for a missing GPU."""
     import torch
 
     if name == "auto":

@@ -19,6 +19,7 @@ from typing import Any
 from edge_runtime.config import from_mapping
 from edge_runtime.errors import ConfigError, DataError
 from train.config import ModelConfig
+from train.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ DEFAULT_THRESHOLD_METHOD = "default: no eval run"
 
 @dataclass(frozen=True)
 class MergedInfo:
+    """clipinspect_model.json: what a merged folder holds beyond the HF CLIP (prompts, threshold, provenance)."""
+
     clip_source: str
     model_id: str
     image_size: tuple[int, int]
@@ -58,6 +61,7 @@ class MergedInfo:
     frame: Mapping[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> ModelConfig:
+        """The ModelConfig that rebuilds this model's anomaly head."""
         return ModelConfig(prompts=self.prompts, n_ctx=self.n_ctx, feature_layers=self.feature_layers,
                            adapter=self.adapter, learn_temperature=self.learn_temperature)
 
@@ -142,13 +146,11 @@ def _architecture(model: Any) -> dict[str, Any]:
 
 
 def read_merged_info(path: str | Path) -> MergedInfo:
+    """The MergedInfo of merged folder `path`; DataError if it is not one this version reads."""
     p = Path(path) / MODEL_JSON
     if not p.is_file():
         raise DataError(f"not a merged clipinspect model (no {MODEL_JSON}): {Path(path)}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {p}: {exc}") from None
+    doc = read_json(p)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DataError(f"{p}: not a {FORMAT} file")
     version = doc.pop("format_version", None)

@@ -26,8 +26,8 @@ from typing import Any
 
 from edge_runtime.config import load_config
 from edge_runtime.errors import ConfigError, DataError
-
 from train.config import TrainConfig
+from train.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,7 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / RUN_FILE
     if not p.is_file():
         return {}
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {p}: {exc}") from None
+    doc = read_json(p)
     if not isinstance(doc, dict):
         raise DataError(f"{p}: expected a JSON object")
     return doc

@@ -39,6 +39,8 @@ LOG_FILE = "train.log"
 
 @dataclass
 class TrainResult:
+    """What a training call did: run folder, device, AMP, epochs trained and their records."""
+
     run_dir: Path
     device: str
     amp: bool
@@ -80,6 +82,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def pick_device(wanted: str) -> str:
+    """"cuda" or "cpu" for `wanted` ("auto" picks CUDA when torch sees one); BackendUnavailable for a missing GPU."""
     import torch
 
     if wanted == "cuda" and not torch.cuda.is_available():
@@ -92,6 +95,7 @@ def pick_device(wanted: str) -> str:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random generators."""
     import numpy as np
     import torch
 
@@ -138,6 +142,7 @@ def split_plan(config: TrainConfig, data: str | Path) -> Any:
 
 
 def training_samples(config: TrainConfig, data: str | Path, plan: Any = None) -> list[Any]:
+    """The plan's training images (capped at data.max_images, seeded); DataError when none are left."""
     plan = plan or split_plan(config, data)
     held = set(config.data.holdout)
     samples = plan.role("train")
@@ -402,6 +407,7 @@ def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resu
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of RUN/metrics.jsonl ([] before the first epoch)."""
     p = Path(run_dir) / METRICS_FILE
     if not p.is_file():
         return []
@@ -409,6 +415,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def saved_config_dict(run_dir: str | Path) -> dict[str, Any]:
+    """The run's saved config as a plain mapping (the base a resumed run starts from)."""
     p = Path(run_dir) / CONFIG_FILE
     if not p.is_file():
         raise ConfigError(f"nothing to resume: {p} not found")
