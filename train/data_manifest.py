@@ -108,4 +108,5 @@ def verify_manifest(path: str | Path, data: str | Path, samples: Sequence[Sample
 
 
 def image_hashes(samples: Sequence[Sample]) -> dict[Path, str]:
+    """{image path: sha256} of `samples`' images."""
     return {s.image_path: sha256_file(s.image_path) for s in samples}

@@ -93,6 +93,7 @@ class EvalResult:
 
 
 def default_sigma(image_size: tuple[int, int]) -> float:
+    """AnomalyCLIP's smoothing sigma (4 at 518 px) scaled to `image_size`."""
     return REFERENCE_SIGMA * min(image_size) / REFERENCE_SIZE
 
 
@@ -329,6 +330,7 @@ def _json_safe(v: Any) -> Any:
 
 
 def write_metrics(out_dir: Path, result: EvalResult, context: dict[str, Any]) -> tuple[Path, Path]:
+    """`out_dir`/metrics.json (context, per-category and mean metrics, threshold, attacks) and metrics.csv; both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         **context,
@@ -428,6 +430,7 @@ def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -
 
 
 def save_heatmaps(out_dir: Path, dataset: AnomalyDataset, pred: Predictions, indices: Sequence[int]) -> list[Path]:
+    """Heatmap panels of images `indices` into `out_dir` (older PNGs there removed); the files written."""
     from train.heatmaps import heatmap_panel, save_rgb_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
