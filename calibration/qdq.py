@@ -27,9 +27,10 @@ import fnmatch
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -304,9 +305,6 @@ def quantize_qdq(
 ) -> QuantResult:
     """Write an INT8 Q/DQ copy of `fp32_model` to `out_path`, calibrated on `feeds`
     (dicts input name -> array, one per batch, e.g. from `bundle_feeds`)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     src = Path(fp32_model)
     out = Path(out_path)
     if not src.is_file():
@@ -314,68 +312,88 @@ def quantize_qdq(
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="clipinspect-qdq-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        preprocessed = False
-        if config.preprocess:
-            preprocessed = _pre_process(src, prepared, notes)
-        model = onnx.load(str(prepared if preprocessed else src))
-        name_unnamed_nodes(model)
-        selection = select_nodes(model, config)
-        if not selection.quantize:
-            raise DataError(f"{src}: no {'/'.join(config.op_types)} node with constant weights is left to quantize ({selection.summary()})")
-        copies = unshare_initializers(model, selection.quantize)
-        if copies:
-            log.debug("un-shared %d initializers read by quantized and float nodes", copies)
-        onnx.save(model, str(prepared))
-        log.info("INT8 node selection: %s", selection.summary())
-
-        act_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[config.method]
-        extra: dict[str, Any] = {
-            "ActivationSymmetric": config.symmetric_activations,
-            "WeightSymmetric": True,
-            "MatMulConstBOnly": True,
-            # Biases stay float: TensorRT has no int32 DequantizeLinear and fuses the bias itself.
-            "QuantizeBias": False,
-            # One Q/DQ pair per consumer: ONNX Runtime only fuses DQ->MatMul into an integer
-            # kernel when the DQ has a single consumer (q/k/v share their input otherwise, and
-            # those MatMuls would run in float on weights dequantized every call).
-            "DedicatedQDQPair": True,
-        }
-        if not config.quantize_outputs:
-            extra["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
-        if config.method == "percentile":
-            extra["CalibPercentile"] = config.percentile
-        if config.method in ("entropy", "percentile"):
-            extra["CalibTensorRangeSymmetric"] = config.symmetric_activations
+        selection, preprocessed = _prepare(src, prepared, config, notes)
         reader = _make_reader(feeds, on_batch)
-        tmp_out = out.with_name(f".{out.name}.partial")
-        try:
-            with _quiet_root_logger():
-                quantize_static(
-                    str(prepared),
-                    str(tmp_out),
-                    reader,
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(config.op_types),
-                    per_channel=config.per_channel,
-                    reduce_range=False,
-                    activation_type=act_type,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_quantize=list(selection.quantize),
-                    calibrate_method=method,
-                    extra_options=extra,
-                )
-            if reader.count == 0:
-                raise DataError("calibration produced no batches (empty calibration set)")
-            qmodel = onnx.load(str(tmp_out))
-            decouple_activation_qdq(qmodel)
-            drop_unused_opsets(qmodel)
-            onnx.save(qmodel, str(tmp_out))
-            os.replace(tmp_out, out)
-        finally:
-            if tmp_out.exists():
-                tmp_out.unlink()
+        _quantize_static(prepared, out, reader, selection, config)
     return QuantResult(path=out, selection=selection, config=config, num_calibration_batches=reader.count, preprocessed=preprocessed, notes=tuple(notes))
+
+
+def _prepare(src: Path, prepared: Path, config: QuantConfig, notes: list[str]) -> tuple[NodeSelection, bool]:
+    """Write the graph the quantizer reads to `prepared` (pre-processed if configured, every node
+    named, initializers shared by quantized and float nodes copied); (selection, pre-processed)."""
+    import onnx
+
+    preprocessed = _pre_process(src, prepared, notes) if config.preprocess else False
+    model = onnx.load(str(prepared if preprocessed else src))
+    name_unnamed_nodes(model)
+    selection = select_nodes(model, config)
+    if not selection.quantize:
+        raise DataError(f"{src}: no {'/'.join(config.op_types)} node with constant weights is left to quantize ({selection.summary()})")
+    copies = unshare_initializers(model, selection.quantize)
+    if copies:
+        log.debug("un-shared %d initializers read by quantized and float nodes", copies)
+    onnx.save(model, str(prepared))
+    log.info("INT8 node selection: %s", selection.summary())
+    return selection, preprocessed
+
+
+def _extra_options(config: QuantConfig) -> dict[str, Any]:
+    """quantize_static's extra_options for the Q/DQ format this module documents."""
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": config.symmetric_activations,
+        "WeightSymmetric": True,
+        "MatMulConstBOnly": True,
+        # Biases stay float: TensorRT has no int32 DequantizeLinear and fuses the bias itself.
+        "QuantizeBias": False,
+        # One Q/DQ pair per consumer: ONNX Runtime only fuses DQ->MatMul into an integer
+        # kernel when the DQ has a single consumer (q/k/v share their input otherwise, and
+        # those MatMuls would run in float on weights dequantized every call).
+        "DedicatedQDQPair": True,
+    }
+    if not config.quantize_outputs:
+        extra["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
+    if config.method == "percentile":
+        extra["CalibPercentile"] = config.percentile
+    if config.method in ("entropy", "percentile"):
+        extra["CalibTensorRangeSymmetric"] = config.symmetric_activations
+    return extra
+
+
+def _quantize_static(prepared: Path, out: Path, reader: Any, selection: NodeSelection, config: QuantConfig) -> None:
+    """Calibrate and quantize `prepared` into `out`, atomically (a partial file never stays);
+    DataError when the calibration set yields no batch."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    act_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[config.method]
+    tmp_out = out.with_name(f".{out.name}.partial")
+    try:
+        with _quiet_root_logger():
+            quantize_static(
+                str(prepared),
+                str(tmp_out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(config.op_types),
+                per_channel=config.per_channel,
+                reduce_range=False,
+                activation_type=act_type,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=list(selection.quantize),
+                calibrate_method=method,
+                extra_options=_extra_options(config),
+            )
+        if reader.count == 0:
+            raise DataError("calibration produced no batches (empty calibration set)")
+        qmodel = onnx.load(str(tmp_out))
+        decouple_activation_qdq(qmodel)
+        drop_unused_opsets(qmodel)
+        onnx.save(qmodel, str(tmp_out))
+        os.replace(tmp_out, out)
+    finally:
+        if tmp_out.exists():
+            tmp_out.unlink()
 
 
 @contextlib.contextmanager
@@ -405,7 +423,7 @@ def _pre_process(src: Path, dst: Path, notes: list[str]) -> bool:
     try:
         with _quiet_root_logger():
             quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=False)
-    except Exception as exc:  # noqa: BLE001 - a third-party shape inference failing in any way
+    except Exception as exc:  # a third-party shape inference failing in any way
         msg = f"quant_pre_process failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); quantizing the graph as exported"
         log.warning(msg)
         notes.append(msg)
@@ -507,9 +525,8 @@ def calibrate_bundle(
     files with sha256). The updated bundle is re-loaded with hash verification before returning."""
     from dataclasses import replace
 
-    from edge_runtime.bundle import ModelVariant, load_bundle, with_file, write_manifest
-
     from calibration.calibration_set import SET_FILE
+    from edge_runtime.bundle import ModelVariant, load_bundle, with_file, write_manifest
 
     bundle = load_bundle(bundle_root, verify=True)
     root = bundle.root

@@ -13,20 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
-from edge_runtime.errors import CheckFailed, ClipInspectError
+from edge_runtime.errors import CheckFailed
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DemoOptions:
+    """What `clipinspect demo` was asked for (see deploy/commands/demo.py for the flags)."""
+
     out: Path
     clip: str | None = None  # None: build the tiny random stand-in
     epochs: int = 2
@@ -39,6 +40,8 @@ class DemoOptions:
 
 @dataclass
 class StepResult:
+    """One demo step: its name, how long it took and what it reported."""
+
     name: str
     seconds: float
     detail: str = ""
@@ -46,6 +49,8 @@ class StepResult:
 
 @dataclass
 class DemoReport:
+    """What the demo did and made: steps, artifact paths and headline figures."""
+
     steps: list[StepResult] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
     figures: dict[str, object] = field(default_factory=dict)
@@ -65,6 +70,7 @@ class _Steps:
         self.total, self.n, self.report = total, 0, report
 
     def run(self, name: str, fn: Callable[[], str | None]) -> None:
+        """Run step `fn` under a numbered heading, timing it into the report."""
         self.n += 1
         print(f"\n[{self.n}/{self.total}] {name}", flush=True)
         t0 = time.perf_counter()
@@ -99,6 +105,7 @@ class VerdictSubscriber:
             (self.status if msg.topic.endswith("/status") else self.received).append(payload)
 
     def wait_for(self, n: int, timeout_s: float) -> list[dict]:
+        """The verdicts received once `n` have arrived or `timeout_s` has passed, whichever is first."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
@@ -109,6 +116,7 @@ class VerdictSubscriber:
             return list(self.received)
 
     def close(self) -> None:
+        """Stop the network loop and disconnect."""
         self._client.loop_stop()
         self._client.disconnect()
 
@@ -136,140 +144,187 @@ def _replay_folder(data: Path, category: str, out: Path) -> dict[str, int]:
 
 
 def run_demo(opts: DemoOptions) -> DemoReport:
-    from edge_runtime.publish.broker import EmbeddedBroker
+    """Run the whole chain (data, training, eval, export, parity, INT8, MQTT run, bench) into
+    `opts.out`, each step through the real CLI; returns what each step took and produced.
 
+    Raises:
+        CheckFailed: a step's command exited non-zero, or the verdicts read back over MQTT
+            are missing, out of order or (with --source gentl) the simulator is unavailable.
+    """
     out = opts.out.resolve()
     if out.exists() and not opts.keep:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    data, clip_dir, run_dir = out / "data", out / "tiny-clip", out / "run"
-    merged, bundle, replay = out / "merged", out / "bundle", out / "replay"
-    report = DemoReport()
-    steps = _Steps(11, report)
-    categories: list[str] = []
-    clip = opts.clip or str(clip_dir)
+    demo = _Demo(opts, out)
+    steps = _Steps(11, demo.report)
+    try:
+        steps.run("synthetic data set (scratch, contamination, crack; with masks)", demo.synth)
+        steps.run("CLIP", demo.tiny_clip)
+        steps.run(f"LoRA training, {opts.epochs} epochs", demo.train)
+        steps.run("evaluation (AnomalyCLIP table, heatmaps, threshold)", demo.evaluate)
+        steps.run("merge adapters + export the ONNX bundle", demo.merge_export)
+        steps.run("parity: training-side score vs device score", demo.parity)
+        steps.run("INT8 Q/DQ calibration + precision report", demo.calibrate)
+        steps.run("embedded MQTT broker + verdict subscriber", demo.broker_up)
+        steps.run("clipinspect run: replayed line -> verdicts over MQTT", demo.run_line)
+        steps.run("clipinspect bench: model-only vs end-to-end, fp32 vs int8", demo.bench)
+        steps.run("summary", lambda: None)
+    finally:
+        demo.close()
+    return demo.report
 
-    def synth() -> str:
-        _cli(["synth-data", str(data), "--seed", str(opts.seed), "--categories", "4"])
-        categories.extend(sorted(p.name for p in data.iterdir() if p.is_dir()))
-        return f"{len(categories)} categories: {', '.join(categories)}; held out: {categories[-1]}"
 
-    def tiny_clip() -> str:
-        if opts.clip:
-            return f"using --clip {opts.clip}"
-        _cli(["make-tiny-clip", str(clip_dir), "--seed", str(opts.seed)])
+class _Demo:
+    """The demo's steps, one method each; they share the working folder's paths and the report."""
+
+    def __init__(self, opts: DemoOptions, out: Path) -> None:
+        self.opts, self.out = opts, out
+        self.data, self.clip_dir, self.run_dir = out / "data", out / "tiny-clip", out / "run"
+        self.merged, self.bundle, self.replay = out / "merged", out / "bundle", out / "replay"
+        self.clip = opts.clip or str(self.clip_dir)
+        self.report = DemoReport()
+        self.categories: list[str] = []
+        self.broker = None
+        self.sub: VerdictSubscriber | None = None
+
+    @property
+    def holdout(self) -> str:
+        """The category training never sees (the last one): parity, the run and the report use it."""
+        return self.categories[-1]
+
+    def synth(self) -> str:
+        """Write the synthetic data set (4 categories, the last held out)."""
+        _cli(["synth-data", str(self.data), "--seed", str(self.opts.seed), "--categories", "4"])
+        self.categories.extend(sorted(p.name for p in self.data.iterdir() if p.is_dir()))
+        return f"{len(self.categories)} categories: {', '.join(self.categories)}; held out: {self.holdout}"
+
+    def tiny_clip(self) -> str:
+        """Write the tiny random CLIP stand-in, unless --clip names real weights."""
+        if self.opts.clip:
+            return f"using --clip {self.opts.clip}"
+        _cli(["make-tiny-clip", str(self.clip_dir), "--seed", str(self.opts.seed)])
         return "TINY RANDOM CLIP: a stand-in so the pipeline runs offline; pass --clip for real weights"
 
-    holdout = lambda: categories[-1]  # noqa: E731
+    def train(self) -> str:
+        """LoRA training on every category but the held-out one."""
+        extra = [] if self.opts.clip else ["--set", "optim.threads=1"]  # the tiny model's ops are too small to thread
+        _cli(["train", "--data", str(self.data), "--clip", self.clip, "--out", str(self.run_dir),
+              "--epochs", str(self.opts.epochs), "--holdout", self.holdout, "--set", f"optim.seed={self.opts.seed}", *extra])
+        return f"run folder {self.run_dir}"
 
-    def train() -> str:
-        extra = [] if opts.clip else ["--set", "optim.threads=1"]  # the tiny model's ops are too small to thread
-        _cli(["train", "--data", str(data), "--clip", clip, "--out", str(run_dir), "--epochs", str(opts.epochs),
-              "--holdout", holdout(), "--set", f"optim.seed={opts.seed}", *extra])
-        return f"run folder {run_dir}"
-
-    def evaluate() -> str:
-        _cli(["eval", "--run", str(run_dir), "--data", str(data), "--heatmaps", "6"])
+    def evaluate(self) -> str:
+        """Eval: the metrics table, heatmaps and the F1-max threshold."""
+        run_dir = self.run_dir
+        _cli(["eval", "--run", str(run_dir), "--data", str(self.data), "--heatmaps", "6"])
         metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
-        report.figures["eval_mean"] = metrics["mean"]
-        report.figures["eval_holdout"] = metrics["per_category"].get(holdout())
-        report.artifacts["eval"] = str(run_dir / "eval")
+        self.report.figures["eval_mean"] = metrics["mean"]
+        self.report.figures["eval_holdout"] = metrics["per_category"].get(self.holdout)
+        self.report.artifacts["eval"] = str(run_dir / "eval")
         return f"threshold {json.loads((run_dir / 'threshold.json').read_text())['value']:.4f} (F1-max)"
 
-    def merge_export() -> str:
-        _cli(["merge", "--run", str(run_dir), "--out", str(merged)])
-        _cli(["export", "--merged", str(merged), "--out", str(bundle), "--force"])
-        report.artifacts["merged model"] = str(merged)
-        report.artifacts["bundle"] = str(bundle)
+    def merge_export(self) -> str:
+        """Merge the adapters into CLIP and export the ONNX bundle."""
+        _cli(["merge", "--run", str(self.run_dir), "--out", str(self.merged)])
+        _cli(["export", "--merged", str(self.merged), "--out", str(self.bundle), "--force"])
+        self.report.artifacts["merged model"] = str(self.merged)
+        self.report.artifacts["bundle"] = str(self.bundle)
         return "one ONNX graph: uint8 image -> score, anomaly map"
 
-    def parity() -> str:
-        _cli(["verify-bundle", "--bundle", str(bundle), "--images", str(data / holdout() / "test"), "--max-images", "8"])
+    def parity(self) -> str:
+        """verify-bundle: the torch reference against the device's ONNX Runtime on held-out images."""
+        _cli(["verify-bundle", "--bundle", str(self.bundle), "--images", str(self.data / self.holdout / "test"),
+              "--max-images", "8"])
         return "torch reference == ONNX Runtime within 1e-4"
 
-    def calibrate() -> str:
-        _cli(["calibrate", "--bundle", str(bundle), "--images", str(data / categories[0]), "--num", "8", "--seed", str(opts.seed)])
-        precision_json = out / "precision_report.json"
-        _cli(["precision-report", "--bundle", str(bundle), "--images", str(data / holdout()), "--json", str(precision_json),
-              "--precisions", "fp32,int8"])
-        report.artifacts["precision report"] = str(precision_json)
+    def calibrate(self) -> str:
+        """INT8 Q/DQ calibration, then the fp32-vs-int8 precision report."""
+        _cli(["calibrate", "--bundle", str(self.bundle), "--images", str(self.data / self.categories[0]), "--num", "8",
+              "--seed", str(self.opts.seed)])
+        precision_json = self.out / "precision_report.json"
+        _cli(["precision-report", "--bundle", str(self.bundle), "--images", str(self.data / self.holdout),
+              "--json", str(precision_json), "--precisions", "fp32,int8"])
+        self.report.artifacts["precision report"] = str(precision_json)
         return "model.int8.onnx (Q/DQ) added to the bundle"
 
-    labels: dict[str, int] = {}
-    state: dict[str, object] = {}
+    def broker_up(self) -> str:
+        """Start the embedded MQTT broker and the verdict subscriber."""
+        from edge_runtime.publish.broker import EmbeddedBroker
 
-    def broker_up() -> str:
-        broker = EmbeddedBroker("auto").start()
-        state["broker"] = broker
-        state["sub"] = VerdictSubscriber(broker.host, broker.port, "clipinspect/demo/#")
+        self.broker = broker = EmbeddedBroker("auto").start()
+        self.sub = VerdictSubscriber(broker.host, broker.port, "clipinspect/demo/#")
         return f"{broker.kind} on {broker.host}:{broker.port}, subscriber on clipinspect/demo/#"
 
-    def run_line() -> str:
-        labels.update(_replay_folder(data, holdout(), replay))
-        broker, sub = state["broker"], state["sub"]
-        summary = out / "run_summary.json"
-        _cli(["run", "--bundle", str(bundle), "--source", f"folder://{replay}?loop=0",
-              "--publish", f"mqtt://{broker.host}:{broker.port}/clipinspect/demo",
+    def run_line(self) -> str:
+        """`run` on the replayed line (and the GenICam simulator when installed), read back over MQTT."""
+        detail = self._replayed_line()
+        gentl = self._gentl_line()
+        return detail + (f"; GenICam simulator (viky.cti): {gentl}/8 verdicts" if gentl is not None else "")
+
+    def _replayed_line(self) -> str:
+        """`run` on the held-out images replayed from a folder; every verdict must arrive, in order."""
+        labels = _replay_folder(self.data, self.holdout, self.replay)
+        summary = self.out / "run_summary.json"
+        _cli(["run", "--bundle", str(self.bundle), "--source", f"folder://{self.replay}?loop=0",
+              "--publish", f"mqtt://{self.broker.host}:{self.broker.port}/clipinspect/demo",
               # A replay must not drop frames (a camera would use the default 'newest').
               "--set", "pipeline.drop_policy=block",
               "--max-frames", str(len(labels)), "--summary-json", str(summary)])
-        got = sub.wait_for(len(labels), timeout_s=20)
-        names = sorted(labels)
-        if len(got) != len(labels):
-            raise CheckFailed(f"subscriber received {len(got)} verdicts, expected {len(labels)}")
-        frame_ids = [v["frame_id"] for v in got]
-        if frame_ids != sorted(frame_ids):
-            raise CheckFailed("verdicts arrived out of order")
-        correct = sum((v["verdict"] == "NG") == bool(labels[names[v["frame_id"]]]) for v in got)
-        report.figures["verdicts_received"] = len(got)
-        report.figures["verdict_accuracy_holdout"] = correct / len(got)
-        report.artifacts["run summary"] = str(summary)
-        detail = f"{len(got)}/{len(labels)} verdicts received over MQTT, in order; {correct} match the labels"
+        got = self.sub.wait_for(len(labels), timeout_s=20)
+        correct = _score_verdicts(got, labels)
+        self.report.figures["verdicts_received"] = len(got)
+        self.report.figures["verdict_accuracy_holdout"] = correct / len(got)
+        self.report.artifacts["run summary"] = str(summary)
+        return f"{len(got)}/{len(labels)} verdicts received over MQTT, in order; {correct} match the labels"
+
+    def _gentl_line(self) -> int | None:
+        """`run` on the GenICam simulator when it is installed: verdicts received (None: not run)."""
         from edge_runtime.sources.gentl import simulator_producer
 
-        viky = simulator_producer() if opts.source in ("auto", "gentl") else None
-        if opts.source == "gentl" and viky is None:
+        viky = simulator_producer() if self.opts.source in ("auto", "gentl") else None
+        if self.opts.source == "gentl" and viky is None:
             raise CheckFailed("--source gentl needs the genicam wheel (viky.cti) and harvesters")
-        if viky is not None:
-            before = len(sub.received)
-            _cli(["run", "--bundle", str(bundle), "--source", f"gentl://{viky}?serial=1",
-                  "--publish", f"mqtt://{broker.host}:{broker.port}/clipinspect/demo/gentl",
-                  "--set", "source.options.pixel_format=Mono8", "--max-frames", "8"])
-            n = len(sub.wait_for(before + 8, timeout_s=20)) - before
-            report.figures["gentl_verdicts"] = n
-            detail += f"; GenICam simulator (viky.cti): {n}/8 verdicts"
-        return detail
+        if viky is None:
+            return None
+        before = len(self.sub.received)
+        _cli(["run", "--bundle", str(self.bundle), "--source", f"gentl://{viky}?serial=1",
+              "--publish", f"mqtt://{self.broker.host}:{self.broker.port}/clipinspect/demo/gentl",
+              "--set", "source.options.pixel_format=Mono8", "--max-frames", "8"])
+        n = len(self.sub.wait_for(before + 8, timeout_s=20)) - before
+        self.report.figures["gentl_verdicts"] = n
+        return n
 
-    def bench() -> str:
-        bench_dir = out / "bench"
-        _cli(["bench", "--bundle", str(bundle), "--compare", "ort-cpu:fp32,ort-cpu:int8",
-              "--iterations", str(opts.bench_iters), "--frames", str(opts.bench_iters), "--warmup", "5",
+    def bench(self) -> str:
+        """`bench --compare ort-cpu:fp32,ort-cpu:int8` into the demo folder."""
+        bench_dir = self.out / "bench"
+        _cli(["bench", "--bundle", str(self.bundle), "--compare", "ort-cpu:fp32,ort-cpu:int8",
+              "--iterations", str(self.opts.bench_iters), "--frames", str(self.opts.bench_iters), "--warmup", "5",
               "--out", str(bench_dir), "--no-progress"])
-        report.artifacts["bench"] = str(bench_dir / "bench.json")
-        report.artifacts["bench plot"] = str(bench_dir / "bench.png")
+        self.report.artifacts["bench"] = str(bench_dir / "bench.json")
+        self.report.artifacts["bench plot"] = str(bench_dir / "bench.png")
         return "per-stage latency table above"
 
-    try:
-        steps.run("synthetic data set (scratch, contamination, crack; with masks)", synth)
-        steps.run("CLIP", tiny_clip)
-        steps.run(f"LoRA training, {opts.epochs} epochs", train)
-        steps.run("evaluation (AnomalyCLIP table, heatmaps, threshold)", evaluate)
-        steps.run("merge adapters + export the ONNX bundle", merge_export)
-        steps.run("parity: training-side score vs device score", parity)
-        steps.run("INT8 Q/DQ calibration + precision report", calibrate)
-        steps.run("embedded MQTT broker + verdict subscriber", broker_up)
-        steps.run("clipinspect run: replayed line -> verdicts over MQTT", run_line)
-        steps.run("clipinspect bench: model-only vs end-to-end, fp32 vs int8", bench)
-        steps.run("summary", lambda: None)
-    finally:
-        if "sub" in state:
-            state["sub"].close()
-        if "broker" in state:
-            state["broker"].close()
-    return report
+    def close(self) -> None:
+        """Stop the subscriber, then the broker (whichever were started)."""
+        if self.sub is not None:
+            self.sub.close()
+        if self.broker is not None:
+            self.broker.close()
+
+
+def _score_verdicts(got: list[dict], labels: dict[str, int]) -> int:
+    """How many verdicts match the replayed images' labels; CheckFailed if any is missing or
+    out of order (frame ids index the replay folder's names in sorted order)."""
+    if len(got) != len(labels):
+        raise CheckFailed(f"subscriber received {len(got)} verdicts, expected {len(labels)}")
+    frame_ids = [v["frame_id"] for v in got]
+    if frame_ids != sorted(frame_ids):
+        raise CheckFailed("verdicts arrived out of order")
+    names = sorted(labels)
+    return sum((v["verdict"] == "NG") == bool(labels[names[v["frame_id"]]]) for v in got)
 
 
 def format_report(report: DemoReport) -> str:
+    """The closing summary: time per step, the figures and where the artifacts are."""
     lines = ["", "clipinspect demo — summary", "=" * 60]
     total = sum(s.seconds for s in report.steps)
     for s in report.steps:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_runtime.config import apply_overrides, from_mapping, load_yaml
+from edge_runtime.config import apply_overrides, from_mapping, load_yaml, set_key
 from edge_runtime.errors import ConfigError
 from edge_runtime.pipeline import PipelineOptions
 from edge_runtime.postprocess import HeatmapOptions
@@ -138,14 +138,6 @@ def load_runtime_config(
     data = load_yaml(path) if path else {}
     data = apply_overrides(data, overrides)
     for key, value in (flags or {}).items():
-        if value is None:
-            continue
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"config key '{part}' is not a section")
-            node = child
-        node[parts[-1]] = str(value) if isinstance(value, Path) else value
+        if value is not None:
+            set_key(data, key, str(value) if isinstance(value, Path) else value)
     return from_mapping(RuntimeConfig, data)

@@ -9,7 +9,7 @@ from pathlib import Path
 from edge_runtime.bundle import Bundle, FewShotSpec, PreprocessSpec, Threshold
 from edge_runtime.errors import ConfigError, DataError
 from export.bundle_writer import BundleWriter, make_manifest
-from export.onnx_export import ExportOptions, export_onnx, input_layout
+from export.onnx_export import ExportOptions, ExportResult, export_onnx, input_layout
 from export.text_embeddings import compute_text_embeddings, save_text_embeddings
 from export.torch_backend import MERGED_KEY
 
@@ -21,6 +21,8 @@ EMBEDDINGS_FILE = "text_embeddings.npy"
 
 @dataclass(frozen=True)
 class ThresholdOverride:
+    """A threshold given on the export command line instead of the merged model's."""
+
     value: float
     method: str
 
@@ -28,7 +30,7 @@ class ThresholdOverride:
 def export_bundle(
     merged_dir: str | Path,
     out_dir: str | Path,
-    options: ExportOptions = ExportOptions(),
+    options: ExportOptions | None = None,
     *,
     overwrite: bool = False,
     threshold: ThresholdOverride | None = None,
@@ -36,6 +38,7 @@ def export_bundle(
 ) -> Bundle:
     """Load the merged model, export it, write the bundle atomically and return it (loaded
     back through edge_runtime.bundle.load_bundle, hashes checked)."""
+    options = options if options is not None else ExportOptions()
     merged_dir = Path(merged_dir).absolute()
     if not merged_dir.is_dir():
         raise DataError(f"merged model folder not found: {merged_dir}")
@@ -48,21 +51,11 @@ def export_bundle(
     model = model.to("cpu", torch.float32).eval()
     thr = _threshold(info, threshold, merged_dir)
     text = compute_text_embeddings(model)
-    image_size = (int(info.image_size[0]), int(info.image_size[1]))
-    preprocess = PreprocessSpec(
-        image_size=image_size,
-        color_order="RGB",
-        mean=tuple(float(v) for v in info.mean),
-        std=tuple(float(v) for v in info.std),
-        input_layout=input_layout(options),  # type: ignore[arg-type]
-        resize=resize,  # type: ignore[arg-type]
-        input_format=options.input_format or "",
-        input_size=options.input_size,
-        roi=options.roi,
-    )
+    preprocess = preprocess_spec(info, options, resize)
     with BundleWriter(out_dir, overwrite=overwrite) as writer:
         result = export_onnx(
-            model, writer.path(MODEL_FILE), image_size=image_size, mean=preprocess.mean, std=preprocess.std, text_embeddings=text, options=options
+            model, writer.path(MODEL_FILE), image_size=preprocess.image_size, mean=preprocess.mean, std=preprocess.std,
+            text_embeddings=text, options=options,
         )
         save_text_embeddings(writer.path(EMBEDDINGS_FILE), text)
         manifest = make_manifest(
@@ -78,25 +71,48 @@ def export_bundle(
             model_file=MODEL_FILE,
             embeddings_file=EMBEDDINGS_FILE,
             lineage={"training": dict(getattr(info, "lineage", None) or {})} if getattr(info, "lineage", None) else None,
-            extra={
-                MERGED_KEY: str(merged_dir),
-                "feature_layers": [int(v) for v in (getattr(info, "feature_layers", None) or ())],
-                "map_size": list(result.map_size),
-                "export": {
-                    "exporter": "torch.onnx.export(dynamo=False) + onnxscript optimizer" if options.optimize else "torch.onnx.export(dynamo=False)",
-                    "dynamic_batch": options.dynamic_batch,
-                    "float_input": options.float_input,
-                    "bake_text": options.bake_text,
-                    "bank_shots": options.bank_shots,
-                    "nodes": result.nodes,
-                    "ir_version": result.ir_version,
-                    "self_check_max_diff": result.self_check_max_diff,
-                },
-            },
+            extra=_manifest_extra(info, result, options, merged_dir),
         )
         if options.bank_shots:
             manifest = replace(manifest, fewshot=fewshot_spec(result, options.bank_shots))
         return writer.commit(manifest)
+
+
+def preprocess_spec(info: object, options: ExportOptions, resize: str) -> PreprocessSpec:
+    """The manifest's preprocessing record: the merged model's size and mean/std, the graph's
+    input layout and, for raw-frame graphs, the camera frame (format, size, ROI)."""
+    size = info.image_size  # type: ignore[attr-defined]
+    return PreprocessSpec(
+        image_size=(int(size[0]), int(size[1])),
+        color_order="RGB",
+        mean=tuple(float(v) for v in info.mean),  # type: ignore[attr-defined]
+        std=tuple(float(v) for v in info.std),  # type: ignore[attr-defined]
+        input_layout=input_layout(options),  # type: ignore[arg-type]
+        resize=resize,  # type: ignore[arg-type]
+        input_format=options.input_format or "",
+        input_size=options.input_size,
+        roi=options.roi,
+    )
+
+
+def _manifest_extra(info: object, result: ExportResult, options: ExportOptions, merged_dir: Path) -> dict[str, object]:
+    """The manifest's clipinspect-specific keys: where the merged model is (the torch reference
+    backend reloads it), its feature layers, the map size and how the graph was exported."""
+    return {
+        MERGED_KEY: str(merged_dir),
+        "feature_layers": [int(v) for v in (getattr(info, "feature_layers", None) or ())],
+        "map_size": list(result.map_size),
+        "export": {
+            "exporter": "torch.onnx.export(dynamo=False) + onnxscript optimizer" if options.optimize else "torch.onnx.export(dynamo=False)",
+            "dynamic_batch": options.dynamic_batch,
+            "float_input": options.float_input,
+            "bake_text": options.bake_text,
+            "bank_shots": options.bank_shots,
+            "nodes": result.nodes,
+            "ir_version": result.ir_version,
+            "self_check_max_diff": result.self_check_max_diff,
+        },
+    }
 
 
 def frame_from_run(options: ExportOptions, info: object, merged_dir: Path) -> ExportOptions:

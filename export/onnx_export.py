@@ -23,9 +23,10 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,8 @@ SELF_CHECK_ATOL = 1e-4
 
 @dataclass(frozen=True)
 class ExportOptions:
+    """How to export: opset, batch, input layout (image, float or raw camera frame), text, few-shot bank."""
+
     opset: int = 17
     dynamic_batch: bool = False
     float_input: bool = False
@@ -78,11 +81,14 @@ class ExportOptions:
 
     @property
     def raw_frame(self) -> bool:
+        """True when the graph takes the camera's raw frame (preprocessing in the graph)."""
         return self.input_format is not None
 
 
 @dataclass(frozen=True)
 class ExportResult:
+    """The exported file, its I/O contract, map size, node count and ORT-vs-torch self-check difference."""
+
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -93,6 +99,7 @@ class ExportResult:
 
 
 def input_layout(options: ExportOptions) -> str:
+    """The manifest's name for the graph's image input layout under `options`."""
     if options.raw_frame:
         return "frame_uint8"
     return "NCHW_float32" if options.float_input else "NHWC_uint8"
@@ -205,7 +212,6 @@ def export_onnx(
     """Export `model` (an eval-mode AnomalyCLIP: forward(pixel_values, text_embeddings) ->
     .score [N], .anomaly_map [N,h,w]) with pre-processing to `out_path` and check it."""
     import onnx
-    import torch
 
     out_path = Path(out_path)
     h, w = (int(image_size[0]), int(image_size[1]))
@@ -214,6 +220,46 @@ def export_onnx(
     frame = frame_module(options, (h, w), mean, std)
     wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None,
                              options.bank_shots > 0, frame)
+    trace = _trace_inputs(model, frame, (h, w), mean, std, text_embeddings, options)
+    try:
+        proto, ref_score, ref_map = _torch_export(model, wrapper, trace, options)
+    finally:
+        model.train(was_training)
+    if options.optimize:
+        log.info("optimizing graph (onnxscript: constant folding, dead code removal)")
+        proto = _optimize(proto)
+    if ref_map.ndim != 3:
+        raise BundleError(f"model's anomaly_map must be [N,h,w], got shape {list(ref_map.shape)}")
+    map_size = (int(ref_map.shape[1]), int(ref_map.shape[2]))
+    inputs, outputs = tensor_specs((h, w), int(text_embeddings.shape[1]), map_size, options, len(getattr(model, "feature_layers", ())))
+    check_graph(proto, inputs, outputs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(out_path))
+    log.info("checking %s in ONNX Runtime against torch", out_path.name)
+    diff = _self_check(out_path, trace.example, None if options.bake_text else text_embeddings, ref_score, ref_map, trace.bank)
+    log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
+    return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff, int(proto.ir_version))
+
+
+@dataclass(frozen=True)
+class _Trace:
+    """What the exporter traces with: the example input (numpy, for the self-check), the torch
+    arguments, the graph's input/output names and dynamic axes, and the few-shot bank example."""
+
+    example: np.ndarray
+    args: tuple
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]] | None
+    bank: np.ndarray | None
+
+
+def _trace_inputs(model: Any, frame: Any, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                  text_embeddings: np.ndarray, options: ExportOptions) -> _Trace:
+    """A seeded random example image (camera frame for raw-frame graphs) and what goes with it."""
+    import torch
+
+    h, w = image_size
     text_t = torch.from_numpy(np.ascontiguousarray(text_embeddings, np.float32))
     rng = np.random.default_rng(0)
     example_u8 = rng.integers(0, 256, size=(1, *frame.frame_shape) if frame is not None else (1, h, w, 3), dtype=np.uint8)
@@ -230,44 +276,35 @@ def export_onnx(
         output_names.append(FEATURES)
         if dynamic_axes is not None:
             dynamic_axes[FEATURES] = {0: BATCH}
+    return _Trace(example, args, input_names, output_names, dynamic_axes, bank_example)
+
+
+def _torch_export(model: Any, wrapper: Any, trace: _Trace, options: ExportOptions) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(ONNX proto, torch's score and map on the example): traced by the TorchScript exporter
+    with HF's eager attention."""
+    import onnx
+    import torch
 
     buf = io.BytesIO()
     log.info("exporting to ONNX (opset %d, %s input, %s batch, text %s)", options.opset, input_layout(options),
              "dynamic" if options.dynamic_batch else "static 1", "baked" if options.bake_text else "as input")
-    try:
-        with torch.no_grad(), eager_attention(model), warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of dynamo and warns about
-            # trace-time Python bools in HF code; both are expected here.
-            warnings.simplefilter("ignore")
-            ref_score, ref_map = (t.numpy() for t in wrapper(*args)[:2])
-            torch.onnx.export(
-                wrapper,
-                args,
-                buf,
-                dynamo=False,
-                opset_version=options.opset,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
-            )
-    finally:
-        model.train(was_training)
-    proto = onnx.load_from_string(buf.getvalue())
-    if options.optimize:
-        log.info("optimizing graph (onnxscript: constant folding, dead code removal)")
-        proto = _optimize(proto)
-    if ref_map.ndim != 3:
-        raise BundleError(f"model's anomaly_map must be [N,h,w], got shape {list(ref_map.shape)}")
-    map_size = (int(ref_map.shape[1]), int(ref_map.shape[2]))
-    inputs, outputs = tensor_specs((h, w), int(text_embeddings.shape[1]), map_size, options, len(getattr(model, "feature_layers", ())))
-    check_graph(proto, inputs, outputs)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(out_path))
-    log.info("checking %s in ONNX Runtime against torch", out_path.name)
-    diff = _self_check(out_path, example, None if options.bake_text else text_embeddings, ref_score, ref_map, bank_example)
-    log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
-    return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff, int(proto.ir_version))
+    with torch.no_grad(), eager_attention(model), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo and warns about
+        # trace-time Python bools in HF code; both are expected here.
+        warnings.simplefilter("ignore")
+        ref_score, ref_map = (t.numpy() for t in wrapper(*trace.args)[:2])
+        torch.onnx.export(
+            wrapper,
+            trace.args,
+            buf,
+            dynamo=False,
+            opset_version=options.opset,
+            input_names=trace.input_names,
+            output_names=trace.output_names,
+            dynamic_axes=trace.dynamic_axes,
+            do_constant_folding=True,
+        )
+    return onnx.load_from_string(buf.getvalue()), ref_score, ref_map
 
 
 def frame_module(options: ExportOptions, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> Any:

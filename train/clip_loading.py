@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ConfigError, DataError
-
 from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedClip:
+    """A loaded CLIP with its tokenizer and preprocessing numbers."""
+
     model: Any  # transformers.CLIPModel, eval mode, FP32, eager attention (plain MatMul/Softmax for ONNX)
     tokenizer: Any
     image_size: tuple[int, int]
@@ -44,6 +46,19 @@ def _mean_std(folder: Path | None) -> tuple[tuple[float, float, float], tuple[fl
     if len(mean) != 3 or len(std) != 3:
         raise DataError(f"{path}: image_mean/image_std must have 3 values")
     return mean, std  # type: ignore[return-value]
+
+
+def write_preprocessor_config(folder: Path, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> Path:
+    """Write `folder`/preprocessor_config.json as Hugging Face's CLIPImageProcessor reads it
+    (size (height, width), mean/std); `_mean_std` reads mean/std back from it. Returns the path."""
+    path = folder / "preprocessor_config.json"
+    path.write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": image_size[0]},
+        "do_center_crop": True, "crop_size": {"height": image_size[0], "width": image_size[1]}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std),
+        "do_convert_rgb": True, "resample": 3,
+    }, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def load_clip(source: str | Path, local_only: bool = False, image_size: int | None = None) -> LoadedClip:
@@ -87,7 +102,7 @@ def load_clip(source: str | Path, local_only: bool = False, image_size: int | No
             from huggingface_hub import snapshot_download
 
             folder = Path(snapshot_download(text, allow_patterns=["preprocessor_config.json"], local_files_only=True))
-        except Exception:  # noqa: BLE001 - no preprocessor config cached: CLIP's published numbers
+        except Exception:
             folder = None
     mean, std = _mean_std(folder)
     if image_size is not None:

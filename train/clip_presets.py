@@ -13,13 +13,11 @@ openai/clip-vit-large-patch14-336 shapes) for export/latency benchmarks with rea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
-
 
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 # eos id must not be 2: transformers' CLIPTextModel treats eos_token_id == 2 as the legacy
@@ -42,28 +40,28 @@ poke_insulation bent_lead cut_lead damaged_case misplaced gray_stroke oil glue_s
 metal_contamination dent spot chip burnt melt bubble
 """.split()
 
+def _tower(width: int, layers: int, heads: int, mlp_ratio: int = 4, **extra: int) -> dict[str, int]:
+    """One transformer tower's CLIPTextConfig/CLIPVisionConfig sizes (MLP width = mlp_ratio x width)."""
+    return dict(hidden_size=width, intermediate_size=mlp_ratio * width, num_hidden_layers=layers,
+                num_attention_heads=heads, **extra)
+
+
 _ARCHS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                     max_position_embeddings=32),
-        "vision": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                       image_size=64, patch_size=8),
+        "text": _tower(64, 4, 4, mlp_ratio=2, max_position_embeddings=32),
+        "vision": _tower(64, 4, 4, mlp_ratio=2, image_size=64, patch_size=8),
         "projection_dim": 32,
     },
     # openai/clip-vit-base-patch16
     "vit-b-16": {
-        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-                     max_position_embeddings=77),
-        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       image_size=224, patch_size=16),
+        "text": _tower(512, 12, 8, max_position_embeddings=77),
+        "vision": _tower(768, 12, 12, image_size=224, patch_size=16),
         "projection_dim": 512,
     },
     # openai/clip-vit-large-patch14-336
     "vit-l-14-336": {
-        "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                     max_position_embeddings=77),
-        "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                       image_size=336, patch_size=14),
+        "text": _tower(768, 12, 12, max_position_embeddings=77),
+        "vision": _tower(1024, 24, 16, image_size=336, patch_size=14),
         "projection_dim": 768,
     },
 }
@@ -107,6 +105,7 @@ def make_tokenizer(max_length: int):
 
 
 def clip_config(arch: str = "tiny"):
+    """The transformers CLIPConfig of preset `arch` (ConfigError for an unknown one)."""
     from transformers import CLIPConfig
 
     if arch not in _ARCHS:
@@ -127,6 +126,8 @@ def make_clip_folder(out_dir: str | Path, arch: str = "tiny", seed: int = 0) -> 
     import torch
     from transformers import CLIPModel
 
+    from train.clip_loading import write_preprocessor_config
+
     config = clip_config(arch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,14 +137,6 @@ def make_clip_folder(out_dir: str | Path, arch: str = "tiny", seed: int = 0) -> 
     model.save_pretrained(out, safe_serialization=True)
     make_tokenizer(config.text_config.max_position_embeddings).save_pretrained(out)
     size = config.vision_config.image_size
-    preprocessor = {
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": size},
-        "do_center_crop": True, "crop_size": {"height": size, "width": size},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD),
-        "do_convert_rgb": True, "resample": 3,
-    }
-    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n", encoding="utf-8")
+    write_preprocessor_config(out, (size, size), CLIP_MEAN, CLIP_STD)
     (out / "README.md").write_text(README.format(arch=arch, seed=seed), encoding="utf-8")
     return out

@@ -29,17 +29,18 @@ Every problem is a DataError naming the file. Images go through the same
 from __future__ import annotations
 
 import csv
-import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_runtime.errors import DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_mask, read_rgb
 from edge_runtime.preprocess import normalize, prepare
+from train.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +258,7 @@ def read_visa_category(cat_dir: Path, category: str, splits: Sequence[str], spli
 
 def read_meta_json(path: Path, splits: Sequence[str] = SPLITS) -> list[Sample]:
     """AnomalyCLIP-style meta.json; paths are relative to the json's folder."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    meta = read_json(path)
     if not isinstance(meta, dict):
         raise DataError(f"{path}: expected an object with 'train'/'test' keys")
     root = path.parent

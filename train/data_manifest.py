@@ -10,14 +10,15 @@ digests. A digest is `edge_runtime.digest.image_set_sha256` over the images' sha
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from edge_runtime.bundle import sha256_file
 from edge_runtime.digest import image_set_sha256
 from edge_runtime.errors import DataError
-
 from train.data import Sample
+from train.jsonfile import read_json
 
 FORMAT = "clipinspect.data-manifest"
 VERSION = 1
@@ -64,6 +65,7 @@ def build_manifest(data: str | Path, samples: Sequence[Sample], roles: Mapping[s
 
 
 def write_manifest(path: str | Path, doc: Mapping[str, Any]) -> Path:
+    """Write data manifest `doc` to `path` (parent folders created); returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
@@ -71,13 +73,11 @@ def write_manifest(path: str | Path, doc: Mapping[str, Any]) -> Path:
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The data manifest at `path`; DataError if missing, unreadable, not one, or from a newer version."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data manifest not found: {p}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read data manifest {p}: {exc}") from None
+    doc = read_json(p, "data manifest")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), list):
         raise DataError(f"{p} is not a {FORMAT} file")
     if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
@@ -108,4 +108,5 @@ def verify_manifest(path: str | Path, data: str | Path, samples: Sequence[Sample
 
 
 def image_hashes(samples: Sequence[Sample]) -> dict[Path, str]:
+    """{image path: sha256} of `samples`' images."""
     return {s.image_path: sha256_file(s.image_path) for s in samples}

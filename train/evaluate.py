@@ -18,9 +18,10 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,8 @@ REFERENCE_SIZE = 518
 
 @dataclass(frozen=True)
 class EvalOptions:
+    """How to evaluate: batch size, smoothing, pixel-metric resolution, robustness attacks, heatmaps, device."""
+
     batch_size: int = 8
     sigma: float | None = None  # None: REFERENCE_SIGMA scaled to the model size
     fgsm_eps: float | None = None  # FGSM step in pixel space [0, 1]
@@ -63,6 +66,8 @@ class EvalOptions:
 
 @dataclass
 class Predictions:
+    """Scores, maps and masks of one evaluated image set, in sample order."""
+
     scores: np.ndarray  # [N] float64
     maps: np.ndarray  # [N, H, W] float32, upsampled + smoothed
     masks: np.ndarray  # [N, H, W] bool at model size
@@ -74,6 +79,8 @@ class Predictions:
 
 @dataclass
 class EvalResult:
+    """Per-category and mean metrics, the chosen threshold and what else the eval produced."""
+
     per_category: dict[str, Metrics]
     mean: dict[str, float | None]
     threshold: tuple[float, str] | None
@@ -86,6 +93,7 @@ class EvalResult:
 
 
 def default_sigma(image_size: tuple[int, int]) -> float:
+    """AnomalyCLIP's smoothing sigma (4 at 518 px) scaled to `image_size`."""
     return REFERENCE_SIGMA * min(image_size) / REFERENCE_SIZE
 
 
@@ -322,6 +330,7 @@ def _json_safe(v: Any) -> Any:
 
 
 def write_metrics(out_dir: Path, result: EvalResult, context: dict[str, Any]) -> tuple[Path, Path]:
+    """`out_dir`/metrics.json (context, per-category and mean metrics, threshold, attacks) and metrics.csv; both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         **context,
@@ -421,6 +430,7 @@ def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -
 
 
 def save_heatmaps(out_dir: Path, dataset: AnomalyDataset, pred: Predictions, indices: Sequence[int]) -> list[Path]:
+    """Heatmap panels of images `indices` into `out_dir` (older PNGs there removed); the files written."""
     from train.heatmaps import heatmap_panel, save_rgb_png
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -519,6 +529,7 @@ def _nanmean(values: list[float]) -> float:
 
 
 def resolve_device(name: str) -> str:
+    """"cuda" or "cpu" for --device `name` ("auto" picks CUDA when available); BackendUnavailable for a missing GPU."""
     import torch
 
     if name == "auto":
@@ -548,8 +559,7 @@ def eval_roles(run: Path, config: Any, data: str | Path, categories: Sequence[st
 def check_not_trained_on(run: Path, roles: dict[str, list[Sample]]) -> None:
     """Refuse evaluation images whose sha256 is among the run's training images."""
     from edge_runtime.errors import DataError
-    from train.data_manifest import RUN_MANIFEST, read_manifest
-    from train.data_manifest import image_hashes
+    from train.data_manifest import RUN_MANIFEST, image_hashes, read_manifest
 
     path = run / RUN_MANIFEST
     if not path.is_file():
@@ -582,50 +592,24 @@ def evaluate_run(
     the order-statistic FRR threshold of val's good images. Writes RUN/eval/* and
     RUN/threshold.json (with lineage).
     Returns (result, printable table)."""
-    from edge_runtime.errors import DataError
-    from train.run_state import default_epoch, epoch_sha256, load_run_model, read_run_config, read_run_record
+    from train.frame_module import raw_frame_model
+    from train.run_state import load_run_model
 
     run = Path(run_dir)
-    if not run.is_dir():
-        raise DataError(f"run folder not found: {run}")
-    if not Path(data).exists():
-        raise DataError(f"data not found: {data}")
-    config = read_run_config(run)
-    ep = default_epoch(run, epoch)
-    roles = eval_roles(run, config, data, categories, unseen)
-    if not roles[report]:
-        raise DataError(f"no {report} images in {data} for run {run} (split plan: val {len(roles['val'])}, "
-                        f"test {len(roles['test'])})")
-    check_not_trained_on(run, roles)
+    config, ep, roles = _eval_inputs(run, data, categories, epoch, report, unseen)
     options = raw_frame_options(options, config.model)
     model, info = load_run_model(run, ep, device=options.device)
-    from train.frame_module import raw_frame_model
-
     model = raw_frame_model(model, config.model, info.image_size, info.mean, info.std)
     log.info("eval: run %s epoch %d on %s: %d val, %d test images, device %s, fp32", run, info.epoch, data,
              len(roles["val"]), len(roles["test"]), options.device)
     out_dir = run / "eval"
-    doc = None
-    if roles["val"]:
-        val_pred = predict(model, eval_dataset(roles["val"], info.image_size, info.mean, info.std, config.model),
-                           replace(options, pixel_resolution="model"), progress)
-        what = f"the validation split of {Path(data).resolve()}"
-        doc = (choose_threshold(roles["val"], val_pred.scores, what) if target_frr is None
-               else frr_threshold_doc(roles["val"], val_pred.scores, what, target_frr))
-    if doc is None:
-        log.warning("no threshold: %s", "the validation images hold one class only (F1 needs both); pass --target-frr "
-                    "to set it from the good ones, or use 'clipinspect enroll'"
-                    if roles["val"] else "no validation images (eval --unseen, or every category held out)")
+    doc = _val_threshold(model, roles["val"], info, config.model, options, data, target_frr, progress)
     reported = roles[report]
     result = evaluate(model, reported, info.image_size, info.mean, info.std, options,
                       heatmap_dir=out_dir / "heatmaps", data_name=str(Path(data).resolve()), progress=progress,
                       held_out=info.config.data.holdout, model_config=config.model)
     if doc is not None:
-        rec = read_run_record(run)
-        frr, far = error_rates(np.array([s.label for s in reported]), result.scores, doc["value"])
-        doc.update({"epoch": info.epoch, "epoch_sha256": epoch_sha256(run, info.epoch), "run_id": rec.get("run_id", ""),
-                    "split": "val", "train_data_sha256": (rec.get("data_sha256") or {}).get("train", ""),
-                    report: {"frr": frr, "far": far, "images": len(reported), "note": "reported only, not used to choose"}})
+        _add_lineage(doc, run, info.epoch, reported, result.scores, report)
         result.threshold, result.threshold_doc = (doc["value"], doc["method"]), doc
     table = format_table(result.per_category, result.mean, info.config.data.holdout)
     context = {
@@ -641,3 +625,55 @@ def evaluate_run(
         p = write_threshold(run, doc)
         log.info("wrote %s: %.4f (%s)", p, doc["value"], doc["method"])
     return result, table
+
+
+def _eval_inputs(run: Path, data: str | Path, categories: Sequence[str] | None, epoch: int | None, report: str,
+                 unseen: bool) -> tuple[Any, int, dict[str, list[Sample]]]:
+    """(run config, epoch, {"val", "test"} images) for evaluating `run` on `data`; DataError for a
+    missing run or data folder, no `report` images, or images the run was trained on."""
+    from edge_runtime.errors import DataError
+    from train.run_state import default_epoch, read_run_config
+
+    if not run.is_dir():
+        raise DataError(f"run folder not found: {run}")
+    if not Path(data).exists():
+        raise DataError(f"data not found: {data}")
+    config = read_run_config(run)
+    ep = default_epoch(run, epoch)
+    roles = eval_roles(run, config, data, categories, unseen)
+    if not roles[report]:
+        raise DataError(f"no {report} images in {data} for run {run} (split plan: val {len(roles['val'])}, "
+                        f"test {len(roles['test'])})")
+    check_not_trained_on(run, roles)
+    return config, ep, roles
+
+
+def _val_threshold(model: Any, val: list[Sample], info: Any, model_config: Any, options: EvalOptions,
+                   data: str | Path, target_frr: float | None, progress: bool) -> dict[str, Any] | None:
+    """The threshold document chosen on the validation images (F1-max, or the FRR target's
+    order statistic); None, with a warning saying why, when they cannot choose one."""
+    doc = None
+    if val:
+        val_pred = predict(model, eval_dataset(val, info.image_size, info.mean, info.std, model_config),
+                           replace(options, pixel_resolution="model"), progress)
+        what = f"the validation split of {Path(data).resolve()}"
+        doc = (choose_threshold(val, val_pred.scores, what) if target_frr is None
+               else frr_threshold_doc(val, val_pred.scores, what, target_frr))
+    if doc is None:
+        log.warning("no threshold: %s", "the validation images hold one class only (F1 needs both); pass --target-frr "
+                    "to set it from the good ones, or use 'clipinspect enroll'"
+                    if val else "no validation images (eval --unseen, or every category held out)")
+    return doc
+
+
+def _add_lineage(doc: dict[str, Any], run: Path, epoch: int, reported: list[Sample], scores: np.ndarray,
+                 report: str) -> None:
+    """Record in `doc` where the threshold came from (run, epoch, training data) and, for
+    information only, its error rates on the reported images."""
+    from train.run_state import epoch_sha256, read_run_record
+
+    rec = read_run_record(run)
+    frr, far = error_rates(np.array([s.label for s in reported]), scores, doc["value"])
+    doc.update({"epoch": epoch, "epoch_sha256": epoch_sha256(run, epoch), "run_id": rec.get("run_id", ""),
+                "split": "val", "train_data_sha256": (rec.get("data_sha256") or {}).get("train", ""),
+                report: {"frr": frr, "far": far, "images": len(reported), "note": "reported only, not used to choose"}})

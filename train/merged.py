@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edge_runtime.config import from_mapping
 from edge_runtime.errors import ConfigError, DataError
-
 from train.config import ModelConfig
+from train.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ DEFAULT_THRESHOLD_METHOD = "default: no eval run"
 
 @dataclass(frozen=True)
 class MergedInfo:
+    """clipinspect_model.json: what a merged folder holds beyond the HF CLIP (prompts, threshold, provenance)."""
+
     clip_source: str
     model_id: str
     image_size: tuple[int, int]
@@ -58,6 +61,7 @@ class MergedInfo:
     frame: Mapping[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> ModelConfig:
+        """The ModelConfig that rebuilds this model's anomaly head."""
         return ModelConfig(prompts=self.prompts, n_ctx=self.n_ctx, feature_layers=self.feature_layers,
                            adapter=self.adapter, learn_temperature=self.learn_temperature)
 
@@ -91,6 +95,8 @@ def save_merged(
     write the merged folder. `model_id` is `<name>-<8 hex of the weights' sha256>`."""
     from safetensors.torch import save_file
 
+    from train.clip_loading import write_preprocessor_config
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model.peft_model is not None:
@@ -99,37 +105,21 @@ def save_merged(
     model.clip.save_pretrained(out, safe_serialization=True)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(out)
-    size = model.image_size
-    (out / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size[0]},
-        "do_center_crop": True, "crop_size": {"height": size[0], "width": size[1]}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std),
-        "do_convert_rgb": True, "resample": 3,
-    }, indent=2) + "\n", encoding="utf-8")
+    write_preprocessor_config(out, model.image_size, mean, std)
     save_file(model.head_state(), str(out / HEAD_FILE), metadata={"format": FORMAT})
-    weights = sorted(out.glob("*.safetensors"))
-    cfg = model.config
     info = MergedInfo(
         clip_source=str(clip_source),
-        model_id=f"{name}-{_short_hash(*weights)}",
-        image_size=(int(size[0]), int(size[1])),
+        model_id=f"{name}-{_short_hash(*sorted(out.glob('*.safetensors')))}",
         mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
         std=tuple(float(v) for v in std),  # type: ignore[arg-type]
-        prompts=tuple(cfg.prompts),  # type: ignore[arg-type]
         threshold=float(DEFAULT_THRESHOLD if threshold is None else threshold),
         threshold_method=threshold_method or DEFAULT_THRESHOLD_METHOD,
-        feature_layers=tuple(model.feature_layers),
-        n_ctx=cfg.n_ctx,
-        adapter=cfg.adapter,
-        learn_temperature=cfg.learn_temperature,
-        embed_dim=model.embed_dim,
-        patch_size=model.patch_size,
-        grid=tuple(model.grid),  # type: ignore[arg-type]
         source_run=str(source_run),
         epoch=epoch,
         threshold_lineage=dict(threshold_lineage or {}),
         lineage=dict(lineage or {}),
         frame=dict(frame or {}),
+        **_architecture(model),
     )
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}
     (out / MODEL_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -138,14 +128,29 @@ def save_merged(
     return info
 
 
+def _architecture(model: Any) -> dict[str, Any]:
+    """The MergedInfo fields that describe the model itself (size, prompts, head, patch grid),
+    which load_merged needs to rebuild it."""
+    size, cfg = model.image_size, model.config
+    return {
+        "image_size": (int(size[0]), int(size[1])),
+        "prompts": tuple(cfg.prompts),
+        "feature_layers": tuple(model.feature_layers),
+        "n_ctx": cfg.n_ctx,
+        "adapter": cfg.adapter,
+        "learn_temperature": cfg.learn_temperature,
+        "embed_dim": model.embed_dim,
+        "patch_size": model.patch_size,
+        "grid": tuple(model.grid),
+    }
+
+
 def read_merged_info(path: str | Path) -> MergedInfo:
+    """The MergedInfo of merged folder `path`; DataError if it is not one this version reads."""
     p = Path(path) / MODEL_JSON
     if not p.is_file():
         raise DataError(f"not a merged clipinspect model (no {MODEL_JSON}): {Path(path)}")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {p}: {exc}") from None
+    doc = read_json(p)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise DataError(f"{p}: not a {FORMAT} file")
     version = doc.pop("format_version", None)
@@ -187,9 +192,14 @@ def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedI
     (written by eval), which must have been chosen for this run and epoch (ConfigError
     otherwise); without one it is the 0.5 default, and says so. Without --epoch, the epoch
     is the threshold's, else the best validated one, else the last."""
-    from train.run_state import check_threshold_lineage, default_epoch, load_run_model, read_run_record, read_threshold_doc
-
-    from train.run_state import read_run_config
+    from train.run_state import (
+        check_threshold_lineage,
+        default_epoch,
+        load_run_model,
+        read_run_config,
+        read_run_record,
+        read_threshold_doc,
+    )
 
     read_run_config(run_dir)  # a missing or non-run folder is named as such
     doc = read_threshold_doc(run_dir)

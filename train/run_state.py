@@ -26,8 +26,8 @@ from typing import Any
 
 from edge_runtime.config import load_config
 from edge_runtime.errors import ConfigError, DataError
-
 from train.config import TrainConfig
+from train.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,9 @@ def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = 
 
 
 def read_threshold(run_dir: str | Path) -> tuple[float, str] | None:
-    p = Path(run_dir) / THRESHOLD_FILE
-    if not p.is_file():
-        return None
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-        return float(doc["value"]), str(doc.get("method", "eval"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read {p}: expected {{\"value\": float, \"method\": str}} ({exc})") from None
+    """(value, method) of RUN/threshold.json, or None when eval has not written one."""
+    doc = read_threshold_doc(run_dir)
+    return None if doc is None else (float(doc["value"]), str(doc.get("method", "eval")))
 
 
 def read_run_record(run_dir: str | Path) -> dict[str, Any]:
@@ -171,10 +166,7 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / RUN_FILE
     if not p.is_file():
         return {}
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {p}: {exc}") from None
+    doc = read_json(p)
     if not isinstance(doc, dict):
         raise DataError(f"{p}: expected a JSON object")
     return doc
@@ -223,6 +215,7 @@ def default_epoch(run_dir: str | Path, epoch: int | None) -> int:
 
 
 def read_threshold_doc(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/threshold.json as written by eval (None without one); DataError if it holds no numeric value."""
     p = Path(run_dir) / THRESHOLD_FILE
     if not p.is_file():
         return None

@@ -10,18 +10,25 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from edge_runtime.config import apply_overrides, from_mapping, load_yaml, save_config
+from edge_runtime.config import apply_overrides, from_mapping, load_yaml, save_config, set_key
 from edge_runtime.errors import BackendUnavailable, ConfigError, DataError
-
 from train import distributed
 from train.config import TrainConfig
 from train.run_state import (
-    CONFIG_FILE, OPTIM_FILE, STATE_FILE, build_run_model, epoch_dir, load_adapters, save_adapters, saved_epochs,
+    CONFIG_FILE,
+    OPTIM_FILE,
+    STATE_FILE,
+    build_run_model,
+    epoch_dir,
+    load_adapters,
+    save_adapters,
+    saved_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,8 @@ LOG_FILE = "train.log"
 
 @dataclass
 class TrainResult:
+    """What a training call did: run folder, device, AMP, epochs trained and their records."""
+
     run_dir: Path
     device: str
     amp: bool
@@ -48,23 +57,16 @@ def resolve_config(config_file: str | Path | None, overrides: Sequence[str], *, 
     """TrainConfig from (saved run config | YAML file) + --set overrides + explicit flags."""
     data: dict[str, Any] = _merge(base or {}, load_yaml(config_file) if config_file else {})
     data = apply_overrides(data, overrides)
-    if clip:
-        data["clip"] = clip
-    flags = {"optim": {}, "data": {}}
-    if epochs is not None:
-        flags["optim"]["epochs"] = epochs
-    if device is not None:
-        flags["optim"]["device"] = device
-    if categories is not None:
-        flags["data"]["categories"] = list(categories)
-    if holdout is not None:
-        flags["data"]["holdout"] = list(holdout)
-    for section, values in flags.items():
-        if values:
-            node = data.setdefault(section, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config key '{section}' must be a section")
-            node.update(values)
+    flags = {
+        "clip": clip or None,
+        "optim.epochs": epochs,
+        "optim.device": device,
+        "data.categories": list(categories) if categories is not None else None,
+        "data.holdout": list(holdout) if holdout is not None else None,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            set_key(data, key, value)
     cfg = from_mapping(TrainConfig, data)
     clip_path = Path(cfg.clip).expanduser()
     if cfg.clip and clip_path.is_dir():  # a local folder: make the run loadable from any cwd
@@ -80,6 +82,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def pick_device(wanted: str) -> str:
+    """"cuda" or "cpu" for `wanted` ("auto" picks CUDA when torch sees one); BackendUnavailable for a missing GPU."""
     import torch
 
     if wanted == "cuda" and not torch.cuda.is_available():
@@ -92,6 +95,7 @@ def pick_device(wanted: str) -> str:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random generators."""
     import numpy as np
     import torch
 
@@ -138,6 +142,7 @@ def split_plan(config: TrainConfig, data: str | Path) -> Any:
 
 
 def training_samples(config: TrainConfig, data: str | Path, plan: Any = None) -> list[Any]:
+    """The plan's training images (capped at data.max_images, seeded); DataError when none are left."""
     plan = plan or split_plan(config, data)
     held = set(config.data.holdout)
     samples = plan.role("train")
@@ -194,90 +199,27 @@ def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume:
 
 
 def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done: list[int], start: int,
-           progress: bool, ctx: distributed.DistContext = distributed.DistContext(),
+           progress: bool, ctx: distributed.DistContext | None = None,
            val: list[Any] | None = None) -> TrainResult:
     import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
-    from train.adversarial import fgsm_batch
-    from train.augment import set_epoch, with_augmentation
-    from train.data import AnomalyDataset
-    from train.frame_module import batch_input, raw_frame_model, raw_frame_samples
-    from train.losses import anomaly_loss
     from train.model import log_parameters
 
+    ctx = ctx if ctx is not None else distributed.DistContext()
     seed_everything(config.optim.seed)
     model, loaded = build_run_model(config)
     trainable_line = log_parameters(model)
     model.to(device)
-    if config.model.frame is not None:  # raw-frame run: the graph's own preprocessing is in the trained forward
-        dataset = raw_frame_samples(samples, config.model, loaded.image_size, loaded.mean, loaded.std, config.augment,
-                                    config.optim.seed)
-        val_set = raw_frame_samples(val, config.model, loaded.image_size, loaded.mean, loaded.std) if val else None
-        fmt, (fh, fw), roi = config.model.frame
-        log.info("raw-frame training: %s %dx%d frames, ROI %s", fmt, fw, fh, ",".join(map(str, roi)) if roi else "whole frame")
-    else:
-        dataset = with_augmentation(AnomalyDataset(samples, loaded.image_size, loaded.mean, loaded.std), config.augment,
-                                    config.optim.seed)
-        val_set = AnomalyDataset(val, loaded.image_size, loaded.mean, loaded.std) if val else None
-    net = raw_frame_model(model, config.model, loaded.image_size, loaded.mean, loaded.std)  # `model` itself for RGB
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    use_amp = bool(config.optim.amp and device.startswith("cuda"))
-    forward = distributed.training_forward(net, ctx, device)  # DDP-wrapped when under torchrun
-    batch_size = distributed.local_batch_size(config.optim.batch_size, ctx)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dataset, val_set = _datasets(config, samples, val, loaded)
+    loop = _Loop.create(config, model, loaded, device, ctx)
     if done:
-        folder = epoch_dir(run, done[-1])
-        load_adapters(model, folder)
-        state = torch.load(folder / OPTIM_FILE, map_location=device, weights_only=True)
-        optim.load_state_dict(state["optimizer"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        log.info("resuming %s after epoch %d", run, done[-1])
+        loop.resume(run, done[-1])
     log.info("training on %s (%s), AMP %s; %d images (%d anomalous, %d with pixel truth); epochs %d..%d",
-             device, torch.get_default_dtype(), "on (float16)" if use_amp else "off", len(samples),
+             device, torch.get_default_dtype(), "on (float16)" if loop.use_amp else "off", len(samples),
              sum(s.label for s in samples), sum(bool(s.pixel_gt) for s in samples), start, config.optim.epochs)
-    result = TrainResult(run, device, use_amp, start, config.optim.epochs, trainable_line)
+    result = TrainResult(run, device, loop.use_amp, start, config.optim.epochs, trainable_line)
     for epoch in range(start, config.optim.epochs + 1):
-        set_epoch(dataset, epoch)
-        sampler = distributed.epoch_sampler(dataset, config.optim.seed, epoch, ctx)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                            num_workers=config.optim.num_workers, drop_last=False)
-        model.train()
-        t0 = time.perf_counter()
-        sums = {"loss": 0.0, "image": 0.0, "focal": 0.0, "dice": 0.0}
-        seen = 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", disable=not progress,
-                   leave=False)
-        for batch in bar:
-            pix = batch_input(batch).to(device, non_blocking=True)
-            labels = batch["label"].to(device)
-            masks = batch["mask"].to(device)
-            has_mask = batch["has_mask"].to(device)
-            if config.adversarial.fraction > 0:
-                pix = fgsm_batch(model, pix, labels, masks, has_mask, config, loaded.mean, loaded.std)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                out = forward(pix)
-            parts = anomaly_loss(out.global_logits, out.patch_logits, labels, masks, has_mask, config.loss)
-            optim.zero_grad(set_to_none=True)
-            scaler.scale(parts.total).backward()
-            if config.optim.grad_clip:
-                scaler.unscale_(optim)
-                torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
-            scaler.step(optim)
-            scaler.update()
-            n = pix.shape[0]
-            seen += n
-            for key, value in zip(("loss", "image", "focal", "dice"), parts):
-                sums[key] += float(value.detach()) * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
-        bar.close()
-        sums, seen = distributed.reduce_sums(sums, seen, ctx, device)
-        record = {"epoch": epoch, **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
-                  "lr": optim.param_groups[0]["lr"], "images": seen, "seconds": round(time.perf_counter() - t0, 3),
-                  "device": device, "amp": use_amp}
+        record = loop.epoch(dataset, epoch, ctx, progress)
         result.epochs.append(record)
         if not ctx.is_main:  # rank 0 alone validates and writes the run folder; the others wait for it
             distributed.barrier(ctx)
@@ -285,19 +227,144 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
         if val_set is not None:  # picks the best epoch (run_state.best_epoch); test is never looked at
             from train.validation import validate
 
-            record.update(validate(net, val_set, config, device, config.optim.batch_size))
+            record.update(validate(loop.net, val_set, config, device, config.optim.batch_size))
+        loop.save(run, epoch, record)
+        distributed.barrier(ctx)
+    return result
+
+
+def _datasets(config: TrainConfig, samples: list[Any], val: list[Any] | None, loaded: Any) -> tuple[Any, Any]:
+    """(training set with augmentation, validation set or None): model-size RGB images, or for a
+    raw-frame run the camera's frames, so the graph's own preprocessing is in the trained forward."""
+    from train.augment import with_augmentation
+    from train.data import AnomalyDataset
+    from train.frame_module import raw_frame_samples
+
+    size, mean, std = loaded.image_size, loaded.mean, loaded.std
+    if config.model.frame is None:
+        dataset = with_augmentation(AnomalyDataset(samples, size, mean, std), config.augment, config.optim.seed)
+        return dataset, (AnomalyDataset(val, size, mean, std) if val else None)
+    dataset = raw_frame_samples(samples, config.model, size, mean, std, config.augment, config.optim.seed)
+    val_set = raw_frame_samples(val, config.model, size, mean, std) if val else None
+    fmt, (fh, fw), roi = config.model.frame
+    log.info("raw-frame training: %s %dx%d frames, ROI %s", fmt, fw, fh, ",".join(map(str, roi)) if roi else "whole frame")
+    return dataset, val_set
+
+
+@dataclass
+class _Loop:
+    """The training loop's moving parts: model, its (DDP-wrapped) forward, optimiser, AMP scaler."""
+
+    config: TrainConfig
+    model: Any
+    loaded: Any  # build_run_model's CLIP info: image size, mean, std
+    net: Any  # `model` itself for RGB runs, model + in-graph preprocessing for raw-frame runs
+    forward: Any
+    params: list[Any]
+    optim: Any
+    scaler: Any
+    use_amp: bool
+    device: str
+    batch_size: int
+
+    @classmethod
+    def create(cls, config: TrainConfig, model: Any, loaded: Any, device: str, ctx: distributed.DistContext) -> _Loop:
+        """AdamW on the trainable parameters; AMP (float16 autocast + GradScaler) on CUDA only."""
+        import torch
+
+        from train.frame_module import raw_frame_model
+
+        net = raw_frame_model(model, config.model, loaded.image_size, loaded.mean, loaded.std)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optim = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        use_amp = bool(config.optim.amp and device.startswith("cuda"))
+        forward = distributed.training_forward(net, ctx, device)  # DDP-wrapped when under torchrun
+        batch_size = distributed.local_batch_size(config.optim.batch_size, ctx)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        return cls(config, model, loaded, net, forward, params, optim, scaler, use_amp, device, batch_size)
+
+    def resume(self, run: Path, epoch: int) -> None:
+        """Adapters, optimiser and scaler state as saved after `epoch`."""
+        import torch
+
         folder = epoch_dir(run, epoch)
-        save_adapters(model, folder)
-        torch.save({"optimizer": optim.state_dict(), "scaler": scaler.state_dict() if use_amp else {}},
+        load_adapters(self.model, folder)
+        state = torch.load(folder / OPTIM_FILE, map_location=self.device, weights_only=True)
+        self.optim.load_state_dict(state["optimizer"])
+        if self.use_amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        log.info("resuming %s after epoch %d", run, epoch)
+
+    def epoch(self, dataset: Any, epoch: int, ctx: distributed.DistContext, progress: bool) -> dict[str, Any]:
+        """Train one epoch on this rank's share of `dataset`; the record (losses over all ranks)."""
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+
+        from train.augment import set_epoch
+
+        cfg = self.config.optim
+        set_epoch(dataset, epoch)
+        sampler = distributed.epoch_sampler(dataset, cfg.seed, epoch, ctx)
+        loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                            drop_last=False)
+        self.model.train()
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "image": 0.0, "focal": 0.0, "dice": 0.0}
+        seen = 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        for batch in bar:
+            n, parts = self.step(batch)
+            seen += n
+            for key, value in zip(("loss", "image", "focal", "dice"), parts):
+                sums[key] += float(value.detach()) * n
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+        bar.close()
+        sums, seen = distributed.reduce_sums(sums, seen, ctx, self.device)
+        return {"epoch": epoch, **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
+                "lr": self.optim.param_groups[0]["lr"], "images": seen, "seconds": round(time.perf_counter() - t0, 3),
+                "device": self.device, "amp": self.use_amp}
+
+    def step(self, batch: Mapping[str, Any]) -> tuple[int, Any]:
+        """One optimisation step on `batch` (FGSM examples mixed in when configured); (images, loss parts)."""
+        import torch
+
+        from train.adversarial import fgsm_batch
+        from train.frame_module import batch_input
+        from train.losses import anomaly_loss
+
+        config, device = self.config, self.device
+        pix = batch_input(batch).to(device, non_blocking=True)
+        labels = batch["label"].to(device)
+        masks = batch["mask"].to(device)
+        has_mask = batch["has_mask"].to(device)
+        if config.adversarial.fraction > 0:
+            pix = fgsm_batch(self.model, pix, labels, masks, has_mask, config, self.loaded.mean, self.loaded.std)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
+            out = self.forward(pix)
+        parts = anomaly_loss(out.global_logits, out.patch_logits, labels, masks, has_mask, config.loss)
+        self.optim.zero_grad(set_to_none=True)
+        self.scaler.scale(parts.total).backward()
+        if config.optim.grad_clip:
+            self.scaler.unscale_(self.optim)
+            torch.nn.utils.clip_grad_norm_(self.params, config.optim.grad_clip)
+        self.scaler.step(self.optim)
+        self.scaler.update()
+        return int(pix.shape[0]), parts
+
+    def save(self, run: Path, epoch: int, record: Mapping[str, Any]) -> None:
+        """RUN/adapters/epoch_N (adapters, optimiser + scaler state, epoch state) and a metrics line."""
+        import torch
+
+        folder = epoch_dir(run, epoch)
+        save_adapters(self.model, folder)
+        torch.save({"optimizer": self.optim.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {}},
                    folder / OPTIM_FILE)
         (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "loss": record["loss"],
-                                                     "seed": config.optim.seed}, indent=2) + "\n", encoding="utf-8")
+                                                     "seed": self.config.optim.seed}, indent=2) + "\n", encoding="utf-8")
         with (run / METRICS_FILE).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         log.info("epoch %d: loss %.4f (image %.4f, focal %.4f, dice %.4f) in %.1f s -> %s", epoch, record["loss"],
                  record["loss_image"], record["loss_focal"], record["loss_dice"], record["seconds"], folder)
-        distributed.barrier(ctx)
-    return result
 
 
 def verify_data(config: TrainConfig, data: str | Path, plan: Any) -> dict[str, str]:
@@ -340,6 +407,7 @@ def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resu
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of RUN/metrics.jsonl ([] before the first epoch)."""
     p = Path(run_dir) / METRICS_FILE
     if not p.is_file():
         return []
@@ -347,6 +415,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def saved_config_dict(run_dir: str | Path) -> dict[str, Any]:
+    """The run's saved config as a plain mapping (the base a resumed run starts from)."""
     p = Path(run_dir) / CONFIG_FILE
     if not p.is_file():
         raise ConfigError(f"nothing to resume: {p} not found")

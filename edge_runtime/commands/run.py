@@ -9,40 +9,24 @@ import sys
 from pathlib import Path
 
 from edge_runtime.cli import Command
+from edge_runtime.runtime_flags import add_config_file, add_config_flags, config_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", type=Path, help="bundle folder (overrides bundle.path)")
-    p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="only run bundles signed by a key in DIR (overrides bundle.trusted_keys)")
-    p.add_argument("--source", help="frame source URI: spinnaker://SERIAL, gentl://..., cv://0, folder://DIR, synthetic://")
-    p.add_argument("--publish", help="publisher URI: mqtt://host:1883/prefix, jsonl://FILE, stdout://")
-    p.add_argument("--backend", help="ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="model precision (default fp32)")
-    p.add_argument("--config", type=Path, help="runtime config YAML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. pipeline.drop_policy=block")
-    p.add_argument("--threshold", type=float, help="override the bundle's OK/NG threshold")
+    """The `run` flags: the shared runtime-config flags, then the run's own limits and summary."""
+    add_config_flags(p, "bundle", "trusted_keys", "source", "publish", "backend", "precision")
+    add_config_file(p)
+    add_config_flags(p, "threshold")
     p.add_argument("--max-frames", type=int, help="stop after capturing N frames")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--summary-json", type=Path, help="also write the run summary (counts, per-stage latency) as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_runtime.runtime_config import load_runtime_config
+    """Run the inspection loop the flags and config describe; print (and optionally write) its summary."""
     from edge_runtime.session import open_session, run_pipeline
 
-    cfg = load_runtime_config(
-        args.config,
-        args.overrides,
-        {
-            "bundle.path": args.bundle,
-            "bundle.trusted_keys": args.trusted_keys,
-            "source.uri": args.source,
-            "publish.uri": args.publish,
-            "backend.name": args.backend,
-            "backend.precision": args.precision,
-            "threshold": args.threshold,
-        },
-    )
+    cfg = config_from_args(args)
     with open_session(cfg) as session:
         result = run_pipeline(session, max_frames=args.max_frames, duration_s=args.duration)
         publisher_stats = dict(session.publisher.stats())
@@ -56,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_summary(result) -> str:
+    """The run's summary for a person: counts, reasons not judged, process growth, stage latency."""
     lines = [
         f"frames: captured {result.captured}, inferred {result.inferred}, published {result.published}, "
         f"dropped {result.dropped}; OK {result.ok}, NG {result.ng}, SKIPPED {result.skipped}, ERROR {result.errors}; "
