@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from edge_runtime.errors import MissingDependency, PublishError
 
@@ -160,7 +161,7 @@ class EmbeddedBroker:
         )
         return [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if self.running:
             return self
         if not _port_free(self.host, self.port):
@@ -220,7 +221,7 @@ class EmbeddedBroker:
             return "(no log)"
         return " | ".join(text[-3:]) or "(empty log)"
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

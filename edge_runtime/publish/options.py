@@ -8,9 +8,10 @@ by `password_env` (default CLIPINSPECT_MQTT_PASSWORD), in that order of preceden
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from edge_runtime.config import from_mapping
 from edge_runtime.errors import ConfigError
@@ -87,7 +88,7 @@ class PublishOptions:
             raise ConfigError("publish.close_timeout_s must be >= 0")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "publish") -> "PublishOptions":
+    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "publish") -> PublishOptions:
         return from_mapping(cls, data, where)
 
     def resolve_password(self, uri_password: str | None) -> str | None:
