@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="bundle folder (overrides bundle.path)")
     p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="only run bundles signed by a key in DIR (overrides bundle.trusted_keys)")
     p.add_argument("--source", help="frame source URI: spinnaker://SERIAL, gentl://..., cv://0, folder://DIR, synthetic://")
-    p.add_argument("--publish", help="publisher URI: mqtt://host:1883/prefix, jsonl://FILE, stdout://")
+    from edge_runtime.publish import uri_help  # the PUBLISHERS table: one row per scheme
+
+    p.add_argument("--publish", help="publisher URI: " + uri_help().replace("%", "%%"))
     p.add_argument("--backend", help="ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="model precision (default fp32)")
     p.add_argument("--config", type=Path, help="runtime config YAML")
