@@ -226,6 +226,7 @@ class PublisherBase:
             if self._closed:
                 return
             self._closed = True
+            self._delivered_at_close = False  # until _close() says otherwise
         try:
             self._delivered_at_close = bool(self._close())
         except Exception as exc:
