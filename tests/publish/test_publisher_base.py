@@ -80,3 +80,10 @@ def test_teardown_failure_is_logged_not_raised(tmp_path: Path, caplog: Any) -> N
     with caplog.at_level(logging.ERROR):
         pub.close()
     assert pub.closed and "releasing resources failed" in caplog.text
+
+
+def test_flush_after_close_tells_whether_close_delivered(tmp_path: Path) -> None:
+    pub = open_publisher(f"mqtt://127.0.0.1:{free_port()}/x", {**FAST, "spool_dir": str(tmp_path / "spool")})
+    pub.publish(verdict(0))  # nothing listens: it stays in the spool
+    pub.close()
+    assert pub.flush() is False and pub.stats()["spool_pending"] == 1
