@@ -80,30 +80,6 @@ class Progress:
             sys.stderr.flush()
 
 
-class NullPublisher:
-    """Accepts and forgets verdicts: end-to-end numbers without any publishing cost."""
-
-    uri = "null://"
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def publish(self, verdict: Mapping[str, Any]) -> None:
-        self.count += 1
-
-    def publish_status(self, status: Mapping[str, Any]) -> None:
-        """Status is MQTT's retained topic; this stream stays verdict-only."""
-
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-    def stats(self) -> Mapping[str, int]:
-        return {"published": self.count}
-
-
 def fixed_input(bundle: Any, batch: int = 1, seed: int = 0) -> np.ndarray:
     """A preprocessed batch as the bundle's `image` input wants it (uint8 NHWC or float NCHW)."""
     from edge_runtime.preprocess import normalize

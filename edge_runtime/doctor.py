@@ -12,13 +12,11 @@ import importlib
 import os
 import platform
 import shutil
-import socket
-import ssl
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+
 from edge_runtime.errors import first_line
 
 Status = Literal["ok", "fail", "info", "skip"]
@@ -26,6 +24,16 @@ Status = Literal["ok", "fail", "info", "skip"]
 
 @dataclass(frozen=True)
 class Check:
+    """One line of the doctor's report.
+
+    Attributes:
+        name: what was checked ("broker", "backend trt", "publisher mqtt", ...).
+        status: ok, fail, info (a fact) or skip (absent and not asked for).
+        detail: one line saying what was found.
+        required: the user asked for it: a fail makes `doctor` exit 1.
+        data: machine-readable extras for `--json`.
+    """
+
     name: str
     status: Status
     detail: str
@@ -33,15 +41,18 @@ class Check:
     data: Any = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The check as a JSON-ready dict."""
         return asdict(self)
 
 
 
 def check_host() -> Check:
+    """OS, machine, Python version and CPU count."""
     return Check("host", "info", f"{platform.system()} {platform.machine()}, python {platform.python_version()}, {os.cpu_count()} CPUs")
 
 
 def check_onnxruntime() -> Check:
+    """ONNX Runtime's version and execution providers (fail when it cannot be imported)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -51,6 +62,14 @@ def check_onnxruntime() -> Check:
 
 
 def check_backends(requested: str | None = None) -> list[Check]:
+    """One row per backend (`available_backends()`); `requested` is required to be available.
+
+    Args:
+        requested: the backend the user asked for with `--backend`, if any.
+
+    Returns:
+        The backend rows (plus a failed one when `requested` is unknown).
+    """
     from edge_runtime.backends import available_backends
 
     out = []
@@ -64,6 +83,7 @@ def check_backends(requested: str | None = None) -> list[Check]:
 
 
 def check_tensorrt() -> list[Check]:
+    """TensorRT and CUDA (pycuda): versions, driver, devices; skip when absent."""
     out = []
     try:
         trt = importlib.import_module("tensorrt")
@@ -90,6 +110,7 @@ def check_tensorrt() -> list[Check]:
 
 
 def check_spinnaker() -> Check:
+    """FLIR cameras seen through PySpin (model and serial); skip when PySpin is absent."""
     try:
         PySpin = importlib.import_module("PySpin")
     except ImportError as exc:
@@ -120,6 +141,7 @@ def check_spinnaker() -> Check:
 
 
 def gentl_producers() -> list[str]:
+    """The GenTL producer files (*.cti) on GENICAM_GENTL64_PATH."""
     paths = os.environ.get("GENICAM_GENTL64_PATH", "")
     out: list[str] = []
     for d in filter(None, paths.split(os.pathsep)):
@@ -128,6 +150,7 @@ def gentl_producers() -> list[str]:
 
 
 def check_gentl() -> Check:
+    """GenICam cameras seen through harvesters and the producers on GENICAM_GENTL64_PATH."""
     producers = gentl_producers()
     if not producers:
         return Check("cameras (GenTL)", "skip", "no GenTL producers on GENICAM_GENTL64_PATH")
@@ -148,78 +171,43 @@ def check_gentl() -> Check:
         h.reset()
 
 
-def _mqtt_connect_packet(client_id: str, username: str | None, password: str | None, keepalive: int = 10) -> bytes:
-    """An MQTT 3.1.1 CONNECT (clean session). Built by hand: the probe needs no client loop."""
+def check_broker(uri: str, timeout_s: float = 3.0, options: Any = None) -> Check:
+    """Connect to the broker through paho-mqtt 2 as the publisher would and wait for CONNACK.
 
-    def s(text: str) -> bytes:
-        b = text.encode("utf-8")
-        return len(b).to_bytes(2, "big") + b
+    Args:
+        uri: `mqtt(s)://[user[:password]@]host[:port]`.
+        timeout_s: the bound on the TCP connect and on the wait for CONNACK, each.
+        options: the `publish.options` (PublishOptions or mapping): TLS files and credentials.
 
-    flags = 0x02
-    payload = s(client_id)
-    if username is not None:
-        flags |= 0x80
-        payload += s(username)
-        if password is not None:
-            flags |= 0x40
-            payload += s(password)
-    body = s("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
-    n, length = len(body), b""
-    while True:
-        byte, n = n % 128, n // 128
-        length += bytes([byte | (0x80 if n else 0)])
-        if not n:
-            break
-    return bytes([0x10]) + length + body
+    Returns:
+        A required Check: ok when the broker accepted the CONNECT; else fail with one line
+        (TCP refused, TLS failure, no CONNACK, or the CONNACK reason code).
+    """
+    from edge_runtime.errors import ClipInspectError
+    from edge_runtime.publish.connection import probe_broker
+    from edge_runtime.publish.options import PublishOptions
 
-
-_CONNACK = {0: "accepted", 1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable", 4: "bad user name or password", 5: "not authorized"}
-
-
-def check_broker(uri: str, timeout_s: float = 3.0) -> Check:
-    """TCP connect, then an MQTT CONNECT answered by CONNACK 0, within `timeout_s` each."""
-    name = "broker"
     try:
-        parts = urlsplit(uri)
-        port = parts.port
-    except ValueError as exc:
-        return Check(name, "fail", f"bad broker URI: {exc}", required=True)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        return Check(name, "fail", f"broker URI {uri!r} must look like mqtt://host[:port] or mqtts://host[:port]", required=True)
-    host = parts.hostname
-    port = port or (8883 if parts.scheme == "mqtts" else 1883)
-    shown = f"{parts.scheme}://{host}:{port}"
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout_s)
-    except OSError as exc:
-        return Check(name, "fail", f"{shown}: TCP connect failed ({exc.strerror or first_line(exc)})", required=True)
-    try:
-        sock.settimeout(timeout_s)
-        if parts.scheme == "mqtts":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        sock.sendall(_mqtt_connect_packet(f"clipinspect-doctor-{os.getpid()}", user, password))
-        reply = b""
-        while len(reply) < 4:
-            chunk = sock.recv(4 - len(reply))
-            if not chunk:
-                break
-            reply += chunk
-        if len(reply) < 4 or reply[0] != 0x20:
-            return Check(name, "fail", f"{shown}: TCP ok but no MQTT CONNACK (got {reply!r})", required=True)
-        rc = reply[3]
-        if rc != 0:
-            return Check(name, "fail", f"{shown}: MQTT CONNECT refused: {_CONNACK.get(rc, f'code {rc}')}", required=True)
-        try:
-            sock.sendall(b"\xe0\x00")  # DISCONNECT, so the broker does not log an abrupt close
-        except OSError:
-            pass
-        return Check(name, "ok", f"{shown}: TCP + MQTT CONNECT accepted", required=True)
-    except (OSError, ssl.SSLError) as exc:
-        return Check(name, "fail", f"{shown}: MQTT handshake failed ({first_line(exc)})", required=True)
-    finally:
-        sock.close()
+        opts = options if isinstance(options, PublishOptions) else PublishOptions.from_mapping(options)
+        accepted, detail = probe_broker(uri, opts, timeout_s)
+    except ClipInspectError as exc:
+        return Check("broker", "fail", first_line(exc), required=True)
+    return Check("broker", "ok" if accepted else "fail", detail, required=True)
+
+
+def registry_checks(registry: Any) -> list[Check]:
+    """One row per entry of a seam's table (`Registry.availability()`), importing nothing.
+
+    Args:
+        registry: a `edge_runtime.registry.Registry` (e.g. edge_runtime.publish.PUBLISHERS).
+
+    Returns:
+        Checks named "<seam> <name>": ok with the row's summary, or skip naming what is missing.
+    """
+    return [
+        Check(f"{registry.seam} {row.name}", "ok" if row.available else "skip", row.detail)
+        for row in registry.availability()
+    ]
 
 
 def check_bundle(path: str | Path, trusted_keys: str | Path | None = None) -> Check:
@@ -246,6 +234,14 @@ def check_bundle(path: str | Path, trusted_keys: str | Path | None = None) -> Ch
 
 
 def check_jetson(timeout_s: float = 3.0) -> list[Check]:
+    """L4T release and `nvpmodel -q` power mode on a Jetson; skip elsewhere.
+
+    Args:
+        timeout_s: the bound on `nvpmodel -q`.
+
+    Returns:
+        The Jetson rows.
+    """
     out = []
     release = Path("/etc/nv_tegra_release")
     if release.is_file():
@@ -264,18 +260,37 @@ def check_jetson(timeout_s: float = 3.0) -> list[Check]:
 
 
 def run_checks(*, bundle: str | Path | None = None, broker: str | None = None, backend: str | None = None, timeout_s: float = 3.0,
-               trusted_keys: str | Path | None = None) -> list[Check]:
+               trusted_keys: str | Path | None = None, publish_options: Any = None) -> list[Check]:
+    """Run every check this device supports, plus the requested ones.
+
+    Args:
+        bundle: also check this bundle (required).
+        broker: also connect to this MQTT broker (required).
+        backend: fail unless this backend can run here.
+        timeout_s: the bound of each network or subprocess probe.
+        trusted_keys: check the bundle's signature against these keys.
+        publish_options: TLS files and credentials for the broker check.
+
+    Returns:
+        The checks, in display order.
+    """
+    from edge_runtime.publish import PUBLISHERS
+    from edge_runtime.sources import SOURCES
+
     checks = [check_host(), check_onnxruntime()]
     checks += check_backends(backend)
+    checks += registry_checks(SOURCES)
+    checks += registry_checks(PUBLISHERS)
     checks += check_tensorrt()
     checks += [check_spinnaker(), check_gentl()]
     checks += check_jetson(timeout_s)
     if bundle is not None:
         checks.append(check_bundle(bundle, trusted_keys))
     if broker is not None:
-        checks.append(check_broker(broker, timeout_s))
+        checks.append(check_broker(broker, timeout_s, publish_options))
     return checks
 
 
 def failed(checks: list[Check]) -> list[Check]:
+    """The required checks that failed (non-empty: `doctor` exits 1)."""
     return [c for c in checks if c.required and c.status == "fail"]

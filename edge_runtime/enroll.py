@@ -26,27 +26,12 @@ from edge_runtime.bundle import Bundle, Manifest, Threshold, load_bundle, sha256
 from edge_runtime.bundle_stage import StagedBundle
 from edge_runtime.digest import image_set_sha256
 from edge_runtime.errors import BundleError, ConfigError, DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES
+from edge_runtime.imageio import find_images
 from edge_runtime.thresholds import FrrThreshold, frr_threshold
 
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "enrollment.json"
-
-
-def find_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursively), sorted by path.
-
-    Raises:
-        DataError: the folder is missing or holds no images.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-    return files
 
 
 def score_images(bundle: Bundle, backend: Any, paths: Sequence[Path], batch_size: int = 8) -> np.ndarray:

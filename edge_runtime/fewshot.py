@@ -27,7 +27,7 @@ import numpy as np
 from edge_runtime.bundle import Bundle, Manifest, calibration_set_sha256, load_bundle, sha256_file, with_file
 from edge_runtime.bundle_stage import replace_file, write_bundle_copy
 from edge_runtime.errors import BundleError, ClipInspectError, ConfigError, DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES
+from edge_runtime.imageio import find_images
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,7 @@ def bank_from_features(features: np.ndarray, max_shots: int) -> np.ndarray:
 
 def list_good_images(folder: str | Path) -> list[Path]:
     """Image files directly in `folder` or below it (sorted); masks and ground_truth skipped."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.stem.endswith("_mask") and "ground_truth" not in p.parts)
-    if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    return files
+    return find_images(folder, skip_masks=True)
 
 
 def draw_shots(images: Sequence[Path], shots: int, seed: int = 0) -> list[Path]:

@@ -16,6 +16,8 @@ import numpy as np
 from edge_runtime.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Folder names that hold ground-truth masks in MVTec-style layouts, never inputs.
+MASK_DIRS = frozenset({"ground_truth", "masks", "mask"})
 MAX_PIXELS = 64_000_000  # larger than any line camera we support; refuses decompression bombs
 
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic...).
@@ -144,3 +146,30 @@ def read_mask(path: str | Path) -> np.ndarray:
     if m is None:
         raise DataError(f"cannot decode mask: {p}")
     return m > 0
+
+
+def find_images(folder: str | Path, *, skip_masks: bool = False, label: str = "image folder") -> list[Path]:
+    """Image files under `folder` (recursively), sorted by path: the one listing that enroll,
+    few-shot, the input profile and INT8 calibration share.
+
+    Args:
+        folder: the folder to search.
+        skip_masks: leave out ground-truth masks (files named *_mask, folders in MASK_DIRS).
+        label: what the folder is, for the not-found message.
+
+    Raises:
+        DataError: the folder is missing or holds no images.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{label} not found: {root}")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not (skip_masks and (p.stem.endswith("_mask") or MASK_DIRS & set(p.relative_to(root).parts)))
+    )
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return files

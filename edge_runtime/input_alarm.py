@@ -425,10 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from edge_runtime.bundle import load_bundle
         from edge_runtime.bundle_stage import write_bundle_copy
-        from edge_runtime.fewshot import list_good_images
+        from edge_runtime.imageio import find_images
 
         bundle = load_bundle(args.bundle)
-        profile = profile_from_images(list_good_images(args.images), tolerance_sd=args.tolerance_sd,
+        profile = profile_from_images(find_images(args.images, skip_masks=True), tolerance_sd=args.tolerance_sd,
                                       preprocess=bundle.manifest.preprocess)
         out = write_bundle_copy(bundle, args.out, lambda root, m: save_profile(root, m, profile), overwrite=args.force)
     except ClipInspectError as exc:

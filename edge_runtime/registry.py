@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from edge_runtime.errors import ClipInspectError, ConfigError, MissingDependency
 
@@ -110,6 +111,22 @@ class Registry:
         """Add one row (plug-ins and tests; built-in rows live in the table literal)."""
         self._add(entry)
         self.entries = (*self.entries, entry)
+
+    def unregister(self, name: str) -> None:
+        """Remove the row `name` (and its aliases); the inverse of `register`."""
+        entry = self.entry(name)
+        for key in (entry.name, *entry.aliases):
+            self._rows.pop(key, None)
+        self.entries = tuple(e for e in self.entries if e is not entry)
+
+    @contextmanager
+    def added(self, entry: Entry) -> Iterator[Entry]:
+        """Register `entry` for the duration of a `with` block (tests, one-off tools)."""
+        self.register(entry)
+        try:
+            yield entry
+        finally:
+            self.unregister(entry.name)
 
     def names(self) -> list[str]:
         """The primary names, built-ins first in table order, then plug-ins sorted."""

@@ -17,13 +17,21 @@ if TYPE_CHECKING:
     from edge_runtime.runtime_config import RuntimeConfig
 
 
+def _table_help(package: str) -> str:
+    """`uri_help()` of a seam package (its registry table, one row per scheme), escaped for
+    argparse. Imported when a parser is built, so a new table row shows in `--help`."""
+    import importlib
+
+    return importlib.import_module(package).uri_help().replace("%", "%%")
+
+
 @dataclass(frozen=True)
 class ConfigFlag:
     """One flag that sets one runtime-config key (`--backend` -> `backend.name`)."""
 
     option: str
     key: str
-    help: str
+    help: str | Callable[[], str]  # a callable is read when the parser is built (seam tables)
     type: Callable[[str], Any] | None = None
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
@@ -48,9 +56,9 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {
         ConfigFlag(
             "--source",
             "source.uri",
-            "frame source URI: spinnaker://SERIAL, gentl://..., cv://0, folder://DIR, synthetic://",
+            lambda: "frame source URI: " + _table_help("edge_runtime.sources"),
         ),
-        ConfigFlag("--publish", "publish.uri", "publisher URI: mqtt://host:1883/prefix, jsonl://FILE, stdout://"),
+        ConfigFlag("--publish", "publish.uri", lambda: "publisher URI: " + _table_help("edge_runtime.publish")),
         ConfigFlag("--backend", "backend.name", "ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)"),
         ConfigFlag("--precision", "backend.precision", "model precision (default fp32)", choices=("fp32", "fp16", "int8")),
         ConfigFlag(
@@ -77,7 +85,8 @@ def add_config_flags(parser: argparse.ArgumentParser, *names: str, help: Mapping
     """
     for name in names:
         flag = CONFIG_FLAGS[name]
-        kwargs: dict[str, Any] = {"help": (help or {}).get(name, flag.help)}
+        text = (help or {}).get(name, flag.help)
+        kwargs: dict[str, Any] = {"help": text() if callable(text) else text}
         for attr in ("type", "choices", "metavar"):
             if getattr(flag, attr) is not None:
                 kwargs[attr] = getattr(flag, attr)

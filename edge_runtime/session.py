@@ -145,12 +145,7 @@ def open_session(cfg: RuntimeConfig, *, backend: Backend | None = None, backend_
             stack.callback(backend.close)
         info = dict(backend_info or backend.describe())
         post = Postprocessor(bundle, info, threshold=cfg.threshold, heatmaps=cfg.heatmaps, roi=cfg.preprocess.roi_obj())
-        if cfg.publish.uri == "null://":
-            from edge_runtime.bench import NullPublisher
-
-            publisher = NullPublisher()
-        else:
-            publisher = open_publisher(cfg.publish.uri, cfg.publish.options)
+        publisher = open_publisher(cfg.publish.uri, cfg.publish.options)
         stack.callback(publisher.close)
         stack.callback(source.close)  # idempotent, also safe if open() fails half-way
         source.open()

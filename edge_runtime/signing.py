@@ -37,9 +37,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import BundleError, ConfigError, MissingDependency, first_line
+
+if TYPE_CHECKING:
+    from edge_runtime.bundle import Bundle
 
 SIGNATURE = "signature.json"
 SIGNATURE_SCHEMA = "clipinspect.signature"
@@ -252,11 +255,15 @@ def read_signature(root: str | Path) -> SignatureRecord | None:
         raise BundleError(f"bundle {Path(root)}: unreadable {SIGNATURE} ({first_line(exc)}); refusing to load") from None
 
 
-def sign_bundle(root: str | Path, private_key_path: str | Path) -> SignatureRecord:
-    """Verify the bundle's hashes, then write signature.json over its desktop part.
+def sign_bundle(bundle: Bundle, private_key_path: str | Path) -> SignatureRecord:
+    """Write signature.json over a loaded bundle's desktop part.
+
+    The caller loads it with `load_bundle(root)` (hashes verified: never sign files that do not
+    match them); taking the loaded bundle keeps this module below `edge_runtime.bundle`, which
+    calls it to check signatures, with no import cycle.
 
     Args:
-        root: the bundle folder; `signature.json` is replaced atomically.
+        bundle: the loaded, hash-verified bundle; its `signature.json` is replaced atomically.
         private_key_path: the PEM key from `generate_keypair`.
 
     Returns:
@@ -264,12 +271,9 @@ def sign_bundle(root: str | Path, private_key_path: str | Path) -> SignatureReco
 
     Raises:
         ConfigError: the key cannot be loaded.
-        BundleError: the bundle does not load or its files do not match their hashes.
+        BundleError: the signature file cannot be written.
     """
-    from edge_runtime.bundle import load_bundle
-
     key = load_private_key(private_key_path)
-    bundle = load_bundle(root)  # never sign files that do not match their hashes
     payload = signed_payload(bundle.manifest)
     record = SignatureRecord(key_id=key_id(key.public_key()), signature=key.sign(DOMAIN + payload),
                              payload_sha256=hashlib.sha256(payload).hexdigest(),

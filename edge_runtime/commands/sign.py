@@ -16,9 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Sign the bundle (after checking its hashes) and print the key id and signature file."""
+    from edge_runtime.bundle import load_bundle
     from edge_runtime.signing import SIGNATURE, sign_bundle
 
-    record = sign_bundle(args.bundle, args.key)
+    record = sign_bundle(load_bundle(args.bundle), args.key)  # hashes checked before signing
     print(f"signed {args.bundle} with key {record.key_id} -> {args.bundle / SIGNATURE} (payload sha256 {record.payload_sha256[:16]})")
     return 0
 

@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from edge_runtime.errors import MissingDependency, PublishError
 
@@ -32,6 +33,7 @@ Kind = Literal["auto", "mosquitto", "amqtt"]
 
 
 def mosquitto_path() -> str | None:
+    """The mosquitto executable (PATH, else /usr/sbin/mosquitto), or None."""
     found = shutil.which("mosquitto")
     if found:
         return found
@@ -39,12 +41,14 @@ def mosquitto_path() -> str | None:
 
 
 def amqtt_available() -> bool:
+    """True when the amqtt package is installed (found without importing it)."""
     import importlib.util
 
     return importlib.util.find_spec("amqtt") is not None
 
 
 def available_kinds() -> list[str]:
+    """The broker kinds this machine can start, preferred first (mosquitto, amqtt)."""
     kinds = []
     if mosquitto_path():
         kinds.append("mosquitto")
@@ -54,6 +58,7 @@ def available_kinds() -> list[str]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -79,6 +84,22 @@ class BrokerTLS:
 
 
 class EmbeddedBroker:
+    """A local MQTT broker in a subprocess, for demos and tests (see the module docstring).
+
+    Args:
+        kind: "mosquitto", "amqtt", or "auto" (the first of available_kinds()).
+        host: the address it listens on (127.0.0.1).
+        port: the port; 0 picks a free one.
+        workdir: config, log and persistence folder; None: a temp dir removed by close().
+        persistence: keep sessions and queued messages across restarts (mosquitto).
+        password_file: a mosquitto_passwd file; anonymous clients are then refused.
+        tls: serve TLS with this certificate (mosquitto).
+
+    Raises:
+        MissingDependency: no broker of that kind is installed.
+        PublishError: amqtt asked for persistence, passwords or TLS.
+    """
+
     def __init__(
         self,
         kind: Kind = "auto",
@@ -115,10 +136,12 @@ class EmbeddedBroker:
 
     @property
     def uri(self) -> str:
+        """`mqtt(s)://host:port` of the listener."""
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
+        """True while the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
     def _command(self) -> list[str]:
@@ -160,7 +183,18 @@ class EmbeddedBroker:
         )
         return [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        """Start the broker and wait until it accepts TCP connections.
+
+        Args:
+            timeout_s: how long to wait for the listener.
+
+        Returns:
+            self.
+
+        Raises:
+            PublishError: the port is taken, or the broker exited or did not listen in time.
+        """
         if self.running:
             return self
         if not _port_free(self.host, self.port):
@@ -205,10 +239,12 @@ class EmbeddedBroker:
             proc.wait(timeout=5)
 
     def restart(self) -> None:
+        """stop() then start() on the same port."""
         self.stop()
         self.start()
 
     def close(self) -> None:
+        """Stop it and remove its temp work dir (if it made one)."""
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -220,7 +256,7 @@ class EmbeddedBroker:
             return "(no log)"
         return " | ".join(text[-3:]) or "(empty log)"
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -228,6 +264,7 @@ class EmbeddedBroker:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m edge_runtime.publish.broker`: keep a broker in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m edge_runtime.publish.broker", description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=["auto", "mosquitto", "amqtt"], default="auto")
     parser.add_argument("--port", type=int, default=1883)

@@ -8,9 +8,10 @@ by `password_env` (default CLIPINSPECT_MQTT_PASSWORD), in that order of preceden
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from edge_runtime.config import from_mapping
 from edge_runtime.errors import ConfigError
@@ -35,6 +36,14 @@ class TLSOptions:
 
 @dataclass(frozen=True)
 class PublishOptions:
+    """The `publish.options` section: MQTT delivery, credentials, outbox and spool settings.
+
+    Every field is documented beside it; unknown keys are refused by `from_mapping`.
+
+    Raises:
+        ConfigError: a value out of range (one line naming the key).
+    """
+
     qos: int = 1
     topic_prefix: str = "clipinspect"
     # Verdicts go to <prefix>/verdict, or <prefix>/<camera_serial>/verdict when True.
@@ -87,10 +96,30 @@ class PublishOptions:
             raise ConfigError("publish.close_timeout_s must be >= 0")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "publish") -> "PublishOptions":
+    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "publish") -> PublishOptions:
+        """Build and validate from a config mapping.
+
+        Args:
+            data: the mapping (None: defaults).
+            where: the key path used in error messages.
+
+        Returns:
+            The options.
+
+        Raises:
+            ConfigError: an unknown key (with a suggestion) or a bad value.
+        """
         return from_mapping(cls, data, where)
 
     def resolve_password(self, uri_password: str | None) -> str | None:
+        """The password to use: the URI's, else `password`, else the `password_env` variable.
+
+        Args:
+            uri_password: the password given in the URI, if any.
+
+        Returns:
+            The password, or None for none.
+        """
         if uri_password:
             return uri_password
         if self.password:

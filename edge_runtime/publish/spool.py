@@ -39,9 +39,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Sequence
+from typing import BinaryIO, Literal
 
 from edge_runtime.errors import PublishError
 
@@ -62,6 +63,8 @@ DB_NAME = "spool.db"
 
 @dataclass(frozen=True)
 class Message:
+    """One stored verdict: its outbox seq, topic and JSON payload."""
+
     seq: int
     topic: str
     payload: bytes
@@ -81,6 +84,7 @@ class MemoryQueue:
         self.first_seq = 1  # lowest seq still held (last_seq + 1 when empty)
 
     def append(self, items: Sequence[tuple[str, bytes]]) -> list[Message]:
+        """Keep a prefix of `items` (as many as fit under `max_items`) and return it (Q1, Q2)."""
         with self._lock:
             room = max(0, self.max_items - len(self._items))
             out = []
@@ -91,6 +95,7 @@ class MemoryQueue:
             return out
 
     def read_after(self, seq: int, limit: int) -> list[Message]:
+        """Up to `limit` held messages with seq > `seq`, in order (Q3)."""
         with self._lock:
             if not self._items:
                 return []
@@ -98,22 +103,25 @@ class MemoryQueue:
             return [self._items[i] for i in range(start, min(len(self._items), start + limit))]
 
     def remove_through(self, seq: int) -> None:
+        """Forget every message with seq <= `seq` (acknowledged)."""
         with self._lock:
             while self._items and self._items[0].seq <= seq:
                 self._items.popleft()
 
     def pending(self) -> int:
+        """How many messages are held."""
         with self._lock:
             return len(self._items)
 
     def sync(self) -> None:
-        pass
+        """Nothing to sync in memory."""
 
     def sync_due(self) -> bool:
+        """Never: nothing to sync in memory."""
         return False
 
     def close(self) -> None:
-        pass
+        """Nothing to release (what is held is lost with the process)."""
 
 
 class DurableQueue:
@@ -241,6 +249,7 @@ class DurableQueue:
 
     # -- the sender side ------------------------------------------------------------------
     def read_after(self, seq: int, limit: int) -> list[Message]:
+        """Up to `limit` stored messages with seq > `seq`, in seq order (Q3)."""
         with self._lock:
             rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
         return [Message(int(s), str(t), bytes(p)) for s, t, p in rows]
@@ -272,10 +281,12 @@ class DurableQueue:
             self.first_seq = seq + 1
 
     def pending(self) -> int:
+        """How many messages are stored."""
         with self._lock:
             return self._count
 
     def sync(self) -> None:
+        """Checkpoint the WAL now (the `batch` sync point; also on flush and close)."""
         with self._lock:
             if self.fsync != "never":
                 self._checkpoint()
@@ -287,6 +298,7 @@ class DurableQueue:
         return self._unsynced and time.monotonic() - self._last_sync >= self.sync_interval_s
 
     def close(self) -> None:
+        """Checkpoint, close the database and release the directory lock."""
         with self._lock:
             try:
                 if self._count == 0:

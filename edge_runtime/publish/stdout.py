@@ -3,46 +3,57 @@
 from __future__ import annotations
 
 import sys
-import threading
-from typing import Any, Iterable, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
+from edge_runtime.errors import PublishError
+from edge_runtime.publish.base import PublisherBase
 from edge_runtime.publish.jsonl import encode_line
 
+__all__ = ["StdoutPublisher"]
 
-class StdoutPublisher:
+
+class StdoutPublisher(PublisherBase):
+    """Writes one verdict JSON per line to standard output (or `stream`).
+
+    Args:
+        uri: the URI it was opened with.
+        stream: where to write; None means `sys.stdout`, looked up at each write.
+    """
+
+    scheme = "stdout"
+
     def __init__(self, uri: str = "stdout://", stream: TextIO | None = None) -> None:
-        self.uri = uri
+        super().__init__(uri)
         self._stream = stream
-        self._lock = threading.Lock()
-        self._count = 0
+
+    @classmethod
+    def from_uri(cls, uri: str, options: Any = None) -> StdoutPublisher:
+        """Open `stdout://` (nothing may follow the scheme but `-`).
+
+        Args:
+            uri: the publisher URI.
+            options: unused.
+
+        Returns:
+            The publisher.
+
+        Raises:
+            PublishError: something follows `stdout://`.
+        """
+        if uri.split("://", 1)[1] not in ("", "-"):
+            raise PublishError(f"publisher URI {uri!r}: stdout:// takes nothing after the scheme")
+        return cls(uri)
 
     @property
     def stream(self) -> TextIO:
-        # Looked up late so pytest's capture (and redirections) see the output.
+        """The stream written to (late lookup: pytest's capture and redirections see it)."""
         return self._stream if self._stream is not None else sys.stdout
 
-    def publish(self, verdict: Mapping[str, Any]) -> None:
-        line = encode_line(verdict)
-        with self._lock:
-            self.stream.write(line + "\n")
-            self._count += 1
+    def _publish_batch(self, items: list[Mapping[str, Any]]) -> None:
+        self.stream.write("".join(encode_line(v) + "\n" for v in items))
+        self._published += len(items)
 
-    def publish_many(self, verdicts: Iterable[Mapping[str, Any]]) -> None:
-        lines = [encode_line(v) + "\n" for v in verdicts]
-        with self._lock:
-            self.stream.write("".join(lines))
-            self._count += len(lines)
-
-    def publish_status(self, status: Mapping[str, Any]) -> None:
-        """Status is MQTT's retained topic; this stream stays verdict-only."""
-
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        with self._lock:
-            self.stream.flush()
+    def _flush(self, timeout_s: float) -> bool:
+        self.stream.flush()
         return True
-
-    def close(self) -> None:
-        self.flush()
-
-    def stats(self) -> dict[str, int]:
-        return {"published": self._count, "acked": self._count, "dropped": 0}

@@ -1,6 +1,7 @@
 """The in-flight window: verdicts handed to paho and not yet acknowledged, oldest first.
 
-Invariants (the MQTT publisher holds its lock around every call):
+Invariants (every call is made under the publisher's Condition `cv`; the send side, i.e.
+add/register/take_back/fail, by the sender thread only, sender.py S1):
   W1  entries are in seq order, contiguous, all with seq <= `sent_seq`; everything up to
       `acked_through` is acknowledged (or refused for good) and no longer in the window.
   W2  retire() only pops the acknowledged PREFIX, so `acked_through` never passes an
@@ -21,6 +22,8 @@ from edge_runtime.publish.spool import Message
 
 @dataclass
 class InFlight:
+    """One message handed to paho and not yet retired from the window."""
+
     msg: Message
     epoch: int  # connection epoch when it was handed to paho
     acked: bool = False
@@ -28,6 +31,14 @@ class InFlight:
 
 
 class InFlightWindow:
+    """The in-flight window (see the module docstring for W1-W4).
+
+    Args:
+        limit: the most unacknowledged messages at a time.
+        acked_through: the seq through which everything is acknowledged at start (the
+            outbox's first seq - 1).
+    """
+
     def __init__(self, limit: int, acked_through: int) -> None:
         self.limit = limit
         self.sent_seq = acked_through
@@ -40,13 +51,16 @@ class InFlightWindow:
         return len(self._entries)
 
     def unacked(self) -> int:
+        """How many entries still wait for their PUBACK."""
         return sum(1 for f in self._entries if not f.acked)
 
     def can_send(self, epoch: int) -> bool:
+        """True when one more message may be handed over in connection `epoch` (W3, W4)."""
         unacked = [f for f in self._entries if not f.acked]
         return len(unacked) < self.limit and not any(f.epoch < epoch for f in unacked)
 
     def add(self, msg: Message, epoch: int) -> InFlight:
+        """Record `msg` (the next seq, W1) as handed over in `epoch`; returns its entry."""
         assert msg.seq == self.sent_seq + 1, (msg.seq, self.sent_seq)  # W1
         entry = InFlight(msg, epoch)
         self._entries.append(entry)
@@ -54,6 +68,7 @@ class InFlightWindow:
         return entry
 
     def register(self, entry: InFlight, mid: int) -> None:
+        """Tie `entry` to paho's message id (an ack that came first marks it acked)."""
         if mid in self._early_acks:
             self._early_acks.discard(mid)
             entry.acked = True
@@ -69,6 +84,7 @@ class InFlightWindow:
         return False
 
     def ack(self, mid: int) -> None:
+        """A PUBACK for `mid` (kept as early when its registration has not happened yet)."""
         entry = self._by_mid.pop(mid, None)
         if entry is None:
             self._early_acks.add(mid)
@@ -76,6 +92,7 @@ class InFlightWindow:
             entry.acked = True
 
     def fail(self, entry: InFlight) -> None:
+        """paho refused `entry` for good: it retires as dropped."""
         entry.acked = entry.failed = True
 
     def take_back(self, entry: InFlight) -> None:

@@ -6,7 +6,8 @@ source; any other key is an error naming it. A bare path (no `scheme://`) is a v
 (`cv`) when it has a video suffix or is a file, and an image folder (`folder`) when it is a
 directory. `cv://rtsp://...` and `gst://PIPELINE` keep their own '?' and '&'.
 
-Adding a source is one module holding a `SourceBase` subclass plus one `Entry` row below;
+Adding a source is one module holding a `SourceBase` subclass plus one `Entry` row in
+`edge_runtime/sources/table.py`;
 URI validation, `--source` help, `doctor` and `make_source` all read the table.
 
 The table (scheme, URI form, what it is):
@@ -18,60 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edge_runtime.errors import SourceError
 from edge_runtime.frames import FrameSource
-from edge_runtime.registry import Entry, Registry
 from edge_runtime.sources.options import SourceOptions
+from edge_runtime.sources.table import SOURCES
 from edge_runtime.sources.uri import parse_uri
 
 __all__ = ["SOURCES", "SourceOptions", "open_source", "make_source", "parse_uri", "uri_help"]
-
-_OPTIONS = "edge_runtime.sources.options:SourceOptions"
-
-SOURCES = Registry(
-    "source",
-    [
-        Entry(
-            "spinnaker",
-            "edge_runtime.sources.spinnaker:SpinnakerSource",
-            _OPTIONS,
-            summary="spinnaker://SERIAL or spinnaker:// (first camera) - a FLIR camera through PySpin",
-            requires=("PySpin",),
-        ),
-        Entry(
-            "gentl",
-            "edge_runtime.sources.gentl:GenTLSource",
-            _OPTIONS,
-            summary="gentl://PATH.cti?serial=S or gentl://?serial=S (producers from GENICAM_GENTL64_PATH)"
-            " - any GenICam camera through harvesters",
-            requires=("harvesters", "genicam"),
-        ),
-        Entry(
-            "cv",
-            "edge_runtime.sources.opencv:OpenCVSource",
-            _OPTIONS,
-            summary="cv://0, cv://rtsp://..., cv://FILE.mp4, a video file path or gst://PIPELINE - OpenCV VideoCapture",
-            requires=("cv2",),
-            aliases=("gst",),
-        ),
-        Entry(
-            "folder",
-            "edge_runtime.sources.folder:FolderSource",
-            _OPTIONS,
-            summary="folder://DIR?fps=5&loop=1 or a folder path - replay image files in name order",
-            requires=("cv2",),
-        ),
-        Entry(
-            "synthetic",
-            "edge_runtime.sources.synthetic:SyntheticSource",
-            _OPTIONS,
-            summary="synthetic://?width=640&height=480&count=100&pixel_format=BayerRG8"
-            " - generated textured parts, a scratch every defect_every (also seed, ring)",
-            requires=("cv2",),
-        ),
-    ],
-    error=SourceError,
-)
 
 __doc__ = (__doc__ or "") + SOURCES.help_text(indent="    ") + "\n"
 

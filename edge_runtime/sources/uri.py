@@ -1,6 +1,6 @@
 """Parsing source URIs and merging their query parameters into SourceOptions.
 
-Which schemes exist is the table in `edge_runtime.sources` (`SOURCES`); this module knows
+Which schemes exist is the table in `edge_runtime.sources.table` (`SOURCES`); this module knows
 only the URI shapes: `scheme://TARGET?key=value&...`, the opaque `cv://URL` and
 `gst://PIPELINE`, and bare paths.
 """
@@ -20,6 +20,7 @@ import yaml
 from edge_runtime.config import from_mapping, to_dict
 from edge_runtime.errors import ConfigError, SourceError
 from edge_runtime.sources.options import SourceOptions
+from edge_runtime.sources.table import SOURCES
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv", ".ts", ".mjpeg", ".mjpg")
 
@@ -46,15 +47,11 @@ class SourceUri:
 
 def usage() -> str:
     """What a source URI may look like, from the table: the tail of every URI error."""
-    from edge_runtime.sources import SOURCES  # the package imports this module: look up at call time
-
     schemes = [f"{key}://" for entry in SOURCES for key in (entry.name, *entry.aliases)]
     return f"use one of {', '.join(schemes)} or a path to a video file or image folder"
 
 
 def _known_scheme(scheme: str) -> bool:
-    from edge_runtime.sources import SOURCES
-
     return scheme in SOURCES
 
 

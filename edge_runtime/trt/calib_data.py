@@ -16,27 +16,19 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from edge_runtime.errors import DataError
-from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
+from edge_runtime.imageio import find_images, read_rgb
 from edge_runtime.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
 # Folders of an MVTec-style tree that hold masks or defects, never calibration images.
-_SKIP_DIRS = {"ground_truth", "masks", "mask"}
 
 
 def sample_images(folder: str | Path, num: int, seed: int = 0) -> list[Path]:
     """Up to `num` image files under `folder` (recursive), chosen reproducibly by `seed`."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"calibration image folder not found: {root}")
     if num < 1:
         raise DataError(f"--calib-num must be >= 1, got {num}")
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (_SKIP_DIRS & set(p.relative_to(root).parts))
-    )
-    if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    files = find_images(folder, skip_masks=True, label="calibration image folder")
     if len(files) <= num:
         return files
     idx = np.random.default_rng(seed).choice(len(files), size=num, replace=False)

@@ -58,3 +58,10 @@ def test_register_adds_a_row_used_by_every_lookup():
     reg = Registry("publisher", [Entry("a", "collections:deque", summary="a://")], error=ConfigError)
     reg.register(Entry("new", "collections:Counter", summary="new://thing"))
     assert "new" in reg.names() and "new://thing" in reg.help_text()
+
+
+def test_added_row_lives_only_inside_the_with_block():
+    reg = Registry("publisher", [Entry("a", "collections:deque")])
+    with reg.added(Entry("tmp", "collections:Counter", aliases=("t",))):
+        assert reg.names() == ["a", "tmp"] and "t" in reg
+    assert reg.names() == ["a"] and "t" not in reg and "tmp" not in reg

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.bundle import load_bundle
 from edge_runtime.signing import generate_keypair, sign_bundle
 
 
@@ -50,25 +51,25 @@ def make_matrix(source: Path, out: Path, keys: Keys) -> dict[str, tuple[Path, li
         return dst
 
     good = copy("good")
-    sign_bundle(good, keys.trusted_private)
+    sign_bundle(load_bundle(good), keys.trusted_private)
     cases["good"] = (good, [])
 
     unsigned = copy("unsigned")
     cases["unsigned"] = (unsigned, [str(unsigned), "is not signed", str(keys.trusted_dir)])
 
     manifest = copy("tampered_manifest")
-    sign_bundle(manifest, keys.trusted_private)
+    sign_bundle(load_bundle(manifest), keys.trusted_private)
     raw = json.loads((manifest / "manifest.json").read_text())
     raw["threshold"]["value"] = 0.99  # what an attacker would change: let defects pass
     (manifest / "manifest.json").write_text(json.dumps(raw, indent=2))
     cases["tampered_manifest"] = (manifest, [str(manifest), f"signature by key {keys.trusted_id} does not match"])
 
     tampered = copy("tampered_file")
-    sign_bundle(tampered, keys.trusted_private)
+    sign_bundle(load_bundle(tampered), keys.trusted_private)
     _flip_byte(tampered / "model.onnx")
     cases["tampered_file"] = (tampered, [str(tampered), f"signed by key {keys.trusted_id}", "model.onnx does not match its sha256"])
 
     wrong = copy("wrong_key")
-    sign_bundle(wrong, keys.other_private)
+    sign_bundle(load_bundle(wrong), keys.other_private)
     cases["wrong_key"] = (wrong, [str(wrong), f"signed by key {keys.other_id}", "not among the trusted keys"])
     return cases

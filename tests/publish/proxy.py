@@ -33,7 +33,7 @@ class TcpProxy:
         while not self._stop.is_set():
             try:
                 client, _ = self._server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             try:
                 upstream = socket.create_connection(self.upstream, timeout=2)

@@ -312,8 +312,9 @@ def test_publish_status_fields_are_retained_and_latest_wins(mqtt_broker: Embedde
     finally:
         pub.close()
     # jsonl/stdout keep their streams verdict-only
-    from edge_runtime.publish.stdout import StdoutPublisher
     import io
+
+    from edge_runtime.publish.stdout import StdoutPublisher
 
     buf = io.StringIO()
     out = StdoutPublisher(stream=buf)

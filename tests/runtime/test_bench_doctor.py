@@ -11,7 +11,7 @@ import pytest
 
 from edge_runtime.bench import BenchSpec, ratios
 from edge_runtime.cli import main
-from edge_runtime.doctor import _mqtt_connect_packet, check_broker, check_gentl
+from edge_runtime.doctor import check_broker, check_gentl
 from edge_runtime.errors import ConfigError
 
 
@@ -127,12 +127,6 @@ def test_doctor_broker_that_is_not_mqtt():
     check = check_broker(f"mqtt://127.0.0.1:{srv.getsockname()[1]}", timeout_s=2)
     srv.close()
     assert check.status == "fail" and "no MQTT CONNACK" in check.detail
-
-
-def test_mqtt_connect_packet_layout():
-    pkt = _mqtt_connect_packet("c", "u", "p")
-    assert pkt[0] == 0x10 and pkt[1] == len(pkt) - 2
-    assert pkt[2:8] == b"\x00\x04MQTT" and pkt[8] == 4 and pkt[9] == 0xC2
 
 
 def test_doctor_gentl_lists_the_viky_producer(monkeypatch):

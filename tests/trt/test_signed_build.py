@@ -18,7 +18,7 @@ from tests.trt.helpers import make_bundle, write_images
 def test_engines_built_on_the_device_keep_the_signature(fake_trt10, tmp_path, capsys):
     keys = make_keys(tmp_path / "keys")
     bundle = make_bundle(tmp_path / "b", with_int8=True)
-    sign_bundle(bundle.root, keys.trusted_private)
+    sign_bundle(load_bundle(bundle.root), keys.trusted_private)
     before = (bundle.root / "signature.json").read_bytes()
     trusted = ["--trusted-keys", str(keys.trusted_dir)]
     assert main(["build-engine", "--bundle", str(bundle.root), "--precision", "fp16", *trusted]) == 0
