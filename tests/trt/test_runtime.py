@@ -190,3 +190,41 @@ def test_registry_makes_trt_backend(fake_trt, fp16_bundle):
     np.testing.assert_allclose(be.infer(batch).score, ort_reference(fp16_bundle, batch)[0], atol=1e-2)
     with pytest.raises(BackendUnavailable, match="fp16 or int8 engines, not 'fp32'"):
         TrtBackend().load(fp16_bundle, "fp32")
+
+
+def _primary_retained(cuda) -> int:
+    return sum(ctx.retained for ctx in cuda._fake_state().primary.values())
+
+
+def test_dropped_backend_frees_gpu_memory_and_the_context(fake_trt, fp16_bundle):
+    """No close(): garbage collection alone gives back the device buffers and the retained
+    primary context (weakref.finalize, not __del__)."""
+    import gc
+    import weakref
+
+    _, cuda = fake_trt
+    be = TrtBackend()
+    be.load(fp16_bundle, "fp16")
+    be.infer(_batch(1))
+    assert cuda._fake_state().allocations and _primary_retained(cuda) == 1
+    ref = weakref.ref(be)
+    del be
+    gc.collect()
+    assert ref() is None
+    assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+
+
+def test_failed_load_and_double_close_release_exactly_once(fake_trt, fp16_bundle, monkeypatch):
+    _, cuda = fake_trt
+    be = TrtBackend()
+    be.load(fp16_bundle, "fp16")
+    be.close()
+    be.close()
+    assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+    with pytest.raises(BackendUnavailable, match="after close"):
+        be.infer(_batch(1))
+    # A load that fails after the context was retained and buffers allocated gives both back.
+    monkeypatch.setattr(TrtBackend, "_upload_text", lambda self, bundle, cuda: (_ for _ in ()).throw(BundleError("text rejected")))
+    with pytest.raises(BundleError, match="text rejected"):
+        TrtBackend().load(fp16_bundle, "fp16")
+    assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
