@@ -2,8 +2,8 @@
 
 Both sides read the same image files through the device's own code
 (edge_runtime.file_input: preprocess.prepare, or the raw frame for raw-frame bundles), then the reference (torch, merged
-model) and the candidate (ONNX Runtime CPU on the bundle's ONNX file) run on identical
-inputs. We report the largest score and map differences and whether the OK/NG verdicts
+model) and the candidate (a device backend from the registry, `ort-cpu` by default: the same
+OrtBackend `clipinspect run` uses) run on identical inputs. We report the largest score and map differences and whether the OK/NG verdicts
 at the bundle threshold agree. Tolerances follow DESIGN §5: FP32 1e-4, FP16 1e-2.
 """
 
@@ -55,61 +55,6 @@ def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
     """An image file as the uint8 item the device would compute for it (model-size HxWx3, or
     for a raw-frame bundle the frame its camera would deliver): edge_runtime.file_input."""
     return image_input(path, pre)
-
-
-class OrtCpuRunner:
-    """ONNX Runtime on the CPU provider only: the reference runtime for parity checks."""
-
-    name = "ort-cpu"
-
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
-        self._sess: Any = None
-        self._text: np.ndarray | None = None
-        self._bank: np.ndarray | None = None
-        self._precision = ""
-        self._file = ""
-
-    def load(self, bundle: Bundle, precision: str = "fp32") -> None:
-        import onnxruntime as ort
-
-        path = bundle.model_path(precision)
-        so = ort.SessionOptions()
-        if self.threads:
-            so.intra_op_num_threads = self.threads
-        try:
-            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own untyped errors for unloadable models
-            raise BackendUnavailable(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
-        names = {i.name for i in self._sess.get_inputs()}
-        self._text = bundle.text_embeddings() if "text_embeddings" in names else None
-        if "text_embeddings" in names and self._text is None:
-            raise BackendUnavailable(f"{path} wants text_embeddings but the bundle has none (baked manifest, unbaked graph)")
-        self._bank = bundle.memory_bank() if "memory_bank" in names else None
-        self._precision, self._file = precision, path.name
-
-    def infer(self, batch: np.ndarray) -> Outputs:
-        feeds = {"image": batch}
-        if self._text is not None:
-            feeds["text_embeddings"] = self._text
-        if self._bank is not None:
-            feeds["memory_bank"] = self._bank
-        score, amap = self._sess.run(["score", "anomaly_map"], feeds)
-        return Outputs(score=score, anomaly_map=amap)
-
-    def describe(self) -> Mapping[str, Any]:
-        import onnxruntime as ort
-
-        return {
-            "backend": self.name,
-            "provider": "CPUExecutionProvider",
-            "precision": self._precision,
-            "file": self._file,
-            "versions": {"onnxruntime": ort.__version__},
-        }
-
-    def close(self) -> None:
-        self._sess = None
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ class OrtBackend(BackendBase):
         unknown = sorted(set(options) - set(OrtOptions.__dataclass_fields__))
         if unknown:
             raise ConfigError(f"backend {name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(OrtOptions.__dataclass_fields__)})")
-        _check_provider(name)
+        _check_provider(name, PROVIDERS[name])
         return cls(name, **options)
 
     @property
@@ -151,7 +151,7 @@ class OrtBackend(BackendBase):
     # -- load -----------------------------------------------------------------------------
     def _load_impl(self, bundle: Any, precision: str, releaser: Releaser) -> None:
         ort = _ort()
-        _check_provider(self.name)
+        _check_provider(self.name, self.provider)
         if precision not in PRECISIONS:
             raise BackendUnavailable(f"{self.name}: unknown precision '{precision}' (known: {', '.join(PRECISIONS)})")
         model_path, options = self._model_and_options(bundle, precision)
@@ -283,11 +283,10 @@ class OrtBackend(BackendBase):
         self._run = None
 
 
-def _check_provider(name: str) -> None:
-    ort = _ort()
-    available = ort.get_available_providers()
-    if PROVIDERS[name] not in available:
-        raise BackendUnavailable(f"backend {name} ({PROVIDERS[name]}) is not available; available providers: {', '.join(available)}")
+def _check_provider(name: str, provider: str) -> None:
+    available = _ort().get_available_providers()
+    if provider not in available:
+        raise BackendUnavailable(f"backend {name} ({provider}) is not available; available providers: {', '.join(available)}")
 
 
 def _constant_feeds(bundle: Any, session: Any, model_path: Path) -> dict[str, np.ndarray]:

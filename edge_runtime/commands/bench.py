@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from edge_runtime.backends import backend_help
 from edge_runtime.cli import Command
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="bundle folder (overrides bundle.path)")
-    p.add_argument("--backend", help="backend (default ort-cpu)")
+    p.add_argument("--backend", help=backend_help())
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="precision (default fp32)")
     p.add_argument("--compare", metavar="B:P,B:P", help="several backend:precision runs in one go, e.g. ort-cpu:fp32,ort-cpu:int8")
     p.add_argument("--mode", choices=("both", "model", "e2e"), default="both", help="model-only, end-to-end, or both (default)")

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from edge_runtime.backends import backend_help
 from edge_runtime.cli import Command
 
 
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="only run bundles signed by a key in DIR (overrides bundle.trusted_keys)")
     p.add_argument("--source", help="frame source URI: spinnaker://SERIAL, gentl://..., cv://0, folder://DIR, synthetic://")
     p.add_argument("--publish", help="publisher URI: mqtt://host:1883/prefix, jsonl://FILE, stdout://")
-    p.add_argument("--backend", help="ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)")
+    p.add_argument("--backend", help=backend_help())
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="model precision (default fp32)")
     p.add_argument("--config", type=Path, help="runtime config YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. pipeline.drop_policy=block")
