@@ -244,10 +244,13 @@ def precision_report(
     Raises:
         BundleError: the bundle is invalid or its FP32 model cannot run on `backend`.
         DataError: no labelled images.
+        ConfigError: `backend` is not in the backend table.
     """
+    from edge_runtime.backends import BACKENDS
     from edge_runtime.bundle import load_bundle
     from edge_runtime.file_input import image_input, to_model_input  # the raw frame for raw-frame bundles
 
+    BACKENDS.entry(backend)  # an unknown name is a usage error, not an 'n/a' row
     bundle = load_bundle(bundle_root, verify=True)
     items = _sample(find_labelled_images(images), max_images)
     pre = bundle.manifest.preprocess

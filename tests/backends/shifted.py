@@ -30,3 +30,14 @@ class ShiftedOrt(OrtBackend):
 
     def _describe_impl(self) -> Mapping[str, Any]:
         return {**super()._describe_impl(), "backend": self.name}
+
+
+def register(monkeypatch: Any, name: str = "test-shift") -> str:
+    """Add the `name` row to the backend table for one test (monkeypatch undoes it)."""
+    from edge_runtime.backends import BACKENDS
+    from edge_runtime.registry import Entry
+
+    monkeypatch.setattr(BACKENDS, "_rows", dict(BACKENDS._rows))
+    monkeypatch.setattr(BACKENDS, "entries", BACKENDS.entries)
+    BACKENDS.register(Entry(name, "tests.backends.shifted:ShiftedOrt", summary="ort-cpu + 0.5 (tests only)"))
+    return name

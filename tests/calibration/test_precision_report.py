@@ -95,3 +95,14 @@ def test_unrunnable_precision_is_na_not_a_crash(contract_bundle: Path, bottle: P
     report = precision_report(contract_bundle, bottle, precisions=("fp16",), max_images=2, progress=False)
     row = report.row("fp16")
     assert row.status == "n/a" and "cannot run" in row.reason
+
+
+def test_report_scores_on_the_registry_backend(contract_bundle: Path, bottle: Path, monkeypatch) -> None:
+    """precision-report builds its scorer from the backend table: a registered row is used."""
+    from tests.backends import shifted
+
+    name = shifted.register(monkeypatch)
+    plain = precision_report(contract_bundle, bottle, precisions=("fp32",), max_images=3, progress=False)
+    moved = precision_report(contract_bundle, bottle, precisions=("fp32",), max_images=3, progress=False, backend=name)
+    assert plain.backend == "ort-cpu" and moved.backend == name and moved.to_dict()["backend"] == name
+    np.testing.assert_allclose(np.array(moved.scores["fp32"]) - plain.scores["fp32"], shifted.SHIFT, atol=1e-6)
