@@ -248,16 +248,37 @@ def precision_report(
     """
     from edge_runtime.backends import BACKENDS
     from edge_runtime.bundle import load_bundle
-    from edge_runtime.file_input import image_input, to_model_input  # the raw frame for raw-frame bundles
 
     BACKENDS.entry(backend)  # an unknown name is a usage error, not an 'n/a' row
     bundle = load_bundle(bundle_root, verify=True)
     items = _sample(find_labelled_images(images), max_images)
+    labels = [it.label for it in items]
+    wanted = ["fp32"] + [p for p in precisions if p != "fp32"]
+    rows, scores = _score_precisions(bundle, items, wanted, backend=backend, threads=threads, convert_fp16=convert_fp16, progress=progress)
+    return PrecisionReport(
+        bundle=str(bundle.root),
+        images=str(images),
+        num_images=len(items),
+        num_anomalous=int(sum(labels)),
+        threshold=float(bundle.manifest.threshold.value),
+        rows=tuple(rows),
+        scores=scores,
+        files=tuple(str(it.path) for it in items),
+        labels=tuple(labels),
+        backend=backend,
+    )
+
+
+def _score_precisions(
+    bundle: Any, items: Sequence[LabelledImage], wanted: Sequence[str], *, backend: str, threads: int, convert_fp16: bool, progress: bool
+) -> tuple[list[PrecisionRow], dict[str, list[float]]]:
+    """One row per precision in `wanted` (fp32 first: the reference) and the scores of those that ran."""
+    from edge_runtime.file_input import image_input, to_model_input  # the raw frame for raw-frame bundles
+
     pre = bundle.manifest.preprocess
     batches = [to_model_input(image_input(it.path, pre)[None], pre) for it in items]
     labels = [it.label for it in items]
     threshold = float(bundle.manifest.threshold.value)
-    wanted = ["fp32"] + [p for p in precisions if p != "fp32"]
     bar = _bar(len(items) * len(wanted), progress)
     rows: list[PrecisionRow] = []
     scores: dict[str, list[float]] = {}
@@ -269,18 +290,7 @@ def precision_report(
                 row = compare_scores(precision, np.asarray(scores["fp32"]), got, labels, threshold, model_file=row.model_file, ms_per_image=row.ms_per_image)
             rows.append(row)
     bar.close()
-    return PrecisionReport(
-        bundle=str(bundle.root),
-        images=str(images),
-        num_images=len(items),
-        num_anomalous=int(sum(labels)),
-        threshold=threshold,
-        rows=tuple(rows),
-        scores=scores,
-        files=tuple(str(it.path) for it in items),
-        labels=tuple(labels),
-        backend=backend,
-    )
+    return rows, scores
 
 
 def _sample(items: list[LabelledImage], max_images: int) -> list[LabelledImage]:
