@@ -19,18 +19,18 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from calibration.labelled_csv import read_labelled_csv
 from edge_runtime.errors import BundleError, ClipInspectError, DataError, first_line
 from edge_runtime.imageio import IMAGE_SUFFIXES
 from edge_runtime.verdict import decide
-
-from calibration.labelled_csv import read_labelled_csv
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def _run_precision(
         with closing(make_backend(backend, **options)) as runner:
             runner.load(view, precision)
             got, ms = _score_all(runner, batches, lambda: bar.update(1))
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unsupported kernels
+    except Exception as exc:
         why = f"cannot run on {backend}: {first_line(exc, with_type=not isinstance(exc, ClipInspectError), limit=200)}"
         if precision == "fp32":
             raise BundleError(f"the FP32 model of {bundle.root} {why}") from None

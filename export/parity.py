@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from edge_runtime.backends.base import Backend, Outputs
 from edge_runtime.bundle import Bundle, PreprocessSpec
-from edge_runtime.errors import BackendUnavailable, CheckFailed, DataError
+from edge_runtime.errors import CheckFailed, DataError
+from edge_runtime.file_input import image_input, to_model_input
 from edge_runtime.imageio import IMAGE_SUFFIXES
-from edge_runtime.file_input import image_input, to_model_input  # noqa: F401 - to_model_input is re-exported
 from edge_runtime.verdict import decide
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ up as a parity failure). Registered under the `clipinspect.backends` entry point
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import inspect
 import logging
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class Releaser:
             fn, args = self._callbacks.pop()
             try:
                 fn(*args)
-            except Exception as exc:  # noqa: BLE001 - teardown must finish and never raise
+            except Exception as exc:
                 log.warning("%s: releasing %s failed: %s", self._owner, getattr(fn, "__qualname__", fn), first_line(exc, with_type=True))
 
 
@@ -222,7 +223,7 @@ class BackendBase:
     def _safe_close_impl(self) -> None:
         try:
             self._close_impl()
-        except Exception as exc:  # noqa: BLE001 - close() never raises
+        except Exception as exc:
             log.warning("%s: close failed: %s", self.name, first_line(exc, with_type=True))
 
     # -- hooks ------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ on the CPU without saying so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def provider_report(name: str) -> tuple[bool, str]:
     """
     try:
         ort = _ort()
-    except Exception as exc:  # noqa: BLE001 - doctor reports, never raises
+    except Exception as exc:
         return False, f"onnxruntime not importable ({first_line(exc)})"
     ok = PROVIDERS[name] in ort.get_available_providers()
     return ok, f"{PROVIDERS[name]} {'available' if ok else 'not in this build'} (onnxruntime {ort.__version__})"
@@ -207,7 +208,7 @@ class OrtBackend(BackendBase):
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(model_path), sess_options=so, providers=[(self.provider, options)])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidArgument types
+        except Exception as exc:
             raise BackendUnavailable(f"{self.name}: cannot create an ONNX Runtime session for {model_path}: {first_line(exc)}") from None
         got = session.get_providers()
         if not got or got[0] != self.provider:

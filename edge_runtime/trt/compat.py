@@ -132,7 +132,7 @@ class PrimaryContext:
         self.device = cuda.Device(ordinal)
         self._ctx = self.device.retain_primary_context()
 
-    def __enter__(self) -> "PrimaryContext":
+    def __enter__(self) -> PrimaryContext:
         self._ctx.push()
         return self
 

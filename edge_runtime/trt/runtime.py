@@ -35,7 +35,8 @@ TensorRT 10 removed the bindings API; 8.5+ has the name-based tensor API used he
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -6,8 +6,9 @@ name (they build candidates from the registry) and see the shift.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from edge_runtime.backends.base import Outputs
 from edge_runtime.backends.onnxruntime import OrtBackend

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import subprocess
-import sys
 
 from calibration.precision_report import compare_scores, find_labelled_images, pearson, precision_report
 from edge_runtime.bundle import ModelVariant, load_bundle, with_file, write_manifest

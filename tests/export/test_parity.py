@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.backends import make_backend
 from edge_runtime.backends.base import Outputs
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import CheckFailed
-from edge_runtime.backends import make_backend
 from export.parity import ParityReport, ParityRow, compare_outputs, list_images, load_image, run_parity
 from export.torch_backend import TorchBackend
 

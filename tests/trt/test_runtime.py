@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from edge_runtime.backends.base import Backend
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle import PreprocessSpec, load_bundle
 from edge_runtime.errors import BackendUnavailable, BundleError, DataError
 from edge_runtime.trt.builder import BuildOptions, build_engine
 from edge_runtime.trt.runtime import TrtBackend
 from tests.trt.conftest import install_fakes
-from edge_runtime.bundle import PreprocessSpec
 from tests.trt.helpers import H, W, make_bundle, ort_reference
 
 MEAN, STD = PreprocessSpec(image_size=(H, W)).mean, PreprocessSpec(image_size=(H, W)).std
@@ -158,11 +157,9 @@ def test_legacy_bindings_api(monkeypatch, tmp_path):
 
 def test_load_without_tensorrt_is_backend_error(tmp_path, monkeypatch):
     import sys
-
-    from edge_runtime.bundle import write_manifest
-    from edge_runtime.bundle import EngineEntry
     from dataclasses import replace
-    from edge_runtime.bundle import with_file
+
+    from edge_runtime.bundle import EngineEntry, with_file, write_manifest
 
     bundle = make_bundle(tmp_path / "b")
     (bundle.root / "model.fp16.engine").write_bytes(b"x")
