@@ -40,6 +40,8 @@ _NORMAL = frozenset({"0", "good", "normal", "ok", "false"})
 
 @dataclass(frozen=True)
 class LabelledImage:
+    """One test image with its label (0 normal, 1 anomalous) and group (its folder)."""
+
     path: Path
     label: int  # 0 normal, 1 anomalous
     group: str  # e.g. 'good', 'broken_large'
@@ -47,6 +49,9 @@ class LabelledImage:
 
 @dataclass(frozen=True)
 class PrecisionRow:
+    """One precision's result against FP32; only `precision`, `status` and `reason` are set
+    when it is 'missing' (no model) or 'n/a' (cannot run on the backend)."""
+
     precision: str
     status: str  # 'ok', 'missing' or 'n/a'
     reason: str = ""
@@ -63,6 +68,8 @@ class PrecisionRow:
 
 @dataclass(frozen=True)
 class PrecisionReport:
+    """The whole report: one row per precision, per-image scores and labels, the backend."""
+
     bundle: str
     images: str
     num_images: int
@@ -75,12 +82,18 @@ class PrecisionReport:
     backend: str = "ort-cpu"  # the registry's backend that scored every precision
 
     def row(self, precision: str) -> PrecisionRow:
+        """The row for `precision`.
+
+        Raises:
+            KeyError: no such row.
+        """
         for r in self.rows:
             if r.precision == precision:
                 return r
         raise KeyError(precision)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, per-image scores included."""
         return {
             "bundle": self.bundle,
             "images": self.images,
@@ -95,6 +108,7 @@ class PrecisionReport:
         }
 
     def write_json(self, path: str | Path) -> Path:
+        """Write `to_dict()` to `path` (NaN/inf as null); returns the path."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(_finite(self.to_dict()), indent=2) + "\n", encoding="utf-8")
@@ -372,6 +386,7 @@ def _finite(obj: Any) -> Any:
 
 
 def format_table(report: PrecisionReport) -> str:
+    """The report as the text table `precision-report` prints."""
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 

@@ -30,6 +30,7 @@ DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 
 
 def default_atol(precision: str) -> float:
+    """The tolerance on |Δscore| and |Δmap| for `precision` (DESIGN §5)."""
     return DEFAULT_ATOL.get(precision, 1e-2)
 
 
@@ -59,6 +60,8 @@ def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ParityRow:
+    """One image's reference and candidate score and its largest map difference."""
+
     image: str
     ref_score: float
     cand_score: float
@@ -66,12 +69,23 @@ class ParityRow:
 
     @property
     def score_diff(self) -> float:
+        """|Δscore|; infinity when either side is NaN."""
         d = abs(self.ref_score - self.cand_score)
         return d if d == d else float("inf")  # NaN must fail the tolerance
 
 
 @dataclass(frozen=True)
 class ParityReport:
+    """Parity of a candidate backend against a reference on real images.
+
+    Attributes:
+        rows: one per image.
+        atol: the tolerance on |Δscore| and |Δmap|.
+        threshold: the bundle's OK/NG threshold (for verdict agreement).
+        reference, candidate: 'backend/precision' labels from the backends' describe().
+        ms_per_image: mean milliseconds per stage.
+    """
+
     rows: tuple[ParityRow, ...]
     atol: float
     threshold: float
@@ -81,22 +95,27 @@ class ParityReport:
 
     @property
     def max_score_diff(self) -> float:
+        """Largest |Δscore| over the images."""
         return max((r.score_diff for r in self.rows), default=0.0)
 
     @property
     def max_map_diff(self) -> float:
+        """Largest |Δmap| over the images."""
         return max((r.map_diff for r in self.rows), default=0.0)
 
     @property
     def verdicts_agree(self) -> int:
+        """How many images get the same OK/NG verdict from both sides."""
         return sum(decide(r.ref_score, self.threshold) == decide(r.cand_score, self.threshold) for r in self.rows)
 
     @property
     def ok(self) -> bool:
+        """True when there are images and every difference is within atol (NaN fails)."""
         # `not x > atol` would pass NaN; compare so that NaN fails.
         return bool(self.rows) and self.max_score_diff <= self.atol and self.max_map_diff <= self.atol
 
     def table(self) -> str:
+        """One line per image."""
         lines = [f"{'image':<48} {'ref score':>10} {'cand score':>10} {'|Δscore|':>10} {'max|Δmap|':>10}"]
         for r in self.rows:
             name = r.image if len(r.image) <= 48 else "…" + r.image[-47:]
@@ -104,6 +123,7 @@ class ParityReport:
         return "\n".join(lines)
 
     def summary(self) -> str:
+        """One line: the largest differences, verdict agreement and PASS/FAIL."""
         return (
             f"{self.candidate} vs {self.reference} on {len(self.rows)} images: "
             f"max |Δscore| {self.max_score_diff:.3e}, max |Δmap| {self.max_map_diff:.3e} (atol {self.atol:g}); "
@@ -112,6 +132,7 @@ class ParityReport:
         )
 
     def speed(self) -> str:
+        """One line: mean milliseconds per image for each stage."""
         return "speed per image: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.ms_per_image.items())
 
 

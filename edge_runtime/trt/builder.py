@@ -32,6 +32,21 @@ IMAGE, TEXT = "image", "text_embeddings"
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """What build-engine was asked for (validated on construction).
+
+    Attributes:
+        precision: 'fp16' or 'int8'.
+        onnx: which ONNX to parse, 'fp32' or the 'int8' Q/DQ variant (None: the Q/DQ one when
+            the bundle has it and no calibration images were given).
+        workspace_mb: builder workspace limit.
+        timing_cache: file to load the timing cache from and save it to.
+        max_batch, opt_batch: the optimisation profile's batch range (dynamic-batch ONNX only).
+        calib_batch: batch size of the INT8 calibrator.
+
+    Raises:
+        ConfigError: a value out of range or a combination that cannot build.
+    """
+
     precision: Literal["fp16", "int8"]
     onnx: Literal["fp32", "int8"] | None = None  # None: int8 Q/DQ variant if the bundle has one
     workspace_mb: int = 1024
@@ -64,6 +79,9 @@ class CalibrationSet:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build produced: the re-loaded bundle, its new engine entry, the equivalent
+    trtexec line and whether an existing calibration cache was reused."""
+
     bundle: Bundle
     entry: EngineEntry
     trtexec: str
@@ -71,6 +89,7 @@ class BuildResult:
 
 
 def engine_file_name(precision: str) -> str:
+    """The engine's file name in the bundle, e.g. 'model.fp16.engine'."""
     return f"model.{precision}.engine"
 
 

@@ -14,6 +14,7 @@ from edge_runtime.cli import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's flags."""
     p.add_argument("--bundle", required=True, help="bundle folder")
     p.add_argument("--trusted-keys", default=None, metavar="DIR",
                    help="refuse the bundle unless signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)")

@@ -21,6 +21,7 @@ class ShiftedOrt(OrtBackend):
 
     @classmethod
     def create(cls, name: str, **options: Any) -> ShiftedOrt:
+        """An ort-cpu backend that calls itself `name`."""
         backend = super().create("ort-cpu", **options)
         backend.name = name
         return backend
