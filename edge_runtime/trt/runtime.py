@@ -90,7 +90,9 @@ class TrtBackend(BackendBase):
         self._trt, self._cuda = trt, cuda
         self._ctx = compat.PrimaryContext(cuda, self._ordinal)
         releaser.push(self._ctx.release)  # runs last: after the buffers are freed
-        self._held: dict[str, Any] = {}  # TensorRT objects, destroyed with the context current
+        # The TensorRT objects and the stream live only here (read through the properties below),
+        # so the releaser destroys them with the context current, before the context goes.
+        self._held: dict[str, Any] = {}
         self._tensors: dict[str, _Tensor] = {}
         releaser.push(_free_gpu, self._ctx, self._tensors, self._held)
         with self._ctx:
@@ -101,8 +103,8 @@ class TrtBackend(BackendBase):
             self._tensor_api = hasattr(engine, "num_io_tensors")
             self._tensors.update(self._describe_tensors(trt, engine))
             self._check_contract(bundle)
-            self._context = self._held["context"] = engine.create_execution_context()
-            self._stream = cuda.Stream()
+            self._held["context"] = engine.create_execution_context()
+            self._held["stream"] = cuda.Stream()
             self._allocate(cuda)
             self._upload_text(bundle, cuda)
             self._upload_bank(bundle, cuda)
@@ -302,12 +304,16 @@ class TrtBackend(BackendBase):
             shape = tuple(n if d < 0 else d for d in shape)
         return shape
 
+    @property
+    def _context(self) -> Any:
+        return self._held["context"]
+
+    @property
+    def _stream(self) -> Any:
+        return self._held["stream"]
+
     def _describe_impl(self) -> Mapping[str, Any]:
         return self._info
-
-    def _close_impl(self) -> None:
-        # The releaser frees the buffers and the TensorRT objects with the context current.
-        self._context = None
 
 
 def _free_gpu(ctx: compat.PrimaryContext, tensors: dict[str, _Tensor], held: dict[str, Any]) -> None:
@@ -318,5 +324,5 @@ def _free_gpu(ctx: compat.PrimaryContext, tensors: dict[str, _Tensor], held: dic
                 t.device.free()
                 t.device = None
         tensors.clear()  # the page-locked host buffers go with the last reference
-        for key in ("context", "engine", "runtime"):  # reverse order of creation
+        for key in ("stream", "context", "engine", "runtime"):  # reverse order of creation
             held.pop(key, None)

@@ -209,9 +209,12 @@ def test_dropped_backend_frees_gpu_memory_and_the_context(fake_trt, fp16_bundle)
     gc.collect()
     assert ref() is None
     assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+    assert cuda._fake_state().stats.get("late_destroy", 0) == 0  # TensorRT objects went first
 
 
 def test_failed_load_and_double_close_release_exactly_once(fake_trt, fp16_bundle, monkeypatch):
+    import gc
+
     _, cuda = fake_trt
     be = TrtBackend()
     be.load(fp16_bundle, "fp16")
@@ -220,8 +223,13 @@ def test_failed_load_and_double_close_release_exactly_once(fake_trt, fp16_bundle
     assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
     with pytest.raises(BackendUnavailable, match="after close"):
         be.infer(_batch(1))
+    del be
+    gc.collect()
+    assert cuda._fake_state().stats.get("late_destroy", 0) == 0
     # A load that fails after the context was retained and buffers allocated gives both back.
     monkeypatch.setattr(TrtBackend, "_upload_text", lambda self, bundle, cuda: (_ for _ in ()).throw(BundleError("text rejected")))
     with pytest.raises(BundleError, match="text rejected"):
         TrtBackend().load(fp16_bundle, "fp16")
+    gc.collect()
     assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+    assert cuda._fake_state().stats.get("late_destroy", 0) == 0

@@ -844,6 +844,15 @@ class IExecutionContext:
         self._addr: dict[str, int] = {}
         self._shapes: dict[str, Dims] = {n: Dims(s) for n, s, _, m in engine._io if m == TensorIOMode.INPUT and all(d >= 0 for d in s)}
         self.executions = 0
+        self._cuda_state = _cuda._fake_state()
+
+    def __del__(self) -> None:
+        # Real TensorRT frees the context's device memory here through the CUDA runtime; once
+        # the primary context is gone (no retain left) that fails with this error in the log.
+        st = self._cuda_state
+        if st.initialized and not any(ctx.retained > 0 for ctx in st.primary.values()):
+            st.stats["late_destroy"] = st.stats.get("late_destroy", 0) + 1
+            _log(self.engine._logger, ILogger.ERROR, "1: [defaultAllocator.cpp::deallocate] Error Code 1: Cuda Runtime (context is destroyed)")
 
     def _set_shape(self, name: str, shape: Sequence[int]) -> bool:
         lo, _, hi = self.engine._profile(name, 0)
