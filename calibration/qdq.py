@@ -557,10 +557,9 @@ def _score_drift(bundle: Any, int8_path: Path, calib: Any) -> float:
     Both run on the device's ort-cpu backend; the INT8 file is not in the manifest yet."""
     from contextlib import closing
 
+    from calibration.precision_report import BundleWithModel
     from edge_runtime.backends import make_backend
     from edge_runtime.file_input import to_model_input
-
-    from calibration.precision_report import BundleWithModel
 
     pre = bundle.manifest.preprocess
     worst = 0.0

@@ -26,15 +26,12 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "BackendBase",
-    "BackendInfo",
     "BackendNotLoaded",
     "Outputs",
     "available_backends",
     "backend_names",
     "make_backend",
 ]
-
-BackendInfo = Availability  # doctor's row: name, available, detail
 
 
 def _entry_point_rows() -> list[Entry]:

@@ -67,8 +67,8 @@ def test_enroll_scores_raw_frames_and_profiles_the_camera_frame(tiny_raw_bundle,
 
 @pytest.mark.slow
 def test_enroll_shots_builds_the_bank_from_raw_frames(merged_tiny_dir, mvtec_root, tmp_path, capsys):
-    from edge_runtime.fewshot import model_input
     from edge_runtime.backends import make_backend
+    from edge_runtime.fewshot import model_input
     from tests.plugins.bundles import export_tiny
 
     bundle = export_tiny(merged_tiny_dir, tmp_path / "bundle", bank_shots=2, input_format=RAW_FORMAT,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.backends import make_backend
 from edge_runtime.bundle import load_bundle
 from export.onnx_export import ExportOptions
-from edge_runtime.backends import make_backend
 from export.random_bundle import RANDOM_THRESHOLD_METHOD, default_merged_dir, main, make_random_bundle
 from export.torch_backend import TorchBackend
 

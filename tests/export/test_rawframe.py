@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.backends import make_backend
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import ConfigError, FrameRejected
 from edge_runtime.frames import Frame
 from edge_runtime.pipeline import make_preprocessor
 from edge_runtime.rawframe import mosaic_frame, to_frame
-from edge_runtime.backends import make_backend
 from export.torch_backend import TorchBackend
 from tests.plugins.bundles import RAW_ROI, RAW_SIZE_HW
 

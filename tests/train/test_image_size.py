@@ -55,8 +55,8 @@ def test_train_cli_rejects_bad_size_in_one_line(tiny_clip_dir, tmp_path, capsys)
 
 @pytest.mark.slow
 def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_path, capsys):
-    from edge_runtime.bundle import load_bundle
     from edge_runtime.backends import make_backend
+    from edge_runtime.bundle import load_bundle
     from export.parity import load_image
     from train.data import load_samples
     from train.merged import load_merged, read_merged_info
