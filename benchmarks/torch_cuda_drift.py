@@ -46,12 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not torch.cuda.is_available() and args.device.startswith("cuda"):
             print(f"torch_cuda_drift: no CUDA GPU visible to torch {torch.__version__}", file=sys.stderr)
             return 3
-        from export.parity import OrtCpuRunner, list_images, run_parity
+        from edge_runtime.backends import make_backend
+        from export.parity import list_images, run_parity
         from export.torch_backend import TorchBackend
 
         bundle = load_bundle(args.bundle)
         images = [img for folder in args.images for img in list_images(folder, args.max_images)]
-        reference = OrtCpuRunner()
+        reference = make_backend("ort-cpu")
         reference.load(bundle, "fp32")
         results, failed = {}, False
         wanted = [x.strip() for x in args.precisions.split(",") if x.strip()]

@@ -570,17 +570,23 @@ def calibrate_bundle(
 
 def _score_drift(bundle: Any, int8_path: Path, calib: Any) -> float:
     """Largest |Δscore| INT8 vs FP32 on the calibration images: a first sanity check that
-    the quantized graph runs and is not broken (the precision report is the real judge)."""
-    import onnxruntime as ort
+    the quantized graph runs and is not broken (the precision report is the real judge).
+    Both run on the device's ort-cpu backend; the INT8 file is not in the manifest yet."""
+    from contextlib import closing
+
+    from calibration.precision_report import BundleWithModel
+    from edge_runtime.backends import make_backend
+    from edge_runtime.file_input import to_model_input
 
     pre = bundle.manifest.preprocess
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (bundle.model_path("fp32"), int8_path)]
     worst = 0.0
-    for feed in bundle_feeds(bundle, calib.batches(pre.image_size, 1, color_order=pre.color_order, method=pre.resize)):
-        fp32, int8 = (s.run(["score"], feed)[0] for s in sessions)
-        worst = max(worst, float(np.max(np.abs(fp32.astype(np.float64) - int8))))
+    with closing(make_backend("ort-cpu")) as fp32, closing(make_backend("ort-cpu")) as int8:
+        fp32.load(bundle, "fp32")
+        int8.load(BundleWithModel(bundle, "int8", int8_path), "int8")
+        for batch in calib.batches(pre.image_size, 1, color_order=pre.color_order, method=pre.resize):
+            x = to_model_input(batch, pre)
+            diff = np.abs(fp32.infer(x).score.astype(np.float64) - int8.infer(x).score)
+            worst = max(worst, float(np.max(diff)))
     return worst
 
 

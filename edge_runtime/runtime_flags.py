@@ -25,6 +25,13 @@ def _table_help(package: str) -> str:
     return importlib.import_module(package).uri_help().replace("%", "%%")
 
 
+def _backend_help() -> str:
+    """The backends' table (built-ins and installed plug-ins) for `--backend` help."""
+    from edge_runtime.backends import backend_help
+
+    return backend_help().replace("%", "%%")
+
+
 @dataclass(frozen=True)
 class ConfigFlag:
     """One flag that sets one runtime-config key (`--backend` -> `backend.name`)."""
@@ -59,7 +66,7 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {
             lambda: "frame source URI: " + _table_help("edge_runtime.sources"),
         ),
         ConfigFlag("--publish", "publish.uri", lambda: "publisher URI: " + _table_help("edge_runtime.publish")),
-        ConfigFlag("--backend", "backend.name", "ort-cpu | ort-cuda | ort-trt | trt | torch (default ort-cpu)"),
+        ConfigFlag("--backend", "backend.name", _backend_help),
         ConfigFlag("--precision", "backend.precision", "model precision (default fp32)", choices=("fp32", "fp16", "int8")),
         ConfigFlag(
             "--intra-op-threads",

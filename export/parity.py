@@ -2,8 +2,8 @@
 
 Both sides read the same image files through the device's own code
 (edge_runtime.file_input: preprocess.prepare, or the raw frame for raw-frame bundles), then the reference (torch, merged
-model) and the candidate (ONNX Runtime CPU on the bundle's ONNX file) run on identical
-inputs. We report the largest score and map differences and whether the OK/NG verdicts
+model) and the candidate (a device backend from the registry, `ort-cpu` by default: the same
+OrtBackend `clipinspect run` uses) run on identical inputs. We report the largest score and map differences and whether the OK/NG verdicts
 at the bundle threshold agree. Tolerances follow DESIGN §5: FP32 1e-4, FP16 1e-2.
 """
 
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from edge_runtime.backends.base import Backend, Outputs
 from edge_runtime.bundle import Bundle, PreprocessSpec
-from edge_runtime.errors import BackendUnavailable, CheckFailed, DataError
+from edge_runtime.errors import CheckFailed, DataError
+from edge_runtime.file_input import image_input, to_model_input
 from edge_runtime.imageio import IMAGE_SUFFIXES
-from edge_runtime.file_input import image_input, to_model_input  # noqa: F401 - to_model_input is re-exported
 from edge_runtime.verdict import decide
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 
 
 def default_atol(precision: str) -> float:
+    """The tolerance on |Δscore| and |Δmap| for `precision` (DESIGN §5)."""
     return DEFAULT_ATOL.get(precision, 1e-2)
 
 
@@ -57,63 +58,10 @@ def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
     return image_input(path, pre)
 
 
-class OrtCpuRunner:
-    """ONNX Runtime on the CPU provider only: the reference runtime for parity checks."""
-
-    name = "ort-cpu"
-
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
-        self._sess: Any = None
-        self._text: np.ndarray | None = None
-        self._bank: np.ndarray | None = None
-        self._precision = ""
-        self._file = ""
-
-    def load(self, bundle: Bundle, precision: str = "fp32") -> None:
-        import onnxruntime as ort
-
-        path = bundle.model_path(precision)
-        so = ort.SessionOptions()
-        if self.threads:
-            so.intra_op_num_threads = self.threads
-        try:
-            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own untyped errors for unloadable models
-            raise BackendUnavailable(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
-        names = {i.name for i in self._sess.get_inputs()}
-        self._text = bundle.text_embeddings() if "text_embeddings" in names else None
-        if "text_embeddings" in names and self._text is None:
-            raise BackendUnavailable(f"{path} wants text_embeddings but the bundle has none (baked manifest, unbaked graph)")
-        self._bank = bundle.memory_bank() if "memory_bank" in names else None
-        self._precision, self._file = precision, path.name
-
-    def infer(self, batch: np.ndarray) -> Outputs:
-        feeds = {"image": batch}
-        if self._text is not None:
-            feeds["text_embeddings"] = self._text
-        if self._bank is not None:
-            feeds["memory_bank"] = self._bank
-        score, amap = self._sess.run(["score", "anomaly_map"], feeds)
-        return Outputs(score=score, anomaly_map=amap)
-
-    def describe(self) -> Mapping[str, Any]:
-        import onnxruntime as ort
-
-        return {
-            "backend": self.name,
-            "provider": "CPUExecutionProvider",
-            "precision": self._precision,
-            "file": self._file,
-            "versions": {"onnxruntime": ort.__version__},
-        }
-
-    def close(self) -> None:
-        self._sess = None
-
-
 @dataclass(frozen=True)
 class ParityRow:
+    """One image's reference and candidate score and its largest map difference."""
+
     image: str
     ref_score: float
     cand_score: float
@@ -121,12 +69,23 @@ class ParityRow:
 
     @property
     def score_diff(self) -> float:
+        """|Δscore|; infinity when either side is NaN."""
         d = abs(self.ref_score - self.cand_score)
         return d if d == d else float("inf")  # NaN must fail the tolerance
 
 
 @dataclass(frozen=True)
 class ParityReport:
+    """Parity of a candidate backend against a reference on real images.
+
+    Attributes:
+        rows: one per image.
+        atol: the tolerance on |Δscore| and |Δmap|.
+        threshold: the bundle's OK/NG threshold (for verdict agreement).
+        reference, candidate: 'backend/precision' labels from the backends' describe().
+        ms_per_image: mean milliseconds per stage.
+    """
+
     rows: tuple[ParityRow, ...]
     atol: float
     threshold: float
@@ -136,22 +95,27 @@ class ParityReport:
 
     @property
     def max_score_diff(self) -> float:
+        """Largest |Δscore| over the images."""
         return max((r.score_diff for r in self.rows), default=0.0)
 
     @property
     def max_map_diff(self) -> float:
+        """Largest |Δmap| over the images."""
         return max((r.map_diff for r in self.rows), default=0.0)
 
     @property
     def verdicts_agree(self) -> int:
+        """How many images get the same OK/NG verdict from both sides."""
         return sum(decide(r.ref_score, self.threshold) == decide(r.cand_score, self.threshold) for r in self.rows)
 
     @property
     def ok(self) -> bool:
+        """True when there are images and every difference is within atol (NaN fails)."""
         # `not x > atol` would pass NaN; compare so that NaN fails.
         return bool(self.rows) and self.max_score_diff <= self.atol and self.max_map_diff <= self.atol
 
     def table(self) -> str:
+        """One line per image."""
         lines = [f"{'image':<48} {'ref score':>10} {'cand score':>10} {'|Δscore|':>10} {'max|Δmap|':>10}"]
         for r in self.rows:
             name = r.image if len(r.image) <= 48 else "…" + r.image[-47:]
@@ -159,6 +123,7 @@ class ParityReport:
         return "\n".join(lines)
 
     def summary(self) -> str:
+        """One line: the largest differences, verdict agreement and PASS/FAIL."""
         return (
             f"{self.candidate} vs {self.reference} on {len(self.rows)} images: "
             f"max |Δscore| {self.max_score_diff:.3e}, max |Δmap| {self.max_map_diff:.3e} (atol {self.atol:g}); "
@@ -167,6 +132,7 @@ class ParityReport:
         )
 
     def speed(self) -> str:
+        """One line: mean milliseconds per image for each stage."""
         return "speed per image: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.ms_per_image.items())
 
 

@@ -9,12 +9,13 @@ up as a parity failure). Registered under the `clipinspect.backends` entry point
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.backends.base import Outputs
+from edge_runtime.backends.base import BackendBase, Outputs, Releaser
 from edge_runtime.bundle import Bundle, load_bundle
 from edge_runtime.deps import require
 from edge_runtime.errors import BackendUnavailable, BundleError, DataError
@@ -24,12 +25,19 @@ log = logging.getLogger(__name__)
 MERGED_KEY = "merged_model"  # manifest.extra key written by the exporter
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
+    """The merged model in torch eager mode, behind the Backend seam.
+
+    Args:
+        merged: merged-model folder (default: the one named in the bundle manifest).
+        device: 'cpu' or 'cuda[:i]'; nothing is moved to another device behind your back.
+        threads: torch intra-op threads (None: torch's default).
+    """
+
     name = "torch"
 
     def __init__(self, merged: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> None:
-        """`merged`: merged-model folder (default: the one named in the bundle manifest).
-        `device`: 'cpu' or 'cuda[:i]'; nothing is moved to another device behind your back."""
+        super().__init__()
         self.merged = Path(merged) if merged is not None else None
         self.device_name = device
         self.threads = threads
@@ -43,7 +51,7 @@ class TorchBackend:
         self._std: tuple[float, ...] = ()
         self._size: tuple[int, int] = (0, 0)
 
-    def load(self, bundle: Bundle | str | Path, precision: str = "fp32") -> None:
+    def _load_impl(self, bundle: Bundle | str | Path, precision: str, releaser: Releaser) -> None:
         torch = require("torch", extra="train", purpose="the torch reference backend")
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
@@ -104,9 +112,7 @@ class TorchBackend:
             raise BackendUnavailable(f"torch backend: merged model folder not found: {path}")
         return path
 
-    def infer(self, batch: np.ndarray) -> Outputs:
-        if self._model is None:
-            raise BackendUnavailable("torch backend: infer() before load()")
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
         import torch
 
         with torch.no_grad():
@@ -117,9 +123,12 @@ class TorchBackend:
         )
 
     def patch_features(self, batch: np.ndarray) -> np.ndarray:
-        """[N, L, P, D] float32 patch features, as the graph's `patch_features` output."""
-        if self._model is None:
-            raise BackendUnavailable("torch backend: patch_features() before load()")
+        """[N, L, P, D] float32 patch features, as the graph's `patch_features` output.
+
+        Raises:
+            BackendNotLoaded: before load().
+        """
+        self.require_loaded("patch_features()")
         import torch
 
         with torch.no_grad():
@@ -170,11 +179,10 @@ class TorchBackend:
         """The [2, D] embeddings this backend computed from the merged text tower."""
         import torch
 
-        if self._text is None:
-            raise BackendUnavailable("torch backend: text_embeddings() before load()")
+        self.require_loaded("text_embeddings()")
         return self._text.detach().to("cpu", torch.float32).numpy()
 
-    def describe(self) -> Mapping[str, Any]:
+    def _describe_impl(self) -> Mapping[str, Any]:
         import torch
 
         return {
@@ -187,6 +195,7 @@ class TorchBackend:
             "versions": {"torch": torch.__version__},
         }
 
-    def close(self) -> None:
+    def _close_impl(self) -> None:
         self._model = None
         self._text = None
+        self._bank = None

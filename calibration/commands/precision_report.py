@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from edge_runtime.backends import backend_help
 from edge_runtime.cli import Command
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's flags."""
     p.add_argument("--bundle", required=True, help="bundle folder")
     p.add_argument("--images", required=True, help="labelled images: MVTec category/root (test/good vs test/<defect>), a test folder, or a CSV (image_id,label)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report (with per-image scores) as JSON")
@@ -15,9 +17,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-images", type=int, default=0, help="use at most N images, evenly spaced (default 0 = all)")
     p.add_argument("--no-fp16-convert", action="store_true", help="do not convert FP32 to FP16 on the fly when the bundle has no fp16 model")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument("--backend", default="ort-cpu", help="scoring " + backend_help() + ", as `run` uses it")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the precision table (and write --json).
+
+    Returns:
+        0.
+
+    Raises:
+        ConfigError: bad flags. BundleError, DataError, BackendUnavailable: bad input (exit 2).
+    """
     from edge_runtime.deps import require
     from edge_runtime.errors import ConfigError
 
@@ -38,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         convert_fp16=not args.no_fp16_convert,
         threads=args.threads,
         progress=not getattr(args, "quiet", False),
+        backend=args.backend,
     )
     print(format_table(report))
     if args.json:

@@ -1,95 +1,114 @@
-"""Inference backends behind the Backend seam, picked by name.
+"""Inference backends behind the Backend seam, picked by name from one table, `BACKENDS`.
 
 Built in: `ort-cpu`, `ort-cuda`, `ort-trt` (ONNX Runtime, one provider each) and `trt`
 (native TensorRT, imported lazily). Others come from the `clipinspect.backends` entry-point
 group (e.g. `torch` from the desktop export package), loaded only when asked for so that
-edge_runtime never imports torch.
+edge_runtime never imports torch. Adding a backend is one module (a `BackendBase` subclass)
+plus one `Entry` row below, or one entry point in a plug-in's pyproject.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from dataclasses import dataclass
+import logging
 from importlib import metadata
 from typing import Any
 
-from edge_runtime.backends.base import Backend, Outputs
-from edge_runtime.errors import BackendUnavailable, ConfigError, MissingDependency
+from edge_runtime.backends.base import Backend, BackendBase, BackendNotLoaded, Outputs
+from edge_runtime.errors import BackendUnavailable, ConfigError, MissingDependency, first_line
+from edge_runtime.registry import Availability, Entry, Registry
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "clipinspect.backends"
-ORT_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt")
-BUILTIN = ORT_BACKENDS + ("trt",)
+_ORT = "edge_runtime.backends.onnxruntime"
 
-__all__ = ["Backend", "Outputs", "BackendInfo", "make_backend", "available_backends", "backend_names"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendBase",
+    "BackendNotLoaded",
+    "Outputs",
+    "available_backends",
+    "backend_names",
+    "make_backend",
+]
 
 
-@dataclass(frozen=True)
-class BackendInfo:
-    name: str
-    available: bool
-    detail: str
+def _entry_point_rows() -> list[Entry]:
+    """Rows for the `clipinspect.backends` entry points (read at lookup time, never imported)."""
+    rows = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.count(":") != 1:
+            log.warning("backend entry point %s = %r is not 'module:Class'; ignored", ep.name, ep.value)
+            continue
+        top = ep.value.split(":")[0].split(".")[0]
+        rows.append(Entry(ep.name, ep.value, summary=f"entry point {ep.value}", requires=(top,)))
+    return rows
 
 
-def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+BACKENDS = Registry(
+    "backend",
+    (
+        Entry("ort-cpu", f"{_ORT}:OrtBackend", f"{_ORT}:OrtOptions", "ONNX Runtime, CPUExecutionProvider", ("onnxruntime",)),
+        Entry("ort-cuda", f"{_ORT}:OrtBackend", f"{_ORT}:OrtOptions", "ONNX Runtime, CUDAExecutionProvider", ("onnxruntime",)),
+        Entry("ort-trt", f"{_ORT}:OrtBackend", f"{_ORT}:OrtOptions", "ONNX Runtime, TensorrtExecutionProvider", ("onnxruntime",)),
+        Entry("trt", "edge_runtime.trt.runtime:TrtBackend", "", "TensorRT engine built on this device (build-engine)", ("tensorrt", "pycuda")),
+    ),
+    error=ConfigError,
+    extra=_entry_point_rows,
+)
 
 
 def backend_names() -> list[str]:
-    return list(BUILTIN) + sorted(_entry_points())
+    """Every backend name: built-ins in table order, then entry-point plug-ins sorted."""
+    return BACKENDS.names()
+
+
+def backend_help(default: str = "ort-cpu") -> str:
+    """`--backend` help text naming the registered backends (for run, bench, verify-bundle, ...)."""
+    return f"backend: {' | '.join(backend_names())} (default {default})"
 
 
 def make_backend(name: str, **options: Any) -> Backend:
-    """A not-yet-loaded backend. `options` go to ONNX Runtime backends (`intra_op_threads`,
-    `allow_spinning`, `provider_options`, `trt_cache_dir`); other backends take none."""
-    if name in ORT_BACKENDS:
-        from edge_runtime.backends.onnxruntime import OrtBackend, PROVIDERS, provider_available
+    """A not-yet-loaded backend, built with its class's `create(name, **options)`.
 
-        if not provider_available(PROVIDERS[name]):
-            import onnxruntime as ort
+    Args:
+        name: a row of `BACKENDS` (built-in or entry point).
+        **options: the row's options (ONNX Runtime: `OrtOptions` fields); others take none.
 
-            raise BackendUnavailable(f"backend {name} ({PROVIDERS[name]}) is not available; available providers: {', '.join(ort.get_available_providers())}")
-        return OrtBackend(name, **options)
-    if options:
-        raise ConfigError(f"backend {name} takes no options (got {', '.join(sorted(options))})")
-    if name == "trt":
-        try:
-            module = importlib.import_module("edge_runtime.trt.runtime")
-            cls = getattr(module, "TrtBackend")
-        except (ImportError, AttributeError) as exc:
-            raise BackendUnavailable(f"backend trt cannot be loaded: {exc}") from None
-        return cls()
-    eps = _entry_points()
-    if name not in eps:
-        raise ConfigError(f"unknown backend '{name}' (known: {', '.join(backend_names())})")
+    Returns:
+        The backend; call `load(bundle, precision)` next.
+
+    Raises:
+        ConfigError: unknown name, or options the backend does not take.
+        BackendUnavailable: its module or provider cannot run here (never substituted).
+    """
+    entry = BACKENDS.entry(name)
     try:
-        cls = eps[name].load()
+        cls = BACKENDS.load(name)
     except MissingDependency as exc:
-        raise BackendUnavailable(f"backend {name} cannot be loaded: {exc}") from None
-    except ImportError as exc:
-        raise BackendUnavailable(f"backend {name} ({eps[name].value}) cannot be loaded: {exc}") from None
+        raise BackendUnavailable(first_line(exc)) from None
+    create = getattr(cls, "create", None)
+    if create is not None:
+        return create(entry.name, **options)
+    if options:  # a plug-in class without `create`: built with no arguments
+        raise ConfigError(f"backend {entry.name} takes no options (got {', '.join(sorted(options))})")
     return cls()
 
 
-def available_backends() -> list[BackendInfo]:
-    """What could run here, without loading heavy modules (no torch import, no session)."""
-    out: list[BackendInfo] = []
-    try:
-        import onnxruntime as ort
+def available_backends() -> list[Availability]:
+    """What could run here, for `doctor`: imports no torch and opens no session.
 
-        providers = ort.get_available_providers()
-        ort_detail = f"onnxruntime {ort.__version__}"
-    except ImportError as exc:
-        providers, ort_detail = [], f"onnxruntime not importable ({exc})"
-    from edge_runtime.backends.onnxruntime import PROVIDERS
+    ONNX Runtime rows also ask onnxruntime whether their provider is in this build.
 
-    for name in ORT_BACKENDS:
-        ok = PROVIDERS[name] in providers
-        out.append(BackendInfo(name, ok, f"{PROVIDERS[name]} {'available' if ok else 'not in this build'} ({ort_detail})"))
-    missing = [m for m in ("tensorrt", "pycuda") if importlib.util.find_spec(m) is None]
-    out.append(BackendInfo("trt", not missing, "tensorrt + pycuda importable" if not missing else f"missing: {', '.join(missing)}"))
-    for name, ep in sorted(_entry_points().items()):
-        top = ep.value.split(":")[0].split(".")[0]
-        ok = importlib.util.find_spec(top) is not None
-        out.append(BackendInfo(name, ok, f"entry point {ep.value}" + ("" if ok else f" (package {top} not installed)")))
+    Returns:
+        One row per backend, in `backend_names()` order.
+    """
+    out = []
+    for row in BACKENDS.availability():
+        if row.available and BACKENDS.entry(row.name).target == f"{_ORT}:OrtBackend":
+            from edge_runtime.backends.onnxruntime import provider_report
+
+            row = Availability(row.name, *provider_report(row.name))
+        out.append(row)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge_runtime.backends import backend_help
 from edge_runtime.cli import Command
 
 
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score margin added on top (covers FP16/INT8 drift; lowers FRR further, default 0)")
     p.add_argument("--best-effort", action="store_true",
                    help="with too few images, use the highest good score and record the weaker FRR bound it gives")
-    p.add_argument("--backend", default="ort-cpu", help="backend that scores, as `run` would use it (default ort-cpu)")
+    p.add_argument("--backend", default="ort-cpu", help=backend_help() + "; scores as `run` would")
     p.add_argument("--precision", default="fp32", help="precision, as `run` would use it (default fp32)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")

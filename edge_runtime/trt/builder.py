@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,21 @@ IMAGE, TEXT = "image", "text_embeddings"
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """What build-engine was asked for (validated on construction).
+
+    Attributes:
+        precision: 'fp16' or 'int8'.
+        onnx: which ONNX to parse, 'fp32' or the 'int8' Q/DQ variant (None: the Q/DQ one when
+            the bundle has it and no calibration images were given).
+        workspace_mb: builder workspace limit.
+        timing_cache: file to load the timing cache from and save it to.
+        max_batch, opt_batch: the optimisation profile's batch range (dynamic-batch ONNX only).
+        calib_batch: batch size of the INT8 calibrator.
+
+    Raises:
+        ConfigError: a value out of range or a combination that cannot build.
+    """
+
     precision: Literal["fp16", "int8"]
     onnx: Literal["fp32", "int8"] | None = None  # None: int8 Q/DQ variant if the bundle has one
     workspace_mb: int = 1024
@@ -63,6 +79,9 @@ class CalibrationSet:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build produced: the re-loaded bundle, its new engine entry, the equivalent
+    trtexec line and whether an existing calibration cache was reused."""
+
     bundle: Bundle
     entry: EngineEntry
     trtexec: str
@@ -70,6 +89,7 @@ class BuildResult:
 
 
 def engine_file_name(precision: str) -> str:
+    """The engine's file name in the bundle, e.g. 'model.fp16.engine'."""
     return f"model.{precision}.engine"
 
 
@@ -111,9 +131,58 @@ def _choose_onnx(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet
     return "fp32"
 
 
+@dataclass
+class _Network:
+    """Step 1's result. The parser stays referenced until the build: the network uses weights it owns."""
+
+    builder: Any
+    network: Any
+    parser: Any
+    logger: Any
+    inputs: dict[str, tuple[int, ...]]
+
+
+@dataclass
+class _Config:
+    """Step 2's result: the builder config and what it was given."""
+
+    config: Any
+    build_flags: list[str]
+    shapes: dict[str, tuple[tuple[int, ...], ...]]  # optimisation profile: name -> (min, opt, max)
+    timing_cache: Any
+
+
 def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet | None,
            source: str, onnx_path: Path, gpu: compat.GpuInfo) -> BuildResult:
+    """Polygraphy-style, one named step per loader: network from ONNX -> builder config and
+    optimisation profile -> calibrator (implicit INT8 only) -> build and serialise -> record."""
     version = compat.trt_version(trt)
+    net = _network_from_onnx(trt, onnx_path, version)
+    cfg = _builder_config(trt, net, opts, onnx_path)
+    calibrator, cache_name = None, ""
+    if opts.precision == "int8" and source == "fp32":
+        assert calibration is not None  # _choose_onnx demands it
+        cache_name = f"calib-trt{version}-{calibration.sha256[:12]}.cache"  # caches are per TensorRT version and image set
+        calibrator = _entropy_calibrator(trt, cuda, net, cfg, bundle, opts, calibration, bundle.path(cache_name))
+    log.info("building %s engine from %s with TensorRT %s on %s (sm %s); this takes minutes on a Jetson",
+             opts.precision, onnx_path.name, version, gpu.name, gpu.compute_capability)
+    serialized = _build_serialized(trt, net, cfg, calibrator, f"TensorRT {version} failed to build the {opts.precision} engine from {onnx_path.name}")
+    engine_name = engine_file_name(opts.precision)
+    write_atomic(bundle.path(engine_name), serialized)
+    if cfg.timing_cache is not None and opts.timing_cache is not None:
+        write_atomic(Path(opts.timing_cache), bytes(cfg.config.get_timing_cache().serialize()))
+        log.info("timing cache saved to %s", opts.timing_cache)
+    if calibrator is not None and not bundle.path(cache_name).is_file():
+        raise BundleError(f"TensorRT did not write the calibration cache {bundle.path(cache_name)}")
+    entry = _engine_entry(bundle, opts, source, version, gpu, engine_name, cfg, cache_name if calibrator is not None else "", calibration)
+    new_bundle = record_engine(bundle, entry)
+    cmd = trtexec_command(bundle.root, onnx_path.name, entry, cfg.shapes, opts, source)
+    used_cache = bool(getattr(calibrator, "cache_was_read", False))
+    return BuildResult(bundle=new_bundle, entry=entry, trtexec=cmd, used_calibration_cache=used_cache)
+
+
+def _network_from_onnx(trt: ModuleType, onnx_path: Path, version: str) -> _Network:
+    """Step 1: an explicit-batch network parsed from the ONNX file, every parser error reported."""
     logger = compat.make_logger(trt)
     builder = trt.Builder(logger)
     # EXPLICIT_BATCH is required by the ONNX parser before TensorRT 10, deprecated (and implied) since.
@@ -123,96 +192,93 @@ def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions
     if not parser.parse(onnx_path.read_bytes(), path=str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise BundleError(f"TensorRT {version} cannot parse {onnx_path} ({len(errors)} error(s)): " + " | ".join(errors or logger.errors or ["no detail"]))
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
-    build_flags = _set_precision(trt, builder, config, opts.precision)
-
     inputs = {network.get_input(i).name: tuple(int(d) for d in network.get_input(i).shape) for i in range(network.num_inputs)}
     if IMAGE not in inputs:
         raise BundleError(f"{onnx_path} has no input named '{IMAGE}' (inputs: {', '.join(inputs)})")
-    shapes = _profile_shapes(inputs, opts)
-    profile = None
+    return _Network(builder, network, parser, logger, inputs)
+
+
+def _builder_config(trt: ModuleType, net: _Network, opts: BuildOptions, onnx_path: Path) -> _Config:
+    """Step 2: workspace limit, precision flags, the optimisation profile (dynamic batch) and the timing cache."""
+    config = net.builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
+    build_flags = _set_precision(trt, net.builder, config, opts.precision)
+    shapes = _profile_shapes(net.inputs, opts)
     if shapes:
-        profile = builder.create_optimization_profile()
+        profile = net.builder.create_optimization_profile()
         for name, (lo, opt, hi) in shapes.items():
             profile.set_shape(name, lo, opt, hi)
         if config.add_optimization_profile(profile) < 0:
             raise BundleError(f"TensorRT rejected the optimisation profile {shapes}")
-
     timing_cache = _load_timing_cache(config, opts.timing_cache)
-
-    calibrator = None
-    cache_name = ""
-    if opts.precision == "int8" and source == "fp32":
-        assert calibration is not None
-        cache_name = f"calib-trt{version}-{calibration.sha256[:12]}.cache"  # caches are per TensorRT version and image set
-        calib_shape = _calibration_shape(inputs[IMAGE], opts.calib_batch)
-        if profile is not None:
-            cprofile = builder.create_optimization_profile()
-            for name, (lo, opt, hi) in shapes.items():
-                shape = calib_shape if name == IMAGE else opt
-                cprofile.set_shape(name, shape, shape, shape)
-            config.set_calibration_profile(cprofile)
-        m = bundle.manifest
-        calibrator = make_entropy_calibrator(
-            trt, cuda, calibration.make_batches(calib_shape[0]),
-            CalibrationInputs(
-                image_name=IMAGE, image_shape=calib_shape, input_layout=m.preprocess.input_layout,
-                mean=m.preprocess.mean, std=m.preprocess.std,
-                text_name=TEXT if TEXT in inputs else None,
-                text_embeddings=bundle.text_embeddings() if TEXT in inputs else None,
-            ),
-            bundle.path(cache_name),
-        )
-        config.int8_calibrator = calibrator
-
-    log.info("building %s engine from %s with TensorRT %s on %s (sm %s); this takes minutes on a Jetson",
-             opts.precision, onnx_path.name, version, gpu.name, gpu.compute_capability)
     if hasattr(trt, "IProgressMonitor"):  # TensorRT >= 10: report build phases as they go
         config.progress_monitor = _progress_monitor(trt)
+    return _Config(config, build_flags, shapes, timing_cache)
+
+
+def _entropy_calibrator(trt: ModuleType, cuda: ModuleType, net: _Network, cfg: _Config, bundle: Bundle, opts: BuildOptions,
+                        calibration: CalibrationSet, cache_path: Path) -> Any:
+    """Step 3 (implicit INT8 from the fp32 ONNX): the entropy calibrator over normal images,
+    with a fixed-shape calibration profile when the batch is dynamic."""
+    calib_shape = _calibration_shape(net.inputs[IMAGE], opts.calib_batch)
+    if cfg.shapes:
+        cprofile = net.builder.create_optimization_profile()
+        for name, (_lo, opt, _hi) in cfg.shapes.items():
+            shape = calib_shape if name == IMAGE else opt
+            cprofile.set_shape(name, shape, shape, shape)
+        cfg.config.set_calibration_profile(cprofile)
+    m = bundle.manifest
+    has_text = TEXT in net.inputs
+    calibrator = make_entropy_calibrator(
+        trt, cuda, calibration.make_batches(calib_shape[0]),
+        CalibrationInputs(
+            image_name=IMAGE, image_shape=calib_shape, input_layout=m.preprocess.input_layout,
+            mean=m.preprocess.mean, std=m.preprocess.std,
+            text_name=TEXT if has_text else None,
+            text_embeddings=bundle.text_embeddings() if has_text else None,
+        ),
+        cache_path,
+    )
+    cfg.config.int8_calibrator = calibrator
+    return calibrator
+
+
+def _build_serialized(trt: ModuleType, net: _Network, cfg: _Config, calibrator: Any, failure: str) -> bytes:
+    """Step 4: build and serialise; the calibrator's device buffers are freed either way."""
     try:
-        serialized = builder.build_serialized_network(network, config)
+        serialized = net.builder.build_serialized_network(net.network, cfg.config)
     finally:
         if calibrator is not None:
             calibrator.free()
     if serialized is None:
-        detail = " | ".join(logger.errors) or "see the TensorRT log above"
-        raise BackendUnavailable(f"TensorRT {version} failed to build the {opts.precision} engine from {onnx_path.name}: {detail}")
+        detail = " | ".join(net.logger.errors) or "see the TensorRT log above"
+        raise BackendUnavailable(f"{failure}: {detail}")
+    return bytes(serialized)
 
-    engine_name = engine_file_name(opts.precision)
-    write_atomic(bundle.path(engine_name), bytes(serialized))
-    if timing_cache is not None and opts.timing_cache is not None:
-        write_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
-        log.info("timing cache saved to %s", opts.timing_cache)
 
+def _engine_entry(bundle: Bundle, opts: BuildOptions, source: str, version: str, gpu: compat.GpuInfo, engine_name: str,
+                  cfg: _Config, cache_name: str, calibration: CalibrationSet | None) -> EngineEntry:
+    """Step 5: the manifest's record of the engine (what built it, for which GPU, from what)."""
     calib_set = ""
-    if calibrator is not None:
+    if cache_name:
         calib_set = calibration.sha256 if calibration else ""
-        if not bundle.path(cache_name).is_file():
-            raise BundleError(f"TensorRT did not write the calibration cache {bundle.path(cache_name)}")
     elif source == "int8":
         calib_set = next(v.calibration_set_sha256 for v in bundle.manifest.variants if v.precision == "int8")
-
-    entry = EngineEntry(
+    profile_flags = tuple(f"profile:{n}={'x'.join(map(str, s[0]))}..{'x'.join(map(str, s[2]))}" for n, s in cfg.shapes.items())
+    return EngineEntry(
         file=engine_name,
         precision=opts.precision,
         source_onnx=bundle.manifest.model_file if source == "fp32" else bundle.model_path("int8").name,
         tensorrt_version=version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
-        build_flags=tuple(build_flags) + (("explicit-qdq",) if source == "int8" else ()) + tuple(
-            f"profile:{n}={'x'.join(map(str, s[0]))}..{'x'.join(map(str, s[2]))}" for n, s in shapes.items()),
+        build_flags=tuple(cfg.build_flags) + (("explicit-qdq",) if source == "int8" else ()) + profile_flags,
         workspace_mb=opts.workspace_mb,
-        calibration_cache=cache_name if calibrator is not None else "",
-        calibration_cache_sha256=sha256_file(bundle.path(cache_name)) if calibrator is not None else "",
+        calibration_cache=cache_name,
+        calibration_cache_sha256=sha256_file(bundle.path(cache_name)) if cache_name else "",
         calibration_set_sha256=calib_set,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    new_bundle = record_engine(bundle, entry)
-    cmd = trtexec_command(bundle.root, onnx_path.name, entry, shapes, opts, source)
-    used_cache = bool(getattr(calibrator, "cache_was_read", False))
-    return BuildResult(bundle=new_bundle, entry=entry, trtexec=cmd, used_calibration_cache=used_cache)
 
 
 def _progress_monitor(trt: ModuleType) -> Any:

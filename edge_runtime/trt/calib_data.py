@@ -9,9 +9,9 @@ this is the small device-side equivalent: same preprocessing as everywhere else
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ def sample_images(folder: str | Path, num: int, seed: int = 0) -> list[Path]:
 def calibration_set_sha256(paths: Sequence[Path]) -> str:
     """Identity of the calibration set (edge_runtime.bundle.calibration_set_sha256: image
     contents in calibration order), so calibrate and build-engine record comparable hashes."""
-    from edge_runtime.bundle import calibration_set_sha256 as set_sha256, sha256_file
+    from edge_runtime.bundle import calibration_set_sha256 as set_sha256
+    from edge_runtime.bundle import sha256_file
 
     return set_sha256([sha256_file(p) for p in paths])
 

@@ -25,23 +25,37 @@ PYCUDA_HINT = "install pycuda on the target (pip install pycuda, needs the CUDA 
 
 @dataclass(frozen=True)
 class GpuInfo:
+    """The CUDA device an engine is built for or runs on (engines are tied to both fields)."""
+
     name: str
     compute_capability: str  # "8.7" on Orin
 
 
 def import_tensorrt(purpose: str) -> ModuleType:
+    """The tensorrt module.
+
+    Raises:
+        MissingDependency: not installed; the message names `purpose` and how to get it.
+    """
     return require("tensorrt", purpose=purpose, hint=TRT_HINT)
 
 
 def import_cuda(purpose: str) -> ModuleType:
+    """The pycuda.driver module.
+
+    Raises:
+        MissingDependency: not installed; the message names `purpose` and how to get it.
+    """
     return require("pycuda.driver", purpose=purpose, hint=PYCUDA_HINT)
 
 
 def trt_version(trt: ModuleType) -> str:
+    """TensorRT's version string, e.g. '10.3.0' (what engines are recorded with)."""
     return str(trt.__version__)
 
 
 def trt_major(trt: ModuleType) -> int:
+    """TensorRT's major version (8 or 10 on JetPack 6); 10 for an unparsable dev version."""
     try:
         return int(trt_version(trt).split(".")[0])
     except ValueError:  # a dev build with an odd version string: assume current API
@@ -132,7 +146,7 @@ class PrimaryContext:
         self.device = cuda.Device(ordinal)
         self._ctx = self.device.retain_primary_context()
 
-    def __enter__(self) -> "PrimaryContext":
+    def __enter__(self) -> PrimaryContext:
         self._ctx.push()
         return self
 
@@ -140,4 +154,5 @@ class PrimaryContext:
         self._cuda.Context.pop()
 
     def release(self) -> None:
+        """Give back the retained primary context (once per construction)."""
         self._ctx.detach()

@@ -35,11 +35,12 @@ TensorRT 10 removed the bindings API; 8.5+ has the name-based tensor API used he
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from edge_runtime.backends.base import Outputs
+from edge_runtime.backends.base import BackendBase, Outputs, Releaser
 from edge_runtime.errors import BackendUnavailable, BundleError, DataError
 from edge_runtime.trt import compat
 
@@ -58,18 +59,27 @@ class _Tensor:
         self.device: Any = None
 
 
-class TrtBackend:
+class TrtBackend(BackendBase):
+    """The native TensorRT backend: one engine, one execution context, buffers allocated once.
+
+    Args:
+        device: CUDA device ordinal.
+
+    Raises:
+        BackendUnavailable: unknown options.
+    """
+
     name = "trt"
 
     def __init__(self, device: int = 0, **options: Any) -> None:
+        super().__init__()
         if options:
             raise BackendUnavailable(f"trt backend: unknown option(s) {', '.join(sorted(options))}")
         self._ordinal = device
-        self._loaded = False
         self._info: dict[str, Any] = {"backend": self.name}
 
     # -- load -----------------------------------------------------------------------------
-    def load(self, bundle: Any, precision: str) -> None:
+    def _load_impl(self, bundle: Any, precision: str, releaser: Releaser) -> None:
         from edge_runtime.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
@@ -79,28 +89,27 @@ class TrtBackend:
         cuda = compat.import_cuda("the 'trt' backend")
         self._trt, self._cuda = trt, cuda
         self._ctx = compat.PrimaryContext(cuda, self._ordinal)
+        releaser.push(self._ctx.release)  # runs last: after the buffers are freed
+        # The TensorRT objects and the stream live only here (read through the properties below),
+        # so the releaser destroys them with the context current, before the context goes.
+        self._held: dict[str, Any] = {}
+        self._tensors: dict[str, _Tensor] = {}
+        releaser.push(_free_gpu, self._ctx, self._tensors, self._held)
         with self._ctx:
             gpu = compat.gpu_info(cuda, self._ordinal)
             version = compat.trt_version(trt)
             compat.check_engine(entry, version, gpu, bundle.root)
-            self._logger = compat.make_logger(trt)
-            self._runtime = trt.Runtime(self._logger)
-            engine = self._runtime.deserialize_cuda_engine(bundle.path(entry.file).read_bytes())
-            if engine is None:
-                detail = " | ".join(self._logger.errors) or "see the TensorRT log"
-                raise BundleError(f"TensorRT {version} cannot load {bundle.path(entry.file)}: {detail}; rebuild it with clipinspect build-engine")
-            self._engine = engine
+            engine = self._deserialize(trt, bundle.path(entry.file), version)
             self._tensor_api = hasattr(engine, "num_io_tensors")
-            self._tensors = self._describe_tensors(trt, engine)
+            self._tensors.update(self._describe_tensors(trt, engine))
             self._check_contract(bundle)
-            self._context = engine.create_execution_context()
-            self._stream = cuda.Stream()
+            self._held["context"] = engine.create_execution_context()
+            self._held["stream"] = cuda.Stream()
             self._allocate(cuda)
             self._upload_text(bundle, cuda)
             self._upload_bank(bundle, cuda)
         self._image_spec = bundle.manifest.input(IMAGE)
         self._n_set = -1
-        self._loaded = True
         self._info = {
             "backend": self.name,
             "precision": precision,
@@ -114,6 +123,17 @@ class TrtBackend:
             "max_batch": self._max_batch,
         }
         log.info("trt backend: %s engine %s, TensorRT %s on %s", precision, entry.file, version, gpu.name)
+
+    def _deserialize(self, trt: Any, path: Any, version: str) -> Any:
+        """The engine in `path`, or BundleError with TensorRT's own reason."""
+        self._logger = compat.make_logger(trt)
+        self._held["runtime"] = runtime = trt.Runtime(self._logger)
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            detail = " | ".join(self._logger.errors) or "see the TensorRT log"
+            raise BundleError(f"TensorRT {version} cannot load {path}: {detail}; rebuild it with clipinspect build-engine")
+        self._held["engine"] = engine
+        return engine
 
     def _describe_tensors(self, trt: Any, engine: Any) -> dict[str, _Tensor]:
         tensors: dict[str, _Tensor] = {}
@@ -178,9 +198,17 @@ class TrtBackend:
             self._put_bank(bank, cuda)
 
     def set_memory_bank(self, bank: np.ndarray) -> None:
-        """Use another bank ([L, M, D], the engine's shape) from the next infer() on (enrolment
-        scores the remaining good images with the new bank before writing the bundle)."""
-        if not self._loaded or BANK not in self._tensors:
+        """Use another bank from the next infer() on (enrolment scores the remaining good
+        images with the new bank before writing the bundle).
+
+        Args:
+            bank: [L, M, D] float32, the engine's `memory_bank` shape.
+
+        Raises:
+            BackendNotLoaded: before load(). BundleError: no such input, or another shape.
+        """
+        self.require_loaded("set_memory_bank()")
+        if BANK not in self._tensors:
             raise BundleError("trt backend: no memory_bank input loaded (export with --bank-shots K)")
         with self._ctx:
             self._put_bank(np.ascontiguousarray(bank, np.float32), self._cuda)
@@ -202,7 +230,7 @@ class TrtBackend:
             raise DataError(f"TensorRT refused shape {tuple(shape)} for input '{t.name}' (engine profile max {t.max_shape})")
 
     # -- infer ----------------------------------------------------------------------------
-    def infer(self, batch: np.ndarray) -> Outputs:
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
         views = self._run(batch, (SCORE, MAP))
         # Copies: the page-locked buffers are overwritten by the next infer().
         return Outputs(
@@ -211,15 +239,24 @@ class TrtBackend:
         )
 
     def patch_features(self, batch: np.ndarray) -> np.ndarray:
-        """The engine's `patch_features` output [N, L, P, D] (few-shot enrolment)."""
-        if self._loaded and FEATURES not in self._tensors:
+        """The engine's `patch_features` output (few-shot enrolment).
+
+        Args:
+            batch: as for infer().
+
+        Returns:
+            [N, L, P, D] float32 patch features.
+
+        Raises:
+            BackendNotLoaded: before load(). BundleError: the engine has no few-shot path.
+        """
+        self.require_loaded("patch_features()")
+        if FEATURES not in self._tensors:
             raise BundleError("engine has no patch_features output (export the bundle with --bank-shots K)")
         host, shape = self._run(batch, (FEATURES,))[FEATURES]
         return host.reshape(shape).astype(np.float32)
 
     def _run(self, batch: np.ndarray, outputs: tuple[str, ...]) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
-        if not self._loaded:
-            raise BackendUnavailable("trt backend: infer() before load()")
         img = self._tensors[IMAGE]
         n = self._validate(batch, img)
         with self._ctx:
@@ -267,18 +304,25 @@ class TrtBackend:
             shape = tuple(n if d < 0 else d for d in shape)
         return shape
 
-    def describe(self) -> Mapping[str, Any]:
-        return dict(self._info)
+    @property
+    def _context(self) -> Any:
+        return self._held["context"]
 
-    def close(self) -> None:
-        if not self._loaded:
-            return
-        with self._ctx:
-            for t in self._tensors.values():
-                if t.device is not None:
-                    t.device.free()
-                    t.device = None
-            self._context = None
-            self._engine = None
-        self._ctx.release()
-        self._loaded = False
+    @property
+    def _stream(self) -> Any:
+        return self._held["stream"]
+
+    def _describe_impl(self) -> Mapping[str, Any]:
+        return self._info
+
+
+def _free_gpu(ctx: compat.PrimaryContext, tensors: dict[str, _Tensor], held: dict[str, Any]) -> None:
+    """Free the device buffers, then the TensorRT objects, with the CUDA context current."""
+    with ctx:
+        for t in tensors.values():
+            if t.device is not None:
+                t.device.free()
+                t.device = None
+        tensors.clear()  # the page-locked host buffers go with the last reference
+        for key in ("stream", "context", "engine", "runtime"):  # reverse order of creation
+            held.pop(key, None)

@@ -52,7 +52,7 @@ def test_precision_report_errors(contract_bundle: Path, bottle: Path, tmp_path: 
 
 
 def test_trt_cache_without_tensorrt_fails_before_quantizing(contract_bundle: Path, bottle: Path, capsys) -> None:
-    pytest.importorskip  # TensorRT is never installed on CI; if it is, this test does not apply
+    # TensorRT is never installed on CI; if it is, this test does not apply.
     try:
         import tensorrt  # noqa: F401
 

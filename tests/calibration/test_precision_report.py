@@ -1,26 +1,45 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from calibration.precision_report import auroc, compare_scores, find_labelled_images, pearson, precision_report
+from calibration.precision_report import compare_scores, find_labelled_images, pearson, precision_report
 from edge_runtime.bundle import ModelVariant, load_bundle, with_file, write_manifest
 from edge_runtime.cli import main
 
 
-def test_auroc_and_pearson() -> None:
-    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
-    assert auroc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
-    assert auroc([0, 1], [0.5, 0.5]) == 0.5
-    assert auroc([0, 0, 1], [0.1, 0.4, 0.3]) == 0.5
-    assert auroc([1, 1], [0.1, 0.2]) is None
+def _row_auroc(labels, scores):
+    return compare_scores("fp32", np.asarray(scores, float), np.asarray(scores, float), labels, 0.5).auroc
+
+
+def test_auroc_is_train_metrics_and_pearson() -> None:
+    """The report's AUROC is train.metrics' (checked against scikit-learn there); undefined
+    cases become None (shown '-', written null) instead of NaN."""
+    from train.metrics import auroc
+
+    rng = np.random.default_rng(3)
+    labels, scores = rng.integers(0, 2, 200), np.round(rng.random(200), 2)  # rounded: many ties
+    assert _row_auroc(labels, scores) == auroc(labels, scores)
+    assert _row_auroc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert _row_auroc([0, 1], [0.5, 0.5]) == 0.5
+    assert _row_auroc([0, 0, 1], [0.1, 0.4, 0.3]) == 0.5
+    assert _row_auroc([1, 1], [0.1, 0.2]) is None
+    assert _row_auroc([0, 1], [0.1, float("nan")]) is None
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert pearson([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_metrics_import_no_torch() -> None:
+    """calibration and train.metrics stay light: the report's metrics need numpy only."""
+    code = "import sys, calibration.precision_report, train.metrics; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_compare_scores_counts_verdict_flips() -> None:
@@ -75,3 +94,14 @@ def test_unrunnable_precision_is_na_not_a_crash(contract_bundle: Path, bottle: P
     report = precision_report(contract_bundle, bottle, precisions=("fp16",), max_images=2, progress=False)
     row = report.row("fp16")
     assert row.status == "n/a" and "cannot run" in row.reason
+
+
+def test_report_scores_on_the_registry_backend(contract_bundle: Path, bottle: Path, monkeypatch) -> None:
+    """precision-report builds its scorer from the backend table: a registered row is used."""
+    from tests.backends import shifted
+
+    name = shifted.register(monkeypatch)
+    plain = precision_report(contract_bundle, bottle, precisions=("fp32",), max_images=3, progress=False)
+    moved = precision_report(contract_bundle, bottle, precisions=("fp32",), max_images=3, progress=False, backend=name)
+    assert plain.backend == "ort-cpu" and moved.backend == name and moved.to_dict()["backend"] == name
+    np.testing.assert_allclose(np.array(moved.scores["fp32"]) - plain.scores["fp32"], shifted.SHIFT, atol=1e-6)

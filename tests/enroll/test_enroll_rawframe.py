@@ -67,8 +67,8 @@ def test_enroll_scores_raw_frames_and_profiles_the_camera_frame(tiny_raw_bundle,
 
 @pytest.mark.slow
 def test_enroll_shots_builds_the_bank_from_raw_frames(merged_tiny_dir, mvtec_root, tmp_path, capsys):
+    from edge_runtime.backends import make_backend
     from edge_runtime.fewshot import model_input
-    from export.parity import OrtCpuRunner
     from tests.plugins.bundles import export_tiny
 
     bundle = export_tiny(merged_tiny_dir, tmp_path / "bundle", bank_shots=2, input_format=RAW_FORMAT,
@@ -81,7 +81,7 @@ def test_enroll_shots_builds_the_bank_from_raw_frames(merged_tiny_dir, mvtec_roo
                  "--shots", "2", "--out", str(out)]) == 0, capsys.readouterr().err
     enrolled = load_bundle(out)
     assert enrolled.manifest.fewshot.shots == 2 and np.abs(enrolled.memory_bank()).max() > 0
-    runner = OrtCpuRunner(threads=1)
+    runner = make_backend("ort-cpu", intra_op_threads=1)
     runner.load(enrolled, "fp32")
     doc = json.loads(enrolled.path("enrollment.json").read_text())
     first = doc["images"][0]

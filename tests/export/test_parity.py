@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.backends import make_backend
 from edge_runtime.backends.base import Outputs
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import CheckFailed
-from export.parity import OrtCpuRunner, ParityReport, ParityRow, compare_outputs, list_images, load_image, run_parity
+from export.parity import ParityReport, ParityRow, compare_outputs, list_images, load_image, run_parity
 from export.torch_backend import TorchBackend
 
 
@@ -40,7 +41,7 @@ def test_fp32_training_score_equals_device_score(tiny_bundle, merged_tiny_dir, b
     pre = bundle.manifest.preprocess
     model, info = load_merged(merged_tiny_dir)
     ds = AnomalyDataset(bottle_samples, info.image_size, info.mean, info.std)
-    device = OrtCpuRunner(threads=1)
+    device = make_backend("ort-cpu", intra_op_threads=1)
     device.load(bundle, "fp32")
     with torch.no_grad():
         text = model.text_embeddings()
@@ -59,7 +60,7 @@ def test_torch_backend_vs_ort_on_real_images(tiny_bundle, mvtec_root):
     bundle = load_bundle(tiny_bundle)
     ref = TorchBackend(threads=1)
     ref.load(bundle, "fp32")
-    cand = OrtCpuRunner(threads=1)
+    cand = make_backend("ort-cpu", intra_op_threads=1)
     cand.load(bundle, "fp32")
     images = list_images(mvtec_root / "bottle" / "test", max_images=5)
     assert not any(p.stem.endswith("_mask") for p in images)

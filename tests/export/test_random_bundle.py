@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.backends import make_backend
 from edge_runtime.bundle import load_bundle
 from export.onnx_export import ExportOptions
-from export.parity import OrtCpuRunner
 from export.random_bundle import RANDOM_THRESHOLD_METHOD, default_merged_dir, main, make_random_bundle
 from export.torch_backend import TorchBackend
 
@@ -23,7 +23,7 @@ def test_tiny_random_bundle_runs_and_matches_torch(tmp_path):
     # no leftover temporary CLIP folder next to it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rb", "rb-merged"]
     batch = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
-    ort_b, torch_b = OrtCpuRunner(threads=1), TorchBackend(threads=1)
+    ort_b, torch_b = make_backend("ort-cpu", intra_op_threads=1), TorchBackend(threads=1)
     ort_b.load(bundle, "fp32")
     torch_b.load(bundle, "fp32")
     a, b = ort_b.infer(batch), torch_b.infer(batch)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.backends import make_backend
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import ConfigError, FrameRejected
 from edge_runtime.frames import Frame
 from edge_runtime.pipeline import make_preprocessor
 from edge_runtime.rawframe import mosaic_frame, to_frame
-from export.parity import OrtCpuRunner
 from export.torch_backend import TorchBackend
 from tests.plugins.bundles import RAW_ROI, RAW_SIZE_HW
 
@@ -43,7 +43,7 @@ def test_the_uint8_frame_feeds_only_a_cast_to_float(tiny_raw_bundle, tiny_bundle
 
 def test_onnx_matches_the_torch_module_within_fp32_tolerance(tiny_raw_bundle):
     bundle = load_bundle(tiny_raw_bundle)
-    ort_b, torch_b = OrtCpuRunner(threads=1), TorchBackend(threads=1)
+    ort_b, torch_b = make_backend("ort-cpu", intra_op_threads=1), TorchBackend(threads=1)
     ort_b.load(bundle, "fp32")
     torch_b.load(bundle, "fp32")
     for frame in _frames(2):
@@ -60,7 +60,7 @@ def test_parity_on_image_files_feeds_frames(tiny_raw_bundle, tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (120, 200, 3), dtype=np.uint8))
     bundle = load_bundle(tiny_raw_bundle)
-    ref, cand = TorchBackend(threads=1), OrtCpuRunner(threads=1)
+    ref, cand = TorchBackend(threads=1), make_backend("ort-cpu", intra_op_threads=1)
     ref.load(bundle, "fp32")
     cand.load(bundle, "fp32")
     report = run_parity(bundle, ref, cand, sorted(tmp_path.glob("*.png")), 1e-4, progress=False)
@@ -102,7 +102,7 @@ def test_training_module_on_mosaiced_images_gives_the_device_score(tiny_raw_bund
     frame = to_frame(rgb, pre.input_format, pre.input_size)
     with torch.no_grad():
         train_score = net(torch.from_numpy(frame[None]), model.text_embeddings()).score.numpy()
-    ort_b = OrtCpuRunner(threads=1)
+    ort_b = make_backend("ort-cpu", intra_op_threads=1)
     ort_b.load(bundle, "fp32")
     assert np.abs(ort_b.infer(frame[None]).score - train_score).max() <= 1e-4
     # and gradients flow through the frame module into the model (it is trainable end to end)
@@ -160,7 +160,7 @@ def test_dynamic_batch_bgr_frames_export_and_match_torch(merged_tiny_dir, tmp_pa
     bundle = export_tiny(merged_tiny_dir, tmp_path / "b", dynamic_batch=True, input_format="bgr8", input_size=(90, 150))
     assert bundle.manifest.input("image").shape == ("batch", 90, 150, 3)
     frames = np.random.default_rng(0).integers(0, 256, (3, 90, 150, 3), dtype=np.uint8)
-    ort_b, torch_b = OrtCpuRunner(threads=1), TorchBackend(threads=1)
+    ort_b, torch_b = make_backend("ort-cpu", intra_op_threads=1), TorchBackend(threads=1)
     ort_b.load(bundle, "fp32")
     torch_b.load(bundle, "fp32")
     a, b = ort_b.infer(frames), torch_b.infer(frames)
@@ -188,7 +188,7 @@ def test_parity_on_real_images(tiny_raw_bundle, mvtec_root):
     from export.parity import list_images, run_parity
 
     bundle = load_bundle(tiny_raw_bundle)
-    ref, cand = TorchBackend(threads=1), OrtCpuRunner(threads=1)
+    ref, cand = TorchBackend(threads=1), make_backend("ort-cpu", intra_op_threads=1)
     ref.load(bundle, "fp32")
     cand.load(bundle, "fp32")
     report = run_parity(bundle, ref, cand, list_images(mvtec_root / "bottle", 4), 1e-4, progress=False)

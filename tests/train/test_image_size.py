@@ -55,8 +55,9 @@ def test_train_cli_rejects_bad_size_in_one_line(tiny_clip_dir, tmp_path, capsys)
 
 @pytest.mark.slow
 def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_path, capsys):
+    from edge_runtime.backends import make_backend
     from edge_runtime.bundle import load_bundle
-    from export.parity import OrtCpuRunner, load_image
+    from export.parity import load_image
     from train.data import load_samples
     from train.merged import load_merged, read_merged_info
     from train.run_state import load_run_model
@@ -85,7 +86,7 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
     samples = load_samples(data, splits=("test",))
     model, _ = load_run_model(run)
     merged_model, _ = load_merged(merged)
-    runner = OrtCpuRunner(threads=1)
+    runner = make_backend("ort-cpu", intra_op_threads=1)
     runner.load(bundle, "fp32")
     pre = bundle.manifest.preprocess
     dev, train_side, merged_side = [], [], []

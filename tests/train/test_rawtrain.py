@@ -67,9 +67,9 @@ def test_the_frame_travels_from_config_to_manifest(raw_chain):
 def test_bundle_scores_an_image_file_as_the_training_side_does(raw_chain, raw_data):
     """The training side (RawFrameSamples -> RawFrameModel, adapters not merged) vs ONNX
     Runtime on the exported bundle fed the device's frame of the same file."""
+    from edge_runtime.backends import make_backend
     from edge_runtime.bundle import load_bundle
     from edge_runtime.file_input import model_input
-    from export.parity import OrtCpuRunner
     from train.frame_module import raw_frame_model, raw_frame_samples
     from train.run_state import default_epoch, load_run_model
 
@@ -81,7 +81,7 @@ def test_bundle_scores_an_image_file_as_the_training_side_does(raw_chain, raw_da
 
     samples = load_samples(raw_data, splits=("test",))[:3]
     data = raw_frame_samples(samples, info.config.model, info.image_size, info.mean, info.std)
-    ort_b = OrtCpuRunner(threads=1)
+    ort_b = make_backend("ort-cpu", intra_op_threads=1)
     ort_b.load(bundle, "fp32")
     for i, s in enumerate(samples):
         frames = data[i]["frames"][None]

@@ -6,8 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import (SCHEMA, SCHEMA_VERSION, Manifest, ModelVariant, PreprocessSpec, TensorSpec, TextSpec,
-                                 Threshold, load_bundle, with_file, write_manifest)
+from edge_runtime.bundle import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Manifest,
+    ModelVariant,
+    PreprocessSpec,
+    TensorSpec,
+    TextSpec,
+    Threshold,
+    load_bundle,
+    with_file,
+    write_manifest,
+)
 
 H = W = 16
 PATCH = 4

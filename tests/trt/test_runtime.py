@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from edge_runtime.backends.base import Backend
-from edge_runtime.bundle import load_bundle
+from edge_runtime.bundle import PreprocessSpec, load_bundle
 from edge_runtime.errors import BackendUnavailable, BundleError, DataError
 from edge_runtime.trt.builder import BuildOptions, build_engine
 from edge_runtime.trt.runtime import TrtBackend
 from tests.trt.conftest import install_fakes
-from edge_runtime.bundle import PreprocessSpec
 from tests.trt.helpers import H, W, make_bundle, ort_reference
 
 MEAN, STD = PreprocessSpec(image_size=(H, W)).mean, PreprocessSpec(image_size=(H, W)).std
@@ -158,11 +157,9 @@ def test_legacy_bindings_api(monkeypatch, tmp_path):
 
 def test_load_without_tensorrt_is_backend_error(tmp_path, monkeypatch):
     import sys
-
-    from edge_runtime.bundle import write_manifest
-    from edge_runtime.bundle import EngineEntry
     from dataclasses import replace
-    from edge_runtime.bundle import with_file
+
+    from edge_runtime.bundle import EngineEntry, with_file, write_manifest
 
     bundle = make_bundle(tmp_path / "b")
     (bundle.root / "model.fp16.engine").write_bytes(b"x")
@@ -190,3 +187,49 @@ def test_registry_makes_trt_backend(fake_trt, fp16_bundle):
     np.testing.assert_allclose(be.infer(batch).score, ort_reference(fp16_bundle, batch)[0], atol=1e-2)
     with pytest.raises(BackendUnavailable, match="fp16 or int8 engines, not 'fp32'"):
         TrtBackend().load(fp16_bundle, "fp32")
+
+
+def _primary_retained(cuda) -> int:
+    return sum(ctx.retained for ctx in cuda._fake_state().primary.values())
+
+
+def test_dropped_backend_frees_gpu_memory_and_the_context(fake_trt, fp16_bundle):
+    """No close(): garbage collection alone gives back the device buffers and the retained
+    primary context (weakref.finalize, not __del__)."""
+    import gc
+    import weakref
+
+    _, cuda = fake_trt
+    be = TrtBackend()
+    be.load(fp16_bundle, "fp16")
+    be.infer(_batch(1))
+    assert cuda._fake_state().allocations and _primary_retained(cuda) == 1
+    ref = weakref.ref(be)
+    del be
+    gc.collect()
+    assert ref() is None
+    assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+    assert cuda._fake_state().stats.get("late_destroy", 0) == 0  # TensorRT objects went first
+
+
+def test_failed_load_and_double_close_release_exactly_once(fake_trt, fp16_bundle, monkeypatch):
+    import gc
+
+    _, cuda = fake_trt
+    be = TrtBackend()
+    be.load(fp16_bundle, "fp16")
+    be.close()
+    be.close()
+    assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+    with pytest.raises(BackendUnavailable, match="after close"):
+        be.infer(_batch(1))
+    del be
+    gc.collect()
+    assert cuda._fake_state().stats.get("late_destroy", 0) == 0
+    # A load that fails after the context was retained and buffers allocated gives both back.
+    monkeypatch.setattr(TrtBackend, "_upload_text", lambda self, bundle, cuda: (_ for _ in ()).throw(BundleError("text rejected")))
+    with pytest.raises(BundleError, match="text rejected"):
+        TrtBackend().load(fp16_bundle, "fp16")
+    gc.collect()
+    assert not cuda._fake_state().allocations and _primary_retained(cuda) == 0
+    assert cuda._fake_state().stats.get("late_destroy", 0) == 0

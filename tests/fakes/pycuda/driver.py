@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ class LogicError(Error):
     pass
 
 
-class MemoryError(Error):  # noqa: A001 - pycuda's name
+class MemoryError(Error):
     pass
 
 
@@ -26,14 +27,14 @@ class _State:
         self.initialized = False
         self.devices: list[tuple[str, tuple[int, int], int]] = [("Orin", (8, 7), 8 << 30)]
         self.tls = threading.local()
-        self.allocations: dict[int, "DeviceAllocation"] = {}
+        self.allocations: dict[int, DeviceAllocation] = {}
         self.pagelocked: list[tuple[int, int]] = []  # (start, end) addresses of live page-locked buffers
         self.pagelocked_keep: list[np.ndarray] = []
-        self.streams: dict[int, "Stream"] = {}
+        self.streams: dict[int, Stream] = {}
         self.next_ptr = itertools.count(0x7F0000000000, 0x100000)
         self.next_handle = itertools.count(0x5500)
         self.stats = {"mem_alloc": 0, "pagelocked_empty": 0, "htod": 0, "dtoh": 0, "synchronize": 0}
-        self.primary: dict[int, "Context"] = {}
+        self.primary: dict[int, Context] = {}
 
 
 _state = _State()
@@ -54,7 +55,7 @@ def init(flags: int = 0) -> None:
     _state.initialized = True
 
 
-def _stack() -> list["Context"]:
+def _stack() -> list[Context]:
     if not hasattr(_state.tls, "stack"):
         _state.tls.stack = []
     return _state.tls.stack
@@ -90,12 +91,12 @@ class Device:
     def total_memory(self) -> int:
         return _state.devices[self.ordinal][2]
 
-    def make_context(self, flags: int = 0) -> "Context":
+    def make_context(self, flags: int = 0) -> Context:
         ctx = Context(self)
         ctx.push()
         return ctx
 
-    def retain_primary_context(self) -> "Context":
+    def retain_primary_context(self) -> Context:
         ctx = _state.primary.setdefault(self.ordinal, Context(self))
         ctx.retained += 1
         return ctx

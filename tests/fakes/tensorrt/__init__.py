@@ -24,7 +24,8 @@ import enum
 import json
 import struct
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ class ILogger:
     def __init__(self) -> None:
         self._trt_base_init = True
 
-    def log(self, severity: "ILogger.Severity", msg: str) -> None:
+    def log(self, severity: ILogger.Severity, msg: str) -> None:
         raise RuntimeError("Tried to call pure virtual function ILogger::log")
 
 
@@ -357,7 +358,7 @@ class OnnxParser:
             return False
         try:
             proto = onnx.load_from_string(bytes(model))
-        except Exception as exc:  # noqa: BLE001 - protobuf raises various types
+        except Exception as exc:
             self._errors.append(ParserError(ErrorCode.MODEL_DESERIALIZE_FAILED, f"Failed to parse ONNX model from file: {path} ({type(exc).__name__})"))
             return False
         if not proto.graph.node:
@@ -436,13 +437,13 @@ class IOptimizationProfile:
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[Dims, Dims, Dims]] = {}
 
-    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:  # noqa: A002
+    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
         lo, op, hi = Dims(min), Dims(opt), Dims(max)
         if not (len(lo) == len(op) == len(hi)) or any(not (a <= b <= c) for a, b, c in zip(lo, op, hi)) or any(d < 0 for d in lo):
             raise ValueError(f"set_shape: need 0 <= min <= opt <= max for '{input}', got {lo} {op} {hi}")
         self._shapes[input] = (lo, op, hi)
 
-    def get_shape(self, input: str) -> list[Dims]:  # noqa: A002
+    def get_shape(self, input: str) -> list[Dims]:
         return list(self._shapes[input])
 
     def __bool__(self) -> bool:
@@ -457,7 +458,7 @@ class ITimingCache:
         body = json.dumps({"version": __version__, "gpu": _gpu(), "entries": self._entries}, sort_keys=True).encode()
         return IHostMemory(_TC_MAGIC + body)
 
-    def combine(self, input_cache: "ITimingCache", ignore_mismatch: bool) -> bool:
+    def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
         self._entries.update(input_cache._entries)
         return True
 
@@ -709,7 +710,7 @@ class Runtime:
     def __init__(self, logger: ILogger) -> None:
         self._logger = _check_logger(logger)
 
-    def deserialize_cuda_engine(self, serialized_engine: bytes) -> "ICudaEngine | None":
+    def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
         data = bytes(serialized_engine)
         if not data.startswith(_MAGIC):
             _log(self._logger, ILogger.ERROR, "1: [runtime.cpp::parsePlan::314] Error Code 1: Serialization (Serialization assertion plan->header.magicTag == rt::kPLAN_MAGIC_TAG failed.)")
@@ -729,7 +730,7 @@ class Runtime:
         return _make_engine(header, onnx_bytes, self._logger)
 
 
-def _make_engine(header: dict, onnx_bytes: bytes, logger: ILogger) -> "ICudaEngine":
+def _make_engine(header: dict, onnx_bytes: bytes, logger: ILogger) -> ICudaEngine:
     bases: list[type] = []
     if _has_tensor_api():
         bases.append(_EngineTensorAPI)
@@ -764,7 +765,7 @@ class ICudaEngine:
         s = Dims(self._find(name)[1])
         return [s, s, s]
 
-    def create_execution_context(self) -> "IExecutionContext":
+    def create_execution_context(self) -> IExecutionContext:
         self.contexts_created += 1
         bases: list[type] = []
         if _has_tensor_api():
@@ -843,6 +844,15 @@ class IExecutionContext:
         self._addr: dict[str, int] = {}
         self._shapes: dict[str, Dims] = {n: Dims(s) for n, s, _, m in engine._io if m == TensorIOMode.INPUT and all(d >= 0 for d in s)}
         self.executions = 0
+        self._cuda_state = _cuda._fake_state()
+
+    def __del__(self) -> None:
+        # Real TensorRT frees the context's device memory here through the CUDA runtime; once
+        # the primary context is gone (no retain left) that fails with this error in the log.
+        st = self._cuda_state
+        if st.initialized and not any(ctx.retained > 0 for ctx in st.primary.values()):
+            st.stats["late_destroy"] = st.stats.get("late_destroy", 0) + 1
+            _log(self.engine._logger, ILogger.ERROR, "1: [defaultAllocator.cpp::deallocate] Error Code 1: Cuda Runtime (context is destroyed)")
 
     def _set_shape(self, name: str, shape: Sequence[int]) -> bool:
         lo, _, hi = self.engine._profile(name, 0)
@@ -861,7 +871,7 @@ class IExecutionContext:
 
     def _enqueue(self, addresses: dict[str, int], stream_handle: int) -> bool:
         e = self.engine
-        for name, _, dt, mode in e._io:
+        for name, _, _dt, mode in e._io:
             if name not in addresses or not addresses[name]:
                 _log(e._logger, ILogger.ERROR, f"3: [executionContext.cpp::enqueueV3] Error Code 3: API Usage Error (Parameter check failed, condition: mContext.profileObliviousBindings.at(profileObliviousIndex) || getPtrOrNull(mOutputAllocators, profileObliviousIndex). Address is not set for {'input' if mode == TensorIOMode.INPUT else 'output'} tensor {name}. Call setInputTensorAddress or setTensorAddress before enqueue/execute.)")
                 return False
