@@ -2,6 +2,8 @@
 #
 #   make demo    # first use: creates .venv and installs the project; then `clipinspect demo`
 #   make test    # same environment; runs `python -m pytest` (what .ci/run runs)
+#   make lint    # ruff check + ruff format --check (config in pyproject.toml; .ci/run runs it)
+#   make format  # ruff format + ruff check --fix: what `make lint` wants
 #
 # Pass options through ARGS, e.g. `make test ARGS="-x -q tests/deploy"` or
 # `make demo ARGS="--source folder"`. PYTHON picks the interpreter that creates the venv.
@@ -12,13 +14,21 @@ ARGS ?=
 # Reinstalled when pyproject.toml changes (new dependency, new entry point).
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test lint format venv clean-venv
 
 demo: $(STAMP)
 	$(VENV)/bin/clipinspect demo $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/python -m ruff check .
+	$(VENV)/bin/python -m ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/python -m ruff format .
+	$(VENV)/bin/python -m ruff check --fix .
 
 venv: $(STAMP)
 

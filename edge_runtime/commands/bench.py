@@ -47,7 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "publish": "end-to-end publisher (default null:// = no publishing cost); e.g. jsonl://FILE, mqtt://...",
         },
     )
-    add_config_file(p, config_help="runtime config YAML (pipeline, source and publish options)", set_help="override a config key")
+    add_config_file(
+        p,
+        config_help="runtime config YAML (source, backend and pipeline options); bench keeps its own "
+        "pipeline.inference_queue=0, drop_policy=block, stats_interval_s=0 and publish.uri=null:// "
+        "(a station config never makes bench publish to the plant broker) unless --set/--publish say otherwise",
+        set_help="override a config key",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for bench.json and bench.png (default ./{DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
