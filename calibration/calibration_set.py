@@ -45,6 +45,7 @@ class CalibrationSet:
 
     @property
     def sha256(self) -> str:
+        """The set's identity (`set_hash` of the file hashes, in order)."""
         return set_hash(self.file_sha256)
 
     def __len__(self) -> int:
@@ -93,6 +94,14 @@ class CalibrationSet:
         }
 
     def write(self, path: str | Path) -> Path:
+        """Write `describe()` as JSON to `path`.
+
+        Args:
+            path: the file to write.
+
+        Returns:
+            The path written.
+        """
         p = Path(path)
         p.write_text(json.dumps(self.describe(), indent=2) + "\n", encoding="utf-8")
         return p

@@ -88,6 +88,7 @@ class _Session:
     precision: str
 
     def drop(self) -> None:
+        """Let the session go."""
         # ORT frees the session's native memory when the last reference goes.
         self.session = None
         self.feeds = {}
