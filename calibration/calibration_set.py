@@ -17,18 +17,18 @@ Where normal images come from (`find_normal_images`):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from calibration.labelled_csv import image_source, read_labelled_csv
 from edge_runtime.bundle import calibration_set_sha256, sha256_file
 from edge_runtime.errors import DataError
 from edge_runtime.imageio import IMAGE_SUFFIXES, read_rgb
 from edge_runtime.preprocess import prepare
-
-from calibration.labelled_csv import read_labelled_csv
 
 SET_FILE = "calibration_set.json"
 
@@ -45,6 +45,7 @@ class CalibrationSet:
 
     @property
     def sha256(self) -> str:
+        """The set's identity (`set_hash` of the file hashes, in order)."""
         return set_hash(self.file_sha256)
 
     def __len__(self) -> int:
@@ -93,6 +94,14 @@ class CalibrationSet:
         }
 
     def write(self, path: str | Path) -> Path:
+        """Write `describe()` as JSON to `path`.
+
+        Args:
+            path: the file to write.
+
+        Returns:
+            The path written.
+        """
         p = Path(path)
         p.write_text(json.dumps(self.describe(), indent=2) + "\n", encoding="utf-8")
         return p
@@ -105,12 +114,8 @@ def set_hash(file_hashes: Sequence[str]) -> str:
 
 def find_normal_images(source: str | Path) -> list[Path]:
     """All normal images of `source` (CSV, MVTec category/root, or plain folder), sorted."""
-    src = Path(source)
-    if not src.exists():
-        raise DataError(f"calibration image source not found: {src}")
-    if src.is_file():
-        if src.suffix.lower() != ".csv":
-            raise DataError(f"calibration image source must be a folder or a .csv file: {src}")
+    src, is_csv = image_source(source, "calibration image source")
+    if is_csv:
         files = _from_csv(src)
     elif (src / "train" / "good").is_dir():
         files = _images_under(src / "train" / "good")

@@ -14,6 +14,27 @@ from edge_runtime.errors import DataError
 from train.data import parse_label
 
 
+def image_source(source: str | Path, what: str) -> tuple[Path, bool]:
+    """`source` as a path, and whether it is a label CSV (else a folder to search).
+
+    Args:
+        source: a folder or a .csv file.
+        what: the source's name for messages, e.g. "calibration image source".
+
+    Returns:
+        (the path, True for a CSV).
+
+    Raises:
+        DataError: it does not exist, or it is a file but not a .csv.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise DataError(f"{what} not found: {src}")
+    if src.is_file() and src.suffix.lower() != ".csv":
+        raise DataError(f"{what} must be a folder or a .csv file: {src}")
+    return src, src.is_file()
+
+
 def read_labelled_csv(path: Path) -> list[tuple[Path, int, str]]:
     """(image file, 0 normal / 1 anomalous, label text) per row; images are looked up next
     to the CSV or in its `images/` folder."""

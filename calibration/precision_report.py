@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.labelled_csv import read_labelled_csv
+from calibration.labelled_csv import image_source, read_labelled_csv
 from edge_runtime.errors import BundleError, ClipInspectError, DataError, first_line
 from edge_runtime.imageio import IMAGE_SUFFIXES
 from edge_runtime.verdict import decide
@@ -171,12 +171,8 @@ def find_labelled_images(source: str | Path) -> list[LabelledImage]:
     """Labelled test images: MVTec category (`test/<good|defect>/`), MVTec root (every
     category's test split), a test folder itself (`good/` + defect folders), or a CSV
     `image_id,label` (paths relative to the CSV)."""
-    src = Path(source)
-    if not src.exists():
-        raise DataError(f"test image source not found: {src}")
-    if src.is_file():
-        if src.suffix.lower() != ".csv":
-            raise DataError(f"test image source must be a folder or a .csv file: {src}")
+    src, is_csv = image_source(source, "test image source")
+    if is_csv:
         out = _from_csv(src)
     elif (src / "test").is_dir():
         out = _test_split(src / "test")

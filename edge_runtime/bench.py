@@ -19,9 +19,10 @@ import logging
 import platform
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +36,13 @@ E2E_STAGES = ("capture_wait", "queue", "preprocess", "inference", "postprocess",
 
 @dataclass(frozen=True)
 class BenchSpec:
+    """One backend:precision to measure (parsed from `bench --compare`)."""
+
     backend: str
     precision: str = "fp32"
 
     @classmethod
-    def parse_list(cls, text: str) -> list["BenchSpec"]:
+    def parse_list(cls, text: str) -> list[BenchSpec]:
         """'ort-cpu:fp32,ort-cpu:int8,trt:fp16' -> specs (precision defaults to fp32)."""
         specs = []
         for item in (p.strip() for p in text.split(",")):
@@ -56,6 +59,7 @@ class BenchSpec:
 
     @property
     def label(self) -> str:
+        """`backend:precision`, as runs are named in tables and results."""
         return f"{self.backend}:{self.precision}"
 
 
@@ -71,6 +75,11 @@ class Progress:
         self._t0 = self._last
 
     def update(self, n: int) -> None:
+        """Show `n` of the total done, if enough time has passed since the last line (or it is the last).
+
+        Args:
+            n: items done so far.
+        """
         now = time.monotonic()
         if self.enabled and (now - self._last >= self.every_s or n >= self.total):
             self._last = now
@@ -244,6 +253,7 @@ def round_ratios(models: Sequence[Mapping[str, Any]], e2es: Sequence[Mapping[str
 
 
 def host_info() -> dict[str, Any]:
+    """Machine, Python, CPU count, platform and the onnxruntime version (when installed), for the results."""
     import os
 
     info: dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
@@ -257,6 +267,14 @@ def host_info() -> dict[str, Any]:
 
 
 def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """One row per run: model-only and end-to-end latency and fps, drops, and their ratios.
+
+    Args:
+        runs: run results as `bench` makes them (keys label, model, e2e, ratios, backend_info).
+
+    Returns:
+        The table with a header and a closing line explaining the ratios; "-" where a value is missing.
+    """
     head = (
         f"{'backend:precision':<20}{'provider':<24}{'model p50':>10}{'model fps':>10}{'e2e p50':>10}{'infer p50':>10}{'e2e fps':>9}{'drops':>7}"
         f"{'p50 ratio':>10}{'fps ratio':>10}{'p50 r/rnd':>10}{'fps r/rnd':>10}"
@@ -284,6 +302,14 @@ def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def format_stage_table(run: Mapping[str, Any]) -> str:
+    """Per-stage latency percentiles (p50, p90, p99, max) of one run, model-only first.
+
+    Args:
+        run: one run result (keys label, model, e2e).
+
+    Returns:
+        The table as text.
+    """
     lines = [f"{run['label']}: per-stage latency (ms)", f"  {'stage':<14}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}"]
     m = run.get("model")
     if m:
@@ -345,6 +371,16 @@ def write_plot(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def result_document(bundle: Any, runs: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON document `bench --out` writes (schema `clipinspect.bench`, version 1).
+
+    Args:
+        bundle: the loaded bundle that was measured.
+        runs: the run results.
+        settings: the bench settings (iterations, warm-up, source, ...).
+
+    Returns:
+        JSON-ready data: schema, creation time, bundle identity, host, settings and runs.
+    """
     return {
         "schema": "clipinspect.bench",
         "schema_version": 1,
@@ -357,4 +393,13 @@ def result_document(bundle: Any, runs: Sequence[Mapping[str, Any]], settings: Ma
 
 
 def replace_backend(cfg: Any, spec: BenchSpec) -> Any:
+    """`cfg` with its backend section set to `spec`'s backend and precision.
+
+    Args:
+        cfg: a RuntimeConfig.
+        spec: the backend:precision to measure.
+
+    Returns:
+        A new RuntimeConfig; `cfg` is unchanged.
+    """
     return dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name=spec.backend, precision=spec.precision))

@@ -15,11 +15,13 @@ Command-line flags override `--set key.sub=value`, which overrides the file.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from edge_runtime.backends import BACKENDS
 from edge_runtime.config import apply_overrides, from_mapping, load_yaml, set_key
 from edge_runtime.errors import ConfigError
 from edge_runtime.pipeline import PipelineOptions
@@ -66,10 +68,24 @@ class BackendSection:
             raise ConfigError(f"backend.intra_op_threads must be >= 0, got {self.intra_op_threads}")
 
     def options(self) -> dict[str, Any]:
-        """Constructor options for make_backend (only ONNX Runtime backends take any)."""
-        if self.name.startswith("ort-"):
-            return {"intra_op_threads": self.intra_op_threads, "allow_spinning": self.allow_spinning}
-        return {}
+        """Constructor options for make_backend, as the backend's registry row declares them.
+
+        The section's tuning fields (all but name and precision) that the row's options type
+        has are passed; a backend whose row has no options type gets none. Built in, only the
+        ONNX Runtime rows (`OrtOptions`) take any; a plug-in row with an options type gets the
+        fields it declares in the same way.
+
+        Returns:
+            Keyword options for `make_backend(name, **options)`.
+
+        Raises:
+            ConfigError: `name` is not a registered backend.
+        """
+        kind = BACKENDS.options_type(self.name)
+        if kind is None:
+            return {}
+        takes = {f.name for f in fields(kind)} if is_dataclass(kind) else set(inspect.signature(kind).parameters)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "precision") and f.name in takes}
 
 
 @dataclass(frozen=True)

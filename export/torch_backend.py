@@ -122,21 +122,14 @@ class TorchBackend(BackendBase):
             anomaly_map=out.anomaly_map.detach().to("cpu", torch.float32).numpy(),
         )
 
-    def patch_features(self, batch: np.ndarray) -> np.ndarray:
-        """[N, L, P, D] float32 patch features, as the graph's `patch_features` output.
-
-        Raises:
-            BackendNotLoaded: before load().
-        """
-        self.require_loaded("patch_features()")
+    def _patch_features_impl(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
             feats, _ = self._model.patch_features(self._model_input(batch))
         return feats.detach().to("cpu", torch.float32).numpy()
 
-    def set_memory_bank(self, bank: np.ndarray) -> None:
-        """Use another few-shot bank ([L, M, D]) from the next infer() on."""
+    def _set_memory_bank_impl(self, bank: np.ndarray) -> None:
         if self._bank is None:
             raise BundleError("torch backend: the bundle has no memory_bank input (export with --bank-shots K)")
         if tuple(bank.shape) != tuple(self._bank.shape):

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edge_runtime.errors import BackendUnavailable, ConfigError, first_line
+from edge_runtime.errors import BackendUnavailable, BundleError, ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class BackendBase:
         `_infer_impl(batch) -> Outputs`: run one batch (only called when loaded).
         `_describe_impl() -> Mapping`: what ran (or, before load, what would run).
         `_close_impl()`: drop Python references to loaded state (optional).
+        `_patch_features_impl(batch)` and `_set_memory_bank_impl(bank)`: the few-shot path
+            (optional; without them the public methods raise a one-line BundleError).
 
     Use as a context manager to close on exit: `with make_backend("ort-cpu") as b: ...`.
     """
@@ -197,6 +199,36 @@ class BackendBase:
             self.require_loaded()
         return self._infer_impl(batch)
 
+    def patch_features(self, batch: np.ndarray) -> np.ndarray:
+        """The model's `patch_features` output for `batch` (few-shot enrolment).
+
+        Args:
+            batch: as for infer().
+
+        Returns:
+            [N, L, P, D] float32 patch features.
+
+        Raises:
+            BackendNotLoaded: before load() or after close().
+            BundleError: the loaded model has no few-shot path.
+        """
+        self.require_loaded("patch_features()")
+        return self._patch_features_impl(batch)
+
+    def set_memory_bank(self, bank: np.ndarray) -> None:
+        """Use another few-shot bank from the next infer() on, without reloading (enrolment
+        scores the remaining good images with the new bank before writing the bundle).
+
+        Args:
+            bank: [L, M, D] float32, the model's `memory_bank` input shape.
+
+        Raises:
+            BackendNotLoaded: before load() or after close().
+            BundleError: the model has no memory_bank input, or it has another shape.
+        """
+        self.require_loaded("set_memory_bank()")
+        self._set_memory_bank_impl(bank)
+
     def describe(self) -> Mapping[str, Any]:
         """What ran (after load) or would run (before): backend, provider, precision, versions.
 
@@ -235,6 +267,12 @@ class BackendBase:
 
     def _describe_impl(self) -> Mapping[str, Any]:
         return {"backend": self.name}
+
+    def _patch_features_impl(self, batch: np.ndarray) -> np.ndarray:
+        raise BundleError(f"backend {self.name!r} cannot return patch features; use ort-cpu, ort-cuda, trt or torch")
+
+    def _set_memory_bank_impl(self, bank: np.ndarray) -> None:
+        raise BundleError(f"backend {self.name!r} cannot switch memory banks; use ort-cpu, ort-cuda, trt or torch")
 
     def _close_impl(self) -> None:
         """Drop references to loaded state (the releaser frees native resources)."""

@@ -88,6 +88,7 @@ class _Session:
     precision: str
 
     def drop(self) -> None:
+        """Let the session go."""
         # ORT frees the session's native memory when the last reference goes.
         self.session = None
         self.feeds = {}
@@ -226,19 +227,7 @@ class OrtBackend(BackendBase):
         score, amap = run.session.run(["score", "anomaly_map"], feeds)
         return Outputs(score=np.asarray(score, np.float32).reshape(-1), anomaly_map=np.asarray(amap, np.float32))
 
-    def patch_features(self, batch: np.ndarray) -> np.ndarray:
-        """The graph's `patch_features` output for `batch` (few-shot enrolment).
-
-        Args:
-            batch: as for infer().
-
-        Returns:
-            [N, L, P, D] float32 patch features.
-
-        Raises:
-            BackendNotLoaded: before load(). BundleError: the graph has no few-shot path.
-        """
-        self.require_loaded("patch_features()")
+    def _patch_features_impl(self, batch: np.ndarray) -> np.ndarray:
         run = self._run
         if "memory_bank" not in run.feeds:
             raise BundleError(f"{run.model_path}: graph has no memory_bank input / patch_features output (export with --bank-shots K)")
@@ -246,16 +235,7 @@ class OrtBackend(BackendBase):
         feeds["image"] = batch
         return np.asarray(run.session.run(["patch_features"], feeds)[0], np.float32)
 
-    def set_memory_bank(self, bank: np.ndarray) -> None:
-        """Feed another bank from the next infer() on, without reloading (to compare banks).
-
-        Args:
-            bank: [L, M, D] float32, the graph's `memory_bank` shape.
-
-        Raises:
-            BackendNotLoaded: before load(). BundleError: no such input, or another shape.
-        """
-        self.require_loaded("set_memory_bank()")
+    def _set_memory_bank_impl(self, bank: np.ndarray) -> None:
         run = self._run
         current = run.feeds.get("memory_bank")
         if current is None:

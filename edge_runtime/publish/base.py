@@ -16,7 +16,9 @@ more than once. `fn` must not hold a reference to the publisher (else it is neve
 Teardown never raises: close() logs what failed and returns.
 
 A subclass fills in:
-  from_uri(uri, options)   its URI validation (one-line PublishError) and construction
+  from_uri(uri, options)   its URI validation (one-line PublishError) and construction;
+                           the default takes nothing after `scheme://` but `bare_targets`
+                           and builds `cls(uri)`
   _publish_batch(items)    deliver or store `items` (called with the closed check done and
                            the publish lock held, so calls never interleave)
   _flush(timeout_s)        optional; default: nothing buffered, True
@@ -32,9 +34,12 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from edge_runtime.errors import PublishError, first_line
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +137,8 @@ class PublisherBase:
     """
 
     scheme: ClassVar[str] = ""
+    # What may follow `scheme://` for the default from_uri (publishers with no target).
+    bare_targets: ClassVar[tuple[str, ...]] = ("",)
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -143,8 +150,12 @@ class PublisherBase:
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def from_uri(cls, uri: str, options: Any) -> PublisherBase:
+    def from_uri(cls, uri: str, options: Any = None) -> Self:
         """Validate `uri` and open the publisher.
+
+        This default serves publishers that take no target and no options (`null://`,
+        `stdout://`): only `bare_targets` may follow the scheme, and the publisher is built
+        as `cls(uri)`. Publishers with a target or options override it.
 
         Args:
             uri: `scheme://...` as the user wrote it.
@@ -156,7 +167,9 @@ class PublisherBase:
         Raises:
             PublishError: one line naming what is wrong with the URI or the set-up.
         """
-        raise NotImplementedError(f"{cls.__name__}.from_uri")
+        if uri.split("://", 1)[1] not in cls.bare_targets:
+            raise PublishError(f"publisher URI {uri!r}: {cls.scheme}:// takes nothing after the scheme")
+        return cls(uri)
 
     @property
     def shown_uri(self) -> str:

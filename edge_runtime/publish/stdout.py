@@ -6,7 +6,6 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from edge_runtime.errors import PublishError
 from edge_runtime.publish.base import PublisherBase
 from edge_runtime.publish.jsonl import encode_line
 
@@ -14,7 +13,8 @@ __all__ = ["StdoutPublisher"]
 
 
 class StdoutPublisher(PublisherBase):
-    """Writes one verdict JSON per line to standard output (or `stream`).
+    """Writes one verdict JSON per line to standard output (or `stream`); opened from
+    `stdout://` (or `stdout://-`) by the base's `from_uri`.
 
     Args:
         uri: the URI it was opened with.
@@ -22,28 +22,11 @@ class StdoutPublisher(PublisherBase):
     """
 
     scheme = "stdout"
+    bare_targets = ("", "-")  # `stdout://-` as well, for the shell's habit
 
     def __init__(self, uri: str = "stdout://", stream: TextIO | None = None) -> None:
         super().__init__(uri)
         self._stream = stream
-
-    @classmethod
-    def from_uri(cls, uri: str, options: Any = None) -> StdoutPublisher:
-        """Open `stdout://` (nothing may follow the scheme but `-`).
-
-        Args:
-            uri: the publisher URI.
-            options: unused.
-
-        Returns:
-            The publisher.
-
-        Raises:
-            PublishError: something follows `stdout://`.
-        """
-        if uri.split("://", 1)[1] not in ("", "-"):
-            raise PublishError(f"publisher URI {uri!r}: stdout:// takes nothing after the scheme")
-        return cls(uri)
 
     @property
     def stream(self) -> TextIO:

@@ -21,15 +21,15 @@ import numpy as np
 from edge_runtime.deps import require
 from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
-from edge_runtime.sources.base import Held, SourceBase, quietly, retry_with_backoff
+from edge_runtime.sources.base import Held, quietly
+from edge_runtime.sources.camera import CameraSource, camera_settings
 from edge_runtime.sources.options import SourceOptions
-from edge_runtime.sources.trigger_counters import GenApiNodes, TriggerCounters
+from edge_runtime.sources.trigger_counters import GenApiNodes
 from edge_runtime.sources.uri import SourceUri
 
 log = logging.getLogger(__name__)
 
 HARVESTERS_HINT = "install it with: pip install harvesters genicam (plus your camera vendor's GenTL producer .cti)"
-
 
 
 def find_producers(target: str, env: dict[str, str] | None = None) -> list[Path]:
@@ -61,7 +61,7 @@ def simulator_producer() -> Path | None:
     return found[0] if found else None
 
 
-class GenTLSource(SourceBase):
+class GenTLSource(CameraSource):
     """Any GenICam camera through harvesters and its vendor's GenTL producer (.cti).
 
     Args:
@@ -71,20 +71,14 @@ class GenTLSource(SourceBase):
     """
 
     stat_keys = ("incomplete", "device_lost", "missing_features", "camera_skipped", "bad_frame")
-    applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
     def __init__(self, parsed: SourceUri, options: SourceOptions, params: dict[str, str]) -> None:
-        super().__init__(parsed.raw, options)
+        super().__init__(parsed.raw, options, params.get("serial", ""))
         self.target = parsed.target
-        self.serial = params.get("serial", "")
-        self.camera_serial = self.serial
-        self.settings: dict[str, Any] = {}
         self._h: Any = None
         self._ia: Any = None
         self._timeout_exc: type[BaseException] = TimeoutError
         self._gentl_exc: tuple[type[BaseException], ...] = ()
-        self._last_device_id: int | None = None
-        self._counters = TriggerCounters(self.uri, options.trigger, options.trigger_counters)
 
     def _open(self) -> None:
         producers = find_producers(self.target)
@@ -109,12 +103,8 @@ class GenTLSource(SourceBase):
 
     @staticmethod
     def release_held(uri: str, held: dict[str, Any]) -> None:
-        """Finalizer, as harvesters tears down: ImageAcquirer stop and destroy, then Harvester reset.
-
-        Args:
-            uri: the source's URI, for messages.
-            held: `_ia` and `_h` as the source left them.
-        """
+        """`SourceBase.release_held` for `_ia` and `_h`, as harvesters tears down:
+        ImageAcquirer stop and destroy, then Harvester reset."""
         ia = held.pop("_ia", None)
         if ia is not None:
             quietly(uri, "ImageAcquirer.stop", ia.stop)
@@ -142,7 +132,14 @@ class GenTLSource(SourceBase):
         except self._gentl_exc as exc:
             raise SourceError(f"{self.uri}: cannot configure camera: {first_line(exc)}") from None
         self._ia.start()
-        self._last_device_id = None  # a (re)started stream numbers its frames afresh
+        self._started()
+
+    def _attempt_connect(self) -> None:
+        try:
+            self._connect()
+        except BaseException:
+            self._teardown_camera()
+            raise
 
     # -- configuration -------------------------------------------------------------------
     def _feature(self, node_map: Any, name: str, requested: bool) -> Any:
@@ -178,72 +175,32 @@ class GenTLSource(SourceBase):
         return True
 
     def _configure(self) -> None:
-        o = self.options
+        # GenTL serves any camera: a missing node is an error only if the options asked for it.
         nm = self._ia.remote_device.node_map
-        self._set(nm, "AcquisitionMode", "Continuous", requested=False)
-        self._set(nm, "TriggerMode", "Off", requested=o.trigger != "off")
-        if o.trigger != "off":
-            self._set(nm, "TriggerSelector", "FrameStart", requested=False)
-            self._set(nm, "TriggerSource", "Software" if o.trigger == "software" else o.trigger_line)
-            if o.trigger == "hardware":
-                self._set(nm, "TriggerActivation", o.trigger_edge)
-            self._set(nm, "TriggerMode", "On")
-        if o.exposure_us is not None:
-            self._set(nm, "ExposureAuto", "Off", requested=False)
-            self._set(nm, "ExposureTime", float(o.exposure_us))
-        if o.gain_db is not None:
-            self._set(nm, "GainAuto", "Off", requested=False)
-            self._set(nm, "Gain", float(o.gain_db))
-        if o.pixel_format:
-            self._set(nm, "PixelFormat", o.pixel_format)
-        for name in ("BinningHorizontal", "BinningVertical", "DecimationHorizontal", "DecimationVertical"):
-            value = getattr(o, name.replace("Horizontal", "_horizontal").replace("Vertical", "_vertical").lower())
-            if value is not None:
-                self._set(nm, name, int(value))
-        if o.roi is not None:
-            x, y, w, h = o.roi
-            self._set(nm, "OffsetX", 0, requested=x != 0)
-            self._set(nm, "OffsetY", 0, requested=y != 0)
-            self._set(nm, "Width", int(w))
-            self._set(nm, "Height", int(h))
-            if x:
-                self._set(nm, "OffsetX", int(x))
-            if y:
-                self._set(nm, "OffsetY", int(y))
-        if o.fps is not None:
-            self._set(nm, "AcquisitionFrameRateEnable", True, requested=False)
-            self._set(nm, "AcquisitionFrameRate", float(o.fps))
+        for step in camera_settings(self.options):
+            self._set(nm, step.name, step.value, requested=step.need == "asked")
         streams = getattr(self._ia, "data_streams", None) or []
         if streams:
-            self._set(streams[0].node_map, "StreamBufferHandlingMode", o.buffer_handling)
-        self._ia.num_buffers = max(int(o.buffer_count), int(getattr(self._ia, "min_num_buffers", 1) or 1))
+            self._set(streams[0].node_map, "StreamBufferHandlingMode", self.options.buffer_handling)
+        self._ia.num_buffers = max(int(self.options.buffer_count), int(getattr(self._ia, "min_num_buffers", 1) or 1))
         self.settings["num_buffers"] = self._ia.num_buffers
-        if o.trigger == "hardware":
-            self._counters.arm(GenApiNodes(nm), o.trigger_line, o.trigger_edge, self._frames_seen())
+        self._arm_counters()
 
     # -- acquisition ---------------------------------------------------------------------
-    def _grab(self) -> Frame | None:
-        if self._ia is None:
-            self._reconnect()
-            return None
-        if self._counters.due():
-            self._sample_counters()
-        lost = ""
+    def _fetch(self) -> tuple[Frame | None, str | None]:
         try:
             if self.options.trigger == "software":
                 self._ia.remote_device.node_map.TriggerSoftware.execute()
             with self._ia.fetch(timeout=self.options.timeout_s) as buffer:
                 received_ns = time.monotonic_ns()
-                return self._take(buffer, received_ns)
+                return self._take(buffer, received_ns), None
         except self._timeout_exc:
             self.count("timeouts")
             if self._acquiring():
-                return None
-            lost = "acquisition stopped under us"
+                return None, None
+            return None, "acquisition stopped under us"
         except self._gentl_exc as exc:
-            lost = first_line(exc)
-        self._lost(lost)
-        return None
+            return None, first_line(exc)
 
     def _acquiring(self) -> bool:
         check = getattr(self._ia, "is_acquiring", None)
@@ -278,82 +235,28 @@ class GenTLSource(SourceBase):
             return None
         return self.make_frame(image, data_format, received_ns, timestamp_domain="host_monotonic", **meta)
 
-    def _note_device_id(self, device_id: int | None) -> None:
-        """Count frames the camera or transport dropped before we saw them (id gaps)."""
-        if device_id is None:
-            return
-        last = self._last_device_id
-        if last is not None and device_id > last + 1:
-            self.count("camera_skipped", device_id - last - 1)
-        self._last_device_id = device_id
+    # -- hooks of CameraSource -----------------------------------------------------------
+    def _connected(self) -> bool:
+        return self._ia is not None
 
-    # -- camera counters ----------------------------------------------------------------
-    def _frames_seen(self) -> int:
-        return sum(self._counts[k] for k in ("delivered", "incomplete", "bad_frame"))
+    def _device_answers(self) -> bool:
+        return self._acquiring()
 
-    def _sample_counters(self) -> None:
-        """Trigger counters and the data stream's lost/dropped frame counts (register reads:
-        every interval_s, at status time while capture is idle, and at close)."""
-        try:
-            self._counters.sample(GenApiNodes(self._ia.remote_device.node_map), self._frames_seen())
-            streams = getattr(self._ia, "data_streams", None) or []
-            if streams:
-                self._counters.sample_stream(GenApiNodes(streams[0].node_map))
-        except Exception as exc:  # a device going away: the next fetch handles it
-            log.debug("%s: camera counters not read: %s", self.uri, first_line(exc))
+    def _counter_nodes(self) -> GenApiNodes:
+        return GenApiNodes(self._ia.remote_device.node_map)
 
-    def stats(self) -> dict[str, Any]:
-        """Counters plus the camera's: `trigger_edges`, `missed_triggers`,
-        `missed_triggers_source`, `stream_lost`, `stream_dropped` (None when not counted)."""
-        if self._lock.acquire(blocking=False):  # never wait on a grab in progress
-            try:
-                if self._ia is not None and self._opened:
-                    self._sample_counters()
-            finally:
-                self._lock.release()
-        return {**super().stats(), **self._counters.stats()}
+    def _stream_nodes(self) -> GenApiNodes | None:
+        streams = getattr(self._ia, "data_streams", None) or []
+        return GenApiNodes(streams[0].node_map) if streams else None
 
-    def _lost(self, why: str) -> None:
-        self.count("device_lost")
-        log.warning("%s: device %s lost: %s", self.uri, self.camera_serial, why)
-        self._teardown_acquirer()
-        self._reconnect()
-
-    def _reconnect(self) -> None:
-        def attempt() -> None:
-            try:
-                self._connect()
-            except BaseException:
-                self._teardown_acquirer()
-                raise
-
-        retry_with_backoff(self.uri, self.options, attempt, lambda: self._closed)
+    def _release_camera(self) -> None:
         if self._ia is not None:
-            self.count("reconnects")
-
-    def _teardown_acquirer(self) -> None:
-        if self._ia is None:
-            self._counters.end_session()
-            return
-        if self._acquiring():  # last readings and the counters' settings back while it answers
-            self._sample_counters()
-            try:
-                self._counters.restore(GenApiNodes(self._ia.remote_device.node_map))
-            except Exception as exc:
-                log.warning("%s: cannot restore counter settings: %s", self.uri, first_line(exc))
-        self._counters.end_session()
-        for step in ("stop", "destroy"):
-            try:
-                getattr(self._ia, step)()
-            except Exception as exc:
-                log.warning("%s: ImageAcquirer.%s failed: %s", self.uri, step, first_line(exc))
-        self._ia = None
+            quietly(self.uri, "ImageAcquirer.stop", self._ia.stop)
+            quietly(self.uri, "ImageAcquirer.destroy", self._ia.destroy)
+            self._ia = None
 
     def _close(self) -> None:
-        self._teardown_acquirer()
+        self._teardown_camera()
         if self._h is not None:
-            try:
-                self._h.reset()
-            except Exception as exc:
-                log.warning("%s: Harvester.reset failed: %s", self.uri, first_line(exc))
+            quietly(self.uri, "Harvester.reset", self._h.reset)
             self._h = None

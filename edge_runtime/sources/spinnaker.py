@@ -21,9 +21,10 @@ import numpy as np
 from edge_runtime.deps import require
 from edge_runtime.errors import SourceError, first_line
 from edge_runtime.frames import Frame
-from edge_runtime.sources.base import Held, SourceBase, quietly, retry_with_backoff
+from edge_runtime.sources.base import Held, quietly
+from edge_runtime.sources.camera import CameraSource, camera_settings
 from edge_runtime.sources.options import SourceOptions
-from edge_runtime.sources.trigger_counters import PySpinNodes, TriggerCounters
+from edge_runtime.sources.trigger_counters import PySpinNodes
 from edge_runtime.sources.uri import SourceUri
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ SPINNAKER_ERR_TIMEOUT = -1011
 def import_pyspin() -> Any:
     """The PySpin module; MissingDependency (one line, with the install hint) when absent."""
     return require("PySpin", purpose="spinnaker:// sources", hint=PYSPIN_HINT)
-
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -117,7 +117,7 @@ class NodeWriter:
         self.applied[name] = value
 
 
-class SpinnakerSource(SourceBase):
+class SpinnakerSource(CameraSource):
     """A FLIR camera through PySpin, configured from SourceOptions (see the module doc).
 
     Args:
@@ -126,19 +126,13 @@ class SpinnakerSource(SourceBase):
     """
 
     stat_keys = ("incomplete", "device_lost", "camera_skipped", "release_errors", "bad_frame")
-    applies = frozenset(SourceOptions.__dataclass_fields__) - {"loop", "max_pixels"}
 
     def __init__(self, parsed: SourceUri, options: SourceOptions) -> None:
-        super().__init__(parsed.raw, options)
-        self.serial = parsed.target.strip("/")
-        self.camera_serial = self.serial
-        self.settings: dict[str, Any] = {}  # nodes set on the camera, for logs and tests
+        super().__init__(parsed.raw, options, parsed.target.strip("/"))
         self._ps: Any = None
         self._system: Any = None
         self._cam_list: Any = None
         self._cam: Any = None
-        self._last_device_id: int | None = None
-        self._counters = TriggerCounters(self.uri, options.trigger, options.trigger_counters)
 
     # -- life cycle ---------------------------------------------------------------------
     def _open(self) -> None:
@@ -183,7 +177,7 @@ class SpinnakerSource(SourceBase):
         self._cam.Init()
         self._configure()
         self._cam.BeginAcquisition()
-        self._last_device_id = None
+        self._started()
         log.info("%s: acquiring from camera %s with %s", self.uri, self.camera_serial, self.settings)
 
     def _serials(self) -> list[str]:
@@ -195,62 +189,21 @@ class SpinnakerSource(SourceBase):
         return out
 
     def _configure(self) -> None:
-        o = self.options
+        # Spinnaker serves FLIR cameras, which all have the usual nodes: only optional steps
+        # may find a node missing.
         n = NodeWriter(self._ps, self._cam.GetNodeMap(), self.uri)
-        n.enum("AcquisitionMode", "Continuous")
-        # The trigger source can only change while TriggerMode is Off.
-        n.enum("TriggerMode", "Off", required=o.trigger != "off")
-        if o.trigger != "off":
-            n.enum("TriggerSelector", "FrameStart", required=False)
-            n.enum("TriggerSource", "Software" if o.trigger == "software" else o.trigger_line)
-            if o.trigger == "hardware":
-                n.enum("TriggerActivation", o.trigger_edge)
-            n.enum("TriggerMode", "On")
-        # Auto must be off before the manual value is writable.
-        if o.exposure_us is not None:
-            n.enum("ExposureAuto", "Off")
-            n.float("ExposureTime", o.exposure_us)
-        if o.gain_db is not None:
-            n.enum("GainAuto", "Off")
-            n.float("Gain", o.gain_db)
-        if o.pixel_format:
-            n.enum("PixelFormat", o.pixel_format)
-        # Binning/decimation first: they change the sensor size that ROI values live in.
-        for name in ("BinningHorizontal", "BinningVertical", "DecimationHorizontal", "DecimationVertical"):
-            value = getattr(o, name.replace("Horizontal", "_horizontal").replace("Vertical", "_vertical").lower())
-            if value is not None:
-                n.int(name, value)
-        if o.roi is not None:
-            x, y, w, h = o.roi
-            # Offsets to 0 first so the new width/height fit, then the wanted offsets.
-            n.int("OffsetX", 0)
-            n.int("OffsetY", 0)
-            n.int("Width", w)
-            n.int("Height", h)
-            n.int("OffsetX", x)
-            n.int("OffsetY", y)
-        if o.fps is not None:
-            n.bool("AcquisitionFrameRateEnable", True, required=False)
-            n.float("AcquisitionFrameRate", o.fps)
+        for step in camera_settings(self.options):
+            setter = {str: n.enum, bool: n.bool, int: n.int, float: n.float}[type(step.value)]
+            setter(step.name, step.value, required=step.need != "optional")
         s = NodeWriter(self._ps, self._cam.GetTLStreamNodeMap(), self.uri)
-        s.enum("StreamBufferHandlingMode", o.buffer_handling)
+        s.enum("StreamBufferHandlingMode", self.options.buffer_handling)
         s.enum("StreamBufferCountMode", "Manual")
-        s.int("StreamBufferCountManual", o.buffer_count)
+        s.int("StreamBufferCountManual", self.options.buffer_count)
         self.settings = {**n.applied, **s.applied}
-        if o.trigger == "hardware":
-            self._counters.arm(PySpinNodes(self._ps, self._cam.GetNodeMap()), o.trigger_line, o.trigger_edge, self._frames_seen())
+        self._arm_counters()
 
-    def _teardown_camera(self) -> None:
+    def _release_camera(self) -> None:
         ps = self._ps
-        if self._cam is not None and self._cam.IsValid() and self._cam.IsInitialized():
-            # The last counter readings, then the counters' own settings back, while the camera
-            # still answers (before EndAcquisition/DeInit).
-            self._sample_counters()
-            try:
-                self._counters.restore(PySpinNodes(ps, self._cam.GetNodeMap()))
-            except ps.SpinnakerException as exc:
-                log.warning("%s: cannot restore counter settings: %s", self.uri, first_line(exc))
-        self._counters.end_session()
         if self._cam is not None:
             for step in ("EndAcquisition", "DeInit"):
                 try:
@@ -283,12 +236,8 @@ class SpinnakerSource(SourceBase):
 
     @staticmethod
     def release_held(uri: str, held: dict[str, Any]) -> None:
-        """Finalizer, in FLIR's order: EndAcquisition, DeInit, drop the camera, Clear, ReleaseInstance.
-
-        Args:
-            uri: the source's URI, for messages.
-            held: `_cam`, `_cam_list` and `_system` as the source left them.
-        """
+        """`SourceBase.release_held` for `_cam`, `_cam_list` and `_system`, in FLIR's order:
+        EndAcquisition, DeInit, drop the camera, Clear, ReleaseInstance."""
         cam = held.pop("_cam", None)
         if cam is not None:
             quietly(uri, "EndAcquisition", lambda: cam.IsStreaming() and cam.EndAcquisition())
@@ -302,39 +251,28 @@ class SpinnakerSource(SourceBase):
             quietly(uri, "ReleaseInstance", system.ReleaseInstance)
 
     # -- acquisition --------------------------------------------------------------------
-    def _grab(self) -> Frame | None:
+    def _fetch(self) -> tuple[Frame | None, str | None]:
+        # A lost camera is handled by the caller, outside this except block: its traceback
+        # references the camera, which must be gone before a later ReleaseInstance.
         ps = self._ps
-        if self._cam is None:
-            self._reconnect()
-            return None
-        if self._counters.due():
-            self._sample_counters()
-        lost = ""
         try:
             if self.options.trigger == "software":
                 ps.CCommandPtr(self._cam.GetNodeMap().GetNode("TriggerSoftware")).Execute()
             image = self._cam.GetNextImage(int(self.options.timeout_ms))
             received_ns = time.monotonic_ns()
-            return self._take(image, received_ns)
+            return self._take(image, received_ns), None
         except ps.SpinnakerException as exc:
             if is_timeout(exc) and self._cam.IsValid():
                 self.count("timeouts")
-                return None
-            lost = first_line(exc)
-        # Handled outside the except block: its traceback references the lost camera,
-        # which must be gone before a later ReleaseInstance.
-        self._lost(lost)
-        return None
+                return None, None
+            return None, first_line(exc)
 
     def _take(self, image: Any, received_ns: int) -> Frame | None:
         ps = self._ps
         bad = ""
         try:
             device_id = int(image.GetFrameID())
-            if self._last_device_id is not None and device_id > self._last_device_id + 1:
-                # NewestOnly hands us the latest buffer; the ones in between were dropped.
-                self.count("camera_skipped", device_id - self._last_device_id - 1)
-            self._last_device_id = device_id
+            self._note_device_id(device_id)
             if image.IsIncomplete():
                 status = image.GetImageStatus()
                 describe = getattr(ps, "Image_GetImageStatusDescription", None)
@@ -363,49 +301,28 @@ class SpinnakerSource(SourceBase):
             array, pixel_format, received_ns, device_frame_id=device_id, device_timestamp_ns=device_ts, timestamp_domain="host_monotonic"
         )
 
-    # -- camera counters ----------------------------------------------------------------
-    def _frames_seen(self) -> int:
-        return sum(self._counts[k] for k in ("delivered", "incomplete", "bad_frame"))
+    # -- hooks of CameraSource -----------------------------------------------------------
+    def _connected(self) -> bool:
+        return self._cam is not None
 
-    def _sample_counters(self) -> None:
-        """Trigger counters and TL stream statistics (register reads: every interval_s, at
-        status time while capture is idle, and at close; never per frame)."""
-        ps = self._ps
-        try:
-            self._counters.sample(PySpinNodes(ps, self._cam.GetNodeMap()), self._frames_seen())
-            self._counters.sample_stream(PySpinNodes(ps, self._cam.GetTLStreamNodeMap()))
-        except ps.SpinnakerException as exc:  # a camera going away: the next grab handles it
-            log.debug("%s: camera counters not read: %s", self.uri, first_line(exc))
+    def _device_answers(self) -> bool:
+        return bool(self._cam.IsValid() and self._cam.IsInitialized())
 
-    def stats(self) -> dict[str, Any]:
-        """Counters plus the camera's: `trigger_edges`, `missed_triggers`,
-        `missed_triggers_source`, `stream_lost`, `stream_dropped` (None when not counted)."""
-        # Read the camera now only if capture is not inside a grab (never wait on it).
-        if self._lock.acquire(blocking=False):
-            try:
-                if self._cam is not None and self._opened and self._cam.IsValid() and self._cam.IsInitialized():
-                    self._sample_counters()
-            finally:
-                self._lock.release()
-        return {**super().stats(), **self._counters.stats()}
+    def _counter_nodes(self) -> PySpinNodes:
+        return PySpinNodes(self._ps, self._cam.GetNodeMap())
 
-    def _lost(self, why: str) -> None:
-        self.count("device_lost")
-        log.warning("%s: camera %s lost: %s", self.uri, self.camera_serial, why)
-        self._teardown_camera()
-        self._reconnect()
+    def _stream_nodes(self) -> PySpinNodes:
+        return PySpinNodes(self._ps, self._cam.GetTLStreamNodeMap())
 
-    def _reconnect(self) -> None:
-        def attempt() -> None:
-            error = self._connect_or_error()
-            if error is not None:
-                self._teardown_camera()
-                # A fresh exception: raising `error` itself would make a reference cycle
-                # (its traceback holds this frame, which holds it) that keeps old frames alive.
-                message = str(error)
-                del error
-                raise SourceError(message)
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._ps.SpinnakerException,)
 
-        retry_with_backoff(self.uri, self.options, attempt, lambda: self._closed)
-        if self._cam is not None:
-            self.count("reconnects")
+    def _attempt_connect(self) -> None:
+        error = self._connect_or_error()
+        if error is not None:
+            self._teardown_camera()
+            # A fresh exception: raising `error` itself would make a reference cycle
+            # (its traceback holds this frame, which holds it) that keeps old frames alive.
+            message = str(error)
+            del error
+            raise SourceError(message)

@@ -197,17 +197,7 @@ class TrtBackend(BackendBase):
         if bank is not None:
             self._put_bank(bank, cuda)
 
-    def set_memory_bank(self, bank: np.ndarray) -> None:
-        """Use another bank from the next infer() on (enrolment scores the remaining good
-        images with the new bank before writing the bundle).
-
-        Args:
-            bank: [L, M, D] float32, the engine's `memory_bank` shape.
-
-        Raises:
-            BackendNotLoaded: before load(). BundleError: no such input, or another shape.
-        """
-        self.require_loaded("set_memory_bank()")
+    def _set_memory_bank_impl(self, bank: np.ndarray) -> None:
         if BANK not in self._tensors:
             raise BundleError("trt backend: no memory_bank input loaded (export with --bank-shots K)")
         with self._ctx:
@@ -238,19 +228,7 @@ class TrtBackend(BackendBase):
             anomaly_map=views[MAP][0].reshape(views[MAP][1]).astype(np.float32),
         )
 
-    def patch_features(self, batch: np.ndarray) -> np.ndarray:
-        """The engine's `patch_features` output (few-shot enrolment).
-
-        Args:
-            batch: as for infer().
-
-        Returns:
-            [N, L, P, D] float32 patch features.
-
-        Raises:
-            BackendNotLoaded: before load(). BundleError: the engine has no few-shot path.
-        """
-        self.require_loaded("patch_features()")
+    def _patch_features_impl(self, batch: np.ndarray) -> np.ndarray:
         if FEATURES not in self._tensors:
             raise BundleError("engine has no patch_features output (export the bundle with --bank-shots K)")
         host, shape = self._run(batch, (FEATURES,))[FEATURES]

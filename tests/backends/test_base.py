@@ -11,7 +11,7 @@ import pytest
 
 from edge_runtime.backends import BackendBase, BackendNotLoaded, Outputs, make_backend
 from edge_runtime.backends.base import Releaser
-from edge_runtime.errors import BackendUnavailable, ClipInspectError, ConfigError
+from edge_runtime.errors import BackendUnavailable, BundleError, ClipInspectError, ConfigError
 
 
 class Handle:
@@ -140,6 +140,17 @@ def test_a_release_callback_may_not_hold_the_backend():
 
     with pytest.raises(TypeError, match="must not hold the backend"):
         Leaky([]).load(None, "fp32")
+
+
+def test_backend_without_a_few_shot_path_says_so_in_one_line():
+    b = Recording([])
+    with pytest.raises(BackendNotLoaded, match=r"^recording: set_memory_bank\(\) before load\(\)$"):
+        b.set_memory_bank(np.zeros((1, 2, 4), np.float32))
+    b.load(None, "fp32")
+    with pytest.raises(BundleError, match="backend 'recording' cannot return patch features"):
+        b.patch_features(np.zeros((1, 4, 4, 3), np.uint8))
+    with pytest.raises(BundleError, match="backend 'recording' cannot switch memory banks"):
+        b.set_memory_bank(np.zeros((1, 2, 4), np.float32))
 
 
 def test_default_create_refuses_options():

@@ -24,7 +24,9 @@ from tests.publish.helpers import verdict
         ("mqtt://host/a/#", "wildcards"),
         ("mqtt://host/x?qos=2", "query strings"),
         ("jsonl://", "give a file"),
-        ("stdout://somewhere", "takes nothing"),
+        ("stdout://somewhere", "stdout:// takes nothing"),
+        ("null://x", "null:// takes nothing"),
+        ("null://-", "null:// takes nothing"),
     ],
 )
 def test_bad_uri_is_one_line_publish_error(uri: str, fragment: str) -> None:
@@ -32,6 +34,12 @@ def test_bad_uri_is_one_line_publish_error(uri: str, fragment: str) -> None:
         open_publisher(uri)
     assert fragment in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("uri", ["stdout://", "stdout://-", "null://"])
+def test_target_less_publishers_open_from_their_bare_uri(uri: str) -> None:
+    with open_publisher(uri) as publisher:
+        assert publisher.uri == uri and publisher.scheme == uri.split(":")[0]
 
 
 def test_password_in_uri_is_not_echoed_in_errors() -> None:

@@ -16,7 +16,9 @@ import pytest
 
 from edge_runtime.backends import make_backend
 from edge_runtime.cli import main
+from edge_runtime.commands.run import format_summary
 from edge_runtime.imageio import read_rgb
+from edge_runtime.pipeline import PipelineResult
 from edge_runtime.preprocess import prepare
 from edge_runtime.verdict import validate_verdict
 
@@ -86,13 +88,29 @@ def test_run_config_errors_are_one_line(toy_bundle, tmp_path, capsys):
     assert rc == 2 and "no frame source" in capsys.readouterr().err
 
 
-def test_run_synthetic_max_frames_newest_policy(toy_bundle, tmp_path):
+def test_run_synthetic_max_frames_newest_policy(toy_bundle, tmp_path, capsys):
     out = tmp_path / "v.jsonl"
     rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://?width=64&height=64", "--publish", f"jsonl://{out}", "--max-frames", "20"])
     assert rc == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].startswith("frames: captured 20") and not any(line.startswith("camera:") for line in summary)
     ids = [v["frame_id"] for v in _read_jsonl(out)]
     # Under 'newest' a frame may be dropped, never reordered or duplicated.
     assert ids == sorted(set(ids)) and 0 < len(ids) <= 20
+
+
+def test_summary_shows_the_camera_counters_and_why_one_was_not_counted():
+    result = PipelineResult(
+        captured=10, inferred=10, published=10, dropped=0, ok=10, ng=0, wall_s=1.0, fps=10.0,
+        stop_reason="max_frames", flushed=True, stats={}, counters={},
+    )
+    counted = {"delivered": 10, "trigger_edges": 16, "missed_triggers": 6, "missed_triggers_source": "device_counters", "stream_lost": 0, "stream_dropped": None}
+    lines = format_summary(result, counted).splitlines()
+    assert lines[1] == "camera: trigger edges 16, missed triggers 6 (device_counters), stream lost 0, stream dropped n/a"
+    free_run = {**counted, "trigger_edges": None, "missed_triggers": None, "missed_triggers_source": "disabled", "stream_dropped": 2}
+    lines = format_summary(result, free_run).splitlines()
+    assert lines[1] == "camera: trigger edges n/a (disabled), missed triggers n/a (disabled), stream lost 0, stream dropped 2"
+    assert len(format_summary(result, {"delivered": 10, "timeouts": 0}).splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
+from edge_runtime.backends import BACKENDS, BackendBase, make_backend
 from edge_runtime.cli import main
 from edge_runtime.errors import ConfigError
-from edge_runtime.runtime_config import load_runtime_config
+from edge_runtime.registry import Entry
+from edge_runtime.runtime_config import BackendSection, load_runtime_config
 
 
 def test_config_file_sets_every_section_and_flags_win(tmp_path):
@@ -54,3 +57,38 @@ def test_stdout_publisher_keeps_stdout_clean(toy_bundle, capsys):
     lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
     assert [v["frame_id"] for v in lines] == [0, 1, 2]
     assert "published 3" in captured.err
+
+
+@dataclass(frozen=True)
+class ThreadsOnly:
+    """A plug-in backend's options type: it takes the thread count and nothing else."""
+
+    intra_op_threads: int = 0
+
+
+class ThreadedPlugin(BackendBase):
+    """A plug-in backend (not ONNX Runtime) that takes `ThreadsOnly` options."""
+
+    def __init__(self, intra_op_threads: int = 0) -> None:
+        super().__init__()
+        self.intra_op_threads = intra_op_threads
+
+    @classmethod
+    def create(cls, name: str, **options):
+        backend = cls(**options)
+        backend.name = name
+        return backend
+
+
+def test_backend_options_come_from_the_registry_rows_options_type():
+    row = Entry("threaded-plugin", f"{__name__}:ThreadedPlugin", f"{__name__}:ThreadsOnly")
+    with BACKENDS.added(row):
+        section = BackendSection(name="threaded-plugin", intra_op_threads=3, allow_spinning=False)
+        assert section.options() == {"intra_op_threads": 3}
+        assert make_backend(section.name, **section.options()).intra_op_threads == 3
+    with BACKENDS.added(Entry("ort-lookalike", f"{__name__}:ThreadedPlugin")):  # the name says nothing: no options type
+        assert BackendSection(name="ort-lookalike", intra_op_threads=3).options() == {}
+    assert BackendSection(name="ort-cpu", intra_op_threads=2).options() == {"intra_op_threads": 2, "allow_spinning": True}
+    assert BackendSection(name="trt", intra_op_threads=2).options() == {}
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        BackendSection(name="nope").options()
