@@ -11,20 +11,18 @@ real bundle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
 from edge_runtime.bundle import (
-    SCHEMA,
-    SCHEMA_VERSION,
     Manifest,
     ModelVariant,
     PreprocessSpec,
     TensorSpec,
-    TextSpec,
     Threshold,
     load_bundle,
     with_file,
@@ -59,22 +57,24 @@ def write_test_manifest(
 ) -> Manifest:
     """Write `root/manifest.json` for files already in `root`, hashing each of `files` into it.
 
-    The schema head, the text prompts and the threshold get test defaults; `fields` are passed
-    on to Manifest (variants, versions, ...). Returns the manifest as written.
+    The manifest is made as the export makes it (export.bundle_writer.make_manifest); the text
+    prompts and the threshold get test defaults; `fields` replace Manifest fields afterwards
+    (variants, versions, ...). Returns the manifest as written.
     """
-    manifest = Manifest(
-        schema=SCHEMA,
-        schema_version=SCHEMA_VERSION,
+    from export.bundle_writer import make_manifest
+
+    manifest = make_manifest(
         model_id=model_id,
         clip_source=clip_source,
         preprocess=preprocess,
         inputs=inputs,
         outputs=outputs,
         threshold=threshold or Threshold(0.5, "test"),
-        text=TextSpec(prompts=prompts or {"normal": "a", "abnormal": "b"}),
-        files={},
-        **fields,
+        prompts=prompts or {"normal": "a", "abnormal": "b"},
+        baked_text=False,
+        opset=17,
     )
+    manifest = replace(manifest, **fields)
     for name in files:
         manifest = with_file(manifest, root, name)
     write_manifest(root, manifest)
