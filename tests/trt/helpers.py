@@ -120,6 +120,24 @@ def ort_reference(bundle, batch: np.ndarray, precision: str = "fp32") -> tuple[n
     return score, amap
 
 
+def assert_engine_matches_ort(bundle, precision: str, ort_precision: str = "fp32", seed: int = 0) -> None:
+    """One random uint8 batch through the TensorRT backend's `precision` engine and through ONNX
+    Runtime on the `ort_precision` model: score and anomaly map agree within 1e-2."""
+    from edge_runtime.trt.runtime import TrtBackend
+
+    be = TrtBackend()
+    be.load(bundle, precision)
+    try:
+        shape = tuple(1 if isinstance(d, str) else d for d in bundle.manifest.input("image").shape)
+        batch = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+        ref_score, ref_map = ort_reference(bundle, batch, ort_precision)
+        out = be.infer(batch)
+        np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
+        np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
+    finally:
+        be.close()
+
+
 def write_images(folder: Path, n: int, size: int = 24, seed: int = 0) -> Path:
     import cv2
 
