@@ -205,9 +205,8 @@ def test_fgsm_batch_under_distributed_data_parallel(tiny, tiny_clip_dir, tmp_pat
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from train.losses import anomaly_loss
-
     from tests.plugins.models import build_tiny_model
+    from train.losses import anomaly_loss
 
     _, loaded, pix, labels, masks, _, _ = tiny
     model = build_tiny_model(tiny_clip_dir, seed=6)[0].train()  # its own copy: DDP leaves hooks behind
