@@ -92,17 +92,8 @@ def write_contract_bundle(
     """Export the tiny model and write a complete, hash-verified bundle into `out_dir`."""
     import torch
 
-    from edge_runtime.bundle import (
-        SCHEMA,
-        SCHEMA_VERSION,
-        Manifest,
-        PreprocessSpec,
-        TensorSpec,
-        TextSpec,
-        Threshold,
-        with_file,
-        write_manifest,
-    )
+    from edge_runtime.bundle import PreprocessSpec, TensorSpec, Threshold
+    from tests.plugins.edge import write_test_manifest
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,9 +113,8 @@ def write_contract_bundle(
     )
     np.save(out / "text_embeddings.npy", text.numpy().astype(np.float32), allow_pickle=False)
     grid = image_size // patch
-    manifest = Manifest(
-        schema=SCHEMA,
-        schema_version=SCHEMA_VERSION,
+    write_test_manifest(
+        out,
         model_id="test-contract-vit",
         clip_source="random",
         preprocess=PreprocessSpec(image_size=(image_size, image_size), mean=MEAN, std=STD),
@@ -137,10 +127,6 @@ def write_contract_bundle(
             TensorSpec("anomaly_map", ("batch", grid, grid), "float32"),
         ),
         threshold=Threshold(value=threshold, method="fixed for tests"),
-        text=TextSpec(prompts={"normal": "a photo of a flawless object", "abnormal": "a photo of a damaged object"}),
-        files={},
+        prompts={"normal": "a photo of a flawless object", "abnormal": "a photo of a damaged object"},
     )
-    for name in ("model.onnx", "text_embeddings.npy"):
-        manifest = with_file(manifest, out, name)
-    write_manifest(out, manifest)
     return out

@@ -5,38 +5,22 @@ import json
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    Manifest,
-    PreprocessSpec,
-    TensorSpec,
-    TextSpec,
-    Threshold,
-    load_bundle,
-    with_file,
-    write_manifest,
-)
+from edge_runtime.bundle import SCHEMA_VERSION, PreprocessSpec, TensorSpec, load_bundle
 from edge_runtime.errors import BundleError
+from tests.plugins.edge import write_test_manifest
 
 
 def _bundle(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not really onnx, only hashed here")
     np.save(tmp_path / "text_embeddings.npy", np.eye(2, 4, dtype=np.float32))
-    m = Manifest(
-        schema=SCHEMA,
-        schema_version=SCHEMA_VERSION,
+    write_test_manifest(
+        tmp_path,
         model_id="t",
         clip_source="tiny",
         preprocess=PreprocessSpec(image_size=(32, 32)),
         inputs=(TensorSpec("image", (1, 32, 32, 3), "uint8"), TensorSpec("text_embeddings", (2, 4), "float32")),
         outputs=(TensorSpec("score", (1,), "float32"), TensorSpec("anomaly_map", (1, 4, 4), "float32")),
-        threshold=Threshold(0.5, "test"),
-        text=TextSpec(prompts={"normal": "a", "abnormal": "b"}),
-        files={},
     )
-    m = with_file(with_file(m, tmp_path, "model.onnx"), tmp_path, "text_embeddings.npy")
-    write_manifest(tmp_path, m)
     return tmp_path
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -21,7 +21,7 @@ class Outer:
     name: str
     mode: Literal["a", "b"] = "a"
     inner: Inner = field(default_factory=Inner)
-    limit: Optional[int] = None
+    limit: int | None = None
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 0:

@@ -11,17 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    Manifest,
-    PreprocessSpec,
-    TensorSpec,
-    TextSpec,
-    Threshold,
-    with_file,
-    write_manifest,
-)
+from edge_runtime.bundle import PreprocessSpec, TensorSpec
+from tests.plugins.edge import write_test_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLOUT = REPO / "deploy" / "jetson" / "rollout.sh"
@@ -34,19 +25,14 @@ def make_bundle(root: Path, tag: str) -> Path:
     root.mkdir(parents=True)
     (root / "model.onnx").write_bytes(f"model {tag}".encode())
     np.save(root / "text_embeddings.npy", np.eye(2, 4, dtype=np.float32))
-    m = Manifest(
-        schema=SCHEMA,
-        schema_version=SCHEMA_VERSION,
+    write_test_manifest(
+        root,
         model_id=tag,
         clip_source="tiny",
         preprocess=PreprocessSpec(image_size=(32, 32)),
         inputs=(TensorSpec("image", (1, 32, 32, 3), "uint8"),),
         outputs=(TensorSpec("score", (1,), "float32"),),
-        threshold=Threshold(0.5, "test"),
-        text=TextSpec(prompts={"normal": "a", "abnormal": "b"}),
-        files={},
     )
-    write_manifest(root, with_file(with_file(m, root, "model.onnx"), root, "text_embeddings.npy"))
     return root
 
 

@@ -11,20 +11,18 @@ real bundle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
 from edge_runtime.bundle import (
-    SCHEMA,
-    SCHEMA_VERSION,
     Manifest,
     ModelVariant,
     PreprocessSpec,
     TensorSpec,
-    TextSpec,
     Threshold,
     load_bundle,
     with_file,
@@ -33,6 +31,54 @@ from edge_runtime.bundle import (
 from edge_runtime.preprocess import CLIP_MEAN, CLIP_STD
 
 MEAN, STD = CLIP_MEAN, CLIP_STD
+MODEL_FILES = ("model.onnx", "text_embeddings.npy")
+
+
+def write_text_embeddings(root: Path, dim: int, seed: int) -> np.ndarray:
+    """Save two random unit rows [normal, abnormal] as `root/text_embeddings.npy`; return them."""
+    text = np.random.default_rng(seed).standard_normal((2, dim)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    np.save(root / "text_embeddings.npy", text, allow_pickle=False)
+    return text
+
+
+def write_test_manifest(
+    root: Path,
+    *,
+    preprocess: PreprocessSpec,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    model_id: str = "t",
+    clip_source: str = "none",
+    threshold: Threshold | None = None,
+    prompts: dict[str, str] | None = None,
+    files: tuple[str, ...] = MODEL_FILES,
+    **fields,
+) -> Manifest:
+    """Write `root/manifest.json` for files already in `root`, hashing each of `files` into it.
+
+    The manifest is made as the export makes it (export.bundle_writer.make_manifest); the text
+    prompts and the threshold get test defaults; `fields` replace Manifest fields afterwards
+    (variants, versions, ...). Returns the manifest as written.
+    """
+    from export.bundle_writer import make_manifest
+
+    manifest = make_manifest(
+        model_id=model_id,
+        clip_source=clip_source,
+        preprocess=preprocess,
+        inputs=inputs,
+        outputs=outputs,
+        threshold=threshold or Threshold(0.5, "test"),
+        prompts=prompts or {"normal": "a", "abnormal": "b"},
+        baked_text=False,
+        opset=17,
+    )
+    manifest = replace(manifest, **fields)
+    for name in files:
+        manifest = with_file(manifest, root, name)
+    write_manifest(root, manifest)
+    return manifest
 
 
 def toy_graph(size: int = 64, patch: int = 8, dim: int = 16, seed: int = 0, dynamic_batch: bool = True, logit_scale: float = 3.0):
@@ -128,15 +174,17 @@ def make_toy_bundle(
     model = toy_graph(size, patch, dim, seed, dynamic_batch)
     onnx.checker.check_model(model)
     onnx.save(model, str(out / "model.onnx"))
-    rng = np.random.default_rng(seed + 1)
-    text = rng.standard_normal((2, dim)).astype(np.float32)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    np.save(out / "text_embeddings.npy", text, allow_pickle=False)
+    write_text_embeddings(out, dim, seed + 1)
     batch: int | str = "batch" if dynamic_batch else 1
     grid = size // patch
-    manifest = Manifest(
-        schema=SCHEMA,
-        schema_version=SCHEMA_VERSION,
+    variants = ()
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), op_types_to_quantize=["Conv"], weight_type=QuantType.QUInt8)
+        variants = (ModelVariant(file="model.int8.onnx", precision="int8", quantization="ort dynamic, Conv weights"),)
+    write_test_manifest(
+        out,
         model_id=f"toy-{size}px-p{patch}-d{dim}-s{seed}",
         clip_source="none (hand-built test graph)",
         preprocess=PreprocessSpec(image_size=(size, size), mean=MEAN, std=STD),
@@ -149,20 +197,11 @@ def make_toy_bundle(
             TensorSpec("anomaly_map", (batch, grid, grid), "float32", "per-patch probability of abnormal"),
         ),
         threshold=Threshold(value=threshold, method="fixed (toy bundle)"),
-        text=TextSpec(prompts={"normal": "a photo of a flawless object", "abnormal": "a photo of a damaged object"}),
-        files={},
+        prompts={"normal": "a photo of a flawless object", "abnormal": "a photo of a damaged object"},
+        files=MODEL_FILES + tuple(v.file for v in variants),
+        variants=variants,
         versions={"onnx": onnx.__version__},
     )
-    manifest = with_file(with_file(manifest, out, "model.onnx"), out, "text_embeddings.npy")
-    if int8:
-        from dataclasses import replace
-
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), op_types_to_quantize=["Conv"], weight_type=QuantType.QUInt8)
-        manifest = replace(manifest, variants=(ModelVariant(file="model.int8.onnx", precision="int8", quantization="ort dynamic, Conv weights"),))
-        manifest = with_file(manifest, out, "model.int8.onnx")
-    write_manifest(out, manifest)
     return load_bundle(out)
 
 

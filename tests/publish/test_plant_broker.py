@@ -130,13 +130,18 @@ def _ids(sub: Subscriber, topic: str) -> list[int]:
     return [p["frame_id"] for p in (json.loads(m.payload) for m in sub.snapshot() if m.topic == topic)]
 
 
+def _deliver(pub: Any, frame_ids: range | list[int]) -> None:
+    """Publish one verdict per frame id; the broker must acknowledge them all within 10 s."""
+    for i in frame_ids:
+        pub.publish(verdict(i))
+    assert pub.flush(10) is True, pub.stats()
+
+
 def test_station_publishes_over_tls_under_its_prefix(plant_broker: PlantBroker) -> None:
     sub = _plant(plant_broker)
     try:
         pub = _station(plant_broker, "st1", PASSWORDS["st1"], "clipinspect/st1")
-        for i in range(10):
-            pub.publish(verdict(i))
-        assert pub.flush(10) is True
+        _deliver(pub, range(10))
         assert sub.wait_for(lambda m: len(_ids(sub, "clipinspect/st1/verdict")) >= 10)
         pub.close()
         assert _ids(sub, "clipinspect/st1/verdict") == list(range(10))
@@ -184,14 +189,11 @@ def test_publishing_outside_the_station_prefix_is_denied(plant_broker: PlantBrok
         # st1 configured with st2's prefix: MQTT 3.1.1 has no negative PUBACK, so mosquitto
         # acknowledges and drops; the publisher counts them acknowledged, the plant sees nothing.
         wrong = _station(plant_broker, "st1", PASSWORDS["st1"], "clipinspect/st2")
-        for i in range(5):
-            wrong.publish(verdict(i))
-        assert wrong.flush(10) is True
+        _deliver(wrong, range(5))
         wrong.close()
         # A later legitimate message arrives, so the denied ones would have arrived before it.
         right = _station(plant_broker, "st2", PASSWORDS["st2"], "clipinspect/st2")
-        right.publish(verdict(100))
-        assert right.flush(10) is True
+        _deliver(right, [100])
         assert sub.wait_for(lambda m: 100 in _ids(sub, "clipinspect/st2/verdict"))
         right.close()
         assert _ids(sub, "clipinspect/st2/verdict") == [100]

@@ -103,7 +103,9 @@ def test_available_backends_lists_every_builtin():
 def test_bad_input_dtype_raises_not_crashes(toy_bundle):
     backend = make_backend("ort-cpu")
     backend.load(toy_bundle, "fp32")
-    with pytest.raises(Exception):
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=r"expected: \(tensor\(uint8\)\)"):
         backend.infer(_batch().astype(np.float32))
 
 

@@ -42,6 +42,8 @@ def test_run_publishes_station_status_with_bundle_and_counts(mqtt_broker, mqtt_s
     assert [r["frame_id"] for r in records] == list(range(42))
     assert [(r["frame_id"], r["verdict"], r["reason"], r["score"]) for r in records if r["reason"]] == [
         (11, "ERROR", "undecodable", None), (22, "ERROR", "empty_file", None)]
+    # The closing status is published after the last verdict, so it may still be on its way.
+    sub.wait_for(lambda msgs: any(sum(s.get("counts", {}).values()) == 42 for s in _statuses(sub)), 15)
     statuses = _statuses(sub)
     online = [s for s in statuses if s["state"] == "online" and "bundle_sha256" in s]
     assert online, statuses

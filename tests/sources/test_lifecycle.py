@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,8 +17,6 @@ from edge_runtime.registry import Entry
 from edge_runtime.sources import SOURCES, make_source, open_source, parse_uri, uri_help
 from edge_runtime.sources.base import EndOfStream, Held, SourceBase
 from edge_runtime.sources.gentl import simulator_producer
-
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
 class CountingSource(SourceBase):
@@ -122,16 +117,6 @@ def test_dropped_source_is_released_by_its_finalizer(counting, caplog):
     gc.collect()
     assert CountingSource.released == ["counting://?n=1"]
     assert any("left open" in r.getMessage() for r in caplog.records)
-
-
-@pytest.fixture
-def pyspin(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    sys.modules.pop("PySpin", None)
-    module = importlib.import_module("PySpin")
-    module.fake_reset()
-    yield module
-    sys.modules.pop("PySpin", None)
 
 
 def test_dropped_spinnaker_source_deinits_and_releases_the_system(pyspin, caplog):

@@ -9,12 +9,9 @@ trigger or counter features (checked below: it reports "unsupported").
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,19 +20,7 @@ from edge_runtime.sources import make_source, open_source
 from edge_runtime.sources.trigger_counters import TriggerCounters, missed_trigger_alarm
 from edge_runtime.status import status_payload
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 HW = {"trigger": "hardware", "exposure_us": 5000.0, "timeout_ms": 20, "reconnect_backoff_s": 0.001}
-
-
-@pytest.fixture
-def pyspin(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    sys.modules.pop("PySpin", None)
-    module = importlib.import_module("PySpin")
-    assert module.__file__ and Path(module.__file__).parent == FAKES
-    module.fake_reset()
-    yield module
-    sys.modules.pop("PySpin", None)
 
 
 def pulse_train(dev, n, period_s, start=1000.0):

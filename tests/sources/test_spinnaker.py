@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,19 +12,7 @@ import pytest
 from edge_runtime.errors import MissingDependency, SourceError
 from edge_runtime.sources import SourceOptions, make_source, open_source
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 FAST = {"timeout_ms": 20, "reconnect_backoff_s": 0.001}
-
-
-@pytest.fixture
-def pyspin(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    sys.modules.pop("PySpin", None)
-    module = importlib.import_module("PySpin")
-    assert module.__file__ and Path(module.__file__).parent == FAKES
-    module.fake_reset()
-    yield module
-    sys.modules.pop("PySpin", None)
 
 
 def expected_pattern(h: int, w: int, device_id: int) -> np.ndarray:
@@ -227,7 +213,6 @@ def test_missing_pyspin_is_one_line_with_install_hint(monkeypatch):
     assert "Spinnaker SDK" in text and "PyPI's 'pyspin' is an unrelated package" in text
     with pytest.raises(MissingDependency):
         open_source("spinnaker://123")
-
 
 
 def test_close_during_a_long_reconnect_backoff_returns_promptly(pyspin):

@@ -91,12 +91,11 @@ def test_nproc_inside_torchrun_is_refused(tiny_clip_dir, tmp_path, monkeypatch, 
 def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from train.synth import SynthSpec, make_synthetic_dataset
+    from tests.train.helpers import QUICK, synth_data
 
-    data = make_synthetic_dataset(tmp_path / "data", SynthSpec(seed=0, categories=1, size=64, train_good=4,
-                                                               per_class=2), progress=False).root
-    common = ["--data", str(data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--no-progress", "--device",
-              "cpu", "--set", "optim.threads=1", "--set", "optim.batch_size=4", "--set", "data.max_images=8",
+    data = synth_data(tmp_path / "data")
+    common = ["--data", str(data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--device", "cpu",
+              *QUICK, "--set", "data.max_images=8",
               # exact equality needs a training set that is a multiple of the global batch: no val draw
               "--set", "data.val_fraction=0"]
     single, multi = tmp_path / "single", tmp_path / "ddp"

@@ -5,7 +5,6 @@ device parity like any other. The tiny CLIP is 64 px, patch 8; these tests use 9
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

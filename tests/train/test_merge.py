@@ -86,9 +86,7 @@ def trained_run(tiny_clip_dir, tmp_path_factory):
 
 def test_merge_command_matches_run_scores_and_reads_threshold(trained_run, tmp_path, capsys):
     from edge_runtime.cli import main
-    from train.run_state import load_run_model
-
-    from train.run_state import best_epoch
+    from train.run_state import best_epoch, load_run_model
 
     assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m1")]) == 0
     assert "default: no eval run" in capsys.readouterr().out

@@ -11,7 +11,12 @@ from edge_runtime.errors import ConfigError  # noqa: E402
 from train.clip_loading import load_clip  # noqa: E402
 from train.config import LoraSettings, ModelConfig  # noqa: E402
 from train.model import (  # noqa: E402
-    AnomalyCLIP, build_model, default_feature_layers, lora_module_names, parameter_summary, set_lora_random,
+    AnomalyCLIP,
+    build_model,
+    default_feature_layers,
+    lora_module_names,
+    parameter_summary,
+    set_lora_random,
 )
 
 

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from edge_runtime.cli import main  # noqa: E402
-from edge_runtime.errors import ConfigError, DataError  # noqa: E402
-from train.clip_loading import load_clip  # noqa: E402
-from train.clip_presets import clip_config, make_clip_folder  # noqa: E402
+from edge_runtime.cli import main
+from edge_runtime.errors import ConfigError, DataError
+from train.clip_loading import load_clip
+from train.clip_presets import clip_config, make_clip_folder
 
 
 def test_tiny_folder_loads_with_auto_classes(tiny_clip_dir):

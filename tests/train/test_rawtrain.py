@@ -15,21 +15,18 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 from edge_runtime.cli import main  # noqa: E402
-from train.synth import SynthSpec, make_synthetic_dataset  # noqa: E402
+from tests.train.helpers import QUICK, synth_data, train_argv  # noqa: E402
 
 FRAME = ["--set", "model.input_format=bayer_rg8", "--set", "model.input_size=256x160", "--set", "model.roi=[32,8,192,144]"]
 
 
 @pytest.fixture(scope="module")
 def raw_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("raw_synth") / "data"
-    make_synthetic_dataset(out, SynthSpec(seed=0, categories=1, size=64, train_good=4, per_class=2), progress=False)
-    return out
+    return synth_data(tmp_path_factory.mktemp("raw_synth") / "data")
 
 
 def _train(data, clip, out, *extra):
-    return ["train", "--data", str(data), "--clip", str(clip), "--out", str(out), "--no-progress", "--epochs", "1",
-            "--set", "optim.threads=1", "--set", "optim.batch_size=4", "--set", "optim.lr=0.01", *extra]
+    return train_argv(data, clip, out, "--epochs", "1", "--set", "optim.lr=0.01", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +175,9 @@ def test_raw_frame_ddp_reaches_the_single_process_weights(raw_data, tiny_clip_di
     forward on every rank, and 2 gloo processes reach the single-process adapters."""
     from tests.train.test_distributed import ATOL, _cli, _max_diff
 
-    common = ["--data", str(raw_data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--no-progress", "--device", "cpu",
+    common = ["--data", str(raw_data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--device", "cpu",
               "--input-format", "bayer_gr8", "--input-size", "160x96", "--roi", "16,0,128,96",
-              "--set", "optim.threads=1", "--set", "optim.batch_size=4", "--set", "data.max_images=8",
-              "--set", "data.val_fraction=0"]
+              *QUICK, "--set", "data.max_images=8", "--set", "data.val_fraction=0"]
     single, multi = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *common, "--out", str(single)]) == 0
     proc = _cli("train", *common, "--out", multi, "--nproc", "2")

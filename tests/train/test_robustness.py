@@ -165,15 +165,13 @@ def test_pgd_with_more_steps_raises_the_loss_at_least_as_much_as_fgsm(tiny):
 
 
 def test_eval_reports_pgd_next_to_fgsm_and_training_runs_with_both_on(tiny_clip_dir, tmp_path, capsys):
-    from train.synth import SynthSpec, make_synthetic_dataset
+    from tests.train.helpers import synth_data, train_argv
 
-    data = make_synthetic_dataset(tmp_path / "data", SynthSpec(seed=0, categories=1, size=64, train_good=4, per_class=2),
-                                  progress=False).root
+    data = synth_data(tmp_path / "data")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(data), "--clip", str(tiny_clip_dir), "--out", str(run), "--no-progress", "--epochs", "1",
-            "--set", "optim.threads=1", "--set", "optim.batch_size=4", "--set", "data.max_images=8",
-            "--set", "augment.prob=1.0", "--set", "augment.rotation_deg=20", "--set", "augment.gaussian_noise=5",
-            "--set", "adversarial.fraction=0.5", "--set", "adversarial.eps=2"]
+    argv = train_argv(data, tiny_clip_dir, run, "--epochs", "1", "--set", "data.max_images=8",
+                      "--set", "augment.prob=1.0", "--set", "augment.rotation_deg=20", "--set", "augment.gaussian_noise=5",
+                      "--set", "adversarial.fraction=0.5", "--set", "adversarial.eps=2")
     assert main(argv) == 0
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert np.isfinite(record["loss"])
@@ -207,9 +205,8 @@ def test_fgsm_batch_under_distributed_data_parallel(tiny, tiny_clip_dir, tmp_pat
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from train.losses import anomaly_loss
-
     from tests.plugins.models import build_tiny_model
+    from train.losses import anomaly_loss
 
     _, loaded, pix, labels, masks, _, _ = tiny
     model = build_tiny_model(tiny_clip_dir, seed=6)[0].train()  # its own copy: DDP leaves hooks behind

@@ -12,20 +12,18 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from edge_runtime.cli import main  # noqa: E402
+from tests.train.helpers import synth_data, train_argv  # noqa: E402
 from train.synth import SynthSpec, make_synthetic_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     """2 synthetic categories, 64 px, 24 images."""
-    out = tmp_path_factory.mktemp("synth_small") / "data"
-    make_synthetic_dataset(out, SynthSpec(seed=0, categories=2, size=64, train_good=4, per_class=2), progress=False)
-    return out
+    return synth_data(tmp_path_factory.mktemp("synth_small") / "data", categories=2)
 
 
 def _train_args(data, clip, out, *extra):
-    return ["train", "--data", str(data), "--clip", str(clip), "--out", str(out), "--no-progress",
-            "--set", "optim.threads=1", "--set", "optim.batch_size=4", "--set", "data.max_images=8", *extra]
+    return train_argv(data, clip, out, "--set", "data.max_images=8", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    Manifest,
-    ModelVariant,
-    PreprocessSpec,
-    TensorSpec,
-    TextSpec,
-    Threshold,
-    load_bundle,
-    with_file,
-    write_manifest,
-)
+from edge_runtime.bundle import ModelVariant, PreprocessSpec, TensorSpec, load_bundle
+from tests.plugins.edge import MODEL_FILES, write_test_manifest, write_text_embeddings
 
 H = W = 16
 PATCH = 4
@@ -105,27 +94,21 @@ def make_bundle(root: Path, *, dynamic_batch: bool = True, with_int8: bool = Fal
     """Write a bundle with model.onnx (+ model.int8.onnx Q/DQ) and text embeddings; return it loaded."""
     root.mkdir(parents=True, exist_ok=True)
     make_onnx(root / "model.onnx", dynamic_batch=dynamic_batch, bad_op=bad_op, float_input=float_input)
-    rng = np.random.default_rng(1)
-    text = rng.normal(size=(2, D)).astype(np.float32)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    np.save(root / "text_embeddings.npy", text)
+    write_text_embeddings(root, D, 1)
     batch = "batch" if dynamic_batch else 1
     variants = ()
     if with_int8:
         make_onnx(root / "model.int8.onnx", dynamic_batch=dynamic_batch, qdq=True)
         variants = (ModelVariant(file="model.int8.onnx", precision="int8", quantization="hand-made QDQ on Conv", calibration_set_sha256="ab" * 32),)
-    m = Manifest(
-        schema=SCHEMA, schema_version=SCHEMA_VERSION, model_id="tiny-trt-test", clip_source="none",
+    write_test_manifest(
+        root, model_id="tiny-trt-test",
         preprocess=PreprocessSpec(image_size=(H, W), input_layout="NCHW_float32" if float_input else "NHWC_uint8"),
         inputs=(TensorSpec("image", (batch, 3, H, W), "float32") if float_input else TensorSpec("image", (batch, H, W, 3), "uint8"),
                 TensorSpec("text_embeddings", (2, D), "float32")),
         outputs=(TensorSpec("score", (batch,), "float32"), TensorSpec("anomaly_map", (batch, GRID, GRID), "float32")),
-        threshold=Threshold(0.5, "test"), text=TextSpec(prompts={"normal": "flawless", "abnormal": "damaged"}),
-        files={}, variants=variants,
+        prompts={"normal": "flawless", "abnormal": "damaged"},
+        files=MODEL_FILES + tuple(v.file for v in variants), variants=variants,
     )
-    for name in ["model.onnx", "text_embeddings.npy"] + [v.file for v in variants]:
-        m = with_file(m, root, name)
-    write_manifest(root, m)
     return load_bundle(root)
 
 
@@ -135,6 +118,24 @@ def ort_reference(bundle, batch: np.ndarray, precision: str = "fp32") -> tuple[n
     sess = ort.InferenceSession(str(bundle.model_path(precision)), providers=["CPUExecutionProvider"])
     score, amap = sess.run(["score", "anomaly_map"], {"image": batch, "text_embeddings": bundle.text_embeddings()})
     return score, amap
+
+
+def assert_engine_matches_ort(bundle, precision: str, ort_precision: str = "fp32", seed: int = 0) -> None:
+    """One random uint8 batch through the TensorRT backend's `precision` engine and through ONNX
+    Runtime on the `ort_precision` model: score and anomaly map agree within 1e-2."""
+    from edge_runtime.trt.runtime import TrtBackend
+
+    be = TrtBackend()
+    be.load(bundle, precision)
+    try:
+        shape = tuple(1 if isinstance(d, str) else d for d in bundle.manifest.input("image").shape)
+        batch = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+        ref_score, ref_map = ort_reference(bundle, batch, ort_precision)
+        out = be.infer(batch)
+        np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
+        np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
+    finally:
+        be.close()
 
 
 def write_images(folder: Path, n: int, size: int = 24, seed: int = 0) -> Path:

@@ -7,8 +7,7 @@ import pytest
 
 from edge_runtime.bundle import load_bundle
 from edge_runtime.trt.builder import BuildOptions, build_engine
-from edge_runtime.trt.runtime import TrtBackend
-from tests.trt.helpers import ort_reference
+from tests.trt.helpers import assert_engine_matches_ort
 
 
 @pytest.mark.slow
@@ -18,16 +17,7 @@ def test_real_tiny_export_builds_and_matches_onnxruntime(fake_trt10, tiny_bundle
     root = copy_bundle(tiny_bundle, tmp_path / "bundle")
     bundle = load_bundle(root)
     res = build_engine(bundle, BuildOptions(precision="fp16"))
-    be = TrtBackend()
-    be.load(res.bundle, "fp16")
-    spec = bundle.manifest.input("image")
-    shape = tuple(1 if isinstance(d, str) else d for d in spec.shape)
-    batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    ref_score, ref_map = ort_reference(res.bundle, batch)
-    out = be.infer(batch)
-    np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
-    np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
-    be.close()
+    assert_engine_matches_ort(res.bundle, "fp16")
 
 
 @pytest.mark.slow
@@ -41,15 +31,7 @@ def test_real_qdq_variant_from_calibrate_builds_int8(fake_trt10, tiny_bundle, mv
     assert main(["calibrate", "--bundle", str(root), "--images", str(mvtec_root / "bottle"), "--num", "4"]) == 0
     res = build_engine(load_bundle(root), BuildOptions(precision="int8"))
     assert "explicit-qdq" in res.entry.build_flags and res.entry.source_onnx != "model.onnx"
-    be = TrtBackend()
-    be.load(res.bundle, "int8")
-    shape = tuple(1 if isinstance(d, str) else d for d in res.bundle.manifest.input("image").shape)
-    batch = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
-    ref_score, ref_map = ort_reference(res.bundle, batch, "int8")
-    out = be.infer(batch)
-    np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
-    np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
-    be.close()
+    assert_engine_matches_ort(res.bundle, "int8", "int8", seed=1)
 
 
 def test_asymmetric_qdq_is_refused_like_tensorrt(fake_trt10, tmp_path):

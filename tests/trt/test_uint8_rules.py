@@ -4,14 +4,12 @@ today's exports (model-size and raw-frame) build and run."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from edge_runtime.bundle import load_bundle, with_file, write_manifest
 from edge_runtime.errors import BundleError
 from edge_runtime.trt.builder import BuildOptions, build_engine
-from edge_runtime.trt.runtime import TrtBackend
-from tests.trt.helpers import make_bundle, ort_reference
+from tests.trt.helpers import assert_engine_matches_ort, make_bundle
 
 
 def _rewrite_head(bundle, head):
@@ -62,15 +60,7 @@ def test_todays_exports_build_and_run(fake_trt10, which, request, tmp_path):
 
     root = copy_bundle(request.getfixturevalue(which), tmp_path / "bundle")
     res = build_engine(load_bundle(root), BuildOptions(precision="fp16"))
-    be = TrtBackend()
-    be.load(res.bundle, "fp16")
-    shape = tuple(1 if isinstance(d, str) else d for d in res.bundle.manifest.input("image").shape)
-    batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    ref_score, ref_map = ort_reference(res.bundle, batch)
-    out = be.infer(batch)
-    np.testing.assert_allclose(out.score, ref_score, atol=1e-2)
-    np.testing.assert_allclose(out.anomaly_map, ref_map, atol=1e-2)
-    be.close()
+    assert_engine_matches_ort(res.bundle, "fp16")
 
 
 def test_raw_frame_bundle_calibrates_int8_on_frames(fake_trt10, tiny_raw_bundle, tmp_path):

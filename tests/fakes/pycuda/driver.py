@@ -262,25 +262,22 @@ def memcpy_dtoh(dest: Any, src: Any) -> None:
 
 
 def memcpy_htod_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
-    _require_context("cuMemcpyHtoDAsync")
-    src = _host_array(src, "memcpy_htod_async")
-    if not _is_pagelocked(src):
-        raise LogicError("memcpy_htod_async: host memory is not page-locked (use pagelocked_empty)")
-    ptr = _ptr(dest)
-    _fake_device_view(ptr, src.nbytes)  # fail now on a bad pointer, like the driver's argument check
-    _state.stats["htod"] += 1
-    # The copy happens when the stream runs: the host buffer must not change before then.
-    op = lambda: _htod(ptr, src)  # noqa: E731
-    stream._enqueue(op) if stream is not None else op()
+    _queue_copy("memcpy_htod_async", "cuMemcpyHtoDAsync", src, dest, stream, to_device=True)
 
 
 def memcpy_dtoh_async(dest: Any, src: Any, stream: Stream | None = None) -> None:
-    _require_context("cuMemcpyDtoHAsync")
-    dest = _host_array(dest, "memcpy_dtoh_async")
-    if not _is_pagelocked(dest):
-        raise LogicError("memcpy_dtoh_async: host memory is not page-locked (use pagelocked_empty)")
-    ptr = _ptr(src)
-    _fake_device_view(ptr, dest.nbytes)
-    _state.stats["dtoh"] += 1
-    op = lambda: _dtoh(dest, ptr)  # noqa: E731
+    _queue_copy("memcpy_dtoh_async", "cuMemcpyDtoHAsync", dest, src, stream, to_device=False)
+
+
+def _queue_copy(api: str, cu_call: str, host: Any, device: Any, stream: Stream | None, to_device: bool) -> None:
+    """The async copies' checks (context, page-locked host buffer, device pointer), then the copy on `stream`."""
+    _require_context(cu_call)
+    host = _host_array(host, api)
+    if not _is_pagelocked(host):
+        raise LogicError(f"{api}: host memory is not page-locked (use pagelocked_empty)")
+    ptr = _ptr(device)
+    _fake_device_view(ptr, host.nbytes)  # fail now on a bad pointer, like the driver's argument check
+    _state.stats["htod" if to_device else "dtoh"] += 1
+    # The copy happens when the stream runs: the host buffer must not change before then.
+    op = (lambda: _htod(ptr, host)) if to_device else (lambda: _dtoh(host, ptr))
     stream._enqueue(op) if stream is not None else op()
