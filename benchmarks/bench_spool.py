@@ -28,8 +28,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
@@ -108,8 +109,9 @@ class _Scores:
     name = "bench"
 
     def infer(self, batch):
-        import numpy as np
         from types import SimpleNamespace
+
+        import numpy as np
 
         return SimpleNamespace(score=np.full(len(batch), 0.12, np.float32), anomaly_map=np.zeros((len(batch), 2, 2), np.float32))
 

@@ -25,7 +25,7 @@ import numpy as np
 from edge_runtime.bundle import Bundle, Manifest, Threshold, load_bundle, sha256_file
 from edge_runtime.bundle_stage import StagedBundle
 from edge_runtime.digest import image_set_sha256
-from edge_runtime.errors import BundleError, ConfigError, DataError
+from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.imageio import find_images
 from edge_runtime.thresholds import FrrThreshold, frr_threshold
 

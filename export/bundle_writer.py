@@ -7,9 +7,10 @@ export therefore never looks like a bundle to the device or to `bundle sync`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any
 
 from edge_runtime.bundle import (
     SCHEMA,
@@ -22,7 +23,6 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.bundle_stage import BundleStage
 from edge_runtime.errors import BundleError
-
 
 # Distribution names whose versions go into every manifest (what produced the bundle).
 _VERSIONED = ("torch", "transformers", "peft", "onnx", "onnxruntime", "onnxscript", "clipinspect")

@@ -17,8 +17,8 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.errors import ClipInspectError, DataError

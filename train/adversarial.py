@@ -18,7 +18,8 @@ Perturbed images are clipped to [0, 1] and kept in float (not re-quantised to ui
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _stats(mean: Sequence[float], std: Sequence[float], like: Any) -> tuple[Any, Any]:

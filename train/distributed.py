@@ -30,9 +30,10 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from edge_runtime.errors import BackendUnavailable, ConfigError
 
@@ -139,7 +140,7 @@ def training_forward(model: Any, ctx: DistContext, device: str) -> Any:
             super().__init__()
             self.model = model
 
-        def forward(self, pixel_values):  # noqa: ANN001, ANN202 - torch module signature
+        def forward(self, pixel_values):
             return self.model(pixel_values, self.model.text_embeddings())
 
     step = TrainForward()

@@ -12,8 +12,9 @@ seeds (the spread is reported too). The bank never holds a test image.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -17,7 +17,8 @@ Graph, in order (every op TensorRT runs natively):
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,7 +125,7 @@ def batch_input(batch: dict[str, Any]) -> torch.Tensor:
 
 
 def raw_frame_samples(samples: Any, model_config: Any, image_size: Sequence[int], mean: Sequence[float],
-                      std: Sequence[float], augment: Any = None, seed: int = 0) -> "RawFrameSamples":
+                      std: Sequence[float], augment: Any = None, seed: int = 0) -> RawFrameSamples:
     """The raw-frame data set of `samples` for a run's model config (and augmentation)."""
     from train.data import AnomalyDataset
 

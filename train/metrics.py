@@ -16,8 +16,9 @@ non-binary labels, non-finite scores, empty arrays) raises DataError.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

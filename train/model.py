@@ -28,7 +28,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from edge_runtime.errors import ConfigError
-
 from train.config import LoraSettings, ModelConfig
 from train.prompts import tokenize_prompts
 

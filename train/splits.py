@@ -22,8 +22,8 @@ Validation chooses the best epoch and the threshold; test is only reported.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from train.config import DataConfig
 from train.data import Sample

@@ -30,11 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     require("onnx", extra="export", purpose="INT8 calibration")
     require("onnxruntime", extra="export", purpose="INT8 calibration")
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.config import load_config
-
     from calibration.calibration_set import sample_calibration_set
     from calibration.qdq import QuantConfig, calibrate_bundle
+    from edge_runtime.bundle import load_bundle
+    from edge_runtime.config import load_config
 
     config = load_config(QuantConfig, args.config, args.overrides)
     flags: dict = {}

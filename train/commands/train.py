@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _launch(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - TrainConfig, imported lazily
+def _launch(args: argparse.Namespace, config) -> int:
     """Check everything a worker would refuse (config, data, run folder, GPUs) here, in one
     line, then hand the resolved config to `torchrun ... -m train.ddp`."""
     import os
