@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 t_before.append((t1 - t0) * 1e3)
                 t_now.append((t2 - t1) * 1e3)
         b, n = float(np.median(t_before)), float(np.median(t_now))
-        print(f"{fmt} {args.width}x{args.height} -> {args.size}: before p50 {b:.2f} ms, now p50 {n:.2f} ms -> {b / n:.2f}x faster")
+        print(
+            f"{fmt} {args.width}x{args.height} -> {args.size}: before p50 {b:.2f} ms, now p50 {n:.2f} ms -> {b / n:.2f}x faster"
+        )
     return 0
 
 

@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                 backend.infer(x)
                 times[name].append(1000 * (time.perf_counter() - t0))
     p50 = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"{plain_b.manifest.model_id} {h}x{w}, ORT CPU fp32, {platform.processor() or platform.machine()}, "
-          f"{args.rounds} alternating rounds x {args.iterations} iterations")
+    print(
+        f"{plain_b.manifest.model_id} {h}x{w}, ORT CPU fp32, {platform.processor() or platform.machine()}, "
+        f"{args.rounds} alternating rounds x {args.iterations} iterations"
+    )
     for k, v in p50.items():
         print(f"  {k:<8} model-only p50 {v:8.2f} ms  (p90 {np.percentile(times[k], 90):.2f} ms)")
     a, b = p50.values()

@@ -75,7 +75,9 @@ def _variants(bundle: Any, args: argparse.Namespace) -> dict[str, Path]:
     calib = sample_calibration_set(args.images, args.calib_num, seed=0)
     pre = bundle.manifest.preprocess
     variants = {"fp32": bundle.model_path("fp32")}
-    has_int8 = not args.recalibrate and any(v.precision == "int8" and v.calibration_set_sha256 == calib.sha256 for v in bundle.manifest.variants)
+    has_int8 = not args.recalibrate and any(
+        v.precision == "int8" and v.calibration_set_sha256 == calib.sha256 for v in bundle.manifest.variants
+    )
     t = time.perf_counter()
     if not has_int8:
         calibrate_bundle(bundle.root, calib, QuantConfig(), progress=False)
@@ -86,8 +88,12 @@ def _variants(bundle: Any, args: argparse.Namespace) -> dict[str, Path]:
         u8 = work / "model.int8.u8s8.onnx"
         if args.recalibrate or not u8.is_file():
             t = time.perf_counter()
-            feeds = bundle_feeds(bundle, calib.batches(pre.image_size, 1, color_order=pre.color_order, method=pre.resize))
-            quantize_qdq(bundle.model_path("fp32"), u8, feeds, QuantConfig(activation_type="uint8", symmetric_activations=False))
+            feeds = bundle_feeds(
+                bundle, calib.batches(pre.image_size, 1, color_order=pre.color_order, method=pre.resize)
+            )
+            quantize_qdq(
+                bundle.model_path("fp32"), u8, feeds, QuantConfig(activation_type="uint8", symmetric_activations=False)
+            )
             log.info("calibrated U8S8 Q/DQ in %.0f s", time.perf_counter() - t)
         variants["int8 QDQ U8S8 (ORT CPU only)"] = u8
     if not args.no_dynamic:
@@ -108,7 +114,9 @@ def _eval_feeds(bundle: Any, images: str, n: int) -> tuple[list[dict[str, np.nda
     if n and len(items) > n:
         items = [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, n).round().astype(int)))]
     pre = bundle.manifest.preprocess
-    batches = [prepare(read_rgb(it.path), pre.image_size, color_order=pre.color_order, method=pre.resize)[None] for it in items]
+    batches = [
+        prepare(read_rgb(it.path), pre.image_size, color_order=pre.color_order, method=pre.resize)[None] for it in items
+    ]
     return list(bundle_feeds(bundle, batches)), [it.label for it in items]
 
 
@@ -133,7 +141,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             times[name].append((time.perf_counter() - t) * 1000.0)
 
     threshold = float(bundle.manifest.threshold.value)
-    scores = {name: np.concatenate([s.run(["score"], f)[0] for f in feeds]).astype(np.float64) for name, s in sessions.items()}
+    scores = {
+        name: np.concatenate([s.run(["score"], f)[0] for f in feeds]).astype(np.float64) for name, s in sessions.items()
+    }
     fp32_p50 = float(np.percentile(times["fp32"], 50))
     rows = []
     for name in sessions:
@@ -220,7 +230,9 @@ def format_result(result: dict[str, Any]) -> str:
     if trained:
         for r in trained["rows"]:
             if r["status"] == "ok" and r["auroc"] is not None:
-                lines.append(f"trained bundle {r['precision']}: AUROC {r['auroc']:.4f} (Δ {r['auroc_delta']:+.4f} vs fp32), max|Δscore| {r['max_abs_delta']:.4g}")
+                lines.append(
+                    f"trained bundle {r['precision']}: AUROC {r['auroc']:.4f} (Δ {r['auroc_delta']:+.4f} vs fp32), max|Δscore| {r['max_abs_delta']:.4g}"
+                )
     else:
         lines.append("AUROC drop: not measured in this run (no --trained-bundle)")
     return "\n".join(lines)
@@ -230,10 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_runtime.errors import ClipInspectError
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", default="/tmp/clipinspect-bench-int8", help="folder for the random bundle and extra variants (reused)")
+    p.add_argument(
+        "--work", default="/tmp/clipinspect-bench-int8", help="folder for the random bundle and extra variants (reused)"
+    )
     p.add_argument("--arch", default="vit-b-16", help="random CLIP architecture (default vit-b-16)")
     p.add_argument("--bundle", default=None, help="benchmark this bundle instead of a random one")
-    p.add_argument("--images", default=str(REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle"), help="MVTec category: train/good calibrates, test/ evaluates")
+    p.add_argument(
+        "--images",
+        default=str(REPO.parent / "shared" / "data" / "mvtec_ad" / "bottle"),
+        help="MVTec category: train/good calibrates, test/ evaluates",
+    )
     p.add_argument("--calib-num", type=int, default=4)
     p.add_argument("--eval-images", type=int, default=12)
     p.add_argument("--iters", type=int, default=15)
@@ -242,11 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-u8", action="store_true", help="skip the U8S8 variant")
     p.add_argument("--recalibrate", action="store_true", help="quantize again even if the work folder has INT8 models")
     p.add_argument("--no-dynamic", action="store_true", help="skip the dynamic weight-only variant")
-    p.add_argument("--trained-bundle", default=None, help="a trained bundle: add its FP32/FP16/INT8 precision report (AUROC drop)")
+    p.add_argument(
+        "--trained-bundle", default=None, help="a trained bundle: add its FP32/FP16/INT8 precision report (AUROC drop)"
+    )
     p.add_argument("--trained-images", default=None, help="labelled images for --trained-bundle (default --images)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         result = run(args)
     except ClipInspectError as exc:

@@ -41,7 +41,12 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 DEFAULT_SOURCE = "synthetic://?width=4096&height=2160&pixel_format=BayerRG8"
-_OPENCV_BAYER = {"BayerRG8": "COLOR_BayerBG2RGB", "BayerBG8": "COLOR_BayerRG2RGB", "BayerGR8": "COLOR_BayerGB2RGB", "BayerGB8": "COLOR_BayerGR2RGB"}
+_OPENCV_BAYER = {
+    "BayerRG8": "COLOR_BayerBG2RGB",
+    "BayerBG8": "COLOR_BayerRG2RGB",
+    "BayerGR8": "COLOR_BayerGB2RGB",
+    "BayerGB8": "COLOR_BayerGR2RGB",
+}
 
 
 def naive_loop(backend: Any, source_uri: str, size_hw: tuple[int, int], frames: int, warmup: int = 2) -> dict[str, Any]:
@@ -70,10 +75,16 @@ def naive_loop(backend: Any, source_uri: str, size_hw: tuple[int, int], frames: 
                 for name, (a, b) in zip(stages, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t0, t4))):
                     stages[name].append((b - a) * 1e3)
         wall = time.perf_counter() - t_start
-    return {"frames": frames, "fps": round(frames / wall, 3), "stages_p50_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()}}
+    return {
+        "frames": frames,
+        "fps": round(frames / wall, 3),
+        "stages_p50_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
+    }
 
 
-def interleaved_frames(rgb_backend: Any, raw_backend: Any, raw_bundle: Any, source_uri: str, size_hw: tuple[int, int], n: int) -> tuple[float, float]:
+def interleaved_frames(
+    rgb_backend: Any, raw_backend: Any, raw_bundle: Any, source_uri: str, size_hw: tuple[int, int], n: int
+) -> tuple[float, float]:
     """p50 ms per frame of the plain loop's work and the raw-frame path's work (the runtime's
     frame check + infer of the uncopied frame) on the same grabbed frames, alternating frame
     by frame: the load-robust version of the frames/s comparison."""
@@ -101,7 +112,9 @@ def interleaved_frames(rgb_backend: Any, raw_backend: Any, raw_bundle: Any, sour
     return float(np.median(t_naive)), float(np.median(t_raw))
 
 
-def interleaved_model_only(rgb_backend: Any, rgb_bundle: Any, raw_backend: Any, raw_bundle: Any, n: int) -> tuple[float, float]:
+def interleaved_model_only(
+    rgb_backend: Any, rgb_bundle: Any, raw_backend: Any, raw_bundle: Any, n: int
+) -> tuple[float, float]:
     """p50 ms of `infer` on each bundle's fixed input, calls alternating RGB, raw, RGB, raw ..."""
     from edge_runtime.bench import fixed_input
 
@@ -122,8 +135,17 @@ def pipeline_run(raw_bundle: Any, source_uri: str, threads: int | None) -> tuple
     from edge_runtime.runtime_config import load_runtime_config
     from edge_runtime.session import load_backend, open_session
 
-    defaults = ["pipeline.inference_queue=0", "pipeline.drop_policy=block", "pipeline.stats_interval_s=0", "publish.uri=null://"]
-    cfg = load_runtime_config(None, defaults, {"bundle.path": str(raw_bundle.root), "source.uri": source_uri, "backend.intra_op_threads": threads})
+    defaults = [
+        "pipeline.inference_queue=0",
+        "pipeline.drop_policy=block",
+        "pipeline.stats_interval_s=0",
+        "publish.uri=null://",
+    ]
+    cfg = load_runtime_config(
+        None,
+        defaults,
+        {"bundle.path": str(raw_bundle.root), "source.uri": source_uri, "backend.intra_op_threads": threads},
+    )
     backend, info = load_backend(raw_bundle, "ort-cpu", "fp32", **cfg.backend.options())
     return backend, (lambda: open_session(cfg, backend=backend, backend_info=info))
 
@@ -131,7 +153,9 @@ def pipeline_run(raw_bundle: Any, source_uri: str, threads: int | None) -> tuple
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rgb-bundle", required=True, type=Path, help="model-size RGB bundle (the plain loop's model)")
-    p.add_argument("--raw-bundle", required=True, type=Path, help="raw-frame bundle of the same weights (the pipeline's)")
+    p.add_argument(
+        "--raw-bundle", required=True, type=Path, help="raw-frame bundle of the same weights (the pipeline's)"
+    )
     p.add_argument("--source", default=DEFAULT_SOURCE)
     p.add_argument("--frames", type=int, default=12, help="measured frames per round and side")
     p.add_argument("--rounds", type=int, default=3)
@@ -146,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rgb_bundle, raw_bundle = load_bundle(args.rgb_bundle), load_bundle(args.raw_bundle)
     size = tuple(rgb_bundle.manifest.preprocess.image_size)
-    naive_backend, _ = load_backend(rgb_bundle, "ort-cpu", "fp32", **({"intra_op_threads": args.threads} if args.threads else {}))
+    naive_backend, _ = load_backend(
+        rgb_bundle, "ort-cpu", "fp32", **({"intra_op_threads": args.threads} if args.threads else {})
+    )
     raw_backend, factory = pipeline_run(raw_bundle, args.source, args.threads)
     rounds = []
     try:
@@ -155,29 +181,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             # preprocessing costs, with load changes hitting both sides alike.
             m_rgb, m_raw = interleaved_model_only(naive_backend, rgb_bundle, raw_backend, raw_bundle, args.frames)
             model_ratio = m_raw / m_rgb
-            print(f"round {r + 1}/{args.rounds}: model-only p50 raw-frame {m_raw:.1f} ms / RGB {m_rgb:.1f} ms = {model_ratio:.3f}", flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: model-only p50 raw-frame {m_raw:.1f} ms / RGB {m_rgb:.1f} ms = {model_ratio:.3f}",
+                flush=True,
+            )
             f_naive, f_raw = interleaved_frames(naive_backend, raw_backend, raw_bundle, args.source, size, args.frames)  # type: ignore[arg-type]
-            print(f"round {r + 1}/{args.rounds}: per frame, alternating: plain loop {f_naive:.1f} ms, raw-frame path {f_raw:.1f} ms -> {f_naive / f_raw:.2f}x", flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: per frame, alternating: plain loop {f_naive:.1f} ms, raw-frame path {f_raw:.1f} ms -> {f_naive / f_raw:.2f}x",
+                flush=True,
+            )
             naive = naive_loop(naive_backend, args.source, size, args.frames)  # type: ignore[arg-type]
             pipe = bench.bench_e2e(factory, frames=args.frames, warmup=2, progress=False)
             ratio = pipe["fps"] / naive["fps"] if naive["fps"] else float("nan")
-            rounds.append({"naive": naive, "pipeline": {"fps": pipe["fps"], "stages_p50_ms": {k: v["p50_ms"] for k, v in pipe["stages"].items()}}, "fps_ratio": round(ratio, 3),
-                           "model_p50_ms": {"rgb": round(m_rgb, 3), "raw": round(m_raw, 3)}, "model_p50_ratio": round(model_ratio, 4),
-                           "per_frame_p50_ms": {"plain_loop": round(f_naive, 3), "raw_frame": round(f_raw, 3)}, "per_frame_speedup": round(f_naive / f_raw, 4)})
-            print(f"round {r + 1}/{args.rounds}: plain loop {naive['fps']:.2f} frames/s {naive['stages_p50_ms']}  |  "
-                  f"raw-frame pipeline {pipe['fps']:.2f} frames/s  ->  {ratio:.2f}x", flush=True)
+            rounds.append(
+                {
+                    "naive": naive,
+                    "pipeline": {
+                        "fps": pipe["fps"],
+                        "stages_p50_ms": {k: v["p50_ms"] for k, v in pipe["stages"].items()},
+                    },
+                    "fps_ratio": round(ratio, 3),
+                    "model_p50_ms": {"rgb": round(m_rgb, 3), "raw": round(m_raw, 3)},
+                    "model_p50_ratio": round(model_ratio, 4),
+                    "per_frame_p50_ms": {"plain_loop": round(f_naive, 3), "raw_frame": round(f_raw, 3)},
+                    "per_frame_speedup": round(f_naive / f_raw, 4),
+                }
+            )
+            print(
+                f"round {r + 1}/{args.rounds}: plain loop {naive['fps']:.2f} frames/s {naive['stages_p50_ms']}  |  "
+                f"raw-frame pipeline {pipe['fps']:.2f} frames/s  ->  {ratio:.2f}x",
+                flush=True,
+            )
     finally:
         naive_backend.close()
         raw_backend.close()
     median = float(np.median([r["fps_ratio"] for r in rounds]))
     model_median = float(np.median([r["model_p50_ratio"] for r in rounds]))
-    print(f"model-only p50, raw-frame bundle / model-size RGB bundle: median {model_median:.3f} over {len(rounds)} rounds")
+    print(
+        f"model-only p50, raw-frame bundle / model-size RGB bundle: median {model_median:.3f} over {len(rounds)} rounds"
+    )
     frame_median = float(np.median([r["per_frame_speedup"] for r in rounds]))
-    print(f"per-frame work, plain loop / raw-frame path (alternating frames): median {frame_median:.2f}x over {len(rounds)} rounds")
-    print(f"pipeline / plain loop frames/s: median {median:.2f}x over {len(rounds)} rounds "
-          f"({platform.machine()}, {platform.processor() or 'cpu'}; shared machine: ratios, not absolute figures)")
+    print(
+        f"per-frame work, plain loop / raw-frame path (alternating frames): median {frame_median:.2f}x over {len(rounds)} rounds"
+    )
+    print(
+        f"pipeline / plain loop frames/s: median {median:.2f}x over {len(rounds)} rounds "
+        f"({platform.machine()}, {platform.processor() or 'cpu'}; shared machine: ratios, not absolute figures)"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"source": args.source, "rounds": rounds, "median_fps_ratio": median, "median_model_p50_ratio": model_median, "median_per_frame_speedup": frame_median, "host": bench.host_info()}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "source": args.source,
+                    "rounds": rounds,
+                    "median_fps_ratio": median,
+                    "median_model_p50_ratio": model_median,
+                    "median_per_frame_speedup": frame_median,
+                    "host": bench.host_info(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -106,8 +106,12 @@ def orin_estimate(row: Row) -> tuple[tuple[float, float], tuple[float, float]]:
     fp16, int8 = [], []
     for e16, e8 in zip(FP16_EFFICIENCY, INT8_EFFICIENCY):
         fp16.append(max(row.gflops / (ORIN_FP16_TFLOPS * e16), weight_bytes_fp16 / (ORIN_GBPS * 1e6)))
-        int8.append(max(weight_gemm / (ORIN_INT8_TOPS * e8) + row.gflops_attention / (ORIN_FP16_TFLOPS * e16),
-                        weight_bytes_fp16 / 2 / (ORIN_GBPS * 1e6)))
+        int8.append(
+            max(
+                weight_gemm / (ORIN_INT8_TOPS * e8) + row.gflops_attention / (ORIN_FP16_TFLOPS * e16),
+                weight_bytes_fp16 / 2 / (ORIN_GBPS * 1e6),
+            )
+        )
     return (round(fp16[0], 1), round(fp16[1], 1)), (round(int8[0], 1), round(int8[1], 1))
 
 
@@ -121,8 +125,9 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def time_interleaved(models: Sequence[tuple[Path, int, int]], threads: int, rounds: int, budget_s: float
-                     ) -> list[tuple[float, int]]:
+def time_interleaved(
+    models: Sequence[tuple[Path, int, int]], threads: int, rounds: int, budget_s: float
+) -> list[tuple[float, int]]:
     """[(p50 ms, runs)] for (onnx, size, embed_dim) models timed round-robin (one run of each
     per round, after one warm-up each), so load from other work hits every size alike and the
     ratios between sizes hold even when absolute numbers drift. Rounds are cut so that the
@@ -131,8 +136,10 @@ def time_interleaved(models: Sequence[tuple[Path, int, int]], threads: int, roun
     sessions, feeds, first = [], [], []
     for path, size, dim in models:
         sess = _session(path, threads)
-        feed = {"image": rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8),
-                "text_embeddings": rng.standard_normal((2, dim)).astype(np.float32)}
+        feed = {
+            "image": rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8),
+            "text_embeddings": rng.standard_normal((2, dim)).astype(np.float32),
+        }
         t0 = time.perf_counter()
         sess.run(None, feed)  # warm-up
         first.append(time.perf_counter() - t0)
@@ -167,15 +174,23 @@ def bench_arch(arch: str, sizes: Sequence[int], work: Path, args: argparse.Names
         model = AnomalyCLIP(loaded.model, loaded.tokenizer, image_size=loaded.image_size).eval()
         vision_params = sum(p.numel() for p in loaded.model.vision_model.parameters())
         gflops, attention = count_flops(model, size)
-        row = Row(arch, size, patch, (size // patch) ** 2 + 1, round(vision_params / 1e6, 1), round(gflops, 3),
-                  round(attention, 3))
+        row = Row(
+            arch,
+            size,
+            patch,
+            (size // patch) ** 2 + 1,
+            round(vision_params / 1e6, 1),
+            round(gflops, 3),
+            round(attention, 3),
+        )
         row.orin_fp16_ms, row.orin_int8_ms = orin_estimate(row)
         if gflops <= args.measure_up_to_gflops:
             onnx_path = work / f"{arch}-{size}.onnx"
             with torch.no_grad():
                 text = model.text_embeddings().numpy()
-            export_onnx(model, onnx_path, image_size=loaded.image_size, mean=loaded.mean, std=loaded.std,
-                        text_embeddings=text)
+            export_onnx(
+                model, onnx_path, image_size=loaded.image_size, mean=loaded.mean, std=loaded.std, text_embeddings=text
+            )
             to_time.append((row, (onnx_path, size, int(text.shape[1]))))
         del model, loaded
         log.info("%s", row)
@@ -194,19 +209,33 @@ def bench_arch(arch: str, sizes: Sequence[int], work: Path, args: argparse.Names
 
 
 def markdown(rows: Sequence[Row], threads: int) -> str:
-    head = ("| model | input px | tokens | GFLOPs (attention) | CPU p50 ms, ORT FP32, "
-            f"{threads} threads | CPU time / GFLOPs vs the arch's first size | Orin Nano FP16 ms (expected) | "
-            "Orin Nano INT8 ms (expected) |\n|---|---|---|---|---|---|---|---|")
+    head = (
+        "| model | input px | tokens | GFLOPs (attention) | CPU p50 ms, ORT FP32, "
+        f"{threads} threads | CPU time / GFLOPs vs the arch's first size | Orin Nano FP16 ms (expected) | "
+        "Orin Nano INT8 ms (expected) |\n|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     base: dict[str, Row] = {}
     for r in rows:
         b = base.setdefault(r.arch, r)
-        ratio = "-" if not (r.cpu_p50_ms and b.cpu_p50_ms) else (
-            f"{r.cpu_p50_ms / b.cpu_p50_ms:.2f}x / {r.gflops / b.gflops:.2f}x")
-        cpu = "-" if r.cpu_p50_ms is None else (f"~{r.cpu_p50_ms:.0f} (estimated from GFLOPs)" if r.cpu_estimated
-                                                else f"{r.cpu_p50_ms:.0f} ({r.cpu_rounds} runs)")
-        lines.append(f"| {r.arch} | {r.size} | {r.tokens} | {r.gflops:.1f} ({r.gflops_attention:.1f}) | {cpu} | {ratio} | "
-                     f"{r.orin_fp16_ms[1]:.1f}–{r.orin_fp16_ms[0]:.1f} | {r.orin_int8_ms[1]:.1f}–{r.orin_int8_ms[0]:.1f} |")
+        ratio = (
+            "-"
+            if not (r.cpu_p50_ms and b.cpu_p50_ms)
+            else (f"{r.cpu_p50_ms / b.cpu_p50_ms:.2f}x / {r.gflops / b.gflops:.2f}x")
+        )
+        cpu = (
+            "-"
+            if r.cpu_p50_ms is None
+            else (
+                f"~{r.cpu_p50_ms:.0f} (estimated from GFLOPs)"
+                if r.cpu_estimated
+                else f"{r.cpu_p50_ms:.0f} ({r.cpu_rounds} runs)"
+            )
+        )
+        lines.append(
+            f"| {r.arch} | {r.size} | {r.tokens} | {r.gflops:.1f} ({r.gflops_attention:.1f}) | {cpu} | {ratio} | "
+            f"{r.orin_fp16_ms[1]:.1f}–{r.orin_fp16_ms[0]:.1f} | {r.orin_int8_ms[1]:.1f}–{r.orin_int8_ms[0]:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -217,8 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="timed runs per model after one warm-up (default 3)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget-s", type=float, default=60.0, help="cut rounds so one model's timing stays near this")
-    p.add_argument("--measure-up-to-gflops", type=float, default=float("inf"),
-                   help="estimate (do not export and time) models above this many GFLOPs")
+    p.add_argument(
+        "--measure-up-to-gflops",
+        type=float,
+        default=float("inf"),
+        help="estimate (do not export and time) models above this many GFLOPs",
+    )
     p.add_argument("--work", default=None, help="scratch folder (default: a temp folder, removed)")
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--from-json", default=None, help="only print the table of a saved --json (Orin figures recomputed)")
@@ -229,7 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.orin_fp16_ms, r.orin_int8_ms = orin_estimate(r)
         print(markdown(rows, args.threads))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for name in ("train", "export", "transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import torch

@@ -44,9 +44,18 @@ def _verdicts(n: int, start: int) -> list[dict[str, Any]]:
     from edge_runtime.verdict import make_verdict
 
     return [
-        make_verdict(frame_id=start + i, camera_serial="22000000", capture_ts_ns=(start + i) * 1_000_000, score=0.12, threshold=0.55,
-                     bundle_sha256="ab" * 32, model_id="run-5693a8fe", backend="trt", precision="fp16",
-                     latency_ms={"capture_wait": 0.4, "preprocess": 1.0, "inference": 9.8, "postprocess": 0.1, "queue": 0.2})
+        make_verdict(
+            frame_id=start + i,
+            camera_serial="22000000",
+            capture_ts_ns=(start + i) * 1_000_000,
+            score=0.12,
+            threshold=0.55,
+            bundle_sha256="ab" * 32,
+            model_id="run-5693a8fe",
+            backend="trt",
+            precision="fp16",
+            latency_ms={"capture_wait": 0.4, "preprocess": 1.0, "inference": 9.8, "postprocess": 0.1, "queue": 0.2},
+        )
         for i in range(n)
     ]
 
@@ -72,8 +81,15 @@ def _publisher_cell(uri: str, spool: Path, mode: str, batch: int, seconds: float
         st = pub.stats()
     finally:
         pub.close()
-    return {"mode": mode, "batch": batch, "verdicts": stored, "stored_per_s": stored / t_stored,
-            "delivered_per_s": st["acked"] / t_delivered if delivered else 0.0, "all_delivered": delivered, "dropped": st["dropped"]}
+    return {
+        "mode": mode,
+        "batch": batch,
+        "verdicts": stored,
+        "stored_per_s": stored / t_stored,
+        "delivered_per_s": st["acked"] / t_delivered if delivered else 0.0,
+        "all_delivered": delivered,
+        "dropped": st["dropped"],
+    }
 
 
 class _Frames:
@@ -113,7 +129,9 @@ class _Scores:
 
         import numpy as np
 
-        return SimpleNamespace(score=np.full(len(batch), 0.12, np.float32), anomaly_map=np.zeros((len(batch), 2, 2), np.float32))
+        return SimpleNamespace(
+            score=np.full(len(batch), 0.12, np.float32), anomaly_map=np.zeros((len(batch), 2, 2), np.float32)
+        )
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name}
@@ -127,8 +145,18 @@ def _pipeline_cell(uri: str, spool: Path, mode: str, seconds: float) -> dict[str
     from edge_runtime.verdict import make_verdict
 
     def post(frame: Any, score: float, amap: Any, stages: Any) -> dict[str, Any]:
-        return make_verdict(frame_id=frame.frame_id, camera_serial=frame.camera_serial, capture_ts_ns=frame.timestamp_ns, score=score,
-                            threshold=0.55, bundle_sha256="ab" * 32, model_id="run-5693a8fe", backend="trt", precision="fp16", latency_ms=stages)
+        return make_verdict(
+            frame_id=frame.frame_id,
+            camera_serial=frame.camera_serial,
+            capture_ts_ns=frame.timestamp_ns,
+            score=score,
+            threshold=0.55,
+            bundle_sha256="ab" * 32,
+            model_id="run-5693a8fe",
+            backend="trt",
+            precision="fp16",
+            latency_ms=stages,
+        )
 
     pub = open_publisher(uri, {"spool_dir": str(spool), "spool_fsync": mode, "max_inflight": 64, "close_timeout_s": 30})
     try:
@@ -139,8 +167,15 @@ def _pipeline_cell(uri: str, spool: Path, mode: str, seconds: float) -> dict[str
         st = pub.stats()
     finally:
         pub.close()
-    return {"mode": mode, "batch": "adaptive", "verdicts": result.published, "stored_per_s": result.published / seconds,
-            "delivered_per_s": st["acked"] / t_all if result.flushed else 0.0, "all_delivered": result.flushed, "dropped": st["dropped"]}
+    return {
+        "mode": mode,
+        "batch": "adaptive",
+        "verdicts": result.published,
+        "stored_per_s": result.published / seconds,
+        "delivered_per_s": st["acked"] / t_all if result.flushed else 0.0,
+        "all_delivered": result.flushed,
+        "dropped": st["dropped"],
+    }
 
 
 def _store_cell(spool: Path, mode: str, batch: int, seconds: float) -> dict[str, Any]:
@@ -165,7 +200,12 @@ def _store_cell(spool: Path, mode: str, batch: int, seconds: float) -> dict[str,
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0, help="producer time per cell")
-    p.add_argument("--rounds", type=int, default=2, help="rounds over all cells, order reversed every other round (fsync times drift on a shared disk)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds over all cells, order reversed every other round (fsync times drift on a shared disk)",
+    )
     p.add_argument("--dir", type=Path, help="where the spools go (the disk being measured)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = p.parse_args(argv)
@@ -180,24 +220,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         for batch in BATCHES:
             for mode in MODES:
                 cells.append(("store only", mode, batch, lambda d, m=mode, b=batch: _store_cell(d, m, b, args.seconds)))
-                cells.append(("publisher+mosquitto", mode, batch, lambda d, m=mode, b=batch: _publisher_cell(uri, d, m, b, args.seconds)))
+                cells.append(
+                    (
+                        "publisher+mosquitto",
+                        mode,
+                        batch,
+                        lambda d, m=mode, b=batch: _publisher_cell(uri, d, m, b, args.seconds),
+                    )
+                )
         for mode in MODES:
-            cells.append(("pipeline+mosquitto", mode, "adaptive", lambda d, m=mode: _pipeline_cell(uri, d, m, args.seconds)))
+            cells.append(
+                ("pipeline+mosquitto", mode, "adaptive", lambda d, m=mode: _pipeline_cell(uri, d, m, args.seconds))
+            )
         for r in range(args.rounds):
             for i, (kind, mode, batch, fn) in enumerate(cells if r % 2 == 0 else cells[::-1]):
                 runs.setdefault((kind, mode, str(batch)), []).append({"kind": kind, **fn(base / f"r{r}-{i}")})
     rows = [_summarise(key, got) for key, got in runs.items()]
     ref = {r["kind"]: r["stored_per_s"] for r in rows if r["mode"] == "always" and r["batch"] in ("1", "adaptive")}
-    print(f"CPU {platform.machine()} ({platform.processor() or 'unknown'}), spool on {base}; {args.seconds:g} s per cell, "
-          f"median of {args.rounds} round(s) [min-max]")
-    print(f"{'kind':<20} {'spool_fsync':<11} {'batch':>8} {'stored/s':>10} {'[min-max]':>17} {'delivered/s':>11} {'vs always':>9}")
+    print(
+        f"CPU {platform.machine()} ({platform.processor() or 'unknown'}), spool on {base}; {args.seconds:g} s per cell, "
+        f"median of {args.rounds} round(s) [min-max]"
+    )
+    print(
+        f"{'kind':<20} {'spool_fsync':<11} {'batch':>8} {'stored/s':>10} {'[min-max]':>17} {'delivered/s':>11} {'vs always':>9}"
+    )
     for r in rows:
         delivered = f"{r['delivered_per_s']:>11.0f}" if "delivered_per_s" in r else f"{'-':>11}"
         spread = f"[{r['stored_min']:.0f}-{r['stored_max']:.0f}]"
-        print(f"{r['kind']:<20} {r['mode']:<11} {r['batch']:>8} {r['stored_per_s']:>10.0f} {spread:>17} {delivered} {r['stored_per_s'] / ref[r['kind']]:>8.1f}x")
+        print(
+            f"{r['kind']:<20} {r['mode']:<11} {r['batch']:>8} {r['stored_per_s']:>10.0f} {spread:>17} {delivered} {r['stored_per_s'] / ref[r['kind']]:>8.1f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "runs": [x for got in runs.values() for x in got]}, indent=2))
-    bad = [x for got in runs.values() for x in got if x["kind"] != "store only" and (not x["all_delivered"] or x["dropped"])]
+    bad = [
+        x
+        for got in runs.values()
+        for x in got
+        if x["kind"] != "store only" and (not x["all_delivered"] or x["dropped"])
+    ]
     if bad:
         print(f"NOT ALL DELIVERED: {bad}", file=sys.stderr)
         return 1
@@ -211,8 +271,14 @@ def _summarise(key: tuple[str, str, str], got: list[dict[str, Any]]) -> dict[str
     import statistics
 
     stored = [g["stored_per_s"] for g in got]
-    row: dict[str, Any] = {"kind": key[0], "mode": key[1], "batch": key[2], "stored_per_s": statistics.median(stored),
-                           "stored_min": min(stored), "stored_max": max(stored)}
+    row: dict[str, Any] = {
+        "kind": key[0],
+        "mode": key[1],
+        "batch": key[2],
+        "stored_per_s": statistics.median(stored),
+        "stored_min": min(stored),
+        "stored_max": max(stored),
+    }
     if "delivered_per_s" in got[0]:
         row["delivered_per_s"] = statistics.median(g["delivered_per_s"] for g in got)
     return row

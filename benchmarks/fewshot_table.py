@@ -28,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clip-seed", type=int, default=0, help="init seed of the random tiny CLIP")
     p.add_argument("--arch", default="tiny")
-    p.add_argument("--run", action="append", default=[], metavar="RUN=CATEGORY",
-                   help="instead of the random CLIP: a training run and the category to test it on (repeatable)")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN=CATEGORY",
+        help="instead of the random CLIP: a training run and the category to test it on (repeatable)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -47,20 +52,47 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.run:
             run, _, cat = spec.partition("=")
             model, info = load_run_model(Path(run))
-            models.append((f"{cat} (run {Path(run).name}, epoch {info.epoch})", model.eval(), info.image_size, info.mean, info.std, [cat]))
+            models.append(
+                (
+                    f"{cat} (run {Path(run).name}, epoch {info.epoch})",
+                    model.eval(),
+                    info.image_size,
+                    info.mean,
+                    info.std,
+                    [cat],
+                )
+            )
     else:
         with tempfile.TemporaryDirectory() as tmp:
             loaded = load_clip(make_clip_folder(Path(tmp) / "clip", arch=args.arch, seed=args.clip_seed))
         model = AnomalyCLIP(loaded.model, loaded.tokenizer, image_size=loaded.image_size).eval()
         models.append((None, model, loaded.image_size, loaded.mean, loaded.std, [c for _, c in CATEGORIES]))
-    header = ["category", "zero-shot"] + [f"{k}-shot (mean ± std over seeds {','.join(map(str, args.seeds))})" for k in args.shots]
+    header = ["category", "zero-shot"] + [
+        f"{k}-shot (mean ± std over seeds {','.join(map(str, args.seeds))})" for k in args.shots
+    ]
     folders = {c: f for f, c in CATEGORIES}
     rows = []
     for label, model, size, mean, std, cats in models:
         for cat in cats:
-            rows.append(_row(model, Path(args.data_root) / folders[cat], cat, label or cat, size, mean, std, args.shots, args.seeds))
+            rows.append(
+                _row(
+                    model,
+                    Path(args.data_root) / folders[cat],
+                    cat,
+                    label or cat,
+                    size,
+                    mean,
+                    std,
+                    args.shots,
+                    args.seeds,
+                )
+            )
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
-    what = "trained runs: " + ", ".join(args.run) if args.run else f"random-init {args.arch} CLIP (seed {args.clip_seed}), no training"
+    what = (
+        "trained runs: " + ", ".join(args.run)
+        if args.run
+        else f"random-init {args.arch} CLIP (seed {args.clip_seed}), no training"
+    )
     print(f"image AUROC (%), {what}, {size[0]}x{size[1]} input")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -76,7 +108,9 @@ def _row(model, root, cat, label, size, mean, std, shots, seeds) -> list[str]:
 
     test = load_samples(root, splits=("test",), categories=[cat])
     train = load_samples(root, splits=("train",), categories=[cat])
-    zs = metrics_by_category(test, predict(model, AnomalyDataset(test, size, mean, std), EvalOptions(sigma=0.0), progress=False))[cat]
+    zs = metrics_by_category(
+        test, predict(model, AnomalyDataset(test, size, mean, std), EvalOptions(sigma=0.0), progress=False)
+    )[cat]
     cells = [label, f"{100 * zs.image_auroc:.1f}"]
     for k in shots:
         r = evaluate_fewshot(model, test, train, k, size, mean, std, seeds=seeds)

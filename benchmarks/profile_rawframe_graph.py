@@ -77,9 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         pre_ms.append(pre)
         rest_ms.append(rest)
     share = [a / (a + b) for a, b in zip(pre_ms, rest_ms)]
-    print(f"{path.name}: {len(pre_nodes)} preprocessing nodes; per run p50: preprocessing {np.median(pre_ms):.1f} ms, "
-          f"model {np.median(rest_ms):.1f} ms; preprocessing share {100 * np.median(share):.1f} % "
-          f"(-> model-only would be {1 / (1 - np.median(share)):.3f}x the same graph without it)")
+    print(
+        f"{path.name}: {len(pre_nodes)} preprocessing nodes; per run p50: preprocessing {np.median(pre_ms):.1f} ms, "
+        f"model {np.median(rest_ms):.1f} ms; preprocessing share {100 * np.median(share):.1f} % "
+        f"(-> model-only would be {1 / (1 - np.median(share)):.3f}x the same graph without it)"
+    )
     return 0
 
 

@@ -70,21 +70,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 candidate.close()
             scores = [r.score_diff for r in report.rows]
             results[precision] = {
-                "atol": atol, "images": len(report.rows), "ok": bool(report.ok),
-                "max_abs_score_diff": report.max_score_diff, "max_abs_map_diff": report.max_map_diff,
+                "atol": atol,
+                "images": len(report.rows),
+                "ok": bool(report.ok),
+                "max_abs_score_diff": report.max_score_diff,
+                "max_abs_map_diff": report.max_map_diff,
                 "mean_abs_score_diff": sum(scores) / max(len(scores), 1),
-                "verdicts_agree": report.verdicts_agree, "threshold": report.threshold, "speed": report.speed(),
+                "verdicts_agree": report.verdicts_agree,
+                "threshold": report.threshold,
+                "speed": report.speed(),
             }
             failed |= not report.ok
-            print(f"torch {args.device} {precision} vs ort-cpu fp32 on {len(report.rows)} images: max |Δscore| "
-                  f"{report.max_score_diff:.3e}, max |Δmap| {report.max_map_diff:.3e} (atol {atol:g}: "
-                  f"{'ok' if report.ok else 'EXCEEDED'}); verdicts agree {report.verdicts_agree}/{len(report.rows)}")
+            print(
+                f"torch {args.device} {precision} vs ort-cpu fp32 on {len(report.rows)} images: max |Δscore| "
+                f"{report.max_score_diff:.3e}, max |Δmap| {report.max_map_diff:.3e} (atol {atol:g}: "
+                f"{'ok' if report.ok else 'EXCEEDED'}); verdicts agree {report.verdicts_agree}/{len(report.rows)}"
+            )
         reference.close()
     except ClipInspectError as exc:
         print(f"torch_cuda_drift: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    doc = {"bundle": str(bundle.root), "model_id": bundle.manifest.model_id,
-           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__, "results": results}
+    doc = {
+        "bundle": str(bundle.root),
+        "model_id": bundle.manifest.model_id,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "results": results,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 1 if failed else 0

@@ -136,7 +136,9 @@ def sample_calibration_set(source: str | Path, num: int, seed: int = 0) -> Calib
         raise DataError(f"number of calibration images must be >= 1, got {num}")
     files = find_normal_images(source)
     if num > len(files):
-        raise DataError(f"asked for {num} calibration images but {source} holds only {len(files)} normal images; use --num {len(files)} or fewer")
+        raise DataError(
+            f"asked for {num} calibration images but {source} holds only {len(files)} normal images; use --num {len(files)} or fewer"
+        )
     rng = np.random.default_rng(seed)
     picked = [files[i] for i in rng.permutation(len(files))[:num]]
     return CalibrationSet(
@@ -159,7 +161,11 @@ def _relative(path: Path, source: str) -> str:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
 
 
 def _from_csv(path: Path) -> list[Path]:

@@ -48,7 +48,9 @@ def read_labelled_csv(path: Path) -> list[tuple[Path, int, str]]:
     cols = set(rows[0])
     key = "image_id" if "image_id" in cols else "path" if "path" in cols else None
     if key is None or "label" not in cols:
-        raise DataError(f"CSV {path} needs columns 'image_id' (or 'path') and 'label', has: {', '.join(sorted(c for c in cols if c))}")
+        raise DataError(
+            f"CSV {path} needs columns 'image_id' (or 'path') and 'label', has: {', '.join(sorted(c for c in cols if c))}"
+        )
     out = []
     for n, row in enumerate(rows, start=2):
         rel = (row.get(key) or "").strip()

@@ -103,7 +103,8 @@ class PrecisionReport:
             "backend": self.backend,
             "rows": [asdict(r) for r in self.rows],
             "per_image": [
-                {"file": f, "label": lab, **{p: s[i] for p, s in self.scores.items()}} for i, (f, lab) in enumerate(zip(self.files, self.labels))
+                {"file": f, "label": lab, **{p: s[i] for p, s in self.scores.items()}}
+                for i, (f, lab) in enumerate(zip(self.files, self.labels))
             ],
         }
 
@@ -138,7 +139,14 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 
 def compare_scores(
-    precision: str, ref: np.ndarray, other: np.ndarray, labels: Sequence[int], threshold: float, *, model_file: str = "", ms_per_image: float | None = None
+    precision: str,
+    ref: np.ndarray,
+    other: np.ndarray,
+    labels: Sequence[int],
+    threshold: float,
+    *,
+    model_file: str = "",
+    ms_per_image: float | None = None,
 ) -> PrecisionRow:
     """One report row: `other` (scores at `precision`) against the FP32 reference `ref`."""
     ref = np.asarray(ref, dtype=np.float64)
@@ -181,7 +189,9 @@ def find_labelled_images(source: str | Path) -> list[LabelledImage]:
     else:
         cats = sorted(p for p in src.iterdir() if (p / "test").is_dir())
         if not cats:
-            raise DataError(f"{src} is not an MVTec-style test split: expected test/good and test/<defect> folders, a category root, or a CSV")
+            raise DataError(
+                f"{src} is not an MVTec-style test split: expected test/good and test/<defect> folders, a category root, or a CSV"
+            )
         out = [img for c in cats for img in _test_split(c / "test", prefix=f"{c.name}/")]
     if not out:
         raise DataError(f"no labelled images found in {src}")
@@ -199,7 +209,9 @@ def _test_split(test_dir: Path, prefix: str = "") -> list[LabelledImage]:
 
 
 def _from_csv(path: Path) -> list[LabelledImage]:
-    return [LabelledImage(image, label, "good" if label == 0 else text) for image, label, text in read_labelled_csv(path)]
+    return [
+        LabelledImage(image, label, "good" if label == 0 else text) for image, label, text in read_labelled_csv(path)
+    ]
 
 
 # ---------------------------------------------------------------- running
@@ -264,7 +276,9 @@ def precision_report(
     items = _sample(find_labelled_images(images), max_images)
     labels = [it.label for it in items]
     wanted = ["fp32"] + [p for p in precisions if p != "fp32"]
-    rows, scores = _score_precisions(bundle, items, wanted, backend=backend, threads=threads, convert_fp16=convert_fp16, progress=progress)
+    rows, scores = _score_precisions(
+        bundle, items, wanted, backend=backend, threads=threads, convert_fp16=convert_fp16, progress=progress
+    )
     return PrecisionReport(
         bundle=str(bundle.root),
         images=str(images),
@@ -280,7 +294,14 @@ def precision_report(
 
 
 def _score_precisions(
-    bundle: Any, items: Sequence[LabelledImage], wanted: Sequence[str], *, backend: str, threads: int, convert_fp16: bool, progress: bool
+    bundle: Any,
+    items: Sequence[LabelledImage],
+    wanted: Sequence[str],
+    *,
+    backend: str,
+    threads: int,
+    convert_fp16: bool,
+    progress: bool,
 ) -> tuple[list[PrecisionRow], dict[str, list[float]]]:
     """One row per precision in `wanted` (fp32 first: the reference) and the scores of those that ran."""
     from edge_runtime.file_input import image_input, to_model_input  # the raw frame for raw-frame bundles
@@ -297,7 +318,15 @@ def _score_precisions(
             row, got = _run_precision(bundle, precision, batches, Path(tmp), backend, threads, convert_fp16, bar)
             if got is not None:
                 scores[precision] = [float(v) for v in got]
-                row = compare_scores(precision, np.asarray(scores["fp32"]), got, labels, threshold, model_file=row.model_file, ms_per_image=row.ms_per_image)
+                row = compare_scores(
+                    precision,
+                    np.asarray(scores["fp32"]),
+                    got,
+                    labels,
+                    threshold,
+                    model_file=row.model_file,
+                    ms_per_image=row.ms_per_image,
+                )
             rows.append(row)
     bar.close()
     return rows, scores
@@ -311,7 +340,14 @@ def _sample(items: list[LabelledImage], max_images: int) -> list[LabelledImage]:
 
 
 def _run_precision(
-    bundle: Any, precision: str, batches: Sequence[np.ndarray], tmp: Path, backend: str, threads: int, convert_fp16: bool, bar: Any
+    bundle: Any,
+    precision: str,
+    batches: Sequence[np.ndarray],
+    tmp: Path,
+    backend: str,
+    threads: int,
+    convert_fp16: bool,
+    bar: Any,
 ) -> tuple[PrecisionRow, np.ndarray | None]:
     """Scores of one precision on the device backend, or the row saying why there are none."""
     from edge_runtime.backends import BACKENDS, make_backend
@@ -383,6 +419,7 @@ def _finite(obj: Any) -> Any:
 
 def format_table(report: PrecisionReport) -> str:
     """The report as the text table `precision-report` prints."""
+
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 

@@ -63,7 +63,9 @@ class QuantConfig:
     def __post_init__(self) -> None:
         bad = [t for t in self.op_types if t not in WEIGHT_OPS]
         if bad or not self.op_types:
-            raise ConfigError(f"quantization op_types must be a non-empty subset of {', '.join(WEIGHT_OPS)}, got {list(self.op_types)}")
+            raise ConfigError(
+                f"quantization op_types must be a non-empty subset of {', '.join(WEIGHT_OPS)}, got {list(self.op_types)}"
+            )
         if not 90.0 <= self.percentile <= 100.0:
             raise ConfigError(f"quantization percentile must be in [90, 100], got {self.percentile}")
         if self.activation_type == "uint8" and self.symmetric_activations:
@@ -163,7 +165,11 @@ def decouple_activation_qdq(model: Any) -> int:
                 copies += 1
 
     for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in producer and producer[node.input[0]].op_type == "QuantizeLinear":
+        if (
+            node.op_type == "DequantizeLinear"
+            and node.input[0] in producer
+            and producer[node.input[0]].op_type == "QuantizeLinear"
+        ):
             own(node, node.name)
             own(producer[node.input[0]], node.name)
     return copies
@@ -219,7 +225,11 @@ def select_nodes(model: Any, config: QuantConfig) -> NodeSelection:
         stack, seen = [start], {start.name}
         while stack:
             node = stack.pop()
-            nxt = [c for o in node.output for c in consumers.get(o, [])] if forward else [producer[i] for i in node.input if i in producer]
+            nxt = (
+                [c for o in node.output for c in consumers.get(o, [])]
+                if forward
+                else [producer[i] for i in node.input if i in producer]
+            )
             for m in nxt:
                 if m.name not in seen:
                     seen.add(m.name)
@@ -268,7 +278,9 @@ def _matches(node: Any, patterns: Sequence[str]) -> bool:
 class _Reader:
     """onnxruntime CalibrationDataReader over ready-made feeds (one dict per batch)."""
 
-    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, feeds: Iterable[Mapping[str, np.ndarray]], on_batch: Callable[[int], None] | None = None
+    ) -> None:
         self._it = iter(feeds)
         self._on_batch = on_batch
         self.count = 0
@@ -315,7 +327,14 @@ def quantize_qdq(
         selection, preprocessed = _prepare(src, prepared, config, notes)
         reader = _make_reader(feeds, on_batch)
         _quantize_static(prepared, out, reader, selection, config)
-    return QuantResult(path=out, selection=selection, config=config, num_calibration_batches=reader.count, preprocessed=preprocessed, notes=tuple(notes))
+    return QuantResult(
+        path=out,
+        selection=selection,
+        config=config,
+        num_calibration_batches=reader.count,
+        preprocessed=preprocessed,
+        notes=tuple(notes),
+    )
 
 
 def _prepare(src: Path, prepared: Path, config: QuantConfig, notes: list[str]) -> tuple[NodeSelection, bool]:
@@ -328,7 +347,9 @@ def _prepare(src: Path, prepared: Path, config: QuantConfig, notes: list[str]) -
     name_unnamed_nodes(model)
     selection = select_nodes(model, config)
     if not selection.quantize:
-        raise DataError(f"{src}: no {'/'.join(config.op_types)} node with constant weights is left to quantize ({selection.summary()})")
+        raise DataError(
+            f"{src}: no {'/'.join(config.op_types)} node with constant weights is left to quantize ({selection.summary()})"
+        )
     copies = unshare_initializers(model, selection.quantize)
     if copies:
         log.debug("un-shared %d initializers read by quantized and float nodes", copies)
@@ -366,7 +387,11 @@ def _quantize_static(prepared: Path, out: Path, reader: Any, selection: NodeSele
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     act_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[config.method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[config.method]
     tmp_out = out.with_name(f".{out.name}.partial")
     try:
         with _quiet_root_logger():
@@ -467,13 +492,22 @@ def fold_weight_transposes(model: Any) -> int:
     return len(folded)
 
 
-def dynamic_weight_only(fp32_model: str | Path, out_path: str | Path, op_types: Sequence[str] = ("MatMul", "Gemm")) -> Path:
+def dynamic_weight_only(
+    fp32_model: str | Path, out_path: str | Path, op_types: Sequence[str] = ("MatMul", "Gemm")
+) -> Path:
     """Dynamic (weight-only, activations quantized at run time) INT8 copy: a CPU-only baseline
     for comparison in benchmarks; TensorRT cannot use it."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_root_logger():
-        quantize_dynamic(str(fp32_model), str(out_path), op_types_to_quantize=list(op_types), per_channel=False, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+        quantize_dynamic(
+            str(fp32_model),
+            str(out_path),
+            op_types_to_quantize=list(op_types),
+            per_channel=False,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
     return Path(out_path)
 
 
@@ -534,12 +568,16 @@ def calibrate_bundle(
     if pre.input_layout == "frame_uint8":
         # Its graph starts with the frame preprocessing, whose constant MatMuls (binning,
         # colour, resampling) the weight-MatMul selection would quantize; not handled yet.
-        raise ConfigError(f"{root} is a raw-frame bundle: Q/DQ calibration is not supported for it yet; "
-                          "build an INT8 TensorRT engine with 'clipinspect build-engine --precision int8 --calib-images DIR' instead")
+        raise ConfigError(
+            f"{root} is a raw-frame bundle: Q/DQ calibration is not supported for it yet; "
+            "build an INT8 TensorRT engine with 'clipinspect build-engine --precision int8 --calib-images DIR' instead"
+        )
     bar = _progress(len(calib), "calibrating", progress)
     try:
         images = calib.batches(pre.image_size, batch_size, color_order=pre.color_order, method=pre.resize)
-        result = quantize_qdq(bundle.model_path("fp32"), root / out_name, bundle_feeds(bundle, images), config, on_batch=bar.update)
+        result = quantize_qdq(
+            bundle.model_path("fp32"), root / out_name, bundle_feeds(bundle, images), config, on_batch=bar.update
+        )
     finally:
         bar.close()
     calib.write(root / SET_FILE)
@@ -558,7 +596,11 @@ def calibrate_bundle(
     # device cannot run a stale engine under the new model's name (rebuild with build-engine).
     stale = [e for e in m.engines if e.source_onnx == out_name]
     for e in stale:
-        log.warning("dropping engine %s from the manifest: it was built from the previous %s; rebuild it on the target", e.file, out_name)
+        log.warning(
+            "dropping engine %s from the manifest: it was built from the previous %s; rebuild it on the target",
+            e.file,
+            out_name,
+        )
     files = {k: v for k, v in m.files.items() if k not in {e.file for e in stale}}
     m = replace(m, variants=variants, engines=tuple(e for e in m.engines if e not in stale), files=files)
     m = with_file(with_file(m, root, out_name), root, SET_FILE)
@@ -596,6 +638,7 @@ def _progress(total: int, desc: str, enabled: bool):
     except ImportError:  # tqdm is a train extra; a bar is a nicety, not a requirement
         tqdm = None
     if tqdm is None or not enabled:
+
         class _Null:
             def update(self, n: int = 1) -> None:
                 pass

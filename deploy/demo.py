@@ -208,8 +208,24 @@ class _Demo:
     def train(self) -> str:
         """LoRA training on every category but the held-out one."""
         extra = [] if self.opts.clip else ["--set", "optim.threads=1"]  # the tiny model's ops are too small to thread
-        _cli(["train", "--data", str(self.data), "--clip", self.clip, "--out", str(self.run_dir),
-              "--epochs", str(self.opts.epochs), "--holdout", self.holdout, "--set", f"optim.seed={self.opts.seed}", *extra])
+        _cli(
+            [
+                "train",
+                "--data",
+                str(self.data),
+                "--clip",
+                self.clip,
+                "--out",
+                str(self.run_dir),
+                "--epochs",
+                str(self.opts.epochs),
+                "--holdout",
+                self.holdout,
+                "--set",
+                f"optim.seed={self.opts.seed}",
+                *extra,
+            ]
+        )
         return f"run folder {self.run_dir}"
 
     def evaluate(self) -> str:
@@ -232,17 +248,48 @@ class _Demo:
 
     def parity(self) -> str:
         """verify-bundle: the torch reference against the device's ONNX Runtime on held-out images."""
-        _cli(["verify-bundle", "--bundle", str(self.bundle), "--images", str(self.data / self.holdout / "test"),
-              "--max-images", "8"])
+        _cli(
+            [
+                "verify-bundle",
+                "--bundle",
+                str(self.bundle),
+                "--images",
+                str(self.data / self.holdout / "test"),
+                "--max-images",
+                "8",
+            ]
+        )
         return "torch reference == ONNX Runtime within 1e-4"
 
     def calibrate(self) -> str:
         """INT8 Q/DQ calibration, then the fp32-vs-int8 precision report."""
-        _cli(["calibrate", "--bundle", str(self.bundle), "--images", str(self.data / self.categories[0]), "--num", "8",
-              "--seed", str(self.opts.seed)])
+        _cli(
+            [
+                "calibrate",
+                "--bundle",
+                str(self.bundle),
+                "--images",
+                str(self.data / self.categories[0]),
+                "--num",
+                "8",
+                "--seed",
+                str(self.opts.seed),
+            ]
+        )
         precision_json = self.out / "precision_report.json"
-        _cli(["precision-report", "--bundle", str(self.bundle), "--images", str(self.data / self.holdout),
-              "--json", str(precision_json), "--precisions", "fp32,int8"])
+        _cli(
+            [
+                "precision-report",
+                "--bundle",
+                str(self.bundle),
+                "--images",
+                str(self.data / self.holdout),
+                "--json",
+                str(precision_json),
+                "--precisions",
+                "fp32,int8",
+            ]
+        )
         self.report.artifacts["precision report"] = str(precision_json)
         return "model.int8.onnx (Q/DQ) added to the bundle"
 
@@ -264,11 +311,24 @@ class _Demo:
         """`run` on the held-out images replayed from a folder; every verdict must arrive, in order."""
         labels = _replay_folder(self.data, self.holdout, self.replay)
         summary = self.out / "run_summary.json"
-        _cli(["run", "--bundle", str(self.bundle), "--source", f"folder://{self.replay}?loop=0",
-              "--publish", f"mqtt://{self.broker.host}:{self.broker.port}/clipinspect/demo",
-              # A replay must not drop frames (a camera would use the default 'newest').
-              "--set", "pipeline.drop_policy=block",
-              "--max-frames", str(len(labels)), "--summary-json", str(summary)])
+        _cli(
+            [
+                "run",
+                "--bundle",
+                str(self.bundle),
+                "--source",
+                f"folder://{self.replay}?loop=0",
+                "--publish",
+                f"mqtt://{self.broker.host}:{self.broker.port}/clipinspect/demo",
+                # A replay must not drop frames (a camera would use the default 'newest').
+                "--set",
+                "pipeline.drop_policy=block",
+                "--max-frames",
+                str(len(labels)),
+                "--summary-json",
+                str(summary),
+            ]
+        )
         got = self.sub.wait_for(len(labels), timeout_s=20)
         correct = _score_verdicts(got, labels)
         self.report.figures["verdicts_received"] = len(got)
@@ -286,9 +346,21 @@ class _Demo:
         if viky is None:
             return None
         before = len(self.sub.received)
-        _cli(["run", "--bundle", str(self.bundle), "--source", f"gentl://{viky}?serial=1",
-              "--publish", f"mqtt://{self.broker.host}:{self.broker.port}/clipinspect/demo/gentl",
-              "--set", "source.options.pixel_format=Mono8", "--max-frames", "8"])
+        _cli(
+            [
+                "run",
+                "--bundle",
+                str(self.bundle),
+                "--source",
+                f"gentl://{viky}?serial=1",
+                "--publish",
+                f"mqtt://{self.broker.host}:{self.broker.port}/clipinspect/demo/gentl",
+                "--set",
+                "source.options.pixel_format=Mono8",
+                "--max-frames",
+                "8",
+            ]
+        )
         n = len(self.sub.wait_for(before + 8, timeout_s=20)) - before
         self.report.figures["gentl_verdicts"] = n
         return n
@@ -296,9 +368,24 @@ class _Demo:
     def bench(self) -> str:
         """`bench --compare ort-cpu:fp32,ort-cpu:int8` into the demo folder."""
         bench_dir = self.out / "bench"
-        _cli(["bench", "--bundle", str(self.bundle), "--compare", "ort-cpu:fp32,ort-cpu:int8",
-              "--iterations", str(self.opts.bench_iters), "--frames", str(self.opts.bench_iters), "--warmup", "5",
-              "--out", str(bench_dir), "--no-progress"])
+        _cli(
+            [
+                "bench",
+                "--bundle",
+                str(self.bundle),
+                "--compare",
+                "ort-cpu:fp32,ort-cpu:int8",
+                "--iterations",
+                str(self.opts.bench_iters),
+                "--frames",
+                str(self.opts.bench_iters),
+                "--warmup",
+                "5",
+                "--out",
+                str(bench_dir),
+                "--no-progress",
+            ]
+        )
         self.report.artifacts["bench"] = str(bench_dir / "bench.json")
         self.report.artifacts["bench plot"] = str(bench_dir / "bench.png")
         return "per-stage latency table above"
@@ -333,12 +420,16 @@ def format_report(report: DemoReport) -> str:
     lines.append("figures (tiny random CLIP: they exercise the pipeline, they do not measure accuracy):")
     mean = report.figures.get("eval_mean") or {}
     if mean:
-        lines.append("  eval mean: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items() if isinstance(v, (int, float))))
+        lines.append(
+            "  eval mean: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items() if isinstance(v, (int, float)))
+        )
     for key in ("verdicts_received", "verdict_accuracy_holdout", "gentl_verdicts"):
         if key in report.figures:
             v = report.figures[key]
             lines.append(f"  {key}: {v:.3f}" if isinstance(v, float) else f"  {key}: {v}")
     lines.append("artifacts:")
     lines.extend(f"  {k:18s} {v}" for k, v in report.artifacts.items())
-    lines.append("next: real weights with `clipinspect demo --clip openai/clip-vit-base-patch16` (hub id or local folder)")
+    lines.append(
+        "next: real weights with `clipinspect demo --clip openai/clip-vit-base-patch16` (hub id or local folder)"
+    )
     return "\n".join(lines)

@@ -97,7 +97,9 @@ def fixed_input(bundle: Any, batch: int = 1, seed: int = 0) -> np.ndarray:
     if spec.input_layout == "frame_uint8":
         from edge_runtime.rawframe import frame_shape
 
-        return np.random.default_rng(seed).integers(0, 256, (batch, *frame_shape(spec.input_format, spec.input_size)), dtype=np.uint8)
+        return np.random.default_rng(seed).integers(
+            0, 256, (batch, *frame_shape(spec.input_format, spec.input_size)), dtype=np.uint8
+        )
     h, w = spec.image_size
     x = np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
     if spec.input_layout == "NCHW_float32":
@@ -118,7 +120,16 @@ def default_source(bundle: Any) -> str:
     return f"synthetic://?width={w}&height={h}"
 
 
-def bench_model(backend: Any, bundle: Any, *, iterations: int = 100, warmup: int = 10, batch: int = 1, progress: bool = True, label: str = "model-only") -> dict[str, Any]:
+def bench_model(
+    backend: Any,
+    bundle: Any,
+    *,
+    iterations: int = 100,
+    warmup: int = 10,
+    batch: int = 1,
+    progress: bool = True,
+    label: str = "model-only",
+) -> dict[str, Any]:
     """Timed `infer` calls on one fixed input (no preprocessing, no copies beyond the backend's)."""
     if iterations < 1 or warmup < 0 or batch < 1:
         raise ConfigError("bench needs iterations >= 1, warmup >= 0, batch >= 1")
@@ -146,7 +157,14 @@ def bench_model(backend: Any, bundle: Any, *, iterations: int = 100, warmup: int
     }
 
 
-def bench_e2e(session_factory: Callable[[], Any], *, frames: int = 100, warmup: int = 10, progress: bool = True, label: str = "end-to-end") -> dict[str, Any]:
+def bench_e2e(
+    session_factory: Callable[[], Any],
+    *,
+    frames: int = 100,
+    warmup: int = 10,
+    progress: bool = True,
+    label: str = "end-to-end",
+) -> dict[str, Any]:
     """Run the real pipeline: `warmup` frames unrecorded, then `frames` measured.
     `session_factory()` is a context manager yielding a RuntimeSession (see edge_runtime.session)."""
     from edge_runtime.session import run_pipeline
@@ -256,7 +274,12 @@ def host_info() -> dict[str, Any]:
     """Machine, Python, CPU count, platform and the onnxruntime version (when installed), for the results."""
     import os
 
-    info: dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     try:
         import onnxruntime as ort
 
@@ -297,7 +320,9 @@ def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
             f"{f(q.get('e2e_p50_over_model_p50'), '.3f'):>10}{f(q.get('fps_over_model_fps'), '.3f'):>10}"
             f"{f(q.get('median_round_e2e_p50_over_model_p50'), '.3f'):>10}{f(q.get('median_round_fps_over_model_fps'), '.3f'):>10}"
         )
-    lines.append("ratios: end-to-end / model-only, pooled over all rounds; 'r/rnd' = median of each round's own ratio (--rounds > 1)")
+    lines.append(
+        "ratios: end-to-end / model-only, pooled over all rounds; 'r/rnd' = median of each round's own ratio (--rounds > 1)"
+    )
     return "\n".join(lines)
 
 
@@ -314,13 +339,24 @@ def format_stage_table(run: Mapping[str, Any]) -> str:
     m = run.get("model")
     if m:
         s = m["latency_ms"]
-        lines.append(f"  {'model-only':<14}{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['max_ms']:>9.2f}")
+        lines.append(
+            f"  {'model-only':<14}{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['max_ms']:>9.2f}"
+        )
     for name, s in (run.get("e2e") or {}).get("stages", {}).items():
         lines.append(f"  {name:<14}{s['p50_ms']:>9.2f}{s['p90_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['max_ms']:>9.2f}")
     return "\n".join(lines)
 
 
-_COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140), (194, 119, 227), (127, 127, 127)]
+_COLOURS = [
+    (180, 119, 31),
+    (14, 127, 255),
+    (44, 160, 44),
+    (40, 39, 214),
+    (189, 103, 148),
+    (75, 86, 140),
+    (194, 119, 227),
+    (127, 127, 127),
+]
 
 
 def write_plot(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -345,7 +381,9 @@ def write_plot(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     vmax = max([p99 for _, bars in rows for _, _, p99 in bars if np.isfinite(p99)] + [1e-3])
     scale = (width - left - right) / (vmax * 1.05)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(img, "clipinspect bench: p50 per stage (bar), p99 (whisker), ms", (10, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        img, "clipinspect bench: p50 per stage (bar), p99 (whisker), ms", (10, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA
+    )
     y = top
     for (label, bars), h in zip(rows, heights):
         cv2.putText(img, label, (10, y + 20), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
@@ -360,7 +398,9 @@ def write_plot(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
                     x2 = left + int(p99 * scale)
                     cv2.line(img, (x1, yy + bar_h // 2), (x2, yy + bar_h // 2), (0, 0, 0), 1)
                     cv2.line(img, (x2, yy + 3), (x2, yy + bar_h - 3), (0, 0, 0), 1)
-                cv2.putText(img, f"{p50:.2f}", (min(x1 + 4, width - 60), yy + bar_h - 5), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+                cv2.putText(
+                    img, f"{p50:.2f}", (min(x1 + 4, width - 60), yy + bar_h - 5), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+                )
             yy += bar_h + gap
         y += h
     cv2.line(img, (left, top), (left, height - 20), (0, 0, 0), 1)
@@ -385,7 +425,12 @@ def result_document(bundle: Any, runs: Sequence[Mapping[str, Any]], settings: Ma
         "schema": "clipinspect.bench",
         "schema_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bundle": {"root": str(bundle.root), "model_id": bundle.manifest.model_id, "manifest_sha256": bundle.manifest_sha256, "image_size": list(bundle.manifest.preprocess.image_size)},
+        "bundle": {
+            "root": str(bundle.root),
+            "model_id": bundle.manifest.model_id,
+            "manifest_sha256": bundle.manifest_sha256,
+            "image_size": list(bundle.manifest.preprocess.image_size),
+        },
         "host": host_info(),
         "settings": dict(settings),
         "runs": [dict(r) for r in runs],
@@ -402,4 +447,6 @@ def replace_backend(cfg: Any, spec: BenchSpec) -> Any:
     Returns:
         A new RuntimeConfig; `cfg` is unchanged.
     """
-    return dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, name=spec.backend, precision=spec.precision))
+    return dataclasses.replace(
+        cfg, backend=dataclasses.replace(cfg.backend, name=spec.backend, precision=spec.precision)
+    )

@@ -67,13 +67,17 @@ class PreprocessSpec:
             raise ConfigError("preprocess.std must be positive")
         raw = self.input_layout == "frame_uint8"
         if raw != bool(self.input_format) or raw != (self.input_size is not None):
-            raise ConfigError("preprocess: input_layout 'frame_uint8' goes with input_format and input_size, and only with them")
+            raise ConfigError(
+                "preprocess: input_layout 'frame_uint8' goes with input_format and input_size, and only with them"
+            )
         if self.roi is not None and not raw:
             raise ConfigError("preprocess.roi is recorded only for raw-frame bundles (input_layout 'frame_uint8')")
         if raw:
             from edge_runtime.rawframe import make_plan
 
-            make_plan(self.input_format, self.input_size, self.image_size, self.roi)  # format, size and ROI are consistent
+            make_plan(
+                self.input_format, self.input_size, self.image_size, self.roi
+            )  # format, size and ROI are consistent
 
     @property
     def raw_frame(self) -> bool:
@@ -165,7 +169,9 @@ class FewShotSpec:
     shots: int = 0
     images_sha256: str = ""  # sha256 over the enrolled images' file sha256s, in enrolment order
     images: tuple[str, ...] = ()  # their file names, for the record
-    method: str = "WinCLIP+-style: per layer 0.5*(1 - max cosine to bank), mean over layers; map = mean(zero-shot, few-shot)"
+    method: str = (
+        "WinCLIP+-style: per layer 0.5*(1 - max cosine to bank), mean over layers; map = mean(zero-shot, few-shot)"
+    )
     enrolled_at: str = ""
 
 
@@ -263,7 +269,9 @@ class Bundle:
             if v.precision == precision:
                 return self.path(v.file)
         have = ["fp32"] + [v.precision for v in self.manifest.variants]
-        raise BundleError(f"bundle {self.root} has no {precision} ONNX model (has: {', '.join(have)}); run 'clipinspect calibrate' for int8")
+        raise BundleError(
+            f"bundle {self.root} has no {precision} ONNX model (has: {', '.join(have)}); run 'clipinspect calibrate' for int8"
+        )
 
     def text_embeddings(self):
         """The [2, D] float32 text embeddings (row 0 normal, row 1 abnormal), or None if baked."""
@@ -291,7 +299,9 @@ class Bundle:
             return np.zeros(shape, np.float32)
         arr = np.load(self.path(spec.bank_file), allow_pickle=False)
         if arr.shape != shape or arr.dtype != np.float32:
-            raise BundleError(f"{self.path(spec.bank_file)}: memory bank is {arr.dtype} {list(arr.shape)}, the manifest says float32 {list(shape)}")
+            raise BundleError(
+                f"{self.path(spec.bank_file)}: memory bank is {arr.dtype} {list(arr.shape)}, the manifest says float32 {list(shape)}"
+            )
         return np.ascontiguousarray(arr)
 
 
@@ -404,7 +414,9 @@ def _verify_signed(bundle: Bundle, trusted_keys: Any) -> None:
         raise BundleError(f"bundle {bundle.root} (signed by key {kid}): {exc}") from None
     import logging
 
-    logging.getLogger(__name__).info("bundle %s: signature by trusted key %s (%s) verified", bundle.root, kid, trusted.folder)
+    logging.getLogger(__name__).info(
+        "bundle %s: signature by trusted key %s (%s) verified", bundle.root, kid, trusted.folder
+    )
 
 
 def _check_references(bundle: Bundle) -> None:
@@ -435,7 +447,9 @@ def verify_files(bundle: Bundle) -> None:
             raise BundleError(f"bundle file missing: {p}")
         size = p.stat().st_size
         if size != entry.bytes or sha256_file(p) != entry.sha256:
-            raise BundleError(f"bundle file {p} does not match its sha256 in the manifest (edited or corrupted); refusing to load")
+            raise BundleError(
+                f"bundle file {p} does not match its sha256 in the manifest (edited or corrupted); refusing to load"
+            )
 
 
 def write_manifest(root: str | Path, manifest: Manifest) -> Path:
@@ -477,10 +491,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_runtime.errors import ClipInspectError
 
-    p = argparse.ArgumentParser(prog="python -m edge_runtime.bundle", description="verify a bundle's hashes (and signature)")
+    p = argparse.ArgumentParser(
+        prog="python -m edge_runtime.bundle", description="verify a bundle's hashes (and signature)"
+    )
     p.add_argument("bundle", help="bundle folder")
-    p.add_argument("--trusted-keys", default=None, metavar="DIR",
-                   help="folder of trusted *.pub keys (default /etc/clipinspect/trusted_keys when it holds keys)")
+    p.add_argument(
+        "--trusted-keys",
+        default=None,
+        metavar="DIR",
+        help="folder of trusted *.pub keys (default /etc/clipinspect/trusted_keys when it holds keys)",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     from edge_runtime.signing import describe_signer, resolve_trusted_keys
 
@@ -490,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClipInspectError as exc:
         print(f"bundle check failed: {exc}", file=sys.stderr)
         return 2
-    signer = describe_signer(bundle.root) + (f" (trusted, {trusted})" if trusted else " (signature not checked: no trusted keys)")
+    signer = describe_signer(bundle.root) + (
+        f" (trusted, {trusted})" if trusted else " (signature not checked: no trusted keys)"
+    )
     print(f"ok {bundle.manifest_sha256} {bundle.manifest.model_id} {signer}")
     return 0
 

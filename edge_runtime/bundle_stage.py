@@ -61,7 +61,9 @@ class BundleStage:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise BundleError(f"bundle output {self.out_dir} exists and is not a folder")
         if self.out_dir.is_dir() and any(self.out_dir.iterdir()) and not overwrite:
-            raise BundleError(f"bundle output {self.out_dir} already exists and is not empty; pass --force to replace it")
+            raise BundleError(
+                f"bundle output {self.out_dir} already exists and is not empty; pass --force to replace it"
+            )
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(dir=self.out_dir.parent, prefix=f".{self.out_dir.name}.staging-"))
@@ -119,7 +121,9 @@ class BundleStage:
     def __enter__(self) -> BundleStage:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.abort()
 
 

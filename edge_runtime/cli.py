@@ -66,7 +66,9 @@ def _unavailable(name: str, exc: Exception) -> Command:
 
 def build_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     """The top-level parser with the global flags and one subparser per command (its `run` stored as `_run`)."""
-    parser = _Parser(prog="clipinspect", description="CLIP + LoRA visual anomaly detection: train, export, run on the edge.")
+    parser = _Parser(
+        prog="clipinspect", description="CLIP + LoRA visual anomaly detection: train, export, run on the edge."
+    )
     parser.add_argument("--version", action="version", version=f"clipinspect {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

@@ -45,10 +45,13 @@ class Check:
         return asdict(self)
 
 
-
 def check_host() -> Check:
     """OS, machine, Python version and CPU count."""
-    return Check("host", "info", f"{platform.system()} {platform.machine()}, python {platform.python_version()}, {os.cpu_count()} CPUs")
+    return Check(
+        "host",
+        "info",
+        f"{platform.system()} {platform.machine()}, python {platform.python_version()}, {os.cpu_count()} CPUs",
+    )
 
 
 def check_onnxruntime() -> Check:
@@ -58,7 +61,12 @@ def check_onnxruntime() -> Check:
     except ImportError as exc:
         return Check("onnxruntime", "fail", f"not importable ({exc}); pip install 'clipinspect[edge]'")
     providers = ort.get_available_providers()
-    return Check("onnxruntime", "ok", f"onnxruntime {ort.__version__}, providers: {', '.join(providers)}", data={"version": ort.__version__, "providers": providers})
+    return Check(
+        "onnxruntime",
+        "ok",
+        f"onnxruntime {ort.__version__}, providers: {', '.join(providers)}",
+        data={"version": ort.__version__, "providers": providers},
+    )
 
 
 def check_backends(requested: str | None = None) -> list[Check]:
@@ -101,7 +109,13 @@ def check_tensorrt() -> list[Check]:
             dev = cuda.Device(i)
             cc = dev.compute_capability() if hasattr(dev, "compute_capability") else None
             devices.append(f"{dev.name()}" + (f" (sm {cc[0]}.{cc[1]})" if cc else ""))
-        out.append(Check("cuda", "ok", f"pycuda {getattr(pycuda, 'VERSION_TEXT', '?')}, {driver}, devices: {', '.join(devices) or 'none'}"))
+        out.append(
+            Check(
+                "cuda",
+                "ok",
+                f"pycuda {getattr(pycuda, 'VERSION_TEXT', '?')}, {driver}, devices: {', '.join(devices) or 'none'}",
+            )
+        )
     except ImportError as exc:
         out.append(Check("cuda", "skip", f"pycuda not importable ({first_line(exc)})"))
     except Exception as exc:  # the driver itself failing (no GPU, wrong driver)
@@ -130,7 +144,9 @@ def check_spinnaker() -> Check:
                 found.append(f"{model} #{serial}")
             finally:
                 del cam
-        return Check("cameras (Spinnaker)", "ok" if found else "info", ", ".join(found) or "no cameras found", data=found)
+        return Check(
+            "cameras (Spinnaker)", "ok" if found else "info", ", ".join(found) or "no cameras found", data=found
+        )
     except Exception as exc:
         return Check("cameras (Spinnaker)", "fail", f"Spinnaker error: {first_line(exc)}")
     finally:
@@ -157,14 +173,23 @@ def check_gentl() -> Check:
     try:
         harvesters = importlib.import_module("harvesters.core")
     except ImportError as exc:
-        return Check("cameras (GenTL)", "info", f"producers {', '.join(producers)}; harvesters not importable ({first_line(exc)})")
+        return Check(
+            "cameras (GenTL)",
+            "info",
+            f"producers {', '.join(producers)}; harvesters not importable ({first_line(exc)})",
+        )
     h = harvesters.Harvester()
     try:
         for cti in producers:
             h.add_file(cti)
         h.update()
         found = [f"{getattr(d, 'model', '?')} #{getattr(d, 'serial_number', '?')}" for d in h.device_info_list]
-        return Check("cameras (GenTL)", "ok" if found else "info", f"{len(found)} device(s): {', '.join(found) or 'none'} via {', '.join(producers)}", data=found)
+        return Check(
+            "cameras (GenTL)",
+            "ok" if found else "info",
+            f"{len(found)} device(s): {', '.join(found) or 'none'} via {', '.join(producers)}",
+            data=found,
+        )
     except Exception as exc:
         return Check("cameras (GenTL)", "fail", f"harvesters error: {first_line(exc)}")
     finally:
@@ -229,8 +254,13 @@ def check_bundle(path: str | Path, trusted_keys: str | Path | None = None) -> Ch
     if engines:
         detail += f"; engines: {'; '.join(engines)}"
     signer = describe_signer(b.root) + (f" (trusted: {trusted})" if trusted else " (not checked: no trusted keys)")
-    return Check("bundle", "ok", detail + f"; all sha256 match; {signer}", required=True,
-                 data={"manifest_sha256": b.manifest_sha256, "signer_key_id": record.key_id if record else None})
+    return Check(
+        "bundle",
+        "ok",
+        detail + f"; all sha256 match; {signer}",
+        required=True,
+        data={"manifest_sha256": b.manifest_sha256, "signer_key_id": record.key_id if record else None},
+    )
 
 
 def check_jetson(timeout_s: float = 3.0) -> list[Check]:
@@ -251,7 +281,13 @@ def check_jetson(timeout_s: float = 3.0) -> list[Check]:
         try:
             r = subprocess.run([exe, "-q"], capture_output=True, text=True, timeout=timeout_s, check=False)
             text = " ".join((r.stdout or r.stderr).split())
-            out.append(Check("jetson power mode", "info" if r.returncode == 0 else "fail", text or f"nvpmodel -q exited {r.returncode}"))
+            out.append(
+                Check(
+                    "jetson power mode",
+                    "info" if r.returncode == 0 else "fail",
+                    text or f"nvpmodel -q exited {r.returncode}",
+                )
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             out.append(Check("jetson power mode", "fail", f"nvpmodel -q failed: {first_line(exc)}"))
     if not out:
@@ -259,8 +295,15 @@ def check_jetson(timeout_s: float = 3.0) -> list[Check]:
     return out
 
 
-def run_checks(*, bundle: str | Path | None = None, broker: str | None = None, backend: str | None = None, timeout_s: float = 3.0,
-               trusted_keys: str | Path | None = None, publish_options: Any = None) -> list[Check]:
+def run_checks(
+    *,
+    bundle: str | Path | None = None,
+    broker: str | None = None,
+    backend: str | None = None,
+    timeout_s: float = 3.0,
+    trusted_keys: str | Path | None = None,
+    publish_options: Any = None,
+) -> list[Check]:
     """Run every check this device supports, plus the requested ones.
 
     Args:

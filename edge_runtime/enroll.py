@@ -47,7 +47,7 @@ def score_images(bundle: Bundle, backend: Any, paths: Sequence[Path], batch_size
     preprocess = make_preprocessor(bundle)
     out = np.zeros(len(paths), np.float64)
     for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
+        chunk = paths[start : start + batch]
         items = []
         for i, p in enumerate(chunk):
             pixels, fmt = image_frame(p, bundle.manifest.preprocess)
@@ -55,7 +55,7 @@ def score_images(bundle: Bundle, backend: Any, paths: Sequence[Path], batch_size
         while len(items) < batch and isinstance(first, int):  # a static batch is padded, the padding discarded
             items.append(items[-1])
         scores = np.asarray(backend.infer(np.stack(items)).score, np.float64).reshape(-1)
-        out[start:start + len(chunk)] = scores[: len(chunk)]
+        out[start : start + len(chunk)] = scores[: len(chunk)]
     return out
 
 
@@ -126,42 +126,74 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
     import json
 
     o = ctx.options
-    thr: FrrThreshold = frr_threshold(ctx.scores, o.target_frr, o.confidence, margin=o.margin, best_effort=o.best_effort)
+    thr: FrrThreshold = frr_threshold(
+        ctx.scores, o.target_frr, o.confidence, margin=o.margin, best_effort=o.best_effort
+    )
     ctx.results["threshold"] = thr
     if thr.value > 1.0:  # scores are probabilities: such a threshold would never reject a part
-        raise ConfigError(f"threshold {thr.value:.4f} is above 1 (highest good score {float(ctx.scores.max()):.4f} + margin "
-                          f"{o.margin:g}); scores lie in [0, 1], so nothing would ever be rejected: use a smaller --margin")
+        raise ConfigError(
+            f"threshold {thr.value:.4f} is above 1 (highest good score {float(ctx.scores.max()):.4f} + margin "
+            f"{o.margin:g}); scores lie in [0, 1], so nothing would ever be rejected: use a smaller --margin"
+        )
     if thr.best_effort:
-        log.warning("too few images for FRR %g at %g confidence: the threshold certifies only FRR <= %.3g",
-                    o.target_frr, o.confidence, thr.frr_bound)
+        log.warning(
+            "too few images for FRR %g at %g confidence: the threshold certifies only FRR <= %.3g",
+            o.target_frr,
+            o.confidence,
+            thr.frr_bound,
+        )
     doc = {
-        "method": thr.describe(), "target_frr": thr.target_frr, "confidence": thr.confidence,
-        "frr_bound": thr.frr_bound, "expected_frr": thr.expected_frr, "exceedances": thr.exceedances,
-        "margin": thr.margin, "best_effort": thr.best_effort, "threshold": thr.value,
-        "backend": ctx.backend_info.get("backend"), "precision": ctx.backend_info.get("precision"),
+        "method": thr.describe(),
+        "target_frr": thr.target_frr,
+        "confidence": thr.confidence,
+        "frr_bound": thr.frr_bound,
+        "expected_frr": thr.expected_frr,
+        "exceedances": thr.exceedances,
+        "margin": thr.margin,
+        "best_effort": thr.best_effort,
+        "threshold": thr.value,
+        "backend": ctx.backend_info.get("backend"),
+        "precision": ctx.backend_info.get("precision"),
         "images_sha256": ctx.images_sha256,
-        "images": [{"file": p.name, "sha256": h, "score": float(s)} for p, h, s in zip(ctx.images, ctx.image_sha256, ctx.scores)],
+        "images": [
+            {"file": p.name, "sha256": h, "score": float(s)}
+            for p, h, s in zip(ctx.images, ctx.image_sha256, ctx.scores)
+        ],
     }
     stage.path(SCORES_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     threshold = Threshold(
-        value=thr.value, method=thr.describe(),
+        value=thr.value,
+        method=thr.describe(),
         source=f"enroll: {len(ctx.images)} good images, {ctx.backend_info.get('backend')} {ctx.backend_info.get('precision')}",
-        epoch=None, images=thr.n_images, data_sha256=ctx.images_sha256, frr=thr.frr_bound, far=None,
+        epoch=None,
+        images=thr.n_images,
+        data_sha256=ctx.images_sha256,
+        frr=thr.frr_bound,
+        far=None,
         confidence=thr.confidence,
     )
     lineage = dict(manifest.lineage)
     lineage["enrollment"] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source_bundle_manifest_sha256": ctx.bundle.manifest_sha256, "images_sha256": ctx.images_sha256,
-        "images": thr.n_images, "target_frr": thr.target_frr, "frr_bound": thr.frr_bound,
-        "confidence": thr.confidence, "previous_threshold": {"value": manifest.threshold.value, "method": manifest.threshold.method},
+        "source_bundle_manifest_sha256": ctx.bundle.manifest_sha256,
+        "images_sha256": ctx.images_sha256,
+        "images": thr.n_images,
+        "target_frr": thr.target_frr,
+        "frr_bound": thr.frr_bound,
+        "confidence": thr.confidence,
+        "previous_threshold": {"value": manifest.threshold.value, "method": manifest.threshold.method},
         "scores_file": SCORES_FILE,
     }
     return replace(manifest, threshold=threshold, lineage=lineage)
 
 
-def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str | Path, options: EnrollOptions,
-                  extra_steps: Sequence[EnrollStep] = ()) -> tuple[Bundle, EnrollContext]:
+def enroll_bundle(
+    bundle_dir: str | Path,
+    images_dir: str | Path,
+    out_dir: str | Path,
+    options: EnrollOptions,
+    extra_steps: Sequence[EnrollStep] = (),
+) -> tuple[Bundle, EnrollContext]:
     """Score the good images of `images_dir` with the bundle's backend and write the enrolled
     copy to `out_dir`. Checks everything cheap (bundle, images, target) before scoring.
 
@@ -189,7 +221,9 @@ def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str |
     bundle = load_bundle(bundle_dir)
     images = find_images(images_dir)
     if options.shots and bundle.manifest.fewshot is None:
-        raise BundleError(f"bundle {bundle.root} has no memory_bank input; export it with --bank-shots K to enroll shots")
+        raise BundleError(
+            f"bundle {bundle.root} has no memory_bank input; export it with --bank-shots K to enroll shots"
+        )
     backend, info = load_backend(bundle, options.backend, options.precision)
     bank_steps: list[EnrollStep] = []
     try:
@@ -200,8 +234,10 @@ def enroll_bundle(bundle_dir: str | Path, images_dir: str | Path, out_dir: str |
             # The bank's own images score optimistically low: the threshold comes from the others.
             bank, shots, scored = enrol_shots(backend, bundle, images, options.shots, options.shot_seed)
             if not scored:
-                raise ConfigError(f"all {len(images)} images went into the {options.shots}-shot bank; "
-                                  "the threshold needs other good images")
+                raise ConfigError(
+                    f"all {len(images)} images went into the {options.shots}-shot bank; "
+                    "the threshold needs other good images"
+                )
             bank_steps.append(EnrollStep("fewshot", lambda c, st, m: save_bank(st.staging, m, bank, shots)))
         scores = score_images(bundle, backend, scored, options.batch_size)
     finally:

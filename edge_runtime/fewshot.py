@@ -75,9 +75,13 @@ def build_bank(backend: Any, bundle: Bundle, images: Sequence[str | Path], shots
     `bundle`, with a `patch_features` method) and return the [L, max_shots*P, D] bank."""
     spec = bundle.manifest.fewshot
     if spec is None:
-        raise BundleError(f"bundle {bundle.root} has no memory_bank input; export it with --bank-shots K to enrol good images")
+        raise BundleError(
+            f"bundle {bundle.root} has no memory_bank input; export it with --bank-shots K to enrol good images"
+        )
     if not hasattr(backend, "patch_features"):
-        raise BundleError(f"backend {getattr(backend, 'name', backend)!r} cannot return patch features; use ort-cpu, ort-cuda, trt or torch")
+        raise BundleError(
+            f"backend {getattr(backend, 'name', backend)!r} cannot return patch features; use ort-cpu, ort-cuda, trt or torch"
+        )
     chosen = list(images)[: shots or len(images)]
     if not 1 <= len(chosen) <= spec.max_shots:
         raise ConfigError(f"--shots {len(chosen)}: this bundle's bank holds 1..{spec.max_shots} images")
@@ -89,7 +93,9 @@ def build_bank(backend: Any, bundle: Bundle, images: Sequence[str | Path], shots
     return bank_from_features(stacked, spec.max_shots)
 
 
-def enrol_shots(backend: Any, bundle: Bundle, images: Sequence[Path], shots: int, seed: int = 0) -> tuple[np.ndarray, list[Path], list[Path]]:
+def enrol_shots(
+    backend: Any, bundle: Bundle, images: Sequence[Path], shots: int, seed: int = 0
+) -> tuple[np.ndarray, list[Path], list[Path]]:
     """For `enroll --shots K`: draw K of `images` with `seed`, build the bank with `backend`,
     make the backend use it (`set_memory_bank`) and return (bank, the shots, the other images).
 
@@ -103,7 +109,9 @@ def enrol_shots(backend: Any, bundle: Bundle, images: Sequence[Path], shots: int
     chosen = draw_shots(list(images), shots, seed)
     bank = build_bank(backend, bundle, chosen)
     if not hasattr(backend, "set_memory_bank"):
-        raise BundleError(f"backend {getattr(backend, 'name', backend)!r} cannot switch memory banks; use ort-cpu, ort-cuda, trt or torch")
+        raise BundleError(
+            f"backend {getattr(backend, 'name', backend)!r} cannot switch memory banks; use ort-cpu, ort-cuda, trt or torch"
+        )
     backend.set_memory_bank(bank)
     picked = set(chosen)
     return bank, chosen, [p for p in images if p not in picked]
@@ -129,9 +137,14 @@ def save_bank(root: str | Path, manifest: Manifest, bank: np.ndarray, images: Se
     if bank.shape != shape:
         raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(shape)}")
     np.save(replace_file(Path(root) / BANK_FILE), np.ascontiguousarray(bank, np.float32), allow_pickle=False)
-    new = replace(spec, bank_file=BANK_FILE, shots=len(images), images_sha256=images_digest(images),
-                  images=tuple(Path(p).name for p in images),
-                  enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    new = replace(
+        spec,
+        bank_file=BANK_FILE,
+        shots=len(images),
+        images_sha256=images_digest(images),
+        images=tuple(Path(p).name for p in images),
+        enrolled_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     return with_file(replace(manifest, fewshot=new), root, BANK_FILE)
 
 
@@ -140,11 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_runtime.fewshot", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", required=True)
     p.add_argument("--images", required=True, help="folder of good images")
-    p.add_argument("--shots", type=int, required=True, help="how many good images go into the bank (1..the bundle's max)")
+    p.add_argument(
+        "--shots", type=int, required=True, help="how many good images go into the bank (1..the bundle's max)"
+    )
     p.add_argument("--seed", type=int, default=0, help="which images are drawn from the folder (default 0)")
     p.add_argument("--out", required=True, help="new bundle folder")
     p.add_argument("--backend", default="ort-cpu")
-    p.add_argument("--no-input-profile", action="store_true", help="do not also store the input profile of ALL the images")
+    p.add_argument(
+        "--no-input-profile", action="store_true", help="do not also store the input profile of ALL the images"
+    )
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -64,7 +64,15 @@ class FleetBroker:
             raise ConfigError(f"--broker {uri!r}: the prefix must not hold wildcards")
         tls = parts.scheme == "mqtts"
         password = unquote(parts.password) if parts.password else os.environ.get(password_env) or None
-        return cls(parts.hostname, port or (8883 if tls else 1883), tls, prefix, unquote(parts.username) if parts.username else None, password, ca_file)
+        return cls(
+            parts.hostname,
+            port or (8883 if tls else 1883),
+            tls,
+            prefix,
+            unquote(parts.username) if parts.username else None,
+            password,
+            ca_file,
+        )
 
 
 def _client(broker: FleetBroker, on_message: Callable[[str, bytes], None], subscribed: threading.Event) -> Any:
@@ -87,7 +95,9 @@ def _client(broker: FleetBroker, on_message: Callable[[str, bytes], None], subsc
     return client
 
 
-def collect(broker: FleetBroker, *, wait_s: float = 2.0, until: Callable[[dict[str, dict[str, Any]]], bool] | None = None) -> dict[str, dict[str, Any]]:
+def collect(
+    broker: FleetBroker, *, wait_s: float = 2.0, until: Callable[[dict[str, dict[str, Any]]], bool] | None = None
+) -> dict[str, dict[str, Any]]:
     """Latest status per station (topic level under the prefix), gathered for up to `wait_s`
     after the subscription is acknowledged (retained records arrive right after), or until
     `until(statuses)` holds.
@@ -118,7 +128,9 @@ def collect(broker: FleetBroker, *, wait_s: float = 2.0, until: Callable[[dict[s
     client.loop_start()
     try:
         if not subscribed.wait(max(wait_s, 5.0)):
-            raise PublishError(f"broker {broker.host}:{broker.port} did not acknowledge the subscription (refused credentials or ACL?)")
+            raise PublishError(
+                f"broker {broker.host}:{broker.port} did not acknowledge the subscription (refused credentials or ACL?)"
+            )
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             with lock:
@@ -145,14 +157,16 @@ def format_line(station: str, record: dict[str, Any], now: datetime | None = Non
     now = now or datetime.now(timezone.utc)
     counts = record.get("counts") or {}
     fps = record.get("fps")
-    return "  ".join([
-        f"{station:<20}",
-        f"{str(record.get('state', '?')):<8}",
-        f"bundle {str(record.get('bundle_sha256') or '-')[:12]:<12}",
-        f"fps {fps:6.1f}" if isinstance(fps, (int, float)) else "fps      -",
-        " ".join(f"{k} {counts.get(k, 0)}" for k in ("OK", "NG", "SKIPPED", "ERROR")),
-        f"last seen {_age(record, now)}",
-    ])
+    return "  ".join(
+        [
+            f"{station:<20}",
+            f"{str(record.get('state', '?')):<8}",
+            f"bundle {str(record.get('bundle_sha256') or '-')[:12]:<12}",
+            f"fps {fps:6.1f}" if isinstance(fps, (int, float)) else "fps      -",
+            " ".join(f"{k} {counts.get(k, 0)}" for k in ("OK", "NG", "SKIPPED", "ERROR")),
+            f"last seen {_age(record, now)}",
+        ]
+    )
 
 
 def wait_for_bundle(broker: FleetBroker, station: str, sha256: str, timeout_s: float) -> dict[str, Any]:
@@ -166,6 +180,7 @@ def wait_for_bundle(broker: FleetBroker, station: str, sha256: str, timeout_s: f
             runs another bundle (the message says which).
         PublishError: the broker cannot be reached.
     """
+
     def good(s: dict[str, dict[str, Any]]) -> bool:
         r = s.get(station, {})
         return r.get("state") == "online" and r.get("bundle_sha256") == sha256
@@ -176,4 +191,6 @@ def wait_for_bundle(broker: FleetBroker, station: str, sha256: str, timeout_s: f
     r = statuses.get(station)
     if r is None:
         raise CheckFailed(f"station {station}: no status on {broker.prefix}/{station}/status within {timeout_s:g} s")
-    raise CheckFailed(f"station {station}: status {r.get('state')} on bundle {str(r.get('bundle_sha256'))[:12]}, expected online on {sha256[:12]}")
+    raise CheckFailed(
+        f"station {station}: status {r.get('state')} on bundle {str(r.get('bundle_sha256'))[:12]}, expected online on {sha256[:12]}"
+    )

@@ -86,7 +86,11 @@ def decode_rgb(buf: bytes | np.ndarray, name: str = "image", max_pixels: int = M
     """
     import cv2
 
-    arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf, dtype=np.uint8).ravel()
+    arr = (
+        np.frombuffer(buf, dtype=np.uint8)
+        if isinstance(buf, (bytes, bytearray, memoryview))
+        else np.asarray(buf, dtype=np.uint8).ravel()
+    )
     if arr.size == 0:
         raise DataError(f"image file is empty: {name}")
     size = header_size(arr)

@@ -59,7 +59,12 @@ LAYOUT_MIN_AGREEMENT = 0.8
 # Smallest spread assumed per statistic (units as in STATS): gray levels, log units, ratio.
 SD_FLOOR = {"brightness": 4.0, "contrast": 0.08, "sharpness": 0.5, "red": 0.03, "blue": 0.03, "layout": 0.02}
 # Which site of a 2x2 Bayer cell holds R and B (G holds the other two): (row, col).
-_BAYER_SITES = {"BayerRG8": ((0, 0), (1, 1)), "BayerBG8": ((1, 1), (0, 0)), "BayerGR8": ((0, 1), (1, 0)), "BayerGB8": ((1, 0), (0, 1))}
+_BAYER_SITES = {
+    "BayerRG8": ((0, 0), (1, 1)),
+    "BayerBG8": ((1, 1), (0, 0)),
+    "BayerGR8": ((0, 1), (1, 0)),
+    "BayerGB8": ((1, 0), (0, 1)),
+}
 
 
 def _stride(shape: tuple[int, ...], target_side: int, even: bool = False) -> int:
@@ -67,7 +72,9 @@ def _stride(shape: tuple[int, ...], target_side: int, even: bool = False) -> int
     return s + (s % 2) if even and s > 1 else s
 
 
-def _planes(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+def _planes(
+    image: np.ndarray, pixel_format: str, target_side: int
+) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """(gray float32 plane of a strided sample, mean (R, G, B) or None for a mono image)."""
     import cv2
 
@@ -97,8 +104,9 @@ def _planes(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[np.
     return gray, (float(r), float(g), float(b))
 
 
-def frame_stats(image: np.ndarray, pixel_format: str = "RGB8", target_side: int = 320,
-                reference: np.ndarray | None = None) -> dict[str, float]:
+def frame_stats(
+    image: np.ndarray, pixel_format: str = "RGB8", target_side: int = 320, reference: np.ndarray | None = None
+) -> dict[str, float]:
     """The statistics of one camera image (HxWx3 RGB/BGR, or 2-D mono/Bayer) as a dict;
     'layout' only with a `reference` thumbnail (the profile's)."""
     stats, thumb = _measure(image, pixel_format, target_side)
@@ -177,15 +185,26 @@ class InputProfile:
 
     def to_json(self) -> str:
         """The profile as the bundle's input_profile.json text (read back by `load_profile`)."""
-        doc = {"schema": PROFILE_SCHEMA, "schema_version": 1, "n_images": self.n_images, "target_side": self.target_side,
-               "tolerance_sd": self.tolerance_sd, "image_shape": list(self.image_shape),
-               "reference": [round(float(v), 6) for v in self.reference],
-               "stats": {k: vars(v) for k, v in self.stats.items()}}
+        doc = {
+            "schema": PROFILE_SCHEMA,
+            "schema_version": 1,
+            "n_images": self.n_images,
+            "target_side": self.target_side,
+            "tolerance_sd": self.tolerance_sd,
+            "image_shape": list(self.image_shape),
+            "reference": [round(float(v), 6) for v in self.reference],
+            "stats": {k: vars(v) for k, v in self.stats.items()},
+        }
         return json.dumps(doc, indent=2) + "\n"
 
 
-def make_profile(stats: Sequence[Mapping[str, float]], target_side: int = 320, tolerance_sd: float = 3.0,
-                 image_shape: tuple[int, ...] = (), thumbs: Sequence[np.ndarray] = ()) -> InputProfile:
+def make_profile(
+    stats: Sequence[Mapping[str, float]],
+    target_side: int = 320,
+    tolerance_sd: float = 3.0,
+    image_shape: tuple[int, ...] = (),
+    thumbs: Sequence[np.ndarray] = (),
+) -> InputProfile:
     """Ranges of `stats` (one dict per good image). With `thumbs`, also the layout reference
     and each image's leave-one-out layout correlation (an image is not its own reference)."""
     if len(stats) < 2:
@@ -199,7 +218,11 @@ def make_profile(stats: Sequence[Mapping[str, float]], target_side: int = 320, t
             stats = [dict(s, layout=v) for s, v in zip(stats, loo)]
             reference = tuple(float(v) for v in _unit(total))
         else:
-            log.info("input profile: layout check off (the good images' layouts disagree: min correlation %.2f < %.2f)", min(loo), LAYOUT_MIN_AGREEMENT)
+            log.info(
+                "input profile: layout check off (the good images' layouts disagree: min correlation %.2f < %.2f)",
+                min(loo),
+                LAYOUT_MIN_AGREEMENT,
+            )
     names = [n for n in STATS if all(n in s for s in stats)]
     ranges = {}
     for n in names:
@@ -212,8 +235,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / (float(np.linalg.norm(v)) + 1e-12)
 
 
-def profile_from_images(paths: Sequence[str | Path], target_side: int = 320, tolerance_sd: float = 3.0,
-                        preprocess: Any = None) -> InputProfile:
+def profile_from_images(
+    paths: Sequence[str | Path], target_side: int = 320, tolerance_sd: float = 3.0, preprocess: Any = None
+) -> InputProfile:
     """The profile of good image files. With the bundle's `preprocess` spec each file is
     measured as the camera image the station sees (edge_runtime.file_input.image_frame: the
     raw Bayer/mono frame at the frame size for raw-frame bundles); without it, as RGB."""
@@ -246,8 +270,14 @@ def load_profile(path: str | Path) -> InputProfile:
         if doc.get("schema") != PROFILE_SCHEMA:
             raise BundleError(f"{p}: not an input profile (schema {doc.get('schema')!r})")
         stats = {k: StatRange(**v) for k, v in doc["stats"].items()}
-        return InputProfile(stats, int(doc["n_images"]), int(doc["target_side"]), float(doc["tolerance_sd"]),
-                            tuple(doc.get("image_shape", ())), tuple(float(v) for v in doc.get("reference", ())))
+        return InputProfile(
+            stats,
+            int(doc["n_images"]),
+            int(doc["target_side"]),
+            float(doc["tolerance_sd"]),
+            tuple(doc.get("image_shape", ())),
+            tuple(float(v) for v in doc.get("reference", ())),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{p}: cannot read the input profile ({exc})") from None
 
@@ -387,13 +417,18 @@ class StationMonitor:
         }
 
 
-def bench(sizes: Sequence[tuple[int, int]] = ((518, 518), (2160, 4096)), repeats: int = 200, target_side: int = 320) -> list[str]:
+def bench(
+    sizes: Sequence[tuple[int, int]] = ((518, 518), (2160, 4096)), repeats: int = 200, target_side: int = 320
+) -> list[str]:
     """Mean cost per frame of frame_stats on random RGB and Bayer frames of `sizes`."""
     rng = np.random.default_rng(0)
     ref = _unit(rng.standard_normal(THUMB * THUMB)).astype(np.float32)  # the layout check runs too
     lines = []
     for h, w in sizes:
-        for fmt, img in (("RGB8", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), ("BayerRG8", rng.integers(0, 256, (h, w), dtype=np.uint8))):
+        for fmt, img in (
+            ("RGB8", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+            ("BayerRG8", rng.integers(0, 256, (h, w), dtype=np.uint8)),
+        ):
             frame_stats(img, fmt, target_side, ref)
             t0 = time.perf_counter()
             for _ in range(repeats):
@@ -409,7 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0, or the error's exit code (2 for bad input) after one line on stderr.
     """
-    p = argparse.ArgumentParser(prog="python -m edge_runtime.input_alarm", description="input profile for a bundle; cost per frame")
+    p = argparse.ArgumentParser(
+        prog="python -m edge_runtime.input_alarm", description="input profile for a bundle; cost per frame"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     pr = sub.add_parser("profile", help="store the input profile of a folder of good images in a copy of a bundle")
     pr.add_argument("--bundle", required=True)
@@ -428,8 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge_runtime.imageio import find_images
 
         bundle = load_bundle(args.bundle)
-        profile = profile_from_images(find_images(args.images, skip_masks=True), tolerance_sd=args.tolerance_sd,
-                                      preprocess=bundle.manifest.preprocess)
+        profile = profile_from_images(
+            find_images(args.images, skip_masks=True),
+            tolerance_sd=args.tolerance_sd,
+            preprocess=bundle.manifest.preprocess,
+        )
         out = write_bundle_copy(bundle, args.out, lambda root, m: save_profile(root, m, profile), overwrite=args.force)
     except ClipInspectError as exc:
         print(f"input_alarm: error: {exc}", file=sys.stderr)

@@ -103,7 +103,9 @@ class PipelineOptions:
         if self.inference_queue < 0:
             raise ConfigError(f"pipeline.inference_queue must be >= 0, got {self.inference_queue}")
         if self.inference_queue == 0 and self.drop_policy == "newest":
-            raise ConfigError("pipeline.inference_queue 0 (hand-off) needs drop_policy 'block'; 'newest' needs a queue of at least 1")
+            raise ConfigError(
+                "pipeline.inference_queue 0 (hand-off) needs drop_policy 'block'; 'newest' needs a queue of at least 1"
+            )
         if self.publish_queue < 1:
             raise ConfigError(f"pipeline.publish_queue must be >= 1, got {self.publish_queue}")
         if self.stats_interval_s < 0 or self.flush_timeout_s < 0:
@@ -196,7 +198,9 @@ class BoundedQueue:
                 self._cond.wait(poll_s)
             return not self._aborted
 
-    def put(self, item: Any, *, marker: bool = False, replace_evicted: Callable[[Any], Any] | None = None) -> Any | None:
+    def put(
+        self, item: Any, *, marker: bool = False, replace_evicted: Callable[[Any], Any] | None = None
+    ) -> Any | None:
         """Add `item` at the end; waits for room under `block`.
 
         Args:
@@ -367,7 +371,9 @@ def make_preprocessor(bundle: Any, roi: Roi | None = None) -> Callable[[Frame], 
     spec = bundle.manifest.preprocess
     if spec.input_layout == "frame_uint8":
         if roi is not None:
-            raise ConfigError("preprocess.roi is a software crop for model-size bundles; a raw-frame bundle crops in its graph (its ROI is fixed at export: --roi)")
+            raise ConfigError(
+                "preprocess.roi is a software crop for model-size bundles; a raw-frame bundle crops in its graph (its ROI is fixed at export: --roi)"
+            )
         return frame_checker(spec)
     size = tuple(spec.image_size)
     nchw = spec.input_layout == "NCHW_float32"
@@ -404,7 +410,10 @@ def frame_checker(spec: Any) -> Callable[[Frame], np.ndarray]:
         img = frame.image
         fmt = str(frame.meta.get("pixel_format", "")) if frame.meta else ""
         if fmt != want_fmt:
-            raise FrameRejected("frame_format_mismatch", f"frame {frame.frame_id} is {fmt or 'of unknown pixel format'}, the bundle takes {want_fmt} frames")
+            raise FrameRejected(
+                "frame_format_mismatch",
+                f"frame {frame.frame_id} is {fmt or 'of unknown pixel format'}, the bundle takes {want_fmt} frames",
+            )
         if img.shape != want_shape or img.dtype != np.uint8:
             raise FrameRejected(
                 "frame_size_mismatch",
@@ -553,7 +562,13 @@ class Pipeline:
         """Per-stage counters; a watchdog (edge_runtime/sdnotify.py) compares them over time
         to tell a live pipeline from a stuck capture, inference or publish thread."""
         with self._lock:
-            return {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred, "published": self.published, "stopping": self._stop.is_set()}
+            return {
+                "captured": self.captured,
+                "dropped": self.dropped,
+                "inferred": self.inferred,
+                "published": self.published,
+                "stopping": self._stop.is_set(),
+            }
 
     def _fail(self, exc: BaseException, stage: str) -> None:
         """Stop after an error, keeping every verdict that can still be delivered: after a
@@ -572,7 +587,15 @@ class Pipeline:
             self.recorder.count("lost_on_error", lost)
 
     # -- records -------------------------------------------------------------------------
-    def _record(self, frame_id: int, camera_serial: str, ts_ns: int, reason: str, detail: str, stages: Mapping[str, float] | None = None) -> dict[str, Any]:
+    def _record(
+        self,
+        frame_id: int,
+        camera_serial: str,
+        ts_ns: int,
+        reason: str,
+        detail: str,
+        stages: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
         return make_record(
             frame_id=frame_id,
             camera_serial=camera_serial,
@@ -598,18 +621,26 @@ class Pipeline:
                 self.reasons[reason] += 1
                 n = self.reasons[reason]
         if reason and n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th...: visible, never a flood
-            log.warning("frame %s: %s %s (%s); %d so far", record.get("frame_id"), kind, reason, record.get("detail"), n)
+            log.warning(
+                "frame %s: %s %s (%s); %d so far", record.get("frame_id"), kind, reason, record.get("detail"), n
+            )
 
     def _marker(self, record: dict[str, Any], t_captured_ns: int, stages: Mapping[str, float] | None = None) -> _Work:
         now = time.monotonic_ns()
-        return _Work(None, t_captured_ns, t_captured_ns, stages_ms=RecordStages(stages or {}), verdict=record, t_post_ns=now)
+        return _Work(
+            None, t_captured_ns, t_captured_ns, stages_ms=RecordStages(stages or {}), verdict=record, t_post_ns=now
+        )
 
     def _queue_record(self, work: _Work) -> None:
         """A SKIPPED/ERROR record made in the capture thread (already counted): into the
         inference queue as a marker, in order; it never waits, so capture is not stalled."""
         if self._q_in.markers >= self.options.max_pending_records:
             self.recorder.count("records_lost_overflow")
-            log.error("frame %s: %d records already wait behind a stuck inference; this one is only counted", work.verdict and work.verdict["frame_id"], self._q_in.markers)
+            log.error(
+                "frame %s: %d records already wait behind a stuck inference; this one is only counted",
+                work.verdict and work.verdict["frame_id"],
+                self._q_in.markers,
+            )
             return
         with self._lock:
             self._side_records += 1
@@ -622,7 +653,9 @@ class Pipeline:
             return None
         f = work.frame
         detail = f"inference queue full ({self._q_in.maxsize}); a newer frame took this one's place"
-        marker = self._marker(self._record(f.frame_id, f.camera_serial, f.timestamp_ns, "dropped_newest", detail), work.t_captured_ns)
+        marker = self._marker(
+            self._record(f.frame_id, f.camera_serial, f.timestamp_ns, "dropped_newest", detail), work.t_captured_ns
+        )
         work.verdict = marker.verdict  # tells _count_dropped that the record was queued
         return marker
 
@@ -668,7 +701,9 @@ class Pipeline:
                 if isinstance(item, Rejected):
                     with self._lock:
                         self.source_rejected += 1
-                    record = self._record(item.frame_id, item.camera_serial, item.timestamp_ns, item.reason, item.detail)
+                    record = self._record(
+                        item.frame_id, item.camera_serial, item.timestamp_ns, item.reason, item.detail
+                    )
                     self._count(record)
                     self._queue_record(self._marker(record, t_cap))
                     continue
@@ -755,7 +790,14 @@ class Pipeline:
         try:
             verdict = self.postprocessor(frame, float(out.score[0]), out.anomaly_map[0], dict(stages))
         except Exception as exc:  # one frame's verdict failing must not stop the line
-            verdict = self._record(frame.frame_id, frame.camera_serial, frame.timestamp_ns, "postprocess_failed", f"{type(exc).__name__}: {exc}", stages)
+            verdict = self._record(
+                frame.frame_id,
+                frame.camera_serial,
+                frame.timestamp_ns,
+                "postprocess_failed",
+                f"{type(exc).__name__}: {exc}",
+                stages,
+            )
             log.debug("postprocessing frame %d failed", frame.frame_id, exc_info=True)
         t3 = time.monotonic_ns()
         stages["postprocess"] = (t3 - t2) * _MS
@@ -854,7 +896,14 @@ class Pipeline:
             skipped, errors = self.kinds["SKIPPED"], self.kinds["ERROR"]
         line = meter.tick(
             ("inference", "total"),
-            {"skipped": skipped, "errors": errors, **self._camera_gaps(), "rss": f"{proc['rss_mb']}MB", "fds": proc["fds"], "threads": proc["threads"]},
+            {
+                "skipped": skipped,
+                "errors": errors,
+                **self._camera_gaps(),
+                "rss": f"{proc['rss_mb']}MB",
+                "fds": proc["fds"],
+                "threads": proc["threads"],
+            },
         )
         self.last_fps = meter.last_fps
         log.info("stats: %s", line)
@@ -929,7 +978,12 @@ class Pipeline:
             now = time.monotonic()
             if now >= deadline:
                 self.stop(f"duration ({self.duration_s:g} s) reached")
-            if self._stop.is_set() and threads[0].is_alive() and not closed_source and now - self._stop_t >= self.options.stop_grace_s:
+            if (
+                self._stop.is_set()
+                and threads[0].is_alive()
+                and not closed_source
+                and now - self._stop_t >= self.options.stop_grace_s
+            ):
                 # A camera waiting for a frame that never comes: close() ends frames().
                 closed_source = True
                 log.info("capture still waiting %.1f s after stop; closing the source", self.options.stop_grace_s)
@@ -944,7 +998,10 @@ class Pipeline:
             return True
         flushed = bool(self.publisher.flush(self.options.flush_timeout_s))
         if not flushed:
-            log.warning("publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)", self.options.flush_timeout_s)
+            log.warning(
+                "publisher did not confirm delivery within %.1f s (what is left stays in its queue/spool)",
+                self.options.flush_timeout_s,
+            )
         return flushed
 
     def _result(self, wall: float, flushed: bool) -> PipelineResult:

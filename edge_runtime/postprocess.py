@@ -86,7 +86,9 @@ class HeatmapWriter:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"heatmaps.dir {self.dir} cannot be created: {exc.strerror}") from None
-        existing = sorted((p for p in self.dir.glob(f"*{self.SUFFIX}") if p.is_file()), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        existing = sorted(
+            (p for p in self.dir.glob(f"*{self.SUFFIX}") if p.is_file()), key=lambda p: (p.stat().st_mtime_ns, p.name)
+        )
         self._files: deque[Path] = deque(existing)
         self._lock = threading.Lock()
         self.written = 0
@@ -200,7 +202,9 @@ class Postprocessor:
         rgb = to_rgb(crop_roi(frame.image, self.roi), fmt)
         return self.heatmaps.write(rgb, anomaly_map, f"{frame.camera_serial}_{frame.frame_id:09d}")
 
-    def __call__(self, frame: Frame, score: float, anomaly_map: np.ndarray, latency_ms: Mapping[str, float]) -> dict[str, Any]:
+    def __call__(
+        self, frame: Frame, score: float, anomaly_map: np.ndarray, latency_ms: Mapping[str, float]
+    ) -> dict[str, Any]:
         """The verdict of one scored frame (`make_verdict` plus `input_alarm`); a heatmap that cannot be written is counted, never raised."""
         score = float(score)
         heatmap = None

@@ -84,7 +84,12 @@ def crop_roi(image: np.ndarray, roi: Roi | None) -> np.ndarray:
 
 
 # Position (row, col) of R and B in a camera's top-left 2x2 block (GenICam names).
-_BAYER_RB = {"BayerRG8": ((0, 0), (1, 1)), "BayerBG8": ((1, 1), (0, 0)), "BayerGR8": ((0, 1), (1, 0)), "BayerGB8": ((1, 0), (0, 1))}
+_BAYER_RB = {
+    "BayerRG8": ((0, 0), (1, 1)),
+    "BayerBG8": ((1, 1), (0, 0)),
+    "BayerGR8": ((0, 1), (1, 0)),
+    "BayerGB8": ((1, 0), (0, 1)),
+}
 
 
 def bin_bayer(raw: np.ndarray, pixel_format: str) -> np.ndarray:

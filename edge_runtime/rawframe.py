@@ -106,10 +106,14 @@ class FramePlan:
 
     def resample_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """(Ay [H_model, H_grid], AxT [W_grid, W_model]) float32."""
-        return resample_matrix(self.grid_hw[0], self.model_hw[0]), np.ascontiguousarray(resample_matrix(self.grid_hw[1], self.model_hw[1]).T)
+        return resample_matrix(self.grid_hw[0], self.model_hw[0]), np.ascontiguousarray(
+            resample_matrix(self.grid_hw[1], self.model_hw[1]).T
+        )
 
 
-def make_plan(input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int], roi: Sequence[int] | None = None) -> FramePlan:
+def make_plan(
+    input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int], roi: Sequence[int] | None = None
+) -> FramePlan:
     """Bin factor = the largest whole number of colour blocks that keeps the binned grid at
     least the model size; the area resample then shrinks by less than 2x (anti-aliased).
 
@@ -159,7 +163,9 @@ def check_roi(input_format: str, input_size_hw: Sequence[int], roi: Sequence[int
     if rx < 0 or ry < 0 or rw <= 0 or rh <= 0 or rx + rw > w or ry + rh > h:
         raise ConfigError(f"ROI {rx},{ry},{rw},{rh} does not lie inside the {w}x{h} frame")
     if len(FORMATS[check_format(input_format)][2]) == 2 and (rx % 2 or ry % 2 or rw % 2 or rh % 2):
-        raise ConfigError(f"a Bayer ROI must start and extend on even pixels (keeps the colour pattern), got {rx},{ry},{rw},{rh}")
+        raise ConfigError(
+            f"a Bayer ROI must start and extend on even pixels (keeps the colour pattern), got {rx},{ry},{rw},{rh}"
+        )
     return rx, ry, rw, rh
 
 
@@ -223,8 +229,9 @@ def resize_to_frame(rgb: np.ndarray, input_size_hw: Sequence[int]) -> np.ndarray
     return rgb
 
 
-def frame_region(input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int],
-                 roi: Sequence[int] | None = None) -> tuple[int, int, int, int]:
+def frame_region(
+    input_format: str, input_size_hw: Sequence[int], model_hw: Sequence[int], roi: Sequence[int] | None = None
+) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) in frame pixels: the part of the frame the graph actually maps onto
     the model grid (the ROI, trimmed to whole bin blocks). Training maps masks through it."""
     plan = make_plan(input_format, input_size_hw, model_hw, roi)

@@ -85,7 +85,11 @@ class BackendSection:
         if kind is None:
             return {}
         takes = {f.name for f in fields(kind)} if is_dataclass(kind) else set(inspect.signature(kind).parameters)
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "precision") and f.name in takes}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("name", "precision") and f.name in takes
+        }
 
 
 @dataclass(frozen=True)

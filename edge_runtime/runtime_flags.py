@@ -67,7 +67,9 @@ CONFIG_FLAGS: dict[str, ConfigFlag] = {
         ),
         ConfigFlag("--publish", "publish.uri", lambda: "publisher URI: " + _table_help("edge_runtime.publish")),
         ConfigFlag("--backend", "backend.name", _backend_help),
-        ConfigFlag("--precision", "backend.precision", "model precision (default fp32)", choices=("fp32", "fp16", "int8")),
+        ConfigFlag(
+            "--precision", "backend.precision", "model precision (default fp32)", choices=("fp32", "fp16", "int8")
+        ),
         ConfigFlag(
             "--intra-op-threads",
             "backend.intra_op_threads",

@@ -153,7 +153,9 @@ class PipelineWatchdog:
 
 
 @contextlib.contextmanager
-def systemd_watchdog(pipeline: Any, *, armed: bool, env: Mapping[str, str] | None = None) -> Iterator[PipelineWatchdog | None]:
+def systemd_watchdog(
+    pipeline: Any, *, armed: bool, env: Mapping[str, str] | None = None
+) -> Iterator[PipelineWatchdog | None]:
     """Run a PipelineWatchdog around `pipeline.run()` when started by systemd with
     NOTIFY_SOCKET; otherwise do nothing."""
     env = os.environ if env is None else env

@@ -82,7 +82,14 @@ class RuntimeSession:
     postprocessor: Postprocessor
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def pipeline(self, *, max_frames: int | None = None, duration_s: float | None = None, recorder: LatencyRecorder | None = None, on_frame: Callable[[int], None] | None = None) -> Pipeline:
+    def pipeline(
+        self,
+        *,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        recorder: LatencyRecorder | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> Pipeline:
         """A Pipeline over this session's parts (see `Pipeline` for the arguments).
 
         Returns:
@@ -107,7 +114,9 @@ class RuntimeSession:
 
 
 @contextlib.contextmanager
-def open_session(cfg: RuntimeConfig, *, backend: Backend | None = None, backend_info: dict[str, Any] | None = None) -> Iterator[RuntimeSession]:
+def open_session(
+    cfg: RuntimeConfig, *, backend: Backend | None = None, backend_info: dict[str, Any] | None = None
+) -> Iterator[RuntimeSession]:
     """Everything a pipeline needs, opened; closed in reverse order on exit.
 
     The source is built (not opened) before the model loads, so a bad URI is reported at once.
@@ -132,7 +141,9 @@ def open_session(cfg: RuntimeConfig, *, backend: Backend | None = None, backend_
         raise ConfigError("no frame source given (--source or source.uri)")
     from edge_runtime.signing import resolve_trusted_keys
 
-    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys))
+    bundle = load_bundle(
+        cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys)
+    )
     from edge_runtime.publish import open_publisher
     from edge_runtime.sources import make_source
 
@@ -141,7 +152,9 @@ def open_session(cfg: RuntimeConfig, *, backend: Backend | None = None, backend_
     source = make_source(cfg.source.uri, cfg.source.options)
     with contextlib.ExitStack() as stack:
         if backend is None:
-            backend, backend_info = load_backend(bundle, cfg.backend.name, cfg.backend.precision, **cfg.backend.options())
+            backend, backend_info = load_backend(
+                bundle, cfg.backend.name, cfg.backend.precision, **cfg.backend.options()
+            )
             stack.callback(backend.close)
         info = dict(backend_info or backend.describe())
         post = Postprocessor(bundle, info, threshold=cfg.threshold, heatmaps=cfg.heatmaps, roi=cfg.preprocess.roi_obj())
@@ -149,7 +162,13 @@ def open_session(cfg: RuntimeConfig, *, backend: Backend | None = None, backend_
         stack.callback(publisher.close)
         stack.callback(source.close)  # idempotent, also safe if open() fails half-way
         source.open()
-        log.info("source %s -> %s, threshold %.4f (%s)", cfg.source.uri, cfg.publish.uri, post.threshold, post.threshold_source)
+        log.info(
+            "source %s -> %s, threshold %.4f (%s)",
+            cfg.source.uri,
+            cfg.publish.uri,
+            post.threshold,
+            post.threshold_source,
+        )
         yield RuntimeSession(cfg, bundle, backend, info, source, publisher, post)
 
 

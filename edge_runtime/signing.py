@@ -58,7 +58,9 @@ def _crypto() -> Any:
     try:
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
-        raise MissingDependency("bundle signatures need the 'cryptography' package: pip install 'clipinspect[edge]'") from None
+        raise MissingDependency(
+            "bundle signatures need the 'cryptography' package: pip install 'clipinspect[edge]'"
+        ) from None
     return ed25519
 
 
@@ -203,7 +205,9 @@ def signed_payload(manifest: Any) -> bytes:
         files.pop(name, None)
     data["files"] = files
     try:
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
+            "ascii"
+        )
     except ValueError as exc:
         raise BundleError(f"manifest cannot be signed: {exc}") from None
 
@@ -249,10 +253,16 @@ def read_signature(root: str | Path) -> SignatureRecord | None:
             raise ValueError(f"not an {ALGORITHM} {SIGNATURE_SCHEMA} record")
         if not re.fullmatch(r"[0-9a-f]{16}", str(data.get("key_id", ""))):
             raise ValueError("key_id is not 16 hex digits")  # it is echoed in messages: keep them one line
-        return SignatureRecord(key_id=str(data["key_id"]), signature=base64.b64decode(data["signature"], validate=True),
-                               payload_sha256=str(data.get("payload_sha256", "")), signed_at=str(data.get("signed_at", "")))
+        return SignatureRecord(
+            key_id=str(data["key_id"]),
+            signature=base64.b64decode(data["signature"], validate=True),
+            payload_sha256=str(data.get("payload_sha256", "")),
+            signed_at=str(data.get("signed_at", "")),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BundleError(f"bundle {Path(root)}: unreadable {SIGNATURE} ({first_line(exc)}); refusing to load") from None
+        raise BundleError(
+            f"bundle {Path(root)}: unreadable {SIGNATURE} ({first_line(exc)}); refusing to load"
+        ) from None
 
 
 def sign_bundle(bundle: Bundle, private_key_path: str | Path) -> SignatureRecord:
@@ -275,12 +285,22 @@ def sign_bundle(bundle: Bundle, private_key_path: str | Path) -> SignatureRecord
     """
     key = load_private_key(private_key_path)
     payload = signed_payload(bundle.manifest)
-    record = SignatureRecord(key_id=key_id(key.public_key()), signature=key.sign(DOMAIN + payload),
-                             payload_sha256=hashlib.sha256(payload).hexdigest(),
-                             signed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    doc = {"schema": SIGNATURE_SCHEMA, "version": 1, "algorithm": ALGORITHM, "key_id": record.key_id, "signed": SIGNED_PART,
-           "payload_sha256": record.payload_sha256, "signature": base64.b64encode(record.signature).decode("ascii"),
-           "signed_at": record.signed_at}
+    record = SignatureRecord(
+        key_id=key_id(key.public_key()),
+        signature=key.sign(DOMAIN + payload),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        signed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    doc = {
+        "schema": SIGNATURE_SCHEMA,
+        "version": 1,
+        "algorithm": ALGORITHM,
+        "key_id": record.key_id,
+        "signed": SIGNED_PART,
+        "payload_sha256": record.payload_sha256,
+        "signature": base64.b64encode(record.signature).decode("ascii"),
+        "signed_at": record.signed_at,
+    }
     tmp = bundle.root / f".{SIGNATURE}.tmp"
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, bundle.root / SIGNATURE)
@@ -306,19 +326,27 @@ def verify_signature(root: Path, manifest: Any, trusted: TrustedKeys) -> str:
 
     record = read_signature(root)
     if record is None:
-        raise BundleError(f"bundle {root} is not signed (no {SIGNATURE}) but trusted keys are configured ({trusted.folder}); sign it with 'clipinspect sign'")
+        raise BundleError(
+            f"bundle {root} is not signed (no {SIGNATURE}) but trusted keys are configured ({trusted.folder}); sign it with 'clipinspect sign'"
+        )
     key = trusted.keys.get(record.key_id)
     if key is None:
-        raise BundleError(f"bundle {root} is signed by key {record.key_id}, which is not among the trusted keys in {trusted.folder}")
+        raise BundleError(
+            f"bundle {root} is signed by key {record.key_id}, which is not among the trusted keys in {trusted.folder}"
+        )
     payload = signed_payload(manifest)
     try:
         key.verify(record.signature, DOMAIN + payload)
     except InvalidSignature:
-        raise BundleError(f"bundle {root}: signature by key {record.key_id} does not match the manifest (edited after signing); refusing to load") from None
+        raise BundleError(
+            f"bundle {root}: signature by key {record.key_id} does not match the manifest (edited after signing); refusing to load"
+        ) from None
     signed = {n for n in manifest.files if n not in device_files(manifest)}
     for e in manifest.engines:
         if e.source_onnx not in signed:
-            raise BundleError(f"bundle {root} (signed by key {record.key_id}): engine {e.file} claims a source ONNX '{e.source_onnx}' that is not a signed file")
+            raise BundleError(
+                f"bundle {root} (signed by key {record.key_id}): engine {e.file} claims a source ONNX '{e.source_onnx}' that is not a signed file"
+            )
     return record.key_id
 
 
@@ -331,6 +359,3 @@ def describe_signer(root: str | Path) -> str:
     if record is None:
         return "unsigned"
     return f"signed by key {record.key_id}" + (f" at {record.signed_at}" if record.signed_at else "")
-
-
-

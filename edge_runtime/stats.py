@@ -54,7 +54,9 @@ class StageSummary:
         }
 
 
-def summarize(samples_ms: Iterable[float], count: int | None = None, max_ms: float | None = None, mean_ms: float | None = None) -> StageSummary:
+def summarize(
+    samples_ms: Iterable[float], count: int | None = None, max_ms: float | None = None, mean_ms: float | None = None
+) -> StageSummary:
     """Percentiles of a set of latencies in ms (linear interpolation, numpy's default).
     `count`, `max_ms` and `mean_ms` override what the samples say (exact whole-run figures
     when the samples are a reservoir).

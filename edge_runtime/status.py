@@ -53,4 +53,6 @@ def status_payload(state: str, client_id: str, reason: str, fields: Mapping[str,
     Raises:
         ValueError: a field holds NaN or infinity.
     """
-    return json.dumps(status_record(state, client_id, reason, fields), separators=(",", ":"), allow_nan=False, default=str).encode("utf-8")
+    return json.dumps(
+        status_record(state, client_id, reason, fields), separators=(",", ":"), allow_nan=False, default=str
+    ).encode("utf-8")

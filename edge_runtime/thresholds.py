@@ -149,10 +149,12 @@ class FrrThreshold:
 
     def describe(self) -> str:
         """The one-line method text recorded in the manifest's threshold and in enrollment.json."""
-        how = (f"{METHOD}: the {_ordinal(self.exceedances + 1)} largest of {self.n_images} good-part scores"
-               f"{f' + margin {self.margin:g}' if self.margin else ''}; "
-               f"P(FRR <= {self.frr_bound:.4g}) >= {self.confidence:g} (distribution-free binomial bound), "
-               f"expected FRR {self.expected_frr:.4g}")
+        how = (
+            f"{METHOD}: the {_ordinal(self.exceedances + 1)} largest of {self.n_images} good-part scores"
+            f"{f' + margin {self.margin:g}' if self.margin else ''}; "
+            f"P(FRR <= {self.frr_bound:.4g}) >= {self.confidence:g} (distribution-free binomial bound), "
+            f"expected FRR {self.expected_frr:.4g}"
+        )
         if self.best_effort:
             how += f"; BEST EFFORT: too few images for the target FRR {self.target_frr:g}"
         return how
@@ -163,8 +165,14 @@ def _ordinal(k: int) -> str:
     return f"{k}{suffix}"
 
 
-def frr_threshold(scores: Sequence[float] | np.ndarray, target_frr: float, confidence: float = 0.95, *,
-                  margin: float = 0.0, best_effort: bool = False) -> FrrThreshold:
+def frr_threshold(
+    scores: Sequence[float] | np.ndarray,
+    target_frr: float,
+    confidence: float = 0.95,
+    *,
+    margin: float = 0.0,
+    best_effort: bool = False,
+) -> FrrThreshold:
     """The threshold for `target_frr` from good-part `scores` (see the module docstring).
 
     Too few images for the target raise ConfigError naming how many are needed, unless
@@ -189,7 +197,9 @@ def frr_threshold(scores: Sequence[float] | np.ndarray, target_frr: float, confi
     if s.size == 0:
         raise DataError("no good-part scores to set a threshold from")
     if not np.isfinite(s).all():
-        raise DataError(f"{int((~np.isfinite(s)).sum())} good-part scores are NaN or infinite; the model output is broken")
+        raise DataError(
+            f"{int((~np.isfinite(s)).sum())} good-part scores are NaN or infinite; the model output is broken"
+        )
     if not (math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"margin must be >= 0, got {margin}")
     n = int(s.size)
@@ -201,19 +211,29 @@ def frr_threshold(scores: Sequence[float] | np.ndarray, target_frr: float, confi
             raise ConfigError(
                 f"target FRR {target_frr:g} at {confidence:g} confidence needs at least {need} good images, got {n} "
                 f"({n} images certify at best FRR {certified_frr(n, 0, confidence):.3g}); add images, raise "
-                "--target-frr, or pass --best-effort")
+                "--target-frr, or pass --best-effort"
+            )
         m = 0
     ranked = np.sort(s)[::-1]
     # nextafter: the enrollment image at the threshold passes (score >= threshold is NG); for
     # continuous scores this moves the FRR by zero, so the bound is unchanged.
     value = float(np.nextafter(ranked[m], np.inf)) + float(margin)
-    return FrrThreshold(value=value, target_frr=float(target_frr), confidence=float(confidence), n_images=n,
-                        exceedances=int(m), frr_bound=certified_frr(n, m, confidence),
-                        expected_frr=(m + 1) / (n + 1), margin=float(margin), best_effort=weak)
+    return FrrThreshold(
+        value=value,
+        target_frr=float(target_frr),
+        confidence=float(confidence),
+        n_images=n,
+        exceedances=int(m),
+        frr_bound=certified_frr(n, m, confidence),
+        expected_frr=(m + 1) / (n + 1),
+        margin=float(margin),
+        best_effort=weak,
+    )
 
 
-def images_needed_table(frrs: Sequence[float] = (0.1, 0.05, 0.02, 0.01, 0.005, 0.001),
-                        confidences: Sequence[float] = (0.9, 0.95, 0.99)) -> str:
+def images_needed_table(
+    frrs: Sequence[float] = (0.1, 0.05, 0.02, 0.01, 0.005, 0.001), confidences: Sequence[float] = (0.9, 0.95, 0.99)
+) -> str:
     """Markdown table: good images needed (threshold at the maximum score) per FRR and confidence."""
     head = "| target FRR | " + " | ".join(f"{c:.0%} confidence" for c in confidences) + " |"
     rule = "| ---: | " + " | ".join("---:" for _ in confidences) + " |"

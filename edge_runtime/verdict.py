@@ -196,7 +196,11 @@ def validate_verdict(payload: Mapping[str, Any]) -> list[str]:
             if payload[key] is not None:
                 problems.append(f"'score' must be null for {payload['verdict']}")
         elif tp is float:
-            if not isinstance(payload[key], (int, float)) or isinstance(payload[key], bool) or not math.isfinite(payload[key]):
+            if (
+                not isinstance(payload[key], (int, float))
+                or isinstance(payload[key], bool)
+                or not math.isfinite(payload[key])
+            ):
                 problems.append(f"'{key}' must be a finite number")
         elif not isinstance(payload[key], tp):
             problems.append(f"'{key}' has type {type(payload[key]).__name__}")

@@ -79,7 +79,9 @@ def make_manifest(
         threshold=threshold,
         # The .npy is shipped even when baked: it documents what the graph holds and lets the
         # torch reference and calibration reuse it; the runtime then does not feed it.
-        text=TextSpec(prompts=prompts_mapping(prompts), embeddings_file=None if baked_text else embeddings_file, baked=baked_text),
+        text=TextSpec(
+            prompts=prompts_mapping(prompts), embeddings_file=None if baked_text else embeddings_file, baked=baked_text
+        ),
         files={},
         model_file=model_file,
         opset=opset,
@@ -98,4 +100,3 @@ class BundleWriter(BundleStage):
         export_to(w.path("model.onnx")); save(w.path("text_embeddings.npy"))
         bundle = w.commit(manifest)
     """
-

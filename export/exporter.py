@@ -54,8 +54,13 @@ def export_bundle(
     preprocess = preprocess_spec(info, options, resize)
     with BundleWriter(out_dir, overwrite=overwrite) as writer:
         result = export_onnx(
-            model, writer.path(MODEL_FILE), image_size=preprocess.image_size, mean=preprocess.mean, std=preprocess.std,
-            text_embeddings=text, options=options,
+            model,
+            writer.path(MODEL_FILE),
+            image_size=preprocess.image_size,
+            mean=preprocess.mean,
+            std=preprocess.std,
+            text_embeddings=text,
+            options=options,
         )
         save_text_embeddings(writer.path(EMBEDDINGS_FILE), text)
         manifest = make_manifest(
@@ -70,7 +75,9 @@ def export_bundle(
             opset=options.opset,
             model_file=MODEL_FILE,
             embeddings_file=EMBEDDINGS_FILE,
-            lineage={"training": dict(getattr(info, "lineage", None) or {})} if getattr(info, "lineage", None) else None,
+            lineage={"training": dict(getattr(info, "lineage", None) or {})}
+            if getattr(info, "lineage", None)
+            else None,
             extra=_manifest_extra(info, result, options, merged_dir),
         )
         if options.bank_shots:
@@ -103,7 +110,9 @@ def _manifest_extra(info: object, result: ExportResult, options: ExportOptions, 
         "feature_layers": [int(v) for v in (getattr(info, "feature_layers", None) or ())],
         "map_size": list(result.map_size),
         "export": {
-            "exporter": "torch.onnx.export(dynamo=False) + onnxscript optimizer" if options.optimize else "torch.onnx.export(dynamo=False)",
+            "exporter": "torch.onnx.export(dynamo=False) + onnxscript optimizer"
+            if options.optimize
+            else "torch.onnx.export(dynamo=False)",
             "dynamic_batch": options.dynamic_batch,
             "float_input": options.float_input,
             "bake_text": options.bake_text,
@@ -123,20 +132,31 @@ def frame_from_run(options: ExportOptions, info: object, merged_dir: Path) -> Ex
     frame = dict(getattr(info, "frame", None) or {})
     if not frame:
         return options
-    trained = (str(frame["input_format"]), tuple(int(v) for v in frame["input_size"]),
-               tuple(int(v) for v in frame["roi"]) if frame.get("roi") is not None else None)
+    trained = (
+        str(frame["input_format"]),
+        tuple(int(v) for v in frame["input_size"]),
+        tuple(int(v) for v in frame["roi"]) if frame.get("roi") is not None else None,
+    )
     if not options.raw_frame and options.roi is None:
-        log.info("raw-frame model: exporting for its training frame %s %dx%d, ROI %s", trained[0], trained[1][1],
-                 trained[1][0], trained[2])
+        log.info(
+            "raw-frame model: exporting for its training frame %s %dx%d, ROI %s",
+            trained[0],
+            trained[1][1],
+            trained[1][0],
+            trained[2],
+        )
         return replace(options, input_format=trained[0], input_size=trained[1], roi=trained[2])
     given = (options.input_format, tuple(options.input_size or ()), tuple(options.roi) if options.roi else None)
     if given != trained:
+
         def fmt(f: tuple) -> str:
             size = f"{f[1][1]}x{f[1][0]}" if len(f[1]) == 2 else "?"
             return f"--input-format {f[0]} --input-size {size}" + (f" --roi {','.join(map(str, f[2]))}" if f[2] else "")
 
-        raise ConfigError(f"{merged_dir} was trained on {fmt(trained)} frames, the flags ask for {fmt(given)}; "
-                          "drop the flags (they default to the run's) or train a run for that frame")
+        raise ConfigError(
+            f"{merged_dir} was trained on {fmt(trained)} frames, the flags ask for {fmt(given)}; "
+            "drop the flags (they default to the run's) or train a run for that frame"
+        )
     return options
 
 
@@ -154,12 +174,26 @@ def _threshold(info: object, override: ThresholdOverride | None, merged_dir: Pat
         return Threshold(float(override.value), override.method, source="export --threshold")
     value = getattr(info, "threshold", None)
     if value is None:
-        raise ConfigError(f"merged model {merged_dir} carries no threshold (run 'clipinspect eval' before merging, or pass --threshold)")
+        raise ConfigError(
+            f"merged model {merged_dir} carries no threshold (run 'clipinspect eval' before merging, or pass --threshold)"
+        )
     method = str(getattr(info, "threshold_method", "") or "unknown")
     from train.merged import DEFAULT_THRESHOLD_METHOD
 
     if method == DEFAULT_THRESHOLD_METHOD:
-        log.warning("merged model %s has the default threshold %.3g (no eval run); verdicts will not be calibrated", merged_dir, float(value))
+        log.warning(
+            "merged model %s has the default threshold %.3g (no eval run); verdicts will not be calibrated",
+            merged_dir,
+            float(value),
+        )
     lin = dict(getattr(info, "threshold_lineage", None) or {})
-    return Threshold(float(value), method, source=str(merged_dir), epoch=lin.get("epoch"), images=int(lin.get("images") or 0),
-                     data_sha256=str(lin.get("data_sha256") or ""), frr=lin.get("frr"), far=lin.get("far"))
+    return Threshold(
+        float(value),
+        method,
+        source=str(merged_dir),
+        epoch=lin.get("epoch"),
+        images=int(lin.get("images") or 0),
+        data_sha256=str(lin.get("data_sha256") or ""),
+        frr=lin.get("frr"),
+        far=lin.get("far"),
+    )

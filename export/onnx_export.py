@@ -67,7 +67,9 @@ class ExportOptions:
         if not 0 <= self.bank_shots <= MAX_BANK_SHOTS:
             raise ConfigError(f"--bank-shots must be in 0..{MAX_BANK_SHOTS}, got {self.bank_shots}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise ConfigError(f"--opset must be >= {MIN_OPSET} (LayerNormalization) and <= {MAX_OPSET} (exporter limit), got {self.opset}")
+            raise ConfigError(
+                f"--opset must be >= {MIN_OPSET} (LayerNormalization) and <= {MAX_OPSET} (exporter limit), got {self.opset}"
+            )
         if (self.input_format is None) != (self.input_size is None):
             raise ConfigError("--input-format and --input-size go together (the frame as the camera delivers it)")
         if self.roi is not None and self.input_format is None:
@@ -77,7 +79,9 @@ class ExportOptions:
 
             check_roi(self.input_format, self.input_size, self.roi)  # type: ignore[arg-type]
             if self.float_input:
-                raise ConfigError("--float-input and --input-format exclude each other: a raw-frame graph takes the camera's uint8 frame")
+                raise ConfigError(
+                    "--float-input and --input-format exclude each other: a raw-frame graph takes the camera's uint8 frame"
+                )
 
     @property
     def raw_frame(self) -> bool:
@@ -115,29 +119,72 @@ def tensor_specs(
         from edge_runtime.rawframe import frame_shape, pixel_format
 
         shape = frame_shape(str(options.input_format), options.input_size)  # type: ignore[arg-type]
-        image = TensorSpec(IMAGE, (n, *shape), "uint8", f"camera frame as delivered ({pixel_format(str(options.input_format))}, {shape[1]}x{shape[0]}); ROI, demosaic, resize and normalisation happen inside the graph")
+        image = TensorSpec(
+            IMAGE,
+            (n, *shape),
+            "uint8",
+            f"camera frame as delivered ({pixel_format(str(options.input_format))}, {shape[1]}x{shape[0]}); ROI, demosaic, resize and normalisation happen inside the graph",
+        )
     elif options.float_input:
         image = TensorSpec(IMAGE, (n, 3, h, w), "float32", "RGB image, NCHW, already normalised: (x/255 - mean)/std")
     else:
-        image = TensorSpec(IMAGE, (n, h, w, 3), "uint8", "RGB image, NHWC, 0-255; /255 and mean/std normalisation happen inside the graph")
+        image = TensorSpec(
+            IMAGE,
+            (n, h, w, 3),
+            "uint8",
+            "RGB image, NHWC, 0-255; /255 and mean/std normalisation happen inside the graph",
+        )
     inputs = (image,)
     if not options.bake_text:
-        inputs += (TensorSpec(TEXT, (2, embed_dim), "float32", "L2-normalised text embeddings: row 0 normal prompt, row 1 abnormal prompt"),)
+        inputs += (
+            TensorSpec(
+                TEXT,
+                (2, embed_dim),
+                "float32",
+                "L2-normalised text embeddings: row 0 normal prompt, row 1 abnormal prompt",
+            ),
+        )
     outputs = (
-        TensorSpec(SCORE, (n,), "float32", "image anomaly score in [0,1], higher = more anomalous; NG when score >= threshold"),
-        TensorSpec(MAP, (n, *map_size), "float32", "per-patch probability of 'abnormal' on the patch grid; upsample to the image for a heatmap"),
+        TensorSpec(
+            SCORE, (n,), "float32", "image anomaly score in [0,1], higher = more anomalous; NG when score >= threshold"
+        ),
+        TensorSpec(
+            MAP,
+            (n, *map_size),
+            "float32",
+            "per-patch probability of 'abnormal' on the patch grid; upsample to the image for a heatmap",
+        ),
     )
     if options.bank_shots:
         patches = map_size[0] * map_size[1]
-        inputs += (TensorSpec(BANK, (n_layers, options.bank_shots * patches, embed_dim), "float32",
-                              "few-shot memory bank: L2-normalised patch features of good images per feature layer (rows repeated to fill); all zeros = not enrolled, zero-shot result"),)
-        outputs += (TensorSpec(FEATURES, (n, n_layers, patches, embed_dim), "float32",
-                               "L2-normalised patch features per feature layer, the rows a memory bank is built from"),)
+        inputs += (
+            TensorSpec(
+                BANK,
+                (n_layers, options.bank_shots * patches, embed_dim),
+                "float32",
+                "few-shot memory bank: L2-normalised patch features of good images per feature layer (rows repeated to fill); all zeros = not enrolled, zero-shot result",
+            ),
+        )
+        outputs += (
+            TensorSpec(
+                FEATURES,
+                (n, n_layers, patches, embed_dim),
+                "float32",
+                "L2-normalised patch features per feature layer, the rows a memory bank is built from",
+            ),
+        )
     return inputs, outputs
 
 
-def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], float_input: bool, baked: np.ndarray | None,
-                   bank: bool = False, frame: Any = None):
+def _torch_wrapper(
+    model: Any,
+    mean: Sequence[float],
+    std: Sequence[float],
+    float_input: bool,
+    baked: np.ndarray | None,
+    bank: bool = False,
+    frame: Any = None,
+):
     """`bank`: a memory_bank input (last) and a patch_features output; `frame`: a
     train.frame_module.FramePreprocess for raw-frame graphs (else None)."""
     import torch
@@ -157,7 +204,9 @@ def _torch_wrapper(model: Any, mean: Sequence[float], std: Sequence[float], floa
             self.frame = frame
             self.baked = baked is not None
             if baked is not None:
-                self.register_buffer("text", torch.from_numpy(np.ascontiguousarray(baked, np.float32)), persistent=False)
+                self.register_buffer(
+                    "text", torch.from_numpy(np.ascontiguousarray(baked, np.float32)), persistent=False
+                )
 
         def forward(self, image: torch.Tensor, *rest: torch.Tensor):
             if self.frame is not None:
@@ -218,8 +267,15 @@ def export_onnx(
     was_training = model.training
     model.eval()
     frame = frame_module(options, (h, w), mean, std)
-    wrapper = _torch_wrapper(model, mean, std, options.float_input, text_embeddings if options.bake_text else None,
-                             options.bank_shots > 0, frame)
+    wrapper = _torch_wrapper(
+        model,
+        mean,
+        std,
+        options.float_input,
+        text_embeddings if options.bake_text else None,
+        options.bank_shots > 0,
+        frame,
+    )
     trace = _trace_inputs(model, frame, (h, w), mean, std, text_embeddings, options)
     try:
         proto, ref_score, ref_map = _torch_export(model, wrapper, trace, options)
@@ -231,13 +287,24 @@ def export_onnx(
     if ref_map.ndim != 3:
         raise BundleError(f"model's anomaly_map must be [N,h,w], got shape {list(ref_map.shape)}")
     map_size = (int(ref_map.shape[1]), int(ref_map.shape[2]))
-    inputs, outputs = tensor_specs((h, w), int(text_embeddings.shape[1]), map_size, options, len(getattr(model, "feature_layers", ())))
+    inputs, outputs = tensor_specs(
+        (h, w), int(text_embeddings.shape[1]), map_size, options, len(getattr(model, "feature_layers", ()))
+    )
     check_graph(proto, inputs, outputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out_path))
     log.info("checking %s in ONNX Runtime against torch", out_path.name)
-    diff = _self_check(out_path, trace.example, None if options.bake_text else text_embeddings, ref_score, ref_map, trace.bank)
-    log.info("exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e", out_path.name, len(proto.graph.node), options.opset, *map_size, diff)
+    diff = _self_check(
+        out_path, trace.example, None if options.bake_text else text_embeddings, ref_score, ref_map, trace.bank
+    )
+    log.info(
+        "exported %s: %d nodes, opset %d, map %dx%d, ORT vs torch max diff %.2e",
+        out_path.name,
+        len(proto.graph.node),
+        options.opset,
+        *map_size,
+        diff,
+    )
     return ExportResult(out_path, inputs, outputs, map_size, len(proto.graph.node), diff, int(proto.ir_version))
 
 
@@ -254,15 +321,24 @@ class _Trace:
     bank: np.ndarray | None
 
 
-def _trace_inputs(model: Any, frame: Any, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                  text_embeddings: np.ndarray, options: ExportOptions) -> _Trace:
+def _trace_inputs(
+    model: Any,
+    frame: Any,
+    image_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    text_embeddings: np.ndarray,
+    options: ExportOptions,
+) -> _Trace:
     """A seeded random example image (camera frame for raw-frame graphs) and what goes with it."""
     import torch
 
     h, w = image_size
     text_t = torch.from_numpy(np.ascontiguousarray(text_embeddings, np.float32))
     rng = np.random.default_rng(0)
-    example_u8 = rng.integers(0, 256, size=(1, *frame.frame_shape) if frame is not None else (1, h, w, 3), dtype=np.uint8)
+    example_u8 = rng.integers(
+        0, 256, size=(1, *frame.frame_shape) if frame is not None else (1, h, w, 3), dtype=np.uint8
+    )
     example = _graph_input(example_u8, mean, std, options.float_input)
     args: tuple = (torch.from_numpy(example),) if options.bake_text else (torch.from_numpy(example), text_t)
     input_names = [IMAGE] if options.bake_text else [IMAGE, TEXT]
@@ -279,15 +355,22 @@ def _trace_inputs(model: Any, frame: Any, image_size: tuple[int, int], mean: Seq
     return _Trace(example, args, input_names, output_names, dynamic_axes, bank_example)
 
 
-def _torch_export(model: Any, wrapper: Any, trace: _Trace, options: ExportOptions) -> tuple[Any, np.ndarray, np.ndarray]:
+def _torch_export(
+    model: Any, wrapper: Any, trace: _Trace, options: ExportOptions
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """(ONNX proto, torch's score and map on the example): traced by the TorchScript exporter
     with HF's eager attention."""
     import onnx
     import torch
 
     buf = io.BytesIO()
-    log.info("exporting to ONNX (opset %d, %s input, %s batch, text %s)", options.opset, input_layout(options),
-             "dynamic" if options.dynamic_batch else "static 1", "baked" if options.bake_text else "as input")
+    log.info(
+        "exporting to ONNX (opset %d, %s input, %s batch, text %s)",
+        options.opset,
+        input_layout(options),
+        "dynamic" if options.dynamic_batch else "static 1",
+        "baked" if options.bake_text else "as input",
+    )
     with torch.no_grad(), eager_attention(model), warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of dynamo and warns about
         # trace-time Python bools in HF code; both are expected here.
@@ -307,7 +390,9 @@ def _torch_export(model: Any, wrapper: Any, trace: _Trace, options: ExportOption
     return onnx.load_from_string(buf.getvalue()), ref_score, ref_map
 
 
-def frame_module(options: ExportOptions, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> Any:
+def frame_module(
+    options: ExportOptions, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> Any:
     """The raw-frame preprocessing module for `options` (None for model-size image input)."""
     if not options.raw_frame:
         return None
@@ -382,11 +467,19 @@ def check_graph(proto: Any, inputs: Sequence[TensorSpec], outputs: Sequence[Tens
             raise BundleError(f"exported graph {kind}s are {list(got)}, the contract says {list(want)}")
         for name, (dtype, shape) in want.items():
             if got[name] != (dtype, shape):
-                raise BundleError(f"exported graph {kind} '{name}' is {got[name][0]} {list(got[name][1])}, the contract says {dtype} {list(shape)}")
+                raise BundleError(
+                    f"exported graph {kind} '{name}' is {got[name][0]} {list(got[name][1])}, the contract says {dtype} {list(shape)}"
+                )
 
 
-def _self_check(path: Path, example: np.ndarray, text: np.ndarray | None, ref_score: np.ndarray, ref_map: np.ndarray,
-                bank: np.ndarray | None = None) -> float:
+def _self_check(
+    path: Path,
+    example: np.ndarray,
+    text: np.ndarray | None,
+    ref_score: np.ndarray,
+    ref_map: np.ndarray,
+    bank: np.ndarray | None = None,
+) -> float:
     """Run the saved file in ORT on the export's example input; it must reproduce torch."""
     import onnxruntime as ort
 
@@ -401,7 +494,9 @@ def _self_check(path: Path, example: np.ndarray, text: np.ndarray | None, ref_sc
     score, amap = sess.run([SCORE, MAP], feeds)
     diff = float(max(np.abs(score - ref_score).max(), np.abs(amap - ref_map).max()))
     if not diff <= SELF_CHECK_ATOL:  # also catches NaN
-        raise CheckFailed(f"exported {path} disagrees with torch on the export example (max diff {diff:.3g} > {SELF_CHECK_ATOL})")
+        raise CheckFailed(
+            f"exported {path} disagrees with torch on the export example (max diff {diff:.3g} > {SELF_CHECK_ATOL})"
+        )
     return diff
 
 

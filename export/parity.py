@@ -42,7 +42,12 @@ def list_images(folder: str | Path, max_images: int | None = None) -> list[Path]
         raise DataError(f"image folder not found: {root}")
     # MVTec/Kolektor masks are '<name>_mask.png' under ground_truth/: not inputs.
     files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask") and "ground_truth" not in p.parts
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.stem.endswith("_mask")
+        and "ground_truth" not in p.parts
     )
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
@@ -119,7 +124,9 @@ class ParityReport:
         lines = [f"{'image':<48} {'ref score':>10} {'cand score':>10} {'|Δscore|':>10} {'max|Δmap|':>10}"]
         for r in self.rows:
             name = r.image if len(r.image) <= 48 else "…" + r.image[-47:]
-            lines.append(f"{name:<48} {r.ref_score:>10.6f} {r.cand_score:>10.6f} {r.score_diff:>10.2e} {r.map_diff:>10.2e}")
+            lines.append(
+                f"{name:<48} {r.ref_score:>10.6f} {r.cand_score:>10.6f} {r.score_diff:>10.2e} {r.map_diff:>10.2e}"
+            )
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -144,7 +151,11 @@ def compare_outputs(ref: Outputs, cand: Outputs, where: str) -> tuple[np.ndarray
             f"anomaly_map {list(ref.anomaly_map.shape)} vs {list(cand.anomaly_map.shape)}"
         )
     ds = np.abs(ref.score.astype(np.float64) - cand.score.astype(np.float64))
-    dm = np.abs(ref.anomaly_map.astype(np.float64) - cand.anomaly_map.astype(np.float64)).reshape(len(ds), -1).max(axis=1)
+    dm = (
+        np.abs(ref.anomaly_map.astype(np.float64) - cand.anomaly_map.astype(np.float64))
+        .reshape(len(ds), -1)
+        .max(axis=1)
+    )
     # NaN anywhere must fail, not vanish in a max().
     return np.where(np.isnan(ds), np.inf, ds), np.where(np.isnan(dm), np.inf, dm)
 

@@ -70,7 +70,13 @@ def make_random_bundle(
         torch.manual_seed(seed)
         model = AnomalyCLIP(clip, tokenizer, image_size=size).eval()
         save_merged(
-            model, merged, clip_source=f"random:{arch}:seed={seed}", mean=mean, std=std, name=f"random-{arch}", threshold_method=RANDOM_THRESHOLD_METHOD
+            model,
+            merged,
+            clip_source=f"random:{arch}:seed={seed}",
+            mean=mean,
+            std=std,
+            name=f"random-{arch}",
+            threshold_method=RANDOM_THRESHOLD_METHOD,
         )
     del model, clip
     return export_bundle(merged, out_dir, options, overwrite=overwrite)
@@ -80,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from export.commands.export import add_frame_arguments, frame_options
     from train.clip_presets import ARCHS
 
-    p = argparse.ArgumentParser(prog="python -m export.random_bundle", description="Write a random-weight bundle for latency benchmarks.")
+    p = argparse.ArgumentParser(
+        prog="python -m export.random_bundle", description="Write a random-weight bundle for latency benchmarks."
+    )
     p.add_argument("out", help="bundle folder to write")
     p.add_argument("--arch", default="vit-b-16", choices=ARCHS, help="CLIP architecture (default vit-b-16)")
     p.add_argument("--seed", type=int, default=0)
@@ -89,22 +97,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dynamic-batch", action="store_true")
     p.add_argument("--float-input", action="store_true")
     p.add_argument("--bake-text", action="store_true")
-    p.add_argument("--bank-shots", type=int, default=0, metavar="K", help="few-shot memory_bank input for up to K good images (default 0: none)")
+    p.add_argument(
+        "--bank-shots",
+        type=int,
+        default=0,
+        metavar="K",
+        help="few-shot memory_bank input for up to K good images (default 0: none)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle and merged folder")
     add_frame_arguments(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
-        options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, float_input=args.float_input, bake_text=args.bake_text,
-                                bank_shots=args.bank_shots, **frame_options(args))
-        bundle = make_random_bundle(args.out, args.arch, args.seed, options=options, merged_dir=args.merged_dir, overwrite=args.force)
+        options = ExportOptions(
+            opset=args.opset,
+            dynamic_batch=args.dynamic_batch,
+            float_input=args.float_input,
+            bake_text=args.bake_text,
+            bank_shots=args.bank_shots,
+            **frame_options(args),
+        )
+        bundle = make_random_bundle(
+            args.out, args.arch, args.seed, options=options, merged_dir=args.merged_dir, overwrite=args.force
+        )
     except ClipInspectError as exc:
         print(f"random_bundle: error: {exc}", file=sys.stderr)
         return exc.exit_code
     m = bundle.manifest
-    frame = f", frame {m.preprocess.input_format} {m.preprocess.input_size[1]}x{m.preprocess.input_size[0]}" if m.preprocess.input_size else ""
-    print(f"bundle {bundle.root} ({m.model_id}, {m.preprocess.image_size[0]}x{m.preprocess.image_size[1]}{frame}, "
-          f"{m.files[m.model_file].bytes / 1e6:.1f} MB ONNX); RANDOM weights: for benchmarks only")
+    frame = (
+        f", frame {m.preprocess.input_format} {m.preprocess.input_size[1]}x{m.preprocess.input_size[0]}"
+        if m.preprocess.input_size
+        else ""
+    )
+    print(
+        f"bundle {bundle.root} ({m.model_id}, {m.preprocess.image_size[0]}x{m.preprocess.image_size[1]}{frame}, "
+        f"{m.files[m.model_file].bytes / 1e6:.1f} MB ONNX); RANDOM weights: for benchmarks only"
+    )
     return 0
 
 

@@ -65,40 +65,66 @@ class TorchBackend(BackendBase):
         model = model.to(device=device, dtype=torch.float16 if precision == "fp16" else torch.float32).eval()
         pre = bundle.manifest.preprocess
         if tuple(info.image_size) != tuple(pre.image_size):
-            raise BundleError(f"merged model {merged} expects {tuple(info.image_size)} images but bundle {bundle.root} says {tuple(pre.image_size)}")
+            raise BundleError(
+                f"merged model {merged} expects {tuple(info.image_size)} images but bundle {bundle.root} says {tuple(pre.image_size)}"
+            )
         if str(info.model_id) != bundle.manifest.model_id:
             # Allowed (comparing another model against a bundle is how a parity check is
             # shown to fail), but never quietly.
-            log.warning("torch backend: merged model %s is %s, the bundle was exported from %s", merged, info.model_id, bundle.manifest.model_id)
+            log.warning(
+                "torch backend: merged model %s is %s, the bundle was exported from %s",
+                merged,
+                info.model_id,
+                bundle.manifest.model_id,
+            )
         with torch.no_grad():
             text = model.text_embeddings()
         self._model, self._info, self._text = model, info, text
         bank = bundle.memory_bank()  # None: no few-shot input; zeros: not enrolled (zero-shot)
         self._bank = None if bank is None else torch.from_numpy(bank).to(device, text.dtype)
         self._device_obj, self._precision = device, precision
-        self._layout, self._mean, self._std, self._size = pre.input_layout, tuple(pre.mean), tuple(pre.std), tuple(pre.image_size)
+        self._layout, self._mean, self._std, self._size = (
+            pre.input_layout,
+            tuple(pre.mean),
+            tuple(pre.std),
+            tuple(pre.image_size),
+        )
         self._frame = None
         if pre.input_layout == "frame_uint8":
             # The same module the graph was exported with (and training runs): raw frames in.
             from train.frame_module import FramePreprocess
 
-            self._frame = FramePreprocess(pre.input_format, pre.input_size, pre.image_size, pre.mean, pre.std, roi=pre.roi, color_order=pre.color_order).to(device)
+            self._frame = FramePreprocess(
+                pre.input_format,
+                pre.input_size,
+                pre.image_size,
+                pre.mean,
+                pre.std,
+                roi=pre.roi,
+                color_order=pre.color_order,
+            ).to(device)
         self._merged_loaded = merged
         log.info("torch backend: %s on %s (%s)", merged, device, precision)
 
     def _device(self, torch: Any, precision: str) -> Any:
         dev = torch.device(self.device_name)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"torch backend: device {self.device_name} requested but torch {torch.__version__} sees no CUDA GPU")
+            raise BackendUnavailable(
+                f"torch backend: device {self.device_name} requested but torch {torch.__version__} sees no CUDA GPU"
+            )
         if dev.type not in ("cpu", "cuda"):
             raise BackendUnavailable(f"torch backend: unsupported device {self.device_name!r} (use cpu or cuda)")
         if precision == "fp32":
             return dev
         if precision == "fp16":
             if dev.type != "cuda":
-                raise BackendUnavailable("torch backend: fp16 needs a CUDA device (pass device='cuda'); on CPU only fp32 runs")
+                raise BackendUnavailable(
+                    "torch backend: fp16 needs a CUDA device (pass device='cuda'); on CPU only fp32 runs"
+                )
             return dev
-        raise BackendUnavailable(f"torch backend: precision {precision!r} is not supported (fp32 on CPU/CUDA, fp16 on CUDA)")
+        raise BackendUnavailable(
+            f"torch backend: precision {precision!r} is not supported (fp32 on CPU/CUDA, fp16 on CUDA)"
+        )
 
     def _merged_path(self, bundle: Bundle) -> Path:
         if self.merged is not None:
@@ -106,7 +132,9 @@ class TorchBackend(BackendBase):
         else:
             named = bundle.manifest.extra.get(MERGED_KEY)
             if not named:
-                raise BackendUnavailable(f"torch backend: bundle {bundle.root} names no merged model (manifest extra.{MERGED_KEY}); pass the merged folder explicitly")
+                raise BackendUnavailable(
+                    f"torch backend: bundle {bundle.root} names no merged model (manifest extra.{MERGED_KEY}); pass the merged folder explicitly"
+                )
             path = Path(str(named))
         if not path.is_dir():
             raise BackendUnavailable(f"torch backend: merged model folder not found: {path}")
@@ -133,7 +161,9 @@ class TorchBackend(BackendBase):
         if self._bank is None:
             raise BundleError("torch backend: the bundle has no memory_bank input (export with --bank-shots K)")
         if tuple(bank.shape) != tuple(self._bank.shape):
-            raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(self._bank.shape)}")
+            raise BundleError(
+                f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(self._bank.shape)}"
+            )
         import torch
 
         self._bank = torch.from_numpy(np.ascontiguousarray(bank, np.float32)).to(self._bank.device, self._bank.dtype)
@@ -152,7 +182,9 @@ class TorchBackend(BackendBase):
 
         want = self._frame.frame_shape
         if batch.dtype != np.uint8 or batch.shape[1:] != want:
-            raise DataError(f"torch backend: expected uint8 frames [N,{','.join(map(str, want))}], got {batch.dtype} {list(batch.shape)}")
+            raise DataError(
+                f"torch backend: expected uint8 frames [N,{','.join(map(str, want))}], got {batch.dtype} {list(batch.shape)}"
+            )
         return torch.from_numpy(np.ascontiguousarray(batch))
 
     def pixel_values(self, batch: np.ndarray) -> np.ndarray:

@@ -37,8 +37,16 @@ def adversarial_count(batch: int, fraction: float) -> int:
     return min(batch, max(1, round(fraction * batch)))
 
 
-def fgsm_batch(model: Any, pix: Any, labels: Any, masks: Any, has_mask: Any, config: Any, mean: Sequence[float],
-               std: Sequence[float]) -> Any:
+def fgsm_batch(
+    model: Any,
+    pix: Any,
+    labels: Any,
+    masks: Any,
+    has_mask: Any,
+    config: Any,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> Any:
     """`pix` (normalised [B,3,H,W]) with its first `config.adversarial.fraction` replaced by
     FGSM examples of the training loss; the rest unchanged. Returns a new tensor (no grad)."""
     import torch
@@ -69,8 +77,17 @@ def score_loss(score: Any, labels: Any) -> Any:
     return F.binary_cross_entropy(score.float().clamp(1e-6, 1 - 1e-6), labels.float())
 
 
-def pgd(model: Any, pix: Any, labels: Any, text: Any, mean: Sequence[float], std: Sequence[float], eps: float,
-        steps: int, alpha: float | None = None) -> Any:
+def pgd(
+    model: Any,
+    pix: Any,
+    labels: Any,
+    text: Any,
+    mean: Sequence[float],
+    std: Sequence[float],
+    eps: float,
+    steps: int,
+    alpha: float | None = None,
+) -> Any:
     """Normalised adversarial images after `steps` PGD steps within an L-inf ball of `eps`
     (pixel scale [0, 1]) around `pix` (normalised). `alpha` defaults to 2.5 * eps / steps."""
     import torch

@@ -106,8 +106,11 @@ class AugmentedDataset:
         x = item["pixel_values"].numpy() * self._std + self._mean  # back to pixel space [0, 1]
         img, mask = apply(x.transpose(1, 2, 0), item["mask"].numpy(), params, rng)
         pixel = (img.transpose(2, 0, 1) - self._mean) / self._std
-        return {**item, "pixel_values": torch.from_numpy(np.ascontiguousarray(pixel, np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(mask, np.float32))}
+        return {
+            **item,
+            "pixel_values": torch.from_numpy(np.ascontiguousarray(pixel, np.float32)),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, np.float32)),
+        }
 
 
 def with_augmentation(dataset: Any, cfg: AugmentConfig, seed: int) -> Any:

@@ -48,16 +48,33 @@ def _mean_std(folder: Path | None) -> tuple[tuple[float, float, float], tuple[fl
     return mean, std  # type: ignore[return-value]
 
 
-def write_preprocessor_config(folder: Path, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> Path:
+def write_preprocessor_config(
+    folder: Path, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> Path:
     """Write `folder`/preprocessor_config.json as Hugging Face's CLIPImageProcessor reads it
     (size (height, width), mean/std); `_mean_std` reads mean/std back from it. Returns the path."""
     path = folder / "preprocessor_config.json"
-    path.write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": image_size[0]},
-        "do_center_crop": True, "crop_size": {"height": image_size[0], "width": image_size[1]}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std),
-        "do_convert_rgb": True, "resample": 3,
-    }, indent=2) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": image_size[0]},
+                "do_center_crop": True,
+                "crop_size": {"height": image_size[0], "width": image_size[1]},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": list(mean),
+                "image_std": list(std),
+                "do_convert_rgb": True,
+                "resample": 3,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -76,8 +93,9 @@ def load_clip(source: str | Path, local_only: bool = False, image_size: int | No
     folder: Path | None = None
     if not isinstance(source, Path) and "/" not in text and not Path(text).exists():
         # hub ids are "org/name"; a bare name is a folder that is not there
-        raise DataError(f"CLIP folder not found: {text} (give a local folder or a hub id like "
-                        "openai/clip-vit-base-patch16)")
+        raise DataError(
+            f"CLIP folder not found: {text} (give a local folder or a hub id like openai/clip-vit-base-patch16)"
+        )
     if isinstance(source, Path) or _looks_like_path(text):
         folder = Path(text).expanduser()
         if not folder.is_dir():
@@ -94,8 +112,9 @@ def load_clip(source: str | Path, local_only: bool = False, image_size: int | No
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if folder:
             raise DataError(f"cannot load CLIP folder {where}: {first}") from None
-        raise ConfigError(f"cannot load CLIP '{where}': not a local folder, and the hub id cannot be "
-                          f"loaded ({first})") from None
+        raise ConfigError(
+            f"cannot load CLIP '{where}': not a local folder, and the hub id cannot be loaded ({first})"
+        ) from None
     if folder is None:
         # a hub snapshot: read its preprocessor_config from the local cache
         try:
@@ -111,8 +130,13 @@ def load_clip(source: str | Path, local_only: bool = False, image_size: int | No
     model.eval()
     if getattr(model.config, "clipinspect_random_test_model", None):
         log.warning("CLIP %s is a RANDOM test model (made by make-tiny-clip), not a trained CLIP", where)
-    log.info("loaded CLIP %s: %d px, patch %d, %.1fM parameters", where, size,
-             model.config.vision_config.patch_size, sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info(
+        "loaded CLIP %s: %d px, patch %d, %.1fM parameters",
+        where,
+        size,
+        model.config.vision_config.patch_size,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     return LoadedClip(model, tokenizer, (int(size), int(size)), mean, std)
 
 
@@ -126,8 +150,10 @@ def check_image_size(image_size: int, patch_size: int) -> None:
     rest = image_size % patch_size
     if rest:
         lower, upper = image_size - rest, image_size - rest + patch_size
-        raise ConfigError(f"image size {image_size} is not a multiple of the patch size {patch_size} "
-                          f"(the last {rest} pixel rows/columns would never be seen); use {lower} or {upper}")
+        raise ConfigError(
+            f"image size {image_size} is not a multiple of the patch size {patch_size} "
+            f"(the last {rest} pixel rows/columns would never be seen); use {lower} or {upper}"
+        )
 
 
 def resize_position_embedding(model: Any, image_size: int) -> bool:
@@ -165,13 +191,20 @@ def resize_position_embedding(model: Any, image_size: int) -> bool:
     emb.image_size = size
     emb.num_patches = grid * grid
     emb.num_positions = grid * grid + 1
-    emb.register_buffer("position_ids", torch.arange(grid * grid + 1, device=weight.device).expand((1, -1)),
-                        persistent=False)
+    emb.register_buffer(
+        "position_ids", torch.arange(grid * grid + 1, device=weight.device).expand((1, -1)), persistent=False
+    )
     vcfg.image_size = size
     history = dict(getattr(model.config, "clipinspect_position_interpolation", None) or {})
     history.setdefault("from_image_size", old_size)
     history.update(to_image_size=size, mode="bicubic (transformers interpolate_pos_encoding)")
     model.config.clipinspect_position_interpolation = history
-    log.info("position embedding resized %d -> %d px (%d -> %d patch tokens, patch %d)", old_size, size,
-             (old_size // patch) ** 2, grid * grid, patch)
+    log.info(
+        "position embedding resized %d -> %d px (%d -> %d patch tokens, patch %d)",
+        old_size,
+        size,
+        (old_size // patch) ** 2,
+        grid * grid,
+        patch,
+    )
     return True

@@ -40,10 +40,16 @@ poke_insulation bent_lead cut_lead damaged_case misplaced gray_stroke oil glue_s
 metal_contamination dent spot chip burnt melt bubble
 """.split()
 
+
 def _tower(width: int, layers: int, heads: int, mlp_ratio: int = 4, **extra: int) -> dict[str, int]:
     """One transformer tower's CLIPTextConfig/CLIPVisionConfig sizes (MLP width = mlp_ratio x width)."""
-    return dict(hidden_size=width, intermediate_size=mlp_ratio * width, num_hidden_layers=layers,
-                num_attention_heads=heads, **extra)
+    return dict(
+        hidden_size=width,
+        intermediate_size=mlp_ratio * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        **extra,
+    )
 
 
 _ARCHS: dict[str, dict[str, Any]] = {
@@ -99,7 +105,11 @@ def make_tokenizer(max_length: int):
         single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=EOS,
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        pad_token=EOS,
         model_max_length=max_length,
     )
 
@@ -112,9 +122,14 @@ def clip_config(arch: str = "tiny"):
         raise ConfigError(f"unknown CLIP arch '{arch}' (known: {', '.join(ARCHS)})")
     spec = _ARCHS[arch]
     ids = {tok: i for i, tok in enumerate(SPECIAL)}
-    text = dict(spec["text"], vocab_size=len(vocabulary()) if arch == "tiny" else 49408,
-                bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[EOS],
-                projection_dim=spec["projection_dim"])
+    text = dict(
+        spec["text"],
+        vocab_size=len(vocabulary()) if arch == "tiny" else 49408,
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[EOS],
+        projection_dim=spec["projection_dim"],
+    )
     vision = dict(spec["vision"], projection_dim=spec["projection_dim"])
     # every openai CLIP uses quick_gelu (CLIPConfig's default too; stated for clarity)
     text["hidden_act"] = vision["hidden_act"] = "quick_gelu"

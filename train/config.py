@@ -33,8 +33,10 @@ class DataConfig:
             raise ConfigError(f"data.test_fraction must be in [0, 1), got {self.test_fraction}")
         bad = [s for s in self.splits if s not in ("train", "test")]
         if bad:
-            raise ConfigError(f"data.splits: training draws from 'train' and/or 'test', not {bad[0]!r} "
-                              "(validation images are never trained on)")
+            raise ConfigError(
+                f"data.splits: training draws from 'train' and/or 'test', not {bad[0]!r} "
+                "(validation images are never trained on)"
+            )
         if self.categories and set(self.categories) & set(self.holdout):
             both = sorted(set(self.categories) & set(self.holdout))[0]
             raise ConfigError(f"data.categories and data.holdout both name '{both}'")
@@ -71,7 +73,9 @@ class ModelConfig:
         from edge_runtime.rawframe import check_format, check_roi, parse_size
 
         if (self.input_format is None) != (self.input_size is None):
-            raise ConfigError("model.input_format and model.input_size go together (the frame as the camera delivers it)")
+            raise ConfigError(
+                "model.input_format and model.input_size go together (the frame as the camera delivers it)"
+            )
         if self.roi is not None and self.input_format is None:
             raise ConfigError("model.roi needs model.input_format/model.input_size (it crops the raw frame)")
         if self.input_format is not None:
@@ -167,14 +171,22 @@ class AugmentConfig:
         if not 0.0 <= self.brightness <= 1.0 or not 0.0 <= self.contrast < 1.0:
             raise ConfigError("augment.brightness must be in [0, 1] and augment.contrast in [0, 1)")
         if not 0.0 <= self.gaussian_noise <= 255.0:
-            raise ConfigError(f"augment.gaussian_noise is a standard deviation in grey levels, 0..255, got {self.gaussian_noise}")
+            raise ConfigError(
+                f"augment.gaussian_noise is a standard deviation in grey levels, 0..255, got {self.gaussian_noise}"
+            )
         if not 0.0 <= self.salt_pepper <= 0.5:
             raise ConfigError(f"augment.salt_pepper must be a pixel fraction in [0, 0.5], got {self.salt_pepper}")
 
     @property
     def enabled(self) -> bool:
-        return self.prob > 0 and (self.rotation_deg > 0 or tuple(self.scale) != (1.0, 1.0) or self.brightness > 0
-                                  or self.contrast > 0 or self.gaussian_noise > 0 or self.salt_pepper > 0)
+        return self.prob > 0 and (
+            self.rotation_deg > 0
+            or tuple(self.scale) != (1.0, 1.0)
+            or self.brightness > 0
+            or self.contrast > 0
+            or self.gaussian_noise > 0
+            or self.salt_pepper > 0
+        )
 
 
 @dataclass(frozen=True)
@@ -189,7 +201,9 @@ class AdversarialConfig:
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"adversarial.fraction must be in [0, 1], got {self.fraction}")
         if not 0.0 < self.eps <= 255.0:
-            raise ConfigError(f"adversarial.eps is in grey levels (0-255 units) and must be in (0, 255], got {self.eps}")
+            raise ConfigError(
+                f"adversarial.eps is in grey levels (0-255 units) and must be in (0, 255], got {self.eps}"
+            )
 
 
 @dataclass(frozen=True)
@@ -205,5 +219,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.model.input_format is not None and self.adversarial.fraction > 0:
-            raise ConfigError("adversarial.fraction > 0 with model.input_format: FGSM perturbs the model-size RGB image, "
-                              "a raw-frame run trains on uint8 camera frames; use augment.* (applied before the mosaic)")
+            raise ConfigError(
+                "adversarial.fraction > 0 with model.input_format: FGSM perturbs the model-size RGB image, "
+                "a raw-frame run trains on uint8 camera frames; use augment.* (applied before the mosaic)"
+            )

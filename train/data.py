@@ -116,7 +116,11 @@ def load_samples(
         raise DataError(f"no images in {root} for splits {', '.join(splits)}")
     log.info(
         "data %s: %d images (%d anomalous) in %d categories, splits %s",
-        root, len(samples), sum(s.label for s in samples), len({s.category for s in samples}), ",".join(splits),
+        root,
+        len(samples),
+        sum(s.label for s in samples),
+        len({s.category for s in samples}),
+        ",".join(splits),
     )
     return samples
 
@@ -129,7 +133,8 @@ def _resolve_unsplit(samples: list[Sample], unsplit: str, root: Path) -> list[Sa
         raise DataError(
             f"{root}: {len(loose)} rows have no split (e.g. {loose[0].image_path.name}), so the same images would "
             "serve training and evaluation; add a 'split' column (train/val/test), or choose explicitly: "
-            "train --set data.unsplit=seeded (seeded train/val/test assignment) or eval --unseen (every row is a test image)")
+            "train --set data.unsplit=seeded (seeded train/val/test assignment) or eval --unseen (every row is a test image)"
+        )
     if unsplit == "test":
         return [replace(s, split="test") if not s.split else s for s in samples]
     return samples
@@ -215,9 +220,7 @@ def read_mvtec_category(cat_dir: Path, category: str, splits: Sequence[str] = SP
                     mask = gt_root / defect / f"{img.stem}_mask.png"
                     if not mask.is_file():
                         raise DataError(f"mask not found for {img}: expected {mask}")
-                out.append(
-                    Sample(img, label, mask, category, defect, split=split, pixel_gt=has_gt)
-                )
+                out.append(Sample(img, label, mask, category, defect, split=split, pixel_gt=has_gt))
     if not out and splits:
         raise DataError(f"no images in category folder {cat_dir} for splits {', '.join(splits)}")
     return out
@@ -252,7 +255,9 @@ def read_visa_category(cat_dir: Path, category: str, splits: Sequence[str], spli
                 mask = cat_dir / "Data" / "Masks" / "Anomaly" / f"{img.stem}.png"
                 if not mask.is_file():
                     raise DataError(f"mask not found for {img}: expected {mask}")
-            out.append(Sample(img, label, mask, category, "good" if label == 0 else "anomaly", split=split, pixel_gt=True))
+            out.append(
+                Sample(img, label, mask, category, "good" if label == 0 else "anomaly", split=split, pixel_gt=True)
+            )
     return out
 
 
@@ -287,7 +292,11 @@ def read_meta_json(path: Path, splits: Sequence[str] = SPLITS) -> list[Sample]:
                         raise DataError(f"{where}: mask not found: {mask}")
                 defect = str(item.get("specie_name") or ("good" if label == 0 else "anomaly"))
                 pixel_gt = mask is not None or label == 0
-                out.append(Sample(img, label, mask, str(item.get("cls_name", category)), defect, split=split, pixel_gt=pixel_gt))
+                out.append(
+                    Sample(
+                        img, label, mask, str(item.get("cls_name", category)), defect, split=split, pixel_gt=pixel_gt
+                    )
+                )
     return out
 
 
@@ -331,8 +340,16 @@ def read_csv(path: Path, splits: Sequence[str] = SPLITS) -> list[Sample]:
             continue
         category = (row.get("category") or "").strip() or root.name
         out.append(
-            Sample(img, label, None, category, "good" if label == 0 else "anomaly",
-                   description=(row.get("description") or "").strip(), split=split, pixel_gt=False)
+            Sample(
+                img,
+                label,
+                None,
+                category,
+                "good" if label == 0 else "anomaly",
+                description=(row.get("description") or "").strip(),
+                split=split,
+                pixel_gt=False,
+            )
         )
     return out
 
@@ -406,7 +423,9 @@ class AnomalyDataset:
         if not samples:
             raise DataError("data set has no samples")
         self.samples = list(samples)
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+        self.image_size = (
+            (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+        )
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
 
@@ -433,7 +452,6 @@ class AnomalyDataset:
             "has_mask": torch.tensor(bool(s.pixel_gt)),
             "index": index,
         }
-
 
 
 def check_samples(samples: Sequence[Sample], progress: bool = True) -> None:

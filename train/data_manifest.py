@@ -37,8 +37,12 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
-def build_manifest(data: str | Path, samples: Sequence[Sample], roles: Mapping[str, Iterable[Sample]] | None = None,
-                   progress: bool = False) -> dict[str, Any]:
+def build_manifest(
+    data: str | Path,
+    samples: Sequence[Sample],
+    roles: Mapping[str, Iterable[Sample]] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """The manifest of `samples` (images + masks), with each image's role when given."""
     from tqdm import tqdm
 
@@ -47,19 +51,34 @@ def build_manifest(data: str | Path, samples: Sequence[Sample], roles: Mapping[s
     files = []
     cache: dict[Path, str] = {}
     for s in tqdm(samples, desc="hashing images", unit="img", disable=not progress, leave=False):
-        entry: dict[str, Any] = {"path": _rel(s.image_path, root), "sha256": cache.setdefault(s.image_path, sha256_file(s.image_path)),
-                                 "category": s.category, "label": s.label, "split": s.split}
+        entry: dict[str, Any] = {
+            "path": _rel(s.image_path, root),
+            "sha256": cache.setdefault(s.image_path, sha256_file(s.image_path)),
+            "category": s.category,
+            "label": s.label,
+            "split": s.split,
+        }
         if roles is not None:
             entry["role"] = role_of.get(s.image_path, "unused")
         if s.mask_path is not None:
             entry["mask"] = _rel(s.mask_path, root)
             entry["mask_sha256"] = sha256_file(s.mask_path)
         files.append(entry)
-    doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "data": str(Path(data).resolve()),
-                           "images": len(files), "sha256": image_set_sha256(f["sha256"] for f in files)}
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "data": str(Path(data).resolve()),
+        "images": len(files),
+        "sha256": image_set_sha256(f["sha256"] for f in files),
+    }
     if roles is not None:
-        doc["roles"] = {r: {"images": sum(1 for f in files if f.get("role") == r),
-                            "sha256": image_set_sha256(f["sha256"] for f in files if f.get("role") == r)} for r in roles}
+        doc["roles"] = {
+            r: {
+                "images": sum(1 for f in files if f.get("role") == r),
+                "sha256": image_set_sha256(f["sha256"] for f in files if f.get("role") == r),
+            }
+            for r in roles
+        }
     doc["files"] = files
     return doc
 
@@ -81,7 +100,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), list):
         raise DataError(f"{p} is not a {FORMAT} file")
     if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
-        raise DataError(f"{p}: data manifest version {doc.get('version')!r} is newer than this clipinspect reads ({VERSION})")
+        raise DataError(
+            f"{p}: data manifest version {doc.get('version')!r} is newer than this clipinspect reads ({VERSION})"
+        )
     return doc
 
 
@@ -100,10 +121,14 @@ def verify_manifest(path: str | Path, data: str | Path, samples: Sequence[Sample
             if not p.is_file():
                 raise DataError(f"{p}: listed in data manifest {path} but missing")
             if sha256_file(p) != f[sha_key]:
-                raise DataError(f"{p}: sha256 differs from data manifest {path} (file changed since the manifest was written)")
+                raise DataError(
+                    f"{p}: sha256 differs from data manifest {path} (file changed since the manifest was written)"
+                )
     unlisted = [s.image_path for s in samples if _rel(s.image_path, root) not in listed]
     if unlisted:
-        raise DataError(f"{unlisted[0]}: image not in data manifest {path} ({len(unlisted)} unlisted); write a new manifest")
+        raise DataError(
+            f"{unlisted[0]}: image not in data manifest {path} ({len(unlisted)} unlisted); write a new manifest"
+        )
     return str(doc["sha256"])
 
 

@@ -17,8 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_runtime.cli import main as cli_main
 
     if "WORLD_SIZE" not in os.environ:
-        print("train.ddp: error: run under torchrun (torchrun --nproc-per-node N -m train.ddp ...), "
-              "or use 'clipinspect train --nproc N'", file=sys.stderr)
+        print(
+            "train.ddp: error: run under torchrun (torchrun --nproc-per-node N -m train.ddp ...), "
+            "or use 'clipinspect train --nproc N'",
+            file=sys.stderr,
+        )
         return 2
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 

@@ -77,8 +77,10 @@ def setup(ctx: DistContext, device: str) -> str:
 
     if device.startswith("cuda"):
         if torch.cuda.device_count() <= ctx.local_rank:
-            raise BackendUnavailable(f"rank {ctx.rank} wants GPU {ctx.local_rank} but torch sees "
-                                     f"{torch.cuda.device_count()}: use --nproc-per-node <= the GPU count")
+            raise BackendUnavailable(
+                f"rank {ctx.rank} wants GPU {ctx.local_rank} but torch sees "
+                f"{torch.cuda.device_count()}: use --nproc-per-node <= the GPU count"
+            )
         torch.cuda.set_device(ctx.local_rank)
         device = f"cuda:{ctx.local_rank}"
     if not dist.is_initialized():
@@ -108,8 +110,10 @@ def barrier(ctx: DistContext) -> None:
 
 def local_batch_size(global_batch: int, ctx: DistContext) -> int:
     if global_batch % ctx.world_size:
-        raise ConfigError(f"optim.batch_size {global_batch} is the global batch and must be a multiple of the "
-                          f"{ctx.world_size} processes")
+        raise ConfigError(
+            f"optim.batch_size {global_batch} is the global batch and must be a multiple of the "
+            f"{ctx.world_size} processes"
+        )
     return global_batch // ctx.world_size
 
 
@@ -123,8 +127,9 @@ def epoch_sampler(dataset: Any, seed: int, epoch: int, ctx: DistContext) -> Any:
         return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * SEED_STRIDE + epoch))
     if len(dataset) < ctx.world_size:
         raise ConfigError(f"{len(dataset)} training images cannot feed {ctx.world_size} processes")
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=seed * SEED_STRIDE, drop_last=False)
+    sampler = DistributedSampler(
+        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed * SEED_STRIDE, drop_last=False
+    )
     sampler.set_epoch(epoch)
     return sampler
 
@@ -175,8 +180,16 @@ def launch_command(nproc: int, train_argv: Sequence[str]) -> list[str]:
     `python -m train.ddp` with the train arguments, single node."""
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {nproc}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "train.ddp", *train_argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "train.ddp",
+        *train_argv,
+    ]
 
 
 def launch(nproc: int, train_argv: Sequence[str]) -> int:

@@ -163,7 +163,9 @@ def original_mask(sample: Sample, size_hw: tuple[int, int]) -> np.ndarray:
     return load_mask(sample, size_hw)
 
 
-def fgsm_scores(model: Any, dataset: AnomalyDataset, eps: float, options: EvalOptions, progress: bool = True) -> np.ndarray:
+def fgsm_scores(
+    model: Any, dataset: AnomalyDataset, eps: float, options: EvalOptions, progress: bool = True
+) -> np.ndarray:
     """Image scores after one FGSM step of size `eps` in pixel space [0, 1].
 
     The attacked loss is the binary cross-entropy of the image score (the number the device
@@ -180,7 +182,9 @@ def fgsm_scores(model: Any, dataset: AnomalyDataset, eps: float, options: EvalOp
     out_scores = np.zeros(len(dataset), np.float64)
     with torch.no_grad():
         text = model.text_embeddings()
-    for batch in tqdm(_loader(dataset, options.batch_size), desc=f"fgsm eps={eps:g}", unit="batch", disable=not progress):
+    for batch in tqdm(
+        _loader(dataset, options.batch_size), desc=f"fgsm eps={eps:g}", unit="batch", disable=not progress
+    ):
         idx = batch["index"].numpy()
         x = (batch["pixel_values"].to(options.device) * std + mean).clamp(0, 1).detach().requires_grad_(True)
         score = model((x - mean) / std, text).score.float().clamp(1e-6, 1 - 1e-6)
@@ -192,8 +196,9 @@ def fgsm_scores(model: Any, dataset: AnomalyDataset, eps: float, options: EvalOp
     return out_scores
 
 
-def pgd_scores(model: Any, dataset: AnomalyDataset, eps: float, steps: int, options: EvalOptions,
-               progress: bool = True) -> tuple[np.ndarray, float]:
+def pgd_scores(
+    model: Any, dataset: AnomalyDataset, eps: float, steps: int, options: EvalOptions, progress: bool = True
+) -> tuple[np.ndarray, float]:
     """Image scores after a `steps`-step PGD attack (train/adversarial.py) on the same loss and
     in the same pixel space as `fgsm_scores`, within an L-inf ball of `eps`; also the mean loss."""
     import torch
@@ -205,10 +210,14 @@ def pgd_scores(model: Any, dataset: AnomalyDataset, eps: float, steps: int, opti
     total = 0.0
     with torch.no_grad():
         text = model.text_embeddings()
-    for batch in tqdm(_loader(dataset, options.batch_size), desc=f"pgd eps={eps:g} x{steps}", unit="batch", disable=not progress):
+    for batch in tqdm(
+        _loader(dataset, options.batch_size), desc=f"pgd eps={eps:g} x{steps}", unit="batch", disable=not progress
+    ):
         idx = batch["index"].numpy()
         labels = batch["label"].to(options.device)
-        x_adv = pgd(model, batch["pixel_values"].to(options.device), labels, text, dataset.mean, dataset.std, eps, steps)
+        x_adv = pgd(
+            model, batch["pixel_values"].to(options.device), labels, text, dataset.mean, dataset.std, eps, steps
+        )
         with torch.no_grad():
             score = model(x_adv, text).score
             out_scores[idx] = score.float().cpu().numpy()
@@ -219,8 +228,14 @@ def pgd_scores(model: Any, dataset: AnomalyDataset, eps: float, steps: int, opti
 # ------------------------------------------------------------------ metrics
 
 
-def _pgd_report(model: Any, dataset: AnomalyDataset, samples: Sequence[Sample], pred: Predictions, options: EvalOptions,
-                progress: bool) -> dict[str, Any]:
+def _pgd_report(
+    model: Any,
+    dataset: AnomalyDataset,
+    samples: Sequence[Sample],
+    pred: Predictions,
+    options: EvalOptions,
+    progress: bool,
+) -> dict[str, Any]:
     eps, steps = float(options.fgsm_eps), int(options.pgd_steps)
     adv, loss = pgd_scores(model, dataset, eps, steps, options, progress)
     per = {}
@@ -228,7 +243,9 @@ def _pgd_report(model: Any, dataset: AnomalyDataset, samples: Sequence[Sample], 
         idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
         per[cat] = {"clean": auroc(pred.labels[idx], pred.scores[idx]), "perturbed": auroc(pred.labels[idx], adv[idx])}
     return {
-        "eps": eps, "steps": steps, "step_size": 2.5 * eps / steps,
+        "eps": eps,
+        "steps": steps,
+        "step_size": 2.5 * eps / steps,
         "loss": "BCE of image score vs label; L-inf ball in pixel space [0,1], clipped, float; no random start",
         "clean_image_auroc": _nanmean([v["clean"] for v in per.values()]),
         "perturbed_image_auroc": _nanmean([v["perturbed"] for v in per.values()]),
@@ -337,8 +354,9 @@ def write_metrics(out_dir: Path, result: EvalResult, context: dict[str, Any]) ->
         "per_category": {k: m.as_dict() for k, m in result.per_category.items()},
         "mean": result.mean,
         "mean_holdout": result.mean_holdout,
-        "threshold": result.threshold_doc if result.threshold_doc is not None else (
-            None if result.threshold is None else {"value": result.threshold[0], "method": result.threshold[1]}),
+        "threshold": result.threshold_doc
+        if result.threshold_doc is not None
+        else (None if result.threshold is None else {"value": result.threshold[0], "method": result.threshold[1]}),
         "fgsm": result.fgsm,
         "pgd": result.pgd,
         "heatmaps": [p.name for p in result.heatmaps],
@@ -388,8 +406,9 @@ def error_rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tup
     return frr, far
 
 
-def frr_threshold_doc(samples: Sequence[Sample], scores: np.ndarray, what: str, target_frr: float,
-                     confidence: float = 0.95) -> dict[str, Any] | None:
+def frr_threshold_doc(
+    samples: Sequence[Sample], scores: np.ndarray, what: str, target_frr: float, confidence: float = 0.95
+) -> dict[str, Any] | None:
     """The threshold from the GOOD images of `samples` at `target_frr` (the order-statistic
     rule of `clipinspect enroll`, edge_runtime.thresholds); too few images give the weaker
     bound they certify (recorded, and logged). None without good images."""
@@ -402,12 +421,23 @@ def frr_threshold_doc(samples: Sequence[Sample], scores: np.ndarray, what: str, 
         return None
     thr = frr_threshold(np.asarray(scores)[labels == 0], target_frr, confidence, best_effort=True)
     if thr.best_effort:
-        log.warning("%d good validation images certify only FRR <= %.3g at %g confidence (target %g)", thr.n_images,
-                    thr.frr_bound, confidence, target_frr)
+        log.warning(
+            "%d good validation images certify only FRR <= %.3g at %g confidence (target %g)",
+            thr.n_images,
+            thr.frr_bound,
+            confidence,
+            target_frr,
+        )
     _, far = error_rates(labels, scores, thr.value)
-    return {"value": thr.value, "method": f"{thr.describe()}; good images of {what}", "images": len(good),
-            "data_sha256": image_set_sha256(hash_files(s.image_path for s in good)), "frr": thr.frr_bound,
-            "far": far, "confidence": confidence}
+    return {
+        "value": thr.value,
+        "method": f"{thr.describe()}; good images of {what}",
+        "images": len(good),
+        "data_sha256": image_set_sha256(hash_files(s.image_path for s in good)),
+        "frr": thr.frr_bound,
+        "far": far,
+        "confidence": confidence,
+    }
 
 
 def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -> dict[str, Any] | None:
@@ -423,9 +453,12 @@ def choose_threshold(samples: Sequence[Sample], scores: np.ndarray, what: str) -
     return {
         "value": float(thr),
         "method": f"F1-max of image scores on {what} (score >= threshold is anomalous; F1 {best:.4f}), midpoint to the "
-                  f"next lower score; {len(samples)} images, FRR {100 * frr:.1f} %, defects accepted (FAR) {100 * far:.1f} %",
-        "images": len(samples), "data_sha256": image_set_sha256(hash_files(s.image_path for s in samples)),
-        "frr": frr, "far": far, "f1": float(best),
+        f"next lower score; {len(samples)} images, FRR {100 * frr:.1f} %, defects accepted (FAR) {100 * far:.1f} %",
+        "images": len(samples),
+        "data_sha256": image_set_sha256(hash_files(s.image_path for s in samples)),
+        "frr": frr,
+        "far": far,
+        "f1": float(best),
     }
 
 
@@ -479,7 +512,10 @@ def evaluate(
         per = {}
         for cat in per_cat:
             idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
-            per[cat] = {"clean": auroc(pred.labels[idx], pred.scores[idx]), "perturbed": auroc(pred.labels[idx], adv[idx])}
+            per[cat] = {
+                "clean": auroc(pred.labels[idx], pred.scores[idx]),
+                "perturbed": auroc(pred.labels[idx], adv[idx]),
+            }
         result.fgsm = {
             "eps": options.fgsm_eps,
             "loss": "BCE of image score vs label; pixel space [0,1], clipped, float (not re-quantised)",
@@ -498,8 +534,13 @@ def evaluate(
     return result
 
 
-def eval_dataset(samples: Sequence[Sample], image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                 model_config: Any = None) -> Any:
+def eval_dataset(
+    samples: Sequence[Sample],
+    image_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    model_config: Any = None,
+) -> Any:
     """AnomalyDataset, or for a raw-frame run (model_config.frame) the same images as its
     camera's frames (train.frame_module.RawFrameSamples), as training saw them."""
     if model_config is None or model_config.frame is None:
@@ -516,8 +557,10 @@ def raw_frame_options(options: EvalOptions, model_config: Any) -> EvalOptions:
     if model_config.frame is None:
         return options
     if options.fgsm_eps is not None:
-        raise ConfigError("--fgsm/--pgd-steps perturb model-size RGB images; this run trains on raw camera frames "
-                          f"({model_config.input_format} {model_config.input_size})")
+        raise ConfigError(
+            "--fgsm/--pgd-steps perturb model-size RGB images; this run trains on raw camera frames "
+            f"({model_config.input_format} {model_config.input_size})"
+        )
     if options.pixel_resolution == "original":
         log.info("raw-frame run: pixel metrics at the model size, on masks mapped through the frame's ROI")
     return replace(options, pixel_resolution="model")
@@ -529,7 +572,7 @@ def _nanmean(values: list[float]) -> float:
 
 
 def resolve_device(name: str) -> str:
-    """"cuda" or "cpu" for --device `name` ("auto" picks CUDA when available); BackendUnavailable for a missing GPU."""
+    """ "cuda" or "cpu" for --device `name` ("auto" picks CUDA when available); BackendUnavailable for a missing GPU."""
     import torch
 
     if name == "auto":
@@ -541,8 +584,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def eval_roles(run: Path, config: Any, data: str | Path, categories: Sequence[str] | None,
-               unseen: bool) -> dict[str, list[Sample]]:
+def eval_roles(
+    run: Path, config: Any, data: str | Path, categories: Sequence[str] | None, unseen: bool
+) -> dict[str, list[Sample]]:
     """{"val": [...], "test": [...]} for `data`: the training run's split plan, or with
     `unseen` (a data set the run never saw) every test-split image as a test image."""
     from train.data import SPLITS, load_samples
@@ -563,15 +607,21 @@ def check_not_trained_on(run: Path, roles: dict[str, list[Sample]]) -> None:
 
     path = run / RUN_MANIFEST
     if not path.is_file():
-        log.warning("run %s has no %s (made before data manifests): cannot check that eval images were not trained on", run, RUN_MANIFEST)
+        log.warning(
+            "run %s has no %s (made before data manifests): cannot check that eval images were not trained on",
+            run,
+            RUN_MANIFEST,
+        )
         return
     trained = {f["sha256"] for f in read_manifest(path)["files"] if f.get("role") == "train"}
     for role, samples in roles.items():
         hashes = image_hashes(samples)
         seen = [s for s in samples if hashes[s.image_path] in trained]
         if seen:
-            raise DataError(f"{len(seen)} {role} images were used to train run {run} (e.g. {seen[0].image_path}); "
-                            "evaluate on images the run did not see")
+            raise DataError(
+                f"{len(seen)} {role} images were used to train run {run} (e.g. {seen[0].image_path}); "
+                "evaluate on images the run did not see"
+            )
 
 
 def evaluate_run(
@@ -600,25 +650,49 @@ def evaluate_run(
     options = raw_frame_options(options, config.model)
     model, info = load_run_model(run, ep, device=options.device)
     model = raw_frame_model(model, config.model, info.image_size, info.mean, info.std)
-    log.info("eval: run %s epoch %d on %s: %d val, %d test images, device %s, fp32", run, info.epoch, data,
-             len(roles["val"]), len(roles["test"]), options.device)
+    log.info(
+        "eval: run %s epoch %d on %s: %d val, %d test images, device %s, fp32",
+        run,
+        info.epoch,
+        data,
+        len(roles["val"]),
+        len(roles["test"]),
+        options.device,
+    )
     out_dir = run / "eval"
     doc = _val_threshold(model, roles["val"], info, config.model, options, data, target_frr, progress)
     reported = roles[report]
-    result = evaluate(model, reported, info.image_size, info.mean, info.std, options,
-                      heatmap_dir=out_dir / "heatmaps", data_name=str(Path(data).resolve()), progress=progress,
-                      held_out=info.config.data.holdout, model_config=config.model)
+    result = evaluate(
+        model,
+        reported,
+        info.image_size,
+        info.mean,
+        info.std,
+        options,
+        heatmap_dir=out_dir / "heatmaps",
+        data_name=str(Path(data).resolve()),
+        progress=progress,
+        held_out=info.config.data.holdout,
+        model_config=config.model,
+    )
     if doc is not None:
         _add_lineage(doc, run, info.epoch, reported, result.scores, report)
         result.threshold, result.threshold_doc = (doc["value"], doc["method"]), doc
     table = format_table(result.per_category, result.mean, info.config.data.holdout)
     context = {
-        "run": str(run), "epoch": info.epoch, "data": str(data), "report": report, "unseen": unseen,
+        "run": str(run),
+        "epoch": info.epoch,
+        "data": str(data),
+        "report": report,
+        "unseen": unseen,
         "roles": {r: len(v) for r, v in roles.items()},
-        "categories": list(result.per_category), "n_images": len(reported),
-        "image_size": list(info.image_size), "pixel_resolution": options.pixel_resolution,
+        "categories": list(result.per_category),
+        "n_images": len(reported),
+        "image_size": list(info.image_size),
+        "pixel_resolution": options.pixel_resolution,
         "sigma": default_sigma(info.image_size) if options.sigma is None else options.sigma,
-        "fpr_limit": options.fpr_limit, "holdout": list(info.config.data.holdout),
+        "fpr_limit": options.fpr_limit,
+        "holdout": list(info.config.data.holdout),
     }
     write_metrics(out_dir, result, context)
     if doc is not None and write_threshold_file:
@@ -627,8 +701,9 @@ def evaluate_run(
     return result, table
 
 
-def _eval_inputs(run: Path, data: str | Path, categories: Sequence[str] | None, epoch: int | None, report: str,
-                 unseen: bool) -> tuple[Any, int, dict[str, list[Sample]]]:
+def _eval_inputs(
+    run: Path, data: str | Path, categories: Sequence[str] | None, epoch: int | None, report: str, unseen: bool
+) -> tuple[Any, int, dict[str, list[Sample]]]:
     """(run config, epoch, {"val", "test"} images) for evaluating `run` on `data`; DataError for a
     missing run or data folder, no `report` images, or images the run was trained on."""
     from edge_runtime.errors import DataError
@@ -642,38 +717,67 @@ def _eval_inputs(run: Path, data: str | Path, categories: Sequence[str] | None, 
     ep = default_epoch(run, epoch)
     roles = eval_roles(run, config, data, categories, unseen)
     if not roles[report]:
-        raise DataError(f"no {report} images in {data} for run {run} (split plan: val {len(roles['val'])}, "
-                        f"test {len(roles['test'])})")
+        raise DataError(
+            f"no {report} images in {data} for run {run} (split plan: val {len(roles['val'])}, "
+            f"test {len(roles['test'])})"
+        )
     check_not_trained_on(run, roles)
     return config, ep, roles
 
 
-def _val_threshold(model: Any, val: list[Sample], info: Any, model_config: Any, options: EvalOptions,
-                   data: str | Path, target_frr: float | None, progress: bool) -> dict[str, Any] | None:
+def _val_threshold(
+    model: Any,
+    val: list[Sample],
+    info: Any,
+    model_config: Any,
+    options: EvalOptions,
+    data: str | Path,
+    target_frr: float | None,
+    progress: bool,
+) -> dict[str, Any] | None:
     """The threshold document chosen on the validation images (F1-max, or the FRR target's
     order statistic); None, with a warning saying why, when they cannot choose one."""
     doc = None
     if val:
-        val_pred = predict(model, eval_dataset(val, info.image_size, info.mean, info.std, model_config),
-                           replace(options, pixel_resolution="model"), progress)
+        val_pred = predict(
+            model,
+            eval_dataset(val, info.image_size, info.mean, info.std, model_config),
+            replace(options, pixel_resolution="model"),
+            progress,
+        )
         what = f"the validation split of {Path(data).resolve()}"
-        doc = (choose_threshold(val, val_pred.scores, what) if target_frr is None
-               else frr_threshold_doc(val, val_pred.scores, what, target_frr))
+        doc = (
+            choose_threshold(val, val_pred.scores, what)
+            if target_frr is None
+            else frr_threshold_doc(val, val_pred.scores, what, target_frr)
+        )
     if doc is None:
-        log.warning("no threshold: %s", "the validation images hold one class only (F1 needs both); pass --target-frr "
-                    "to set it from the good ones, or use 'clipinspect enroll'"
-                    if val else "no validation images (eval --unseen, or every category held out)")
+        log.warning(
+            "no threshold: %s",
+            "the validation images hold one class only (F1 needs both); pass --target-frr "
+            "to set it from the good ones, or use 'clipinspect enroll'"
+            if val
+            else "no validation images (eval --unseen, or every category held out)",
+        )
     return doc
 
 
-def _add_lineage(doc: dict[str, Any], run: Path, epoch: int, reported: list[Sample], scores: np.ndarray,
-                 report: str) -> None:
+def _add_lineage(
+    doc: dict[str, Any], run: Path, epoch: int, reported: list[Sample], scores: np.ndarray, report: str
+) -> None:
     """Record in `doc` where the threshold came from (run, epoch, training data) and, for
     information only, its error rates on the reported images."""
     from train.run_state import epoch_sha256, read_run_record
 
     rec = read_run_record(run)
     frr, far = error_rates(np.array([s.label for s in reported]), scores, doc["value"])
-    doc.update({"epoch": epoch, "epoch_sha256": epoch_sha256(run, epoch), "run_id": rec.get("run_id", ""),
-                "split": "val", "train_data_sha256": (rec.get("data_sha256") or {}).get("train", ""),
-                report: {"frr": frr, "far": far, "images": len(reported), "note": "reported only, not used to choose"}})
+    doc.update(
+        {
+            "epoch": epoch,
+            "epoch_sha256": epoch_sha256(run, epoch),
+            "run_id": rec.get("run_id", ""),
+            "split": "val",
+            "train_data_sha256": (rec.get("data_sha256") or {}).get("train", ""),
+            report: {"frr": frr, "far": far, "images": len(reported), "note": "reported only, not used to choose"},
+        }
+    )

@@ -41,8 +41,11 @@ class FewShotResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
-            "shots": self.shots, "seeds": list(self.seeds),
-            "mean": self.mean, "std": self.spread, "banks": {str(k): v for k, v in self.banks.items()},
+            "shots": self.shots,
+            "seeds": list(self.seeds),
+            "mean": self.mean,
+            "std": self.spread,
+            "banks": {str(k): v for k, v in self.banks.items()},
             "per_seed": {str(s): {c: m.as_dict() for c, m in cats.items()} for s, cats in self.per_seed.items()},
         }
 
@@ -50,7 +53,9 @@ class FewShotResult:
 def good_train_images(train_samples: Sequence[Sample], category: str) -> list[Sample]:
     out = sorted((s for s in train_samples if s.category == category and s.label == 0), key=lambda s: str(s.image_path))
     if not out:
-        raise DataError(f"few-shot eval: category {category!r} has no good images in the train split to draw shots from")
+        raise DataError(
+            f"few-shot eval: category {category!r} has no good images in the train split to draw shots from"
+        )
     return out
 
 
@@ -61,8 +66,14 @@ def draw(samples: Sequence[Sample], shots: int, seed: int) -> list[Sample]:
     return [samples[int(i)] for i in pick]
 
 
-def torch_bank(model: Any, shots: Sequence[Sample], image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
-               device: str = "cpu") -> Any:
+def torch_bank(
+    model: Any,
+    shots: Sequence[Sample],
+    image_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str = "cpu",
+) -> Any:
     """The [L, K*P, D] bank of `shots` (no padding: the max over rows needs none)."""
     import torch
 
@@ -73,7 +84,9 @@ def torch_bank(model: Any, shots: Sequence[Sample], image_size: tuple[int, int],
     return torch.from_numpy(bank_from_features(feats.float().cpu().numpy(), len(shots))).to(device)
 
 
-def predict_fewshot(model: Any, dataset: AnomalyDataset, bank: Any, sigma: float, batch_size: int = 8, device: str = "cpu"):
+def predict_fewshot(
+    model: Any, dataset: AnomalyDataset, bank: Any, sigma: float, batch_size: int = 8, device: str = "cpu"
+):
     """Like train.evaluate.predict, with the memory bank fed to the model."""
     import torch
 
@@ -98,10 +111,21 @@ def predict_fewshot(model: Any, dataset: AnomalyDataset, bank: Any, sigma: float
     return Predictions(scores, maps, masks, labels)
 
 
-def evaluate_fewshot(model: Any, samples: Sequence[Sample], train_samples: Sequence[Sample], shots: int,
-                     image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float], *,
-                     seeds: Sequence[int] = DEFAULT_SEEDS, sigma: float = 0.0, batch_size: int = 8,
-                     fpr_limit: float = 0.3, device: str = "cpu") -> FewShotResult:
+def evaluate_fewshot(
+    model: Any,
+    samples: Sequence[Sample],
+    train_samples: Sequence[Sample],
+    shots: int,
+    image_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    sigma: float = 0.0,
+    batch_size: int = 8,
+    fpr_limit: float = 0.3,
+    device: str = "cpu",
+) -> FewShotResult:
     """Few-shot metrics per category, for each seed, and their mean/std over seeds."""
     from train.evaluate import metrics_by_category
 
@@ -140,21 +164,35 @@ def _aggregate(per_seed: dict[int, dict[str, Metrics]], cats: Sequence[str]):
 
 def format_fewshot(result: FewShotResult, zero_shot: dict[str, Metrics] | None = None) -> str:
     """Image AUROC / AP and pixel AUROC per category, mean over seeds (± std), next to zero-shot."""
-    lines = [f"few-shot K={result.shots}, seeds {', '.join(map(str, result.seeds))} (shots drawn from the train split; mean ± std over seeds)",
-             f"{'category':<14} {'zero-shot I-AUROC':>18} {'few-shot I-AUROC':>18} {'I-AP':>8} {'P-AUROC':>8}"]
+    lines = [
+        f"few-shot K={result.shots}, seeds {', '.join(map(str, result.seeds))} (shots drawn from the train split; mean ± std over seeds)",
+        f"{'category':<14} {'zero-shot I-AUROC':>18} {'few-shot I-AUROC':>18} {'I-AP':>8} {'P-AUROC':>8}",
+    ]
     for cat, m in result.mean.items():
         zs = "-" if zero_shot is None or cat not in zero_shot else f"{100 * zero_shot[cat].image_auroc:.1f}"
         sd = result.spread[cat].get("image_auroc") or 0.0
         pa = m.get("pixel_auroc")
-        lines.append(f"{cat:<14} {zs:>18} {100 * (m.get('image_auroc') or float('nan')):>11.1f} ± {100 * sd:>4.1f} "
-                     f"{100 * (m.get('image_ap') or float('nan')):>8.1f} {'-' if pa is None else f'{100 * pa:.1f}':>8}")
+        lines.append(
+            f"{cat:<14} {zs:>18} {100 * (m.get('image_auroc') or float('nan')):>11.1f} ± {100 * sd:>4.1f} "
+            f"{100 * (m.get('image_ap') or float('nan')):>8.1f} {'-' if pa is None else f'{100 * pa:.1f}':>8}"
+        )
     return "\n".join(lines)
 
 
-def evaluate_run_fewshot(run_dir: Any, data: Any, shots: int, *, categories: Sequence[str] | None = None,
-                         epoch: int | None = None, seeds: Sequence[int] = DEFAULT_SEEDS, report: str = "test",
-                         unseen: bool = False, sigma: float | None = None, batch_size: int = 8,
-                         device: str = "cpu") -> tuple[FewShotResult, Any]:
+def evaluate_run_fewshot(
+    run_dir: Any,
+    data: Any,
+    shots: int,
+    *,
+    categories: Sequence[str] | None = None,
+    epoch: int | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    report: str = "test",
+    unseen: bool = False,
+    sigma: float | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> tuple[FewShotResult, Any]:
     """Load RUN's model, run `evaluate_fewshot` on the `report` images of the run's split plan
     (the same images the zero-shot table reports; with `unseen`, the data set's test split) with
     shots drawn from the plan's train role (with `unseen`, the data set's train split), and
@@ -169,8 +207,10 @@ def evaluate_run_fewshot(run_dir: Any, data: Any, shots: int, *, categories: Seq
     run = Path(run_dir)
     config = read_run_config(run)
     if config.model.frame is not None:
-        raise ConfigError("eval --shots is not wired for raw-frame runs yet (the bank would have to be built from frames); "
-                          "'clipinspect enroll --shots K' on the exported raw-frame bundle builds it from camera frames")
+        raise ConfigError(
+            "eval --shots is not wired for raw-frame runs yet (the bank would have to be built from frames); "
+            "'clipinspect enroll --shots K' on the exported raw-frame bundle builds it from camera frames"
+        )
     samples = eval_roles(run, config, data, categories, unseen)[report]
     if not samples:
         raise DataError(f"few-shot eval: no {report} images in {data} for run {run}")
@@ -185,8 +225,19 @@ def evaluate_run_fewshot(run_dir: Any, data: Any, shots: int, *, categories: Seq
         train = plan_splits(pool, config.data, config.optim.seed).role("train")
     model, info = load_run_model(run, default_epoch(run, epoch), device=device)
     sig = default_sigma(info.image_size) if sigma is None else sigma
-    result = evaluate_fewshot(model, samples, train, shots, info.image_size, info.mean, info.std,
-                              seeds=seeds, sigma=sig, batch_size=batch_size, device=device)
+    result = evaluate_fewshot(
+        model,
+        samples,
+        train,
+        shots,
+        info.image_size,
+        info.mean,
+        info.std,
+        seeds=seeds,
+        sigma=sig,
+        batch_size=batch_size,
+        device=device,
+    )
     out = run / "eval" / f"fewshot_k{shots}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"run": str(run), "epoch": info.epoch, "data": str(data), "report": report, "sigma": sig, **result.as_dict()}

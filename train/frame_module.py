@@ -102,14 +102,17 @@ class RawFrameModel(nn.Module):
         return self.model.text_embeddings()
 
 
-def frame_preprocess(model_config: Any, image_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> FramePreprocess:
+def frame_preprocess(
+    model_config: Any, image_size: Sequence[int], mean: Sequence[float], std: Sequence[float]
+) -> FramePreprocess:
     """The FramePreprocess of a raw-frame run (`model_config.frame` must be set)."""
     fmt, size_hw, roi = model_config.frame
     return FramePreprocess(fmt, size_hw, tuple(image_size), mean, std, roi=roi)
 
 
-def raw_frame_model(model: Any, model_config: Any, image_size: Sequence[int], mean: Sequence[float],
-                    std: Sequence[float]) -> Any:
+def raw_frame_model(
+    model: Any, model_config: Any, image_size: Sequence[int], mean: Sequence[float], std: Sequence[float]
+) -> Any:
     """`model` wrapped in RawFrameModel for a raw-frame run (config.model.frame); else `model`."""
     if model_config.frame is None:
         return model
@@ -124,14 +127,22 @@ def batch_input(batch: dict[str, Any]) -> torch.Tensor:
     return batch["frames"] if "frames" in batch else batch["pixel_values"]
 
 
-def raw_frame_samples(samples: Any, model_config: Any, image_size: Sequence[int], mean: Sequence[float],
-                      std: Sequence[float], augment: Any = None, seed: int = 0) -> RawFrameSamples:
+def raw_frame_samples(
+    samples: Any,
+    model_config: Any,
+    image_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: Any = None,
+    seed: int = 0,
+) -> RawFrameSamples:
     """The raw-frame data set of `samples` for a run's model config (and augmentation)."""
     from train.data import AnomalyDataset
 
     fmt, size_hw, roi = model_config.frame
-    return RawFrameSamples(AnomalyDataset(samples, tuple(image_size), mean, std), fmt, size_hw, roi=roi,
-                           augment=augment, seed=seed)
+    return RawFrameSamples(
+        AnomalyDataset(samples, tuple(image_size), mean, std), fmt, size_hw, roi=roi, augment=augment, seed=seed
+    )
 
 
 class RawFrameSamples(torch.utils.data.Dataset):
@@ -147,8 +158,15 @@ class RawFrameSamples(torch.utils.data.Dataset):
     bin blocks: edge_runtime.rawframe.frame_region), then the model size, so the pixel loss
     lines up with the map."""
 
-    def __init__(self, base: Any, input_format: str, input_size_hw: Sequence[int],
-                 roi: Sequence[int] | None = None, augment: Any = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        base: Any,
+        input_format: str,
+        input_size_hw: Sequence[int],
+        roi: Sequence[int] | None = None,
+        augment: Any = None,
+        seed: int = 0,
+    ) -> None:
         from edge_runtime.rawframe import frame_region
 
         self.base = base

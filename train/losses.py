@@ -51,8 +51,14 @@ def pixel_losses(patch_logits: torch.Tensor, masks: torch.Tensor, gamma: float) 
     return focal / n_layers, dice / n_layers
 
 
-def anomaly_loss(global_logits: torch.Tensor, patch_logits: torch.Tensor, labels: torch.Tensor,
-                 masks: torch.Tensor, has_mask: torch.Tensor, cfg: LossConfig = LossConfig()) -> LossParts:
+def anomaly_loss(
+    global_logits: torch.Tensor,
+    patch_logits: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    has_mask: torch.Tensor,
+    cfg: LossConfig = LossConfig(),
+) -> LossParts:
     if cfg.image == "focal":
         image = focal_loss(global_logits.float().softmax(-1), labels.float(), cfg.focal_gamma)
     else:

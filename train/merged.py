@@ -62,8 +62,13 @@ class MergedInfo:
 
     def model_config(self) -> ModelConfig:
         """The ModelConfig that rebuilds this model's anomaly head."""
-        return ModelConfig(prompts=self.prompts, n_ctx=self.n_ctx, feature_layers=self.feature_layers,
-                           adapter=self.adapter, learn_temperature=self.learn_temperature)
+        return ModelConfig(
+            prompts=self.prompts,
+            n_ctx=self.n_ctx,
+            feature_layers=self.feature_layers,
+            adapter=self.adapter,
+            learn_temperature=self.learn_temperature,
+        )
 
 
 def _short_hash(*files: Path) -> str:
@@ -123,8 +128,9 @@ def save_merged(
     )
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}
     (out / MODEL_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    log.info("merged model %s written to %s (threshold %.4f: %s)", info.model_id, out, info.threshold,
-             info.threshold_method)
+    log.info(
+        "merged model %s written to %s (threshold %.4f: %s)", info.model_id, out, info.threshold, info.threshold_method
+    )
     return info
 
 
@@ -180,10 +186,14 @@ def load_merged(path: str | Path, device: str = "cpu") -> tuple[Any, MergedInfo]
     try:
         missing, unexpected = model.head.load_state_dict(load_file(str(head)), strict=False)
     except RuntimeError as exc:
-        raise DataError(f"{head}: head parameters do not fit {MODEL_JSON} ({str(exc).strip().splitlines()[-1].strip()})") from None
+        raise DataError(
+            f"{head}: head parameters do not fit {MODEL_JSON} ({str(exc).strip().splitlines()[-1].strip()})"
+        ) from None
     if missing or unexpected:
-        raise DataError(f"{head}: head parameters do not match {MODEL_JSON} "
-                        f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+        raise DataError(
+            f"{head}: head parameters do not match {MODEL_JSON} "
+            f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})"
+        )
     return model.to(device).eval(), info
 
 
@@ -210,14 +220,40 @@ def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedI
         check_threshold_lineage(run_dir, ep, doc)
     model, run = load_run_model(run_dir, ep)
     value, method = (float(doc["value"]), str(doc.get("method", "eval"))) if doc else (None, None)
-    keys = ("run_id", "epoch", "epoch_sha256", "split", "images", "data_sha256", "frr", "far", "f1", "train_data_sha256")
+    keys = (
+        "run_id",
+        "epoch",
+        "epoch_sha256",
+        "split",
+        "images",
+        "data_sha256",
+        "frr",
+        "far",
+        "f1",
+        "train_data_sha256",
+    )
     rec = read_run_record(run_dir)
-    lineage = {"run_id": rec.get("run_id", ""), "epoch": run.epoch, "data_sha256": rec.get("data_sha256", {}),
-               "images": rec.get("images", {})}
-    return save_merged(model, out_dir, clip_source=run.clip_source, mean=run.mean, std=run.std, name=run.name,
-                       threshold=value, threshold_method=method, source_run=str(Path(run_dir).resolve()),
-                       epoch=run.epoch, threshold_lineage={k: doc[k] for k in keys if doc and k in doc},
-                       lineage=lineage, frame=run_frame(run.config))
+    lineage = {
+        "run_id": rec.get("run_id", ""),
+        "epoch": run.epoch,
+        "data_sha256": rec.get("data_sha256", {}),
+        "images": rec.get("images", {}),
+    }
+    return save_merged(
+        model,
+        out_dir,
+        clip_source=run.clip_source,
+        mean=run.mean,
+        std=run.std,
+        name=run.name,
+        threshold=value,
+        threshold_method=method,
+        source_run=str(Path(run_dir).resolve()),
+        epoch=run.epoch,
+        threshold_lineage={k: doc[k] for k in keys if doc and k in doc},
+        lineage=lineage,
+        frame=run_frame(run.config),
+    )
 
 
 def run_frame(config: Any) -> dict[str, Any]:

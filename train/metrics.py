@@ -248,10 +248,18 @@ def compute_metrics(
     pixel truth (all of them or none)."""
     y, s = _validate(labels, scores, "image metrics")
     f1, thr = f1_max(y, s)
-    row = dict(n_images=int(y.size), n_anomalous=int(y.sum()), image_auroc=auroc(y, s),
-               image_ap=average_precision(y, s), f1_max=f1, f1_threshold=thr)
+    row = dict(
+        n_images=int(y.size),
+        n_anomalous=int(y.sum()),
+        image_auroc=auroc(y, s),
+        image_ap=average_precision(y, s),
+        f1_max=f1,
+        f1_threshold=thr,
+    )
     if masks is not None and maps is not None:
-        row.update(pixel_auroc=pixel_auroc(masks, maps), aupro=aupro(masks, maps, fpr_limit), pixel_ap=pixel_ap(masks, maps))
+        row.update(
+            pixel_auroc=pixel_auroc(masks, maps), aupro=aupro(masks, maps, fpr_limit), pixel_ap=pixel_ap(masks, maps)
+        )
     return Metrics(**row)  # type: ignore[arg-type]
 
 

@@ -66,8 +66,9 @@ def fewshot_map(features: torch.Tensor, memory_bank: torch.Tensor, grid: tuple[i
     return dist.mean(dim=1).reshape(-1, grid[0], grid[1])
 
 
-def fuse_fewshot(zero_shot_map: torch.Tensor, p_global: torch.Tensor, fs_map: torch.Tensor,
-                 memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_fewshot(
+    zero_shot_map: torch.Tensor, p_global: torch.Tensor, fs_map: torch.Tensor, memory_bank: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(score [N], fused map [N, h, w]): the mean of the zero-shot and few-shot maps, and the
     zero-shot score formula on it, 0.5 * (p_global + max(map)).
 
@@ -82,8 +83,16 @@ def fuse_fewshot(zero_shot_map: torch.Tensor, p_global: torch.Tensor, fs_map: to
 class AnomalyHead(nn.Module):
     """Every learned parameter that is not LoRA: context tokens, adapters, temperature."""
 
-    def __init__(self, n_ctx: int, text_width: int, proj_dim: int, n_layers: int, adapter: bool,
-                 logit_scale: float, learn_temperature: bool) -> None:
+    def __init__(
+        self,
+        n_ctx: int,
+        text_width: int,
+        proj_dim: int,
+        n_layers: int,
+        adapter: bool,
+        logit_scale: float,
+        learn_temperature: bool,
+    ) -> None:
         super().__init__()
         self.n_ctx = n_ctx
         if n_ctx:
@@ -100,8 +109,9 @@ class AnomalyHead(nn.Module):
 
 
 class AnomalyCLIP(nn.Module):
-    def __init__(self, clip: Any, tokenizer: Any, config: ModelConfig = ModelConfig(),
-                 image_size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, clip: Any, tokenizer: Any, config: ModelConfig = ModelConfig(), image_size: tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
         vcfg = clip.config.vision_config
         tcfg = clip.config.text_config
@@ -123,8 +133,13 @@ class AnomalyCLIP(nn.Module):
         self.register_buffer("prompt_ids", ids, persistent=False)
         self.register_buffer("eos_pos", eos_pos, persistent=False)
         self.head = AnomalyHead(
-            config.n_ctx, int(tcfg.hidden_size), self.embed_dim, len(layers), config.adapter,
-            float(clip.logit_scale.detach()), config.learn_temperature,
+            config.n_ctx,
+            int(tcfg.hidden_size),
+            self.embed_dim,
+            len(layers),
+            config.adapter,
+            float(clip.logit_scale.detach()),
+            config.learn_temperature,
         )
         self.peft_model: Any = None  # set by apply_lora; kept out of the module tree on purpose
         self.tokenizer = tokenizer
@@ -154,8 +169,9 @@ class AnomalyCLIP(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.head.logit_scale.exp().clamp(max=100.0)
 
-    def forward(self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor,
-                memory_bank: torch.Tensor | None = None) -> AnomalyOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor, memory_bank: torch.Tensor | None = None
+    ) -> AnomalyOutput:
         return self.forward_features(pixel_values, text_embeddings, memory_bank)[0]
 
     def patch_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,8 +193,9 @@ class AnomalyCLIP(nn.Module):
             zs.append(F.normalize(z, dim=-1))
         return torch.stack(zs, dim=1), h
 
-    def forward_features(self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor,
-                         memory_bank: torch.Tensor | None = None) -> tuple[AnomalyOutput, torch.Tensor]:
+    def forward_features(
+        self, pixel_values: torch.Tensor, text_embeddings: torch.Tensor, memory_bank: torch.Tensor | None = None
+    ) -> tuple[AnomalyOutput, torch.Tensor]:
         """The forward pass, plus the patch features [N, L, P, D] (float32) a few-shot memory
         bank is built from. With `memory_bank` [L, M, D] the map and score are the few-shot
         fusion (`fuse_fewshot`); an all-zero bank gives exactly the zero-shot result."""
@@ -198,7 +215,9 @@ class AnomalyCLIP(nn.Module):
         p_global = global_logits.softmax(dim=-1)[:, 1]
         feats = z_all.float()
         if memory_bank is not None:
-            score, anomaly_map = fuse_fewshot(anomaly_map, p_global, fewshot_map(feats, memory_bank, self.grid), memory_bank)
+            score, anomaly_map = fuse_fewshot(
+                anomaly_map, p_global, fewshot_map(feats, memory_bank, self.grid), memory_bank
+            )
         else:
             score = 0.5 * (p_global + anomaly_map.amax(dim=(1, 2)))
         return AnomalyOutput(score, anomaly_map, global_logits, patch_logits), feats
@@ -238,8 +257,11 @@ def apply_lora(model: AnomalyCLIP, settings: LoraSettings) -> Any:
         "text": int(model.clip.config.text_config.num_hidden_layers),
     }
     cfg = LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=lora_target_regex(settings, depths), bias="none",
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=lora_target_regex(settings, depths),
+        bias="none",
     )
     with warnings.catch_warnings():
         # transformers 5 deprecation raised inside PEFT; not actionable here
@@ -280,8 +302,13 @@ def log_parameters(model: nn.Module) -> str:
     return line
 
 
-def build_model(clip: Any, tokenizer: Any, model_cfg: ModelConfig, lora: LoraSettings | None,
-                image_size: tuple[int, int] | None = None) -> AnomalyCLIP:
+def build_model(
+    clip: Any,
+    tokenizer: Any,
+    model_cfg: ModelConfig,
+    lora: LoraSettings | None,
+    image_size: tuple[int, int] | None = None,
+) -> AnomalyCLIP:
     model = AnomalyCLIP(clip, tokenizer, model_cfg, image_size)
     if lora is not None:
         apply_lora(model, lora)

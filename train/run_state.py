@@ -123,11 +123,15 @@ def load_adapters(model: Any, folder: Path) -> None:
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if unexpected or missing:
-        raise DataError(f"{folder / ADAPTER_FILE}: LoRA weights do not match the run config "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected)")
+        raise DataError(
+            f"{folder / ADAPTER_FILE}: LoRA weights do not match the run config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected)"
+        )
     if missing_h or unexpected_h:
-        raise DataError(f"{folder / HEAD_FILE}: head parameters do not match the run config "
-                        f"(missing {sorted(missing_h)}, unexpected {sorted(unexpected_h)})")
+        raise DataError(
+            f"{folder / HEAD_FILE}: head parameters do not match the run config "
+            f"(missing {sorted(missing_h)}, unexpected {sorted(unexpected_h)})"
+        )
 
 
 def build_run_model(config: TrainConfig) -> tuple[Any, Any]:
@@ -223,7 +227,7 @@ def read_threshold_doc(run_dir: str | Path) -> dict[str, Any] | None:
         doc = json.loads(p.read_text(encoding="utf-8"))
         float(doc["value"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"cannot read {p}: expected {{\"value\": float, \"method\": str, ...}} ({exc})") from None
+        raise DataError(f'cannot read {p}: expected {{"value": float, "method": str, ...}} ({exc})') from None
     return doc
 
 
@@ -236,7 +240,11 @@ def check_threshold_lineage(run_dir: str | Path, epoch: int, doc: dict[str, Any]
     if run_id and doc.get("run_id") != run_id:
         raise ConfigError(f"{p} belongs to run {doc.get('run_id')!r}, not to this run ({run_id}); run eval on this run")
     if int(doc["epoch"]) != epoch:
-        raise ConfigError(f"{p} was chosen for epoch {doc['epoch']}, not epoch {epoch}; merge --epoch {doc['epoch']}, "
-                          f"or run eval --epoch {epoch}")
+        raise ConfigError(
+            f"{p} was chosen for epoch {doc['epoch']}, not epoch {epoch}; merge --epoch {doc['epoch']}, "
+            f"or run eval --epoch {epoch}"
+        )
     if doc["epoch_sha256"] != epoch_sha256(run_dir, epoch):
-        raise ConfigError(f"{p} was chosen for other weights than epoch {epoch} holds now (adapter sha256 differs); run eval again")
+        raise ConfigError(
+            f"{p} was chosen for other weights than epoch {epoch} holds now (adapter sha256 differs); run eval again"
+        )

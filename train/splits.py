@@ -43,7 +43,9 @@ class SplitPlan:
         return list(getattr(self, name))
 
     def summary(self) -> str:
-        return ", ".join(f"{r} {len(getattr(self, r))} ({sum(s.label for s in getattr(self, r))} anomalous)" for r in ROLES)
+        return ", ".join(
+            f"{r} {len(getattr(self, r))} ({sum(s.label for s in getattr(self, r))} anomalous)" for r in ROLES
+        )
 
 
 def _key(s: Sample) -> tuple[str, str, str]:

@@ -65,7 +65,9 @@ def _smooth_noise(rng: np.random.Generator, size: int, sigma_x: float, sigma_y: 
     import cv2
 
     n = rng.standard_normal((size, size)).astype(np.float32)
-    n = cv2.GaussianBlur(n, (0, 0), sigmaX=sigma_x, sigmaY=sigma_x if sigma_y is None else sigma_y, borderType=cv2.BORDER_REFLECT)
+    n = cv2.GaussianBlur(
+        n, (0, 0), sigmaX=sigma_x, sigmaY=sigma_x if sigma_y is None else sigma_y, borderType=cv2.BORDER_REFLECT
+    )
     return (n - n.mean()) / (n.std() + 1e-6)
 
 
@@ -74,7 +76,9 @@ def _palette(t: np.ndarray, dark: tuple[float, float, float], light: tuple[float
     return np.asarray(dark, np.float32) * (1 - t) + np.asarray(light, np.float32) * t
 
 
-def _jitter(rng: np.random.Generator, rgb: tuple[float, float, float], amount: float = 12.0) -> tuple[float, float, float]:
+def _jitter(
+    rng: np.random.Generator, rgb: tuple[float, float, float], amount: float = 12.0
+) -> tuple[float, float, float]:
     r, g, b = (np.asarray(rgb) + rng.uniform(-amount, amount, 3)).tolist()
     return (r, g, b)
 
@@ -84,9 +88,11 @@ def _wood(rng: np.random.Generator, s: int) -> np.ndarray:
     angle = rng.uniform(-0.2, 0.2)
     warp = _smooth_noise(rng, s, s / 10) * (s / 18)
     period = s / rng.uniform(6, 9)
-    rings = 0.5 + 0.5 * np.sin(2 * np.pi * (y * np.cos(angle) + x * np.sin(angle) + warp) / period + rng.uniform(0, 6.3))
+    rings = 0.5 + 0.5 * np.sin(
+        2 * np.pi * (y * np.cos(angle) + x * np.sin(angle) + warp) / period + rng.uniform(0, 6.3)
+    )
     grain = _smooth_noise(rng, s, s / 20, 0.6) * 0.08
-    return _palette(rings ** 1.5 * 0.8 + grain + 0.1, _jitter(rng, (105, 62, 32)), _jitter(rng, (196, 146, 92)))
+    return _palette(rings**1.5 * 0.8 + grain + 0.1, _jitter(rng, (105, 62, 32)), _jitter(rng, (196, 146, 92)))
 
 
 def _metal(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -208,7 +214,12 @@ def _crack(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     x0, y0 = rng.uniform(0.25 * s, 0.75 * s, 2)
     main = walk(x0, y0, rng.uniform(0, 2 * np.pi), int(rng.integers(10, 16)))
     branch_at = main[int(rng.integers(2, len(main) - 2))]
-    branch = walk(branch_at[0], branch_at[1], branch_at[2] + rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.2), int(rng.integers(4, 8)))
+    branch = walk(
+        branch_at[0],
+        branch_at[1],
+        branch_at[2] + rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.2),
+        int(rng.integers(4, 8)),
+    )
     t = _thickness(s)
     for path, th in ((main, t), (branch, max(1, t - 1))):
         pts = np.asarray([(p[0], p[1]) for p in path]).round().astype(np.int32)
@@ -228,7 +239,9 @@ DEFECT_DRAWERS: dict[str, Callable[[np.random.Generator, np.ndarray], np.ndarray
 # ------------------------------------------------------------------ writer
 
 
-def synth_image(seed: int, category: str, split: str, cls: str, index: int, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def synth_image(
+    seed: int, category: str, split: str, cls: str, index: int, size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One (uint8 RGB image, uint8 0/255 mask or None) pair, a pure function of its arguments."""
     key = [seed, list(TEXTURES).index(category), _SPLIT_CODE[split], _CLASS_CODE[cls], index]
     # Separate streams for texture and defect, so the defect-free texture of any image can be
@@ -251,7 +264,9 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
-def make_synthetic_dataset(out: str | Path, spec: SynthSpec = SynthSpec(), overwrite: bool = False, progress: bool = True) -> SynthSummary:
+def make_synthetic_dataset(
+    out: str | Path, spec: SynthSpec = SynthSpec(), overwrite: bool = False, progress: bool = True
+) -> SynthSummary:
     """Write the data set under `out` (MVTec AD layout, one folder per category)."""
     from tqdm import tqdm
 
@@ -280,8 +295,15 @@ def make_synthetic_dataset(out: str | Path, spec: SynthSpec = SynthSpec(), overw
             _write_png(mpath, mask)
             summary.files.append(mpath)
             summary.masks += 1
-    info = {"generator": "clipinspect synth-data", "seed": spec.seed, "size": spec.size, "categories": names,
-            "defects": list(spec.defects), "train_good": spec.train_good, "per_class": spec.per_class}
+    info = {
+        "generator": "clipinspect synth-data",
+        "seed": spec.seed,
+        "size": spec.size,
+        "categories": names,
+        "defects": list(spec.defects),
+        "train_good": spec.train_good,
+        "per_class": spec.per_class,
+    }
     (root / "synth.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %d images and %d masks in %d categories to %s", summary.images, summary.masks, len(names), root)
     return summary

@@ -50,10 +50,17 @@ class TrainResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resolve_config(config_file: str | Path | None, overrides: Sequence[str], *, clip: str | None = None,
-                   epochs: int | None = None, categories: Sequence[str] | None = None,
-                   holdout: Sequence[str] | None = None, device: str | None = None,
-                   base: dict[str, Any] | None = None) -> TrainConfig:
+def resolve_config(
+    config_file: str | Path | None,
+    overrides: Sequence[str],
+    *,
+    clip: str | None = None,
+    epochs: int | None = None,
+    categories: Sequence[str] | None = None,
+    holdout: Sequence[str] | None = None,
+    device: str | None = None,
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
     """TrainConfig from (saved run config | YAML file) + --set overrides + explicit flags."""
     data: dict[str, Any] = _merge(base or {}, load_yaml(config_file) if config_file else {})
     data = apply_overrides(data, overrides)
@@ -82,13 +89,15 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def pick_device(wanted: str) -> str:
-    """"cuda" or "cpu" for `wanted` ("auto" picks CUDA when torch sees one); BackendUnavailable for a missing GPU."""
+    """ "cuda" or "cpu" for `wanted` ("auto" picks CUDA when torch sees one); BackendUnavailable for a missing GPU."""
     import torch
 
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("device 'cuda' requested but torch sees no CUDA GPU "
-                                 f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
-                                 "use --device cpu to train on the CPU")
+        raise BackendUnavailable(
+            "device 'cuda' requested but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+            "use --device cpu to train on the CPU"
+        )
     if wanted == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return wanted
@@ -147,8 +156,10 @@ def training_samples(config: TrainConfig, data: str | Path, plan: Any = None) ->
     held = set(config.data.holdout)
     samples = plan.role("train")
     if not samples:
-        raise DataError(f"no training images left in {data} after holding out {', '.join(sorted(held)) or 'nothing'} "
-                        f"and setting aside validation/test images ({plan.summary()})")
+        raise DataError(
+            f"no training images left in {data} after holding out {', '.join(sorted(held)) or 'nothing'} "
+            f"and setting aside validation/test images ({plan.summary()})"
+        )
     if config.data.max_images and len(samples) > config.data.max_images:
         rng = random.Random(config.optim.seed)
         samples = sorted(rng.sample(samples, config.data.max_images), key=lambda s: str(s.image_path))
@@ -159,8 +170,10 @@ def run_folder_start(run: Path, config: TrainConfig, resume: bool) -> tuple[list
     """(saved epochs, first epoch to train); refuses a run folder that does not fit `resume`."""
     done = saved_epochs(run)
     if done and not resume:
-        raise ConfigError(f"run folder {run} already holds epochs {done[0]}..{done[-1]}: "
-                          "pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"run folder {run} already holds epochs {done[0]}..{done[-1]}: "
+            "pass --resume to continue it or choose another --out"
+        )
     if resume and not done:
         raise ConfigError(f"nothing to resume in {run}: no saved epoch under {run / 'adapters'}")
     start = (done[-1] + 1) if done else 1
@@ -169,8 +182,9 @@ def run_folder_start(run: Path, config: TrainConfig, resume: bool) -> tuple[list
     return done, start
 
 
-def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+def train(
+    data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume: bool = False, progress: bool = True
+) -> TrainResult:
     """Train `config` on `data` into `run_dir`. With `resume`, continue after the last saved
     epoch up to `config.optim.epochs` (the total, not a count of extra epochs)."""
     import torch
@@ -192,15 +206,25 @@ def train(data: str | Path, run_dir: str | Path, config: TrainConfig, *, resume:
         torch.set_num_threads(config.optim.threads)
     try:
         with _log_to(run / LOG_FILE) if ctx.is_main else nullcontext():
-            return _train(config, run, samples, device, done, start, progress and ctx.is_main, ctx, val=plan.role("val"))
+            return _train(
+                config, run, samples, device, done, start, progress and ctx.is_main, ctx, val=plan.role("val")
+            )
     finally:
         torch.set_num_threads(threads)
         distributed.teardown(ctx)
 
 
-def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done: list[int], start: int,
-           progress: bool, ctx: distributed.DistContext | None = None,
-           val: list[Any] | None = None) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    run: Path,
+    samples: list[Any],
+    device: str,
+    done: list[int],
+    start: int,
+    progress: bool,
+    ctx: distributed.DistContext | None = None,
+    val: list[Any] | None = None,
+) -> TrainResult:
     import torch
 
     from train.model import log_parameters
@@ -214,9 +238,17 @@ def _train(config: TrainConfig, run: Path, samples: list[Any], device: str, done
     loop = _Loop.create(config, model, loaded, device, ctx)
     if done:
         loop.resume(run, done[-1])
-    log.info("training on %s (%s), AMP %s; %d images (%d anomalous, %d with pixel truth); epochs %d..%d",
-             device, torch.get_default_dtype(), "on (float16)" if loop.use_amp else "off", len(samples),
-             sum(s.label for s in samples), sum(bool(s.pixel_gt) for s in samples), start, config.optim.epochs)
+    log.info(
+        "training on %s (%s), AMP %s; %d images (%d anomalous, %d with pixel truth); epochs %d..%d",
+        device,
+        torch.get_default_dtype(),
+        "on (float16)" if loop.use_amp else "off",
+        len(samples),
+        sum(s.label for s in samples),
+        sum(bool(s.pixel_gt) for s in samples),
+        start,
+        config.optim.epochs,
+    )
     result = TrainResult(run, device, loop.use_amp, start, config.optim.epochs, trainable_line)
     for epoch in range(start, config.optim.epochs + 1):
         record = loop.epoch(dataset, epoch, ctx, progress)
@@ -247,7 +279,9 @@ def _datasets(config: TrainConfig, samples: list[Any], val: list[Any] | None, lo
     dataset = raw_frame_samples(samples, config.model, size, mean, std, config.augment, config.optim.seed)
     val_set = raw_frame_samples(val, config.model, size, mean, std) if val else None
     fmt, (fh, fw), roi = config.model.frame
-    log.info("raw-frame training: %s %dx%d frames, ROI %s", fmt, fw, fh, ",".join(map(str, roi)) if roi else "whole frame")
+    log.info(
+        "raw-frame training: %s %dx%d frames, ROI %s", fmt, fw, fh, ",".join(map(str, roi)) if roi else "whole frame"
+    )
     return dataset, val_set
 
 
@@ -305,8 +339,9 @@ class _Loop:
         cfg = self.config.optim
         set_epoch(dataset, epoch)
         sampler = distributed.epoch_sampler(dataset, cfg.seed, epoch, ctx)
-        loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                            drop_last=False)
+        loader = DataLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=False
+        )
         self.model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "image": 0.0, "focal": 0.0, "dice": 0.0}
@@ -320,9 +355,15 @@ class _Loop:
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
         bar.close()
         sums, seen = distributed.reduce_sums(sums, seen, ctx, self.device)
-        return {"epoch": epoch, **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
-                "lr": self.optim.param_groups[0]["lr"], "images": seen, "seconds": round(time.perf_counter() - t0, 3),
-                "device": self.device, "amp": self.use_amp}
+        return {
+            "epoch": epoch,
+            **{("loss" if k == "loss" else f"loss_{k}"): v / max(seen, 1) for k, v in sums.items()},
+            "lr": self.optim.param_groups[0]["lr"],
+            "images": seen,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "device": self.device,
+            "amp": self.use_amp,
+        }
 
     def step(self, batch: Mapping[str, Any]) -> tuple[int, Any]:
         """One optimisation step on `batch` (FGSM examples mixed in when configured); (images, loss parts)."""
@@ -357,14 +398,26 @@ class _Loop:
 
         folder = epoch_dir(run, epoch)
         save_adapters(self.model, folder)
-        torch.save({"optimizer": self.optim.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {}},
-                   folder / OPTIM_FILE)
-        (folder / STATE_FILE).write_text(json.dumps({"epoch": epoch, "loss": record["loss"],
-                                                     "seed": self.config.optim.seed}, indent=2) + "\n", encoding="utf-8")
+        torch.save(
+            {"optimizer": self.optim.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {}},
+            folder / OPTIM_FILE,
+        )
+        (folder / STATE_FILE).write_text(
+            json.dumps({"epoch": epoch, "loss": record["loss"], "seed": self.config.optim.seed}, indent=2) + "\n",
+            encoding="utf-8",
+        )
         with (run / METRICS_FILE).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        log.info("epoch %d: loss %.4f (image %.4f, focal %.4f, dice %.4f) in %.1f s -> %s", epoch, record["loss"],
-                 record["loss_image"], record["loss_focal"], record["loss_dice"], record["seconds"], folder)
+        log.info(
+            "epoch %d: loss %.4f (image %.4f, focal %.4f, dice %.4f) in %.1f s -> %s",
+            epoch,
+            record["loss"],
+            record["loss_image"],
+            record["loss_focal"],
+            record["loss_dice"],
+            record["seconds"],
+            folder,
+        )
 
 
 def verify_data(config: TrainConfig, data: str | Path, plan: Any) -> dict[str, str]:
@@ -375,12 +428,15 @@ def verify_data(config: TrainConfig, data: str | Path, plan: Any) -> dict[str, s
     from train.data_manifest import verify_manifest
 
     every = [*plan.train, *plan.val, *plan.test]
-    return {"manifest": str(Path(config.data.manifest).resolve()),
-            "sha256": verify_manifest(config.data.manifest, data, every)}
+    return {
+        "manifest": str(Path(config.data.manifest).resolve()),
+        "sha256": verify_manifest(config.data.manifest, data, every),
+    }
 
 
-def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resume: bool,
-                checked: dict[str, str] | None = None) -> None:
+def record_data(
+    run: Path, data: str | Path, plan: Any, samples: list[Any], resume: bool, checked: dict[str, str] | None = None
+) -> None:
     """RUN/data_manifest.json (sha256 of every image and mask, with its role) and RUN/run.json
     (run id, digests). A resumed run must see the same training and validation images."""
     import uuid
@@ -396,13 +452,22 @@ def record_data(run: Path, data: str | Path, plan: Any, samples: list[Any], resu
     if resume and old.get("data_sha256"):
         for role in ("train", "val"):
             if old["data_sha256"].get(role) != digests[role]:
-                raise DataError(f"the {role} images of {data} differ from those run {run} started with "
-                                f"({old['data_sha256'].get(role, '?')[:12]} vs {digests[role][:12]}); resume on the same data")
+                raise DataError(
+                    f"the {role} images of {data} differ from those run {run} started with "
+                    f"({old['data_sha256'].get(role, '?')[:12]} vs {digests[role][:12]}); resume on the same data"
+                )
         return
     write_manifest(run / RUN_MANIFEST, doc)
-    write_run_record(run, {"run_id": old.get("run_id") or uuid.uuid4().hex, "data": str(Path(data).resolve()),
-                           "data_sha256": digests, "images": {r: len(v) for r, v in roles.items()},
-                           "verified_manifest": checked or {}})
+    write_run_record(
+        run,
+        {
+            "run_id": old.get("run_id") or uuid.uuid4().hex,
+            "data": str(Path(data).resolve()),
+            "data_sha256": digests,
+            "images": {r: len(v) for r, v in roles.items()},
+            "verified_manifest": checked or {},
+        },
+    )
     log.info("data %s: %s; digests recorded in %s", data, plan.summary(), run / RUN_MANIFEST)
 
 
@@ -420,4 +485,3 @@ def saved_config_dict(run_dir: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"nothing to resume: {p} not found")
     return load_yaml(p)
-

@@ -31,8 +31,14 @@ def validate(model: Any, dataset: Any, config: Any, device: str, batch_size: int
             for batch in loader:
                 idx = batch["index"].numpy()
                 out = model(batch_input(batch).to(device), text)
-                parts = anomaly_loss(out.global_logits, out.patch_logits, batch["label"].to(device), batch["mask"].to(device),
-                                     batch["has_mask"].to(device), config.loss)
+                parts = anomaly_loss(
+                    out.global_logits,
+                    out.patch_logits,
+                    batch["label"].to(device),
+                    batch["mask"].to(device),
+                    batch["has_mask"].to(device),
+                    config.loss,
+                )
                 total += float(parts.total) * len(idx)
                 scores[idx] = out.score.float().cpu().numpy()
                 labels[idx] = batch["label"].numpy()
@@ -41,7 +47,17 @@ def validate(model: Any, dataset: Any, config: Any, device: str, batch_size: int
     loss = total / max(len(dataset), 1)
     auc = auroc(labels, scores)
     if math.isnan(auc):
-        return {"val_images": len(dataset), "val_loss": loss, "val_image_auroc": None,
-                "val_criterion": "loss", "val_score": -loss}
-    return {"val_images": len(dataset), "val_loss": loss, "val_image_auroc": auc,
-            "val_criterion": "image_auroc", "val_score": auc}
+        return {
+            "val_images": len(dataset),
+            "val_loss": loss,
+            "val_image_auroc": None,
+            "val_criterion": "loss",
+            "val_score": -loss,
+        }
+    return {
+        "val_images": len(dataset),
+        "val_loss": loss,
+        "val_image_auroc": auc,
+        "val_criterion": "image_auroc",
+        "val_score": auc,
+    }

@@ -12,17 +12,57 @@ log = logging.getLogger("clipinspect.calibrate")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="bundle folder (from 'clipinspect export'); model.int8.onnx is written into it")
-    p.add_argument("--images", required=True, help="normal images: a folder, an MVTec category/root (train/good is used) or a CSV (image_id,label)")
-    p.add_argument("--num", type=int, default=32, help="number of calibration images (default 32; must not exceed what --images holds)")
+    p.add_argument(
+        "--bundle", required=True, help="bundle folder (from 'clipinspect export'); model.int8.onnx is written into it"
+    )
+    p.add_argument(
+        "--images",
+        required=True,
+        help="normal images: a folder, an MVTec category/root (train/good is used) or a CSV (image_id,label)",
+    )
+    p.add_argument(
+        "--num",
+        type=int,
+        default=32,
+        help="number of calibration images (default 32; must not exceed what --images holds)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the image sample (default 0)")
-    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None, help="activation range calibration (default minmax)")
-    p.add_argument("--exclude", action="append", default=None, metavar="PATTERN", help="keep nodes float whose name or input/output names match this fnmatch pattern (repeatable)")
-    p.add_argument("--op-types", default=None, help="comma-separated ops to quantize, from MatMul,Gemm,Conv (default MatMul,Gemm)")
+    p.add_argument(
+        "--method",
+        choices=("minmax", "entropy", "percentile"),
+        default=None,
+        help="activation range calibration (default minmax)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="keep nodes float whose name or input/output names match this fnmatch pattern (repeatable)",
+    )
+    p.add_argument(
+        "--op-types", default=None, help="comma-separated ops to quantize, from MatMul,Gemm,Conv (default MatMul,Gemm)"
+    )
     p.add_argument("--config", default=None, help="YAML with quantization options (see calibration.qdq.QuantConfig)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a quantization option, e.g. --set per_channel=false")
-    p.add_argument("--trt-cache", action="store_true", help="also calibrate TensorRT's entropy calibrator on the same images: writes its cache and an int8 engine (needs TensorRT + pycuda: run on the target)")
-    p.add_argument("--calib-batch", type=int, default=8, help="TensorRT calibration batch size for --trt-cache (default 8; static-batch models use their batch)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a quantization option, e.g. --set per_channel=false",
+    )
+    p.add_argument(
+        "--trt-cache",
+        action="store_true",
+        help="also calibrate TensorRT's entropy calibrator on the same images: writes its cache and an int8 engine (needs TensorRT + pycuda: run on the target)",
+    )
+    p.add_argument(
+        "--calib-batch",
+        type=int,
+        default=8,
+        help="TensorRT calibration batch size for --trt-cache (default 8; static-batch models use their batch)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +94,20 @@ def run(args: argparse.Namespace) -> int:
     calib = sample_calibration_set(args.images, args.num, args.seed)
     batch = bundle.manifest.input("image").shape[0]
     batch_size = batch if isinstance(batch, int) else 1
-    log.info("calibrating %s on %d of %d images from %s (seed %d, set %s), batch %d, %s", bundle.root, len(calib), calib.available, args.images, args.seed, calib.sha256[:16], batch_size, config.describe())
-    out = calibrate_bundle(bundle.root, calib, config, batch_size=batch_size, progress=not getattr(args, "quiet", False))
+    log.info(
+        "calibrating %s on %d of %d images from %s (seed %d, set %s), batch %d, %s",
+        bundle.root,
+        len(calib),
+        calib.available,
+        args.images,
+        args.seed,
+        calib.sha256[:16],
+        batch_size,
+        config.describe(),
+    )
+    out = calibrate_bundle(
+        bundle.root, calib, config, batch_size=batch_size, progress=not getattr(args, "quiet", False)
+    )
 
     sel = out.result.selection
     print(f"INT8 Q/DQ model  {out.bundle_root / out.model_file}")
@@ -68,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         built = write_trt_calibration_cache(out.bundle_root, calib, args.calib_batch)
         e = built.entry
         how = "reused" if built.used_calibration_cache else "written"
-        print(f"  tensorrt       {e.tensorrt_version} on {e.gpu_name}: calibration cache {e.calibration_cache} ({how}), engine {e.file} (implicit INT8 from the FP32 ONNX)")
+        print(
+            f"  tensorrt       {e.tensorrt_version} on {e.gpu_name}: calibration cache {e.calibration_cache} ({how}), engine {e.file} (implicit INT8 from the FP32 ONNX)"
+        )
     return 0
 
 
@@ -86,10 +140,20 @@ def write_trt_calibration_cache(bundle_root, calib, calib_batch: int = 8, worksp
 
     def make_batches(n: int):
         # The calibrator needs exactly the calibration shape: drop a last partial batch.
-        return (b for b in calib.batches(pre.image_size, n, color_order=pre.color_order, method=pre.resize) if b.shape[0] == n)
+        return (
+            b
+            for b in calib.batches(pre.image_size, n, color_order=pre.color_order, method=pre.resize)
+            if b.shape[0] == n
+        )
 
-    opts = BuildOptions(precision="int8", onnx="fp32", calib_batch=min(calib_batch, len(calib)), workspace_mb=workspace_mb)
+    opts = BuildOptions(
+        precision="int8", onnx="fp32", calib_batch=min(calib_batch, len(calib)), workspace_mb=workspace_mb
+    )
     return build_engine(bundle, opts, CalibrationSet(make_batches=make_batches, sha256=calib.sha256))
 
 
-COMMAND = Command(help="calibrate an INT8 Q/DQ variant of a bundle's model (ONNX Runtime static quantization)", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="calibrate an INT8 Q/DQ variant of a bundle's model (ONNX Runtime static quantization)",
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -11,11 +11,21 @@ from edge_runtime.cli import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The command's flags."""
     p.add_argument("--bundle", required=True, help="bundle folder")
-    p.add_argument("--images", required=True, help="labelled images: MVTec category/root (test/good vs test/<defect>), a test folder, or a CSV (image_id,label)")
+    p.add_argument(
+        "--images",
+        required=True,
+        help="labelled images: MVTec category/root (test/good vs test/<defect>), a test folder, or a CSV (image_id,label)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report (with per-image scores) as JSON")
-    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated precisions to compare (default fp32,fp16,int8)")
+    p.add_argument(
+        "--precisions", default="fp32,fp16,int8", help="comma-separated precisions to compare (default fp32,fp16,int8)"
+    )
     p.add_argument("--max-images", type=int, default=0, help="use at most N images, evenly spaced (default 0 = all)")
-    p.add_argument("--no-fp16-convert", action="store_true", help="do not convert FP32 to FP16 on the fly when the bundle has no fp16 model")
+    p.add_argument(
+        "--no-fp16-convert",
+        action="store_true",
+        help="do not convert FP32 to FP16 on the fly when the bundle has no fp16 model",
+    )
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     p.add_argument("--backend", default="ort-cpu", help="scoring " + backend_help() + ", as `run` uses it")
 
@@ -57,4 +67,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(help="compare FP32/FP16/INT8 scores, AUROC and verdicts of a bundle on labelled images", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="compare FP32/FP16/INT8 scores, AUROC and verdicts of a bundle on labelled images",
+    add_arguments=add_arguments,
+    run=run,
+)

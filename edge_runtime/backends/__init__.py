@@ -49,10 +49,34 @@ def _entry_point_rows() -> list[Entry]:
 BACKENDS = Registry(
     "backend",
     (
-        Entry("ort-cpu", f"{_ORT}:OrtBackend", f"{_ORT}:OrtOptions", "ONNX Runtime, CPUExecutionProvider", ("onnxruntime",)),
-        Entry("ort-cuda", f"{_ORT}:OrtBackend", f"{_ORT}:OrtOptions", "ONNX Runtime, CUDAExecutionProvider", ("onnxruntime",)),
-        Entry("ort-trt", f"{_ORT}:OrtBackend", f"{_ORT}:OrtOptions", "ONNX Runtime, TensorrtExecutionProvider", ("onnxruntime",)),
-        Entry("trt", "edge_runtime.trt.runtime:TrtBackend", "", "TensorRT engine built on this device (build-engine)", ("tensorrt", "pycuda")),
+        Entry(
+            "ort-cpu",
+            f"{_ORT}:OrtBackend",
+            f"{_ORT}:OrtOptions",
+            "ONNX Runtime, CPUExecutionProvider",
+            ("onnxruntime",),
+        ),
+        Entry(
+            "ort-cuda",
+            f"{_ORT}:OrtBackend",
+            f"{_ORT}:OrtOptions",
+            "ONNX Runtime, CUDAExecutionProvider",
+            ("onnxruntime",),
+        ),
+        Entry(
+            "ort-trt",
+            f"{_ORT}:OrtBackend",
+            f"{_ORT}:OrtOptions",
+            "ONNX Runtime, TensorrtExecutionProvider",
+            ("onnxruntime",),
+        ),
+        Entry(
+            "trt",
+            "edge_runtime.trt.runtime:TrtBackend",
+            "",
+            "TensorRT engine built on this device (build-engine)",
+            ("tensorrt", "pycuda"),
+        ),
     ),
     error=ConfigError,
     extra=_entry_point_rows,

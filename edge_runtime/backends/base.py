@@ -97,7 +97,12 @@ class Releaser:
             try:
                 fn(*args)
             except Exception as exc:
-                log.warning("%s: releasing %s failed: %s", self._owner, getattr(fn, "__qualname__", fn), first_line(exc, with_type=True))
+                log.warning(
+                    "%s: releasing %s failed: %s",
+                    self._owner,
+                    getattr(fn, "__qualname__", fn),
+                    first_line(exc, with_type=True),
+                )
 
 
 _NEW, _LOADED, _CLOSED = "new", "loaded", "closed"

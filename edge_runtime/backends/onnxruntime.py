@@ -141,7 +141,9 @@ class OrtBackend(BackendBase):
         """
         unknown = sorted(set(options) - set(OrtOptions.__dataclass_fields__))
         if unknown:
-            raise ConfigError(f"backend {name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(OrtOptions.__dataclass_fields__)})")
+            raise ConfigError(
+                f"backend {name}: unknown option(s) {', '.join(unknown)} (known: {', '.join(OrtOptions.__dataclass_fields__)})"
+            )
         _check_provider(name, PROVIDERS[name])
         return cls(name, **options)
 
@@ -210,7 +212,9 @@ class OrtBackend(BackendBase):
         try:
             session = ort.InferenceSession(str(model_path), sess_options=so, providers=[(self.provider, options)])
         except Exception as exc:
-            raise BackendUnavailable(f"{self.name}: cannot create an ONNX Runtime session for {model_path}: {first_line(exc)}") from None
+            raise BackendUnavailable(
+                f"{self.name}: cannot create an ONNX Runtime session for {model_path}: {first_line(exc)}"
+            ) from None
         got = session.get_providers()
         if not got or got[0] != self.provider:
             raise BackendUnavailable(
@@ -230,7 +234,9 @@ class OrtBackend(BackendBase):
     def _patch_features_impl(self, batch: np.ndarray) -> np.ndarray:
         run = self._run
         if "memory_bank" not in run.feeds:
-            raise BundleError(f"{run.model_path}: graph has no memory_bank input / patch_features output (export with --bank-shots K)")
+            raise BundleError(
+                f"{run.model_path}: graph has no memory_bank input / patch_features output (export with --bank-shots K)"
+            )
         feeds = dict(run.feeds)
         feeds["image"] = batch
         return np.asarray(run.session.run(["patch_features"], feeds)[0], np.float32)
@@ -241,7 +247,9 @@ class OrtBackend(BackendBase):
         if current is None:
             raise BundleError(f"{run.model_path}: graph has no memory_bank input")
         if bank.shape != current.shape:
-            raise BundleError(f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(current.shape)}")
+            raise BundleError(
+                f"memory bank shape {list(bank.shape)} does not fit the graph's input {list(current.shape)}"
+            )
         run.feeds = {**run.feeds, "memory_bank": np.ascontiguousarray(bank, np.float32)}
 
     def _describe_impl(self) -> Mapping[str, Any]:
@@ -255,7 +263,9 @@ class OrtBackend(BackendBase):
             "precision": run.precision if run else None,
             "model_file": run.model_path.name if run else None,
             # Read back from the session: what ORT actually uses, not what we asked for.
-            "intra_op_threads": session.get_session_options().intra_op_num_threads if session else self.intra_op_threads,
+            "intra_op_threads": session.get_session_options().intra_op_num_threads
+            if session
+            else self.intra_op_threads,
             "onnxruntime": ort.__version__,
             "device": ort.get_device(),
         }
@@ -267,7 +277,9 @@ class OrtBackend(BackendBase):
 def _check_provider(name: str, provider: str) -> None:
     available = _ort().get_available_providers()
     if provider not in available:
-        raise BackendUnavailable(f"backend {name} ({provider}) is not available; available providers: {', '.join(available)}")
+        raise BackendUnavailable(
+            f"backend {name} ({provider}) is not available; available providers: {', '.join(available)}"
+        )
 
 
 def _constant_feeds(bundle: Any, session: Any, model_path: Path) -> dict[str, np.ndarray]:
@@ -283,11 +295,15 @@ def _constant_feeds(bundle: Any, session: Any, model_path: Path) -> dict[str, np
     if "text_embeddings" in input_names:
         text = bundle.text_embeddings()
         if text is None:
-            raise BundleError(f"{bundle.root}: the graph has a text_embeddings input but the manifest says the embeddings are baked")
+            raise BundleError(
+                f"{bundle.root}: the graph has a text_embeddings input but the manifest says the embeddings are baked"
+            )
         feeds["text_embeddings"] = np.ascontiguousarray(text, dtype=np.float32)
     if "memory_bank" in input_names:
         bank = bundle.memory_bank()
         if bank is None:
-            raise BundleError(f"{bundle.root}: the graph has a memory_bank input but the manifest has no 'fewshot' record")
+            raise BundleError(
+                f"{bundle.root}: the graph has a memory_bank input but the manifest has no 'fewshot' record"
+            )
         feeds["memory_bank"] = bank  # zeros until a station enrols: the zero-shot result
     return feeds

@@ -1,8 +1,8 @@
 """`clipinspect bench`: model-only and end-to-end latency per stage, fps and drops; JSON + PNG.
 
-    clipinspect bench --bundle B                                  # ort-cpu fp32, both modes
-    clipinspect bench --bundle B --compare ort-cpu:fp32,ort-cpu:int8 --out bench-results/
-    clipinspect bench --bundle B --backend trt --precision fp16 --source spinnaker://123 --publish mqtt://broker/line1
+clipinspect bench --bundle B                                  # ort-cpu fp32, both modes
+clipinspect bench --bundle B --compare ort-cpu:fp32,ort-cpu:int8 --out bench-results/
+clipinspect bench --bundle B --backend trt --precision fp16 --source spinnaker://123 --publish mqtt://broker/line1
 """
 
 from __future__ import annotations
@@ -25,18 +25,32 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("bench-results")
 # The bench's own defaults, applied like `--set` before the user's: a hand-off queue so frames
 # never age in a queue, no stats log, and no publishing cost unless --publish asks for one.
-BENCH_DEFAULTS = ("pipeline.inference_queue=0", "pipeline.drop_policy=block", "pipeline.stats_interval_s=0", "publish.uri=null://")
+BENCH_DEFAULTS = (
+    "pipeline.inference_queue=0",
+    "pipeline.drop_policy=block",
+    "pipeline.stats_interval_s=0",
+    "publish.uri=null://",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `bench` flags: the shared runtime-config flags plus what and how long to measure."""
     add_config_flags(p, "bundle", "backend", "precision")
-    p.add_argument("--compare", metavar="B:P,B:P", help="several backend:precision runs in one go, e.g. ort-cpu:fp32,ort-cpu:int8")
-    p.add_argument("--mode", choices=("both", "model", "e2e"), default="both", help="model-only, end-to-end, or both (default)")
+    p.add_argument(
+        "--compare", metavar="B:P,B:P", help="several backend:precision runs in one go, e.g. ort-cpu:fp32,ort-cpu:int8"
+    )
+    p.add_argument(
+        "--mode", choices=("both", "model", "e2e"), default="both", help="model-only, end-to-end, or both (default)"
+    )
     p.add_argument("--iterations", type=int, default=100, help="model-only timed iterations (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up iterations/frames (default 10)")
     p.add_argument("--frames", type=int, default=100, help="end-to-end measured frames (default 100)")
-    p.add_argument("--rounds", type=int, default=1, help="alternate model-only and end-to-end this many times (robust ratios on a busy machine)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate model-only and end-to-end this many times (robust ratios on a busy machine)",
+    )
     add_config_flags(
         p,
         "source",
@@ -54,7 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(a station config never makes bench publish to the plant broker) unless --set/--publish say otherwise",
         set_help="override a config key",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for bench.json and bench.png (default ./{DEFAULT_OUT})")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"folder for bench.json and bench.png (default ./{DEFAULT_OUT})"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
 
 
@@ -63,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime import bench
 
     cfg, bundle = _load(args)
-    specs = bench.BenchSpec.parse_list(args.compare) if args.compare else [bench.BenchSpec(cfg.backend.name, cfg.backend.precision)]
+    specs = (
+        bench.BenchSpec.parse_list(args.compare)
+        if args.compare
+        else [bench.BenchSpec(cfg.backend.name, cfg.backend.precision)]
+    )
     runs = [_bench_spec(args, cfg, bundle, spec) for spec in specs]
     json_path, png_path = _write_results(args.out, bench.result_document(bundle, runs, _settings(args, cfg)), runs)
     for r in runs:
@@ -88,7 +108,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     cfg = config_from_args(args, BENCH_DEFAULTS)
     if cfg.bundle.path is None:
         raise ConfigError("no bundle given (--bundle or bundle.path)")
-    bundle = load_bundle(cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys))
+    bundle = load_bundle(
+        cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys)
+    )
     if not cfg.source.uri:
         cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, uri=bench.default_source(bundle)))
     return cfg, bundle
@@ -105,7 +127,12 @@ def _bench_spec(args: argparse.Namespace, cfg: Any, bundle: Any, spec: Any) -> d
         models, e2es = _rounds(args, run_cfg, bundle, spec, backend, info)
     finally:
         backend.close()
-    record: dict[str, Any] = {"label": spec.label, "backend": spec.backend, "precision": spec.precision, "backend_info": info}
+    record: dict[str, Any] = {
+        "label": spec.label,
+        "backend": spec.backend,
+        "precision": spec.precision,
+        "backend_info": info,
+    }
     if models:
         record["model"] = bench.merge_model(models)
     if e2es:
@@ -116,7 +143,9 @@ def _bench_spec(args: argparse.Namespace, cfg: Any, bundle: Any, spec: Any) -> d
     return record
 
 
-def _rounds(args: argparse.Namespace, run_cfg: Any, bundle: Any, spec: Any, backend: Any, info: Any) -> tuple[list, list]:
+def _rounds(
+    args: argparse.Namespace, run_cfg: Any, bundle: Any, spec: Any, backend: Any, info: Any
+) -> tuple[list, list]:
     """(model-only results, end-to-end results), one of each per round as the mode asks."""
     from edge_runtime import bench
     from edge_runtime.session import open_session
@@ -129,7 +158,16 @@ def _rounds(args: argparse.Namespace, run_cfg: Any, bundle: Any, spec: Any, back
         tag = f" round {r + 1}/{args.rounds}" if args.rounds > 1 else ""
         warm = args.warmup if r == 0 else min(args.warmup, 2)
         if args.mode in ("both", "model"):
-            models.append(bench.bench_model(backend, bundle, iterations=_share(args.iterations, args.rounds, r), warmup=warm, progress=progress, label=f"{spec.label} model-only{tag}"))
+            models.append(
+                bench.bench_model(
+                    backend,
+                    bundle,
+                    iterations=_share(args.iterations, args.rounds, r),
+                    warmup=warm,
+                    progress=progress,
+                    label=f"{spec.label} model-only{tag}",
+                )
+            )
         if args.mode in ("both", "e2e"):
             e2es.append(
                 bench.bench_e2e(
@@ -173,4 +211,8 @@ def _share(total: int, rounds: int, index: int) -> int:
     return total // rounds + (1 if index < total % rounds else 0)
 
 
-COMMAND = Command(help="benchmark a bundle: model-only and end-to-end latency per stage, fps, drops", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="benchmark a bundle: model-only and end-to-end latency per stage, fps, drops",
+    add_arguments=add_arguments,
+    run=run,
+)

@@ -14,10 +14,22 @@ _MARK = {"ok": "ok  ", "fail": "FAIL", "info": "info", "skip": "--  "}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The doctor flags."""
     p.add_argument("--bundle", type=Path, help="also check this bundle (manifest, sha256 of every file)")
-    p.add_argument("--trusted-keys", type=Path, metavar="DIR", help="check the bundle's signature against these keys (default /etc/clipinspect/trusted_keys when it holds keys)")
-    p.add_argument("--broker", help="also check this MQTT broker: mqtt(s)://[user:pass@]host[:port] (connect through paho, wait for CONNACK)")
-    p.add_argument("--config", type=Path, help="runtime config YAML: its publish.options (TLS files, credentials) are used for the broker check, "
-                   "and its publish.uri is checked when it is mqtt(s):// and --broker is not given")
+    p.add_argument(
+        "--trusted-keys",
+        type=Path,
+        metavar="DIR",
+        help="check the bundle's signature against these keys (default /etc/clipinspect/trusted_keys when it holds keys)",
+    )
+    p.add_argument(
+        "--broker",
+        help="also check this MQTT broker: mqtt(s)://[user:pass@]host[:port] (connect through paho, wait for CONNACK)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="runtime config YAML: its publish.options (TLS files, credentials) are used for the broker check, "
+        "and its publish.uri is checked when it is mqtt(s):// and --broker is not given",
+    )
     p.add_argument("--backend", help="fail unless this backend can run here (e.g. trt, ort-cuda)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per network/subprocess probe (default 3)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -40,8 +52,14 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.doctor import failed, run_checks
 
     broker, options = _broker_and_options(args)
-    checks = run_checks(bundle=args.bundle, broker=broker, backend=args.backend, timeout_s=args.timeout,
-                        trusted_keys=args.trusted_keys, publish_options=options)
+    checks = run_checks(
+        bundle=args.bundle,
+        broker=broker,
+        backend=args.backend,
+        timeout_s=args.timeout,
+        trusted_keys=args.trusted_keys,
+        publish_options=options,
+    )
     bad = failed(checks)
     if args.json:
         print(json.dumps({"ok": not bad, "checks": [c.as_dict() for c in checks]}, indent=2, default=str))
@@ -49,8 +67,17 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(c.name) for c in checks)
         for c in checks:
             print(f"[{_MARK[c.status]}] {c.name:<{width}}  {c.detail}")
-        print("doctor: " + ("all requested checks passed" if not bad else f"{len(bad)} requested check(s) failed: {', '.join(c.name for c in bad)}"))
+        print(
+            "doctor: "
+            + (
+                "all requested checks passed"
+                if not bad
+                else f"{len(bad)} requested check(s) failed: {', '.join(c.name for c in bad)}"
+            )
+        )
     return 1 if bad else 0
 
 
-COMMAND = Command(help="check this device: backends, SDKs, cameras, broker, bundle, power mode", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="check this device: backends, SDKs, cameras, broker, bundle, power mode", add_arguments=add_arguments, run=run
+)

@@ -10,12 +10,18 @@ from edge_runtime.cli import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `clipinspect fleet`: the broker, an optional station, and the rollout's `--expect-sha256` check."""
-    p.add_argument("--broker", required=True, help="mqtt[s]://[user@]host[:port]/PREFIX: stations publish PREFIX/<station>/status")
+    p.add_argument(
+        "--broker", required=True, help="mqtt[s]://[user@]host[:port]/PREFIX: stations publish PREFIX/<station>/status"
+    )
     p.add_argument("--ca-file", type=Path, help="CA of the broker for mqtts:// (system CAs when omitted)")
-    p.add_argument("--password-env", default="CLIPINSPECT_FLEET_PASSWORD", help="environment variable with the broker password")
+    p.add_argument(
+        "--password-env", default="CLIPINSPECT_FLEET_PASSWORD", help="environment variable with the broker password"
+    )
     p.add_argument("--wait", type=float, default=2.0, help="seconds to gather retained statuses (default 2)")
     p.add_argument("--station", help="only this station")
-    p.add_argument("--expect-sha256", help="with --station: exit 0 once it is online on this bundle, else 1 (rollout health)")
+    p.add_argument(
+        "--expect-sha256", help="with --station: exit 0 once it is online on this bundle, else 1 (rollout health)"
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for --expect-sha256 (default 60)")
 
 
@@ -41,4 +47,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(help="fleet view: one line per station from the retained MQTT status topics", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="fleet view: one line per station from the retained MQTT status topics", add_arguments=add_arguments, run=run
+)

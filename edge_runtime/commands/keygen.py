@@ -10,8 +10,13 @@ from edge_runtime.cli import Command
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `clipinspect keygen`: the output folder."""
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
-                   help="folder for <key-id>.key (private, mode 0600) and <key-id>.pub (copy this to the stations' trusted_keys/)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder for <key-id>.key (private, mode 0600) and <key-id>.pub (copy this to the stations' trusted_keys/)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,11 +36,17 @@ def run(args: argparse.Namespace) -> int:
         result = run_pipeline(session, max_frames=args.max_frames, duration_s=args.duration)
         publisher_stats = dict(session.publisher.stats())
         source_stats = dict(session.source.stats())
-    summary = result.as_dict() | {"backend": session.backend_info, "source_stats": source_stats, "publisher_stats": publisher_stats}
+    summary = result.as_dict() | {
+        "backend": session.backend_info,
+        "source_stats": source_stats,
+        "publisher_stats": publisher_stats,
+    }
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     # Verdicts on stdout stay a clean JSON-lines stream: the summary then goes to stderr.
-    print(format_summary(result, source_stats), file=sys.stderr if cfg.publish.uri.startswith("stdout:") else sys.stdout)
+    print(
+        format_summary(result, source_stats), file=sys.stderr if cfg.publish.uri.startswith("stdout:") else sys.stdout
+    )
     return 0
 
 

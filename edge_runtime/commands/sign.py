@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from edge_runtime.signing import SIGNATURE, sign_bundle
 
     record = sign_bundle(load_bundle(args.bundle), args.key)  # hashes checked before signing
-    print(f"signed {args.bundle} with key {record.key_id} -> {args.bundle / SIGNATURE} (payload sha256 {record.payload_sha256[:16]})")
+    print(
+        f"signed {args.bundle} with key {record.key_id} -> {args.bundle / SIGNATURE} (payload sha256 {record.payload_sha256[:16]})"
+    )
     return 0
 
 

@@ -42,9 +42,19 @@ PUBLISHERS = Registry(
             summary="mqtts://[user[:password]@]host[:port][/topic/prefix]  MQTT over TLS (port 8883)",
             requires=("paho", "ssl"),
         ),
-        Entry("jsonl", "edge_runtime.publish.jsonl:JsonlPublisher", summary="jsonl://FILE (jsonl:///abs/path)  one JSON per line, appended"),
-        Entry("stdout", "edge_runtime.publish.stdout:StdoutPublisher", summary="stdout://  one JSON per line on stdout"),
-        Entry("null", "edge_runtime.publish.null:NullPublisher", summary="null://  accept and forget (bench: no publishing cost)"),
+        Entry(
+            "jsonl",
+            "edge_runtime.publish.jsonl:JsonlPublisher",
+            summary="jsonl://FILE (jsonl:///abs/path)  one JSON per line, appended",
+        ),
+        Entry(
+            "stdout", "edge_runtime.publish.stdout:StdoutPublisher", summary="stdout://  one JSON per line on stdout"
+        ),
+        Entry(
+            "null",
+            "edge_runtime.publish.null:NullPublisher",
+            summary="null://  accept and forget (bench: no publishing cost)",
+        ),
     ],
     error=PublishError,
 )

@@ -114,7 +114,9 @@ class EmbeddedBroker:
         if kind == "auto":
             kinds = available_kinds()
             if not kinds:
-                raise MissingDependency("no MQTT broker: install mosquitto (apt-get install mosquitto) or pip install amqtt")
+                raise MissingDependency(
+                    "no MQTT broker: install mosquitto (apt-get install mosquitto) or pip install amqtt"
+                )
             kind = kinds[0]  # type: ignore[assignment]
         if kind == "mosquitto" and not mosquitto_path():
             raise MissingDependency("mosquitto is not installed (apt-get install mosquitto)")
@@ -167,7 +169,11 @@ class EmbeddedBroker:
             if self.password_file:
                 lines.append(f"password_file {self.password_file}")
             if self.tls:
-                lines += [f"cafile {self.tls.ca_file}", f"certfile {self.tls.cert_file}", f"keyfile {self.tls.key_file}"]
+                lines += [
+                    f"cafile {self.tls.ca_file}",
+                    f"certfile {self.tls.cert_file}",
+                    f"keyfile {self.tls.key_file}",
+                ]
             conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
             return [str(mosquitto_path()), "-c", str(conf)]
         conf = self.workdir / "amqtt.yaml"
@@ -214,7 +220,9 @@ class EmbeddedBroker:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise PublishError(f"{self.kind} broker did not listen on {self.host}:{self.port} within {timeout_s:.0f} s: {self._log_tail()}")
+        raise PublishError(
+            f"{self.kind} broker did not listen on {self.host}:{self.port} within {timeout_s:.0f} s: {self._log_tail()}"
+        )
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful stop (SIGTERM: mosquitto saves its persistence file), SIGKILL if stuck."""

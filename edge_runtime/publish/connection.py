@@ -93,7 +93,9 @@ class BrokerTarget:
             raise PublishError(f"publisher URI {shown}: query strings are not supported; use the publish options")
         tls = scheme == "mqtts"
         if not tls and (options.tls.ca_file or options.tls.cert_file):
-            raise PublishError(f"publisher URI {shown}: TLS files are set in publish.tls but the scheme is mqtt://; use mqtts://")
+            raise PublishError(
+                f"publisher URI {shown}: TLS files are set in publish.tls but the scheme is mqtt://; use mqtts://"
+            )
         return cls(
             uri=uri,
             host=parts.hostname,
@@ -186,7 +188,14 @@ class MQTTConnection:
         PublishError: TLS files missing or unloadable.
     """
 
-    def __init__(self, target: BrokerTarget, options: PublishOptions, client_id: str, cv: threading.Condition, will: tuple[str, bytes, bool]) -> None:
+    def __init__(
+        self,
+        target: BrokerTarget,
+        options: PublishOptions,
+        client_id: str,
+        cv: threading.Condition,
+        will: tuple[str, bytes, bool],
+    ) -> None:
         self.target = target
         self.cv = cv
         self.connected = False
@@ -259,7 +268,9 @@ class MQTTConnection:
         if was and not self.stopping:
             log.warning(
                 "MQTT disconnected from %s:%d (%s); verdicts wait in the outbox until it is back",
-                self.target.host, self.target.port, reason_code,
+                self.target.host,
+                self.target.port,
+                reason_code,
             )
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:

@@ -146,7 +146,11 @@ class MQTTPublisher(PublisherBase):
         self._counters["recovered"] = self._outbox.pending()
         if self._counters["recovered"]:
             # A previous run left verdicts behind: they go out first, new ones queue behind.
-            log.info("spool %s: %d verdict(s) from an earlier run will be sent first", options.spool_dir, self._counters["recovered"])
+            log.info(
+                "spool %s: %d verdict(s) from an earlier run will be sent first",
+                options.spool_dir,
+                self._counters["recovered"],
+            )
         if not self._outbox.durable:
             log.warning(
                 "MQTT publisher without publish.options.spool_dir: up to %d verdicts wait in memory only; "
@@ -154,9 +158,13 @@ class MQTTPublisher(PublisherBase):
                 options.queue_max,
             )
         self._sender = Sender(
-            self._cv, self._outbox, self._connection,
-            qos=options.qos, status=(self.status_topic, self.client_id, options.retain_status),
-            counters=self._counters, max_inflight=options.max_inflight,
+            self._cv,
+            self._outbox,
+            self._connection,
+            qos=options.qos,
+            status=(self.status_topic, self.client_id, options.retain_status),
+            counters=self._counters,
+            max_inflight=options.max_inflight,
         )
         self._start()
 
@@ -171,7 +179,12 @@ class MQTTPublisher(PublisherBase):
         opts = self.options
         log.info(
             "MQTT publisher %s -> %s:%d prefix %r qos %d tls %s spool %s",
-            self.client_id, self.host, self.port, self.prefix, opts.qos, self.target.tls,
+            self.client_id,
+            self.host,
+            self.port,
+            self.prefix,
+            opts.qos,
+            self.target.tls,
             f"{opts.spool_dir} (fsync {opts.spool_fsync})" if opts.spool_dir else "off",
         )
 

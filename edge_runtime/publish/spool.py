@@ -129,7 +129,14 @@ class DurableQueue:
 
     durable = True
 
-    def __init__(self, directory: str | Path, *, max_bytes: int = 256 << 20, fsync: FsyncMode = "always", sync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        max_bytes: int = 256 << 20,
+        fsync: FsyncMode = "always",
+        sync_interval_s: float = 1.0,
+    ) -> None:
         if fsync not in SYNCHRONOUS:
             raise PublishError(f"spool_fsync must be one of {', '.join(SYNCHRONOUS)}, got {fsync!r}")
         self.dir = Path(directory)
@@ -154,7 +161,9 @@ class DurableQueue:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
             self._db = self._move_aside(exc)
-        row = self._db.execute("SELECT min(seq), max(seq), count(*), total(length(topic) + length(payload)) FROM outbox").fetchone()
+        row = self._db.execute(
+            "SELECT min(seq), max(seq), count(*), total(length(topic) + length(payload)) FROM outbox"
+        ).fetchone()
         self.last_seq = int(row[1] or 0)
         self.first_seq = int(row[0] or self.last_seq + 1)
         self._count = int(row[2])
@@ -169,9 +178,13 @@ class DurableQueue:
         try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise PublishError(f"spool {self.path}: sqlite refused WAL mode (got {mode}); is it on a network file system?")
+                raise PublishError(
+                    f"spool {self.path}: sqlite refused WAL mode (got {mode}); is it on a network file system?"
+                )
             db.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.fsync]}")
-            db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)"
+            )
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check}")
@@ -189,7 +202,9 @@ class DurableQueue:
             if src.exists():
                 os.replace(src, f"{self.path}.damaged-{stamp}{suffix}")
         self.corrupt = 1
-        log.error("spool %s is damaged (%s); moved aside as %s.damaged-%s, starting empty", self.path, exc, DB_NAME, stamp)
+        log.error(
+            "spool %s is damaged (%s); moved aside as %s.damaged-%s, starting empty", self.path, exc, DB_NAME, stamp
+        )
         return self._open()
 
     # -- the pipeline side ----------------------------------------------------------------
@@ -208,7 +223,10 @@ class DurableQueue:
                 return out
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", [(m.seq, m.topic, m.payload) for m in out])
+                self._db.executemany(
+                    "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
+                    [(m.seq, m.topic, m.payload) for m in out],
+                )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -251,7 +269,9 @@ class DurableQueue:
     def read_after(self, seq: int, limit: int) -> list[Message]:
         """Up to `limit` stored messages with seq > `seq`, in seq order (Q3)."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
         return [Message(int(s), str(t), bytes(p)) for s, t, p in rows]
 
     def remove_through(self, seq: int) -> None:
@@ -266,7 +286,9 @@ class DurableQueue:
                 if relax:
                     self._db.execute("PRAGMA synchronous=NORMAL")  # this commit without its own fsync
                 self._db.execute("BEGIN IMMEDIATE")
-                n, size = self._db.execute("SELECT count(*), total(length(topic) + length(payload)) FROM outbox WHERE seq <= ?", (seq,)).fetchone()
+                n, size = self._db.execute(
+                    "SELECT count(*), total(length(topic) + length(payload)) FROM outbox WHERE seq <= ?", (seq,)
+                ).fetchone()
                 self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -336,7 +358,9 @@ def _import_jsonl_segments(q: DurableQueue) -> int:
     items.sort(key=lambda it: it[0])
     stored = q.append([(t, p) for _, t, p in items])
     if len(stored) < len(items):
-        raise PublishError(f"spool {q.dir}: cannot import the old JSON-lines spool ({len(items)} verdicts); spool_max_bytes too small?")
+        raise PublishError(
+            f"spool {q.dir}: cannot import the old JSON-lines spool ({len(items)} verdicts); spool_max_bytes too small?"
+        )
     for path in segs + [q.dir / "committed"]:
         path.unlink(missing_ok=True)
     return len(stored)

@@ -371,7 +371,9 @@ class Pacer:
         self._next = max(self._next + self.period, time.monotonic() - self.period)
 
 
-def retry_with_backoff(uri: str, options: SourceOptions, attempt_open: Callable[[], None], is_closed: Callable[[], bool]) -> None:
+def retry_with_backoff(
+    uri: str, options: SourceOptions, attempt_open: Callable[[], None], is_closed: Callable[[], bool]
+) -> None:
     """Call `attempt_open` until it succeeds, waiting options.backoff(i) before try i.
 
     Args:

@@ -40,7 +40,19 @@ class FolderSource(SourceBase):
     """
 
     stat_keys = ("empty", "corrupt", "huge", "odd_size", "missing", "passes")
-    applies = frozenset({"fps", "loop", "max_pixels", "timeout_ms", "buffer_count", "buffer_handling", "reconnect", "reconnect_attempts", "reconnect_backoff_s"})
+    applies = frozenset(
+        {
+            "fps",
+            "loop",
+            "max_pixels",
+            "timeout_ms",
+            "buffer_count",
+            "buffer_handling",
+            "reconnect",
+            "reconnect_attempts",
+            "reconnect_backoff_s",
+        }
+    )
 
     def __init__(self, parsed: SourceUri, options: SourceOptions) -> None:
         super().__init__(parsed.raw, options)

@@ -45,7 +45,9 @@ def find_producers(target: str, env: dict[str, str] | None = None) -> list[Path]
     paths = [Path(d) for d in env.get("GENICAM_GENTL64_PATH", "").split(os.pathsep) if d]
     found = sorted(f for d in paths if d.is_dir() for f in d.glob("*.cti"))
     if not found:
-        raise SourceError("gentl:// without a .cti path needs GENICAM_GENTL64_PATH to name a folder holding a GenTL producer (.cti)")
+        raise SourceError(
+            "gentl:// without a .cti path needs GENICAM_GENTL64_PATH to name a folder holding a GenTL producer (.cti)"
+        )
     return found
 
 
@@ -219,7 +221,12 @@ class GenTLSource(CameraSource):
         self._note_device_id(meta["device_frame_id"])
         module = buffer.module
         if hasattr(module, "is_complete") and not module.is_complete():
-            self.reject("incomplete", f"camera frame {meta['device_frame_id']} incomplete", received_ns, device_frame_id=meta["device_frame_id"])
+            self.reject(
+                "incomplete",
+                f"camera frame {meta['device_frame_id']} incomplete",
+                received_ns,
+                device_frame_id=meta["device_frame_id"],
+            )
             return None
         try:
             component = buffer.payload.components[0]
@@ -231,7 +238,12 @@ class GenTLSource(CameraSource):
             image = np.array(data[: w * h * n].reshape(shape), copy=True)
             data_format = str(component.data_format)
         except Exception as exc:  # a short/odd payload spoils this buffer, not the camera
-            self.reject("bad_frame", f"camera frame {meta['device_frame_id']} unusable payload: {first_line(exc)}", received_ns, device_frame_id=meta["device_frame_id"])
+            self.reject(
+                "bad_frame",
+                f"camera frame {meta['device_frame_id']} unusable payload: {first_line(exc)}",
+                received_ns,
+                device_frame_id=meta["device_frame_id"],
+            )
             return None
         return self.make_frame(image, data_format, received_ns, timestamp_domain="host_monotonic", **meta)
 

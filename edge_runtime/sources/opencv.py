@@ -74,7 +74,9 @@ class OpenCVSource(SourceBase):
             cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
         elif self.kind == "stream":
             # Bounded open/read on network streams; without them a dead camera blocks ~30 s.
-            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, t, cv2.CAP_PROP_READ_TIMEOUT_MSEC, t])
+            cap = cv2.VideoCapture(
+                self.target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, t, cv2.CAP_PROP_READ_TIMEOUT_MSEC, t]
+            )
         else:
             cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():

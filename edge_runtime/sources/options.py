@@ -72,11 +72,15 @@ class SourceOptions:
         for name in ("binning_horizontal", "binning_vertical", "decimation_horizontal", "decimation_vertical"):
             positive(name, getattr(self, name))
         if not _LINE.match(self.trigger_line):
-            raise ConfigError(f"source option 'trigger_line' must look like Line0, Line1, ..., got {self.trigger_line!r}")
+            raise ConfigError(
+                f"source option 'trigger_line' must look like Line0, Line1, ..., got {self.trigger_line!r}"
+            )
         if self.roi is not None:
             x, y, w, h = self.roi
             if x < 0 or y < 0 or w <= 0 or h <= 0:
-                raise ConfigError(f"source option 'roi' must be OffsetX,OffsetY,Width,Height with positive size, got {self.roi}")
+                raise ConfigError(
+                    f"source option 'roi' must be OffsetX,OffsetY,Width,Height with positive size, got {self.roi}"
+                )
 
     @property
     def timeout_s(self) -> float:

@@ -74,8 +74,12 @@ class NodeWriter:
             return False
         entry = node.GetEntryByName(value)
         if entry is None or not ps.IsAvailable(entry) or not ps.IsReadable(entry):
-            names = [ps.CEnumEntryPtr(e).GetSymbolic() for e in node.GetEntries() if ps.IsAvailable(e) and ps.IsReadable(e)]
-            raise SourceError(f"{self.where}: {name} cannot be {value!r} on this camera (available: {', '.join(names)})")
+            names = [
+                ps.CEnumEntryPtr(e).GetSymbolic() for e in node.GetEntries() if ps.IsAvailable(e) and ps.IsReadable(e)
+            ]
+            raise SourceError(
+                f"{self.where}: {name} cannot be {value!r} on this camera (available: {', '.join(names)})"
+            )
         self._apply(name, value, lambda: node.SetIntValue(entry.GetValue()))
         return True
 
@@ -168,7 +172,9 @@ class SpinnakerSource(CameraSource):
             self._cam = self._cam_list.GetBySerial(self.serial)
             if self._cam is None or not self._cam.IsValid():
                 self._cam = None
-                raise SourceError(f"{self.uri}: no camera with serial {self.serial} (found: {', '.join(self._serials())})")
+                raise SourceError(
+                    f"{self.uri}: no camera with serial {self.serial} (found: {', '.join(self._serials())})"
+                )
         else:
             self._cam = self._cam_list.GetByIndex(0)
         serial_node = ps.CStringPtr(self._cam.GetTLDeviceNodeMap().GetNode("DeviceSerialNumber"))
@@ -278,7 +284,9 @@ class SpinnakerSource(CameraSource):
                 describe = getattr(ps, "Image_GetImageStatusDescription", None)
                 text = describe(status) if describe else str(status)
                 log.debug("%s: incomplete image %d dropped (status %s)", self.uri, device_id, text)
-                self.reject("incomplete", f"camera frame {device_id} incomplete: {text}", received_ns, device_frame_id=device_id)
+                self.reject(
+                    "incomplete", f"camera frame {device_id} incomplete: {text}", received_ns, device_frame_id=device_id
+                )
                 return None
             try:
                 # GetNDArray views the driver's buffer, which is reused after Release(): copy.
@@ -298,7 +306,12 @@ class SpinnakerSource(CameraSource):
             self.reject("bad_frame", bad, received_ns, device_frame_id=device_id)
             return None
         return self.make_frame(
-            array, pixel_format, received_ns, device_frame_id=device_id, device_timestamp_ns=device_ts, timestamp_domain="host_monotonic"
+            array,
+            pixel_format,
+            received_ns,
+            device_frame_id=device_id,
+            device_timestamp_ns=device_ts,
+            timestamp_domain="host_monotonic",
         )
 
     # -- hooks of CameraSource -----------------------------------------------------------

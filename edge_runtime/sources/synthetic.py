@@ -72,7 +72,9 @@ def noise_field(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.clip(rng.normal(0.0, 3.0, size=shape), -127, 127).astype(np.int16)
 
 
-def render(base: np.ndarray, index: int, seed: int, defect: bool, noise: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def render(
+    base: np.ndarray, index: int, seed: int, defect: bool, noise: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
     """Frame `index`: the base texture with sensor noise and, if `defect`, a dark scratch.
 
     Args:
@@ -105,7 +107,9 @@ def render(base: np.ndarray, index: int, seed: int, defect: bool, noise: np.ndar
     return img, info
 
 
-def _frame(base: np.ndarray, i: int, seed: int, defect_every: int, noise: np.ndarray | None, fmt: str) -> tuple[np.ndarray, dict]:
+def _frame(
+    base: np.ndarray, i: int, seed: int, defect_every: int, noise: np.ndarray | None, fmt: str
+) -> tuple[np.ndarray, dict]:
     """Frame `i` in pixel format `fmt`, with its meta (defect, defect_box)."""
     defect = bool(defect_every) and i % defect_every == defect_every - 1
     rgb, info = render(base, i, seed, defect, noise)
@@ -121,7 +125,9 @@ def _frame(base: np.ndarray, i: int, seed: int, defect_every: int, noise: np.nda
 
 
 @functools.lru_cache(maxsize=1)
-def _ring(width: int, height: int, fmt: str, seed: int, defect_every: int, size: int) -> tuple[tuple[np.ndarray, dict], ...]:
+def _ring(
+    width: int, height: int, fmt: str, seed: int, defect_every: int, size: int
+) -> tuple[tuple[np.ndarray, dict], ...]:
     """The pre-rendered frames of a ring (kept for the process: a bench reopens the source
     for each round). Read-only, so a consumer that tried to draw on one fails loudly."""
     base = texture(height, width, seed)
@@ -149,7 +155,18 @@ class SyntheticSource(SourceBase):
 
     OWN_KEYS = ("width", "height", "count", "seed", "defect_every", "ring")
     stat_keys = ("defects",)
-    applies = frozenset({"pixel_format", "fps", "timeout_ms", "reconnect", "reconnect_attempts", "reconnect_backoff_s", "buffer_count", "buffer_handling"})
+    applies = frozenset(
+        {
+            "pixel_format",
+            "fps",
+            "timeout_ms",
+            "reconnect",
+            "reconnect_attempts",
+            "reconnect_backoff_s",
+            "buffer_count",
+            "buffer_handling",
+        }
+    )
 
     def __init__(self, parsed: SourceUri, options: SourceOptions, params: dict[str, str]) -> None:
         super().__init__(parsed.raw, options)
@@ -163,12 +180,18 @@ class SyntheticSource(SourceBase):
         default_ring = 0 if self.width * self.height < RING_FROM_PIXELS else (self.defect_every or 8)
         self.ring = int_param(params, "ring", default_ring, parsed.raw)  # 0 = render every frame
         if self.ring and self.defect_every and self.ring % self.defect_every:
-            raise SourceError(f"{parsed.raw}: ring={self.ring} must be a multiple of defect_every={self.defect_every} (defects keep their period)")
+            raise SourceError(
+                f"{parsed.raw}: ring={self.ring} must be a multiple of defect_every={self.defect_every} (defects keep their period)"
+            )
         self.pixel_format = options.pixel_format or "RGB8"
         if self.pixel_format not in PIXEL_FORMATS:
-            raise SourceError(f"synthetic source cannot make pixel_format {self.pixel_format!r} (choose from {', '.join(PIXEL_FORMATS)})")
+            raise SourceError(
+                f"synthetic source cannot make pixel_format {self.pixel_format!r} (choose from {', '.join(PIXEL_FORMATS)})"
+            )
         if self.pixel_format.startswith("Bayer") and (self.width % 2 or self.height % 2):
-            raise SourceError(f"{parsed.raw}: Bayer frames need an even width and height, got {self.width}x{self.height}")
+            raise SourceError(
+                f"{parsed.raw}: Bayer frames need an even width and height, got {self.width}x{self.height}"
+            )
         self.camera_serial = f"synthetic-{self.seed}"
         self._pacer = Pacer(options.fps)
         self._base: np.ndarray | None = None
@@ -186,7 +209,9 @@ class SyntheticSource(SourceBase):
         i = self._index
         self._index += 1
         if self.ring:
-            image, info = _ring(self.width, self.height, self.pixel_format, self.seed, self.defect_every, self.ring)[i % self.ring]
+            image, info = _ring(self.width, self.height, self.pixel_format, self.seed, self.defect_every, self.ring)[
+                i % self.ring
+            ]
             info = dict(info)
         else:
             assert self._base is not None

@@ -206,9 +206,19 @@ class TriggerCounters:
             return  # a counter went back (reset under us): keep what we had
         # With a hardware trigger every exposure follows an edge: fewer edges than exposures
         # (beyond the few the two reads can straddle) means the edge counter is not counting.
-        stuck = "exposure" if exposures == 0 and frames_seen > self._frames_at_arm else "edge" if exposures > edges + 2 else ""
+        stuck = (
+            "exposure"
+            if exposures == 0 and frames_seen > self._frames_at_arm
+            else "edge"
+            if exposures > edges + 2
+            else ""
+        )
         if stuck:
-            log.warning("%s: images arrive but the camera's %s counter stands still; missed triggers are not counted", self.where, stuck)
+            log.warning(
+                "%s: images arrive but the camera's %s counter stands still; missed triggers are not counted",
+                self.where,
+                stuck,
+            )
             self._edges = self._exposures = self._missed = 0  # these readings mean nothing
             self._stop(NOT_COUNTING)
             return
@@ -224,7 +234,11 @@ class TriggerCounters:
                     raise CounterNodeError("no CounterReset command")
             self._base = self._read(nodes)
         except CounterNodeError as exc:
-            log.warning("%s: trigger counters are full and cannot be reset (%s); missed triggers no longer counted", self.where, exc)
+            log.warning(
+                "%s: trigger counters are full and cannot be reset (%s); missed triggers no longer counted",
+                self.where,
+                exc,
+            )
             self._stop(COUNTER_FULL)
 
     def _stop(self, why: str) -> None:
@@ -258,7 +272,10 @@ class TriggerCounters:
         `missed_triggers_source`, `stream_lost`, `stream_dropped` (None when the stream has
         no such counter)."""
         counted = self.source == DEVICE_COUNTERS
-        stream = {k: self._stream_done[k] + self._stream_now.get(k, 0) if k in self._stream_seen else None for k in STREAM_COUNTERS}
+        stream = {
+            k: self._stream_done[k] + self._stream_now.get(k, 0) if k in self._stream_seen else None
+            for k in STREAM_COUNTERS
+        }
         return {
             "trigger_edges": self._done_edges + self._edges if counted else None,
             "missed_triggers": self._done_missed + self._missed if counted else None,

@@ -94,7 +94,9 @@ def parse_uri(uri: str) -> SourceUri:
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
         except ValueError:
-            raise SourceError(f"malformed query '{query}' in source URI {uri!r} (expected key=value&key=value)") from None
+            raise SourceError(
+                f"malformed query '{query}' in source URI {uri!r} (expected key=value&key=value)"
+            ) from None
         for key, value in pairs:
             if key in params:
                 raise SourceError(f"query key '{key}' given twice in source URI {uri!r}")

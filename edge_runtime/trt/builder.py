@@ -118,7 +118,9 @@ def _choose_onnx(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet
     choice = opts.onnx or ("fp32" if calibration is not None or not has_qdq else "int8")
     if choice == "int8":
         if calibration is not None:
-            raise ConfigError("--onnx int8 is already quantized (Q/DQ); drop --calib-images, or use --onnx fp32 to calibrate in TensorRT")
+            raise ConfigError(
+                "--onnx int8 is already quantized (Q/DQ); drop --calib-images, or use --onnx fp32 to calibrate in TensorRT"
+            )
         bundle.model_path("int8")  # raises naming what the bundle has
         return "int8"
     if calibration is None:
@@ -127,7 +129,9 @@ def _choose_onnx(bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet
             "or run 'clipinspect calibrate' for a Q/DQ model and build with --onnx int8"
         )
     if major >= 10:
-        log.warning("TensorRT %d deprecates implicit INT8 calibration; prefer the bundle's Q/DQ model (--onnx int8)", major)
+        log.warning(
+            "TensorRT %d deprecates implicit INT8 calibration; prefer the bundle's Q/DQ model (--onnx int8)", major
+        )
     return "fp32"
 
 
@@ -152,8 +156,16 @@ class _Config:
     timing_cache: Any
 
 
-def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions, calibration: CalibrationSet | None,
-           source: str, onnx_path: Path, gpu: compat.GpuInfo) -> BuildResult:
+def _build(
+    trt: ModuleType,
+    cuda: ModuleType,
+    bundle: Bundle,
+    opts: BuildOptions,
+    calibration: CalibrationSet | None,
+    source: str,
+    onnx_path: Path,
+    gpu: compat.GpuInfo,
+) -> BuildResult:
     """Polygraphy-style, one named step per loader: network from ONNX -> builder config and
     optimisation profile -> calibrator (implicit INT8 only) -> build and serialise -> record."""
     version = compat.trt_version(trt)
@@ -162,11 +174,25 @@ def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions
     calibrator, cache_name = None, ""
     if opts.precision == "int8" and source == "fp32":
         assert calibration is not None  # _choose_onnx demands it
-        cache_name = f"calib-trt{version}-{calibration.sha256[:12]}.cache"  # caches are per TensorRT version and image set
+        cache_name = (
+            f"calib-trt{version}-{calibration.sha256[:12]}.cache"  # caches are per TensorRT version and image set
+        )
         calibrator = _entropy_calibrator(trt, cuda, net, cfg, bundle, opts, calibration, bundle.path(cache_name))
-    log.info("building %s engine from %s with TensorRT %s on %s (sm %s); this takes minutes on a Jetson",
-             opts.precision, onnx_path.name, version, gpu.name, gpu.compute_capability)
-    serialized = _build_serialized(trt, net, cfg, calibrator, f"TensorRT {version} failed to build the {opts.precision} engine from {onnx_path.name}")
+    log.info(
+        "building %s engine from %s with TensorRT %s on %s (sm %s); this takes minutes on a Jetson",
+        opts.precision,
+        onnx_path.name,
+        version,
+        gpu.name,
+        gpu.compute_capability,
+    )
+    serialized = _build_serialized(
+        trt,
+        net,
+        cfg,
+        calibrator,
+        f"TensorRT {version} failed to build the {opts.precision} engine from {onnx_path.name}",
+    )
     engine_name = engine_file_name(opts.precision)
     write_atomic(bundle.path(engine_name), serialized)
     if cfg.timing_cache is not None and opts.timing_cache is not None:
@@ -174,7 +200,9 @@ def _build(trt: ModuleType, cuda: ModuleType, bundle: Bundle, opts: BuildOptions
         log.info("timing cache saved to %s", opts.timing_cache)
     if calibrator is not None and not bundle.path(cache_name).is_file():
         raise BundleError(f"TensorRT did not write the calibration cache {bundle.path(cache_name)}")
-    entry = _engine_entry(bundle, opts, source, version, gpu, engine_name, cfg, cache_name if calibrator is not None else "", calibration)
+    entry = _engine_entry(
+        bundle, opts, source, version, gpu, engine_name, cfg, cache_name if calibrator is not None else "", calibration
+    )
     new_bundle = record_engine(bundle, entry)
     cmd = trtexec_command(bundle.root, onnx_path.name, entry, cfg.shapes, opts, source)
     used_cache = bool(getattr(calibrator, "cache_was_read", False))
@@ -191,8 +219,13 @@ def _network_from_onnx(trt: ModuleType, onnx_path: Path, version: str) -> _Netwo
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes(), path=str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BundleError(f"TensorRT {version} cannot parse {onnx_path} ({len(errors)} error(s)): " + " | ".join(errors or logger.errors or ["no detail"]))
-    inputs = {network.get_input(i).name: tuple(int(d) for d in network.get_input(i).shape) for i in range(network.num_inputs)}
+        raise BundleError(
+            f"TensorRT {version} cannot parse {onnx_path} ({len(errors)} error(s)): "
+            + " | ".join(errors or logger.errors or ["no detail"])
+        )
+    inputs = {
+        network.get_input(i).name: tuple(int(d) for d in network.get_input(i).shape) for i in range(network.num_inputs)
+    }
     if IMAGE not in inputs:
         raise BundleError(f"{onnx_path} has no input named '{IMAGE}' (inputs: {', '.join(inputs)})")
     return _Network(builder, network, parser, logger, inputs)
@@ -216,8 +249,16 @@ def _builder_config(trt: ModuleType, net: _Network, opts: BuildOptions, onnx_pat
     return _Config(config, build_flags, shapes, timing_cache)
 
 
-def _entropy_calibrator(trt: ModuleType, cuda: ModuleType, net: _Network, cfg: _Config, bundle: Bundle, opts: BuildOptions,
-                        calibration: CalibrationSet, cache_path: Path) -> Any:
+def _entropy_calibrator(
+    trt: ModuleType,
+    cuda: ModuleType,
+    net: _Network,
+    cfg: _Config,
+    bundle: Bundle,
+    opts: BuildOptions,
+    calibration: CalibrationSet,
+    cache_path: Path,
+) -> Any:
     """Step 3 (implicit INT8 from the fp32 ONNX): the entropy calibrator over normal images,
     with a fixed-shape calibration profile when the batch is dynamic."""
     calib_shape = _calibration_shape(net.inputs[IMAGE], opts.calib_batch)
@@ -230,10 +271,15 @@ def _entropy_calibrator(trt: ModuleType, cuda: ModuleType, net: _Network, cfg: _
     m = bundle.manifest
     has_text = TEXT in net.inputs
     calibrator = make_entropy_calibrator(
-        trt, cuda, calibration.make_batches(calib_shape[0]),
+        trt,
+        cuda,
+        calibration.make_batches(calib_shape[0]),
         CalibrationInputs(
-            image_name=IMAGE, image_shape=calib_shape, input_layout=m.preprocess.input_layout,
-            mean=m.preprocess.mean, std=m.preprocess.std,
+            image_name=IMAGE,
+            image_shape=calib_shape,
+            input_layout=m.preprocess.input_layout,
+            mean=m.preprocess.mean,
+            std=m.preprocess.std,
             text_name=TEXT if has_text else None,
             text_embeddings=bundle.text_embeddings() if has_text else None,
         ),
@@ -256,15 +302,26 @@ def _build_serialized(trt: ModuleType, net: _Network, cfg: _Config, calibrator: 
     return bytes(serialized)
 
 
-def _engine_entry(bundle: Bundle, opts: BuildOptions, source: str, version: str, gpu: compat.GpuInfo, engine_name: str,
-                  cfg: _Config, cache_name: str, calibration: CalibrationSet | None) -> EngineEntry:
+def _engine_entry(
+    bundle: Bundle,
+    opts: BuildOptions,
+    source: str,
+    version: str,
+    gpu: compat.GpuInfo,
+    engine_name: str,
+    cfg: _Config,
+    cache_name: str,
+    calibration: CalibrationSet | None,
+) -> EngineEntry:
     """Step 5: the manifest's record of the engine (what built it, for which GPU, from what)."""
     calib_set = ""
     if cache_name:
         calib_set = calibration.sha256 if calibration else ""
     elif source == "int8":
         calib_set = next(v.calibration_set_sha256 for v in bundle.manifest.variants if v.precision == "int8")
-    profile_flags = tuple(f"profile:{n}={'x'.join(map(str, s[0]))}..{'x'.join(map(str, s[2]))}" for n, s in cfg.shapes.items())
+    profile_flags = tuple(
+        f"profile:{n}={'x'.join(map(str, s[0]))}..{'x'.join(map(str, s[2]))}" for n, s in cfg.shapes.items()
+    )
     return EngineEntry(
         file=engine_name,
         precision=opts.precision,
@@ -327,7 +384,9 @@ def _profile_shapes(inputs: dict[str, tuple[int, ...]], opts: BuildOptions) -> d
         if all(d >= 0 for d in shape):
             continue
         if any(d < 0 for d in shape[1:]) or name != IMAGE:
-            raise BundleError(f"input '{name}' has dynamic dimensions {shape} other than the image batch; the bundle contract fixes them")
+            raise BundleError(
+                f"input '{name}' has dynamic dimensions {shape} other than the image batch; the bundle contract fixes them"
+            )
         rest = tuple(shape[1:])
         shapes[name] = ((1,) + rest, (opts.opt_batch,) + rest, (opts.max_batch,) + rest)
     return shapes
@@ -369,7 +428,9 @@ def record_engine(bundle: Bundle, entry: EngineEntry) -> Bundle:
     return load_bundle(bundle.root)
 
 
-def trtexec_command(root: Path, onnx_name: str, entry: EngineEntry, shapes: dict, opts: BuildOptions, source: str) -> str:
+def trtexec_command(
+    root: Path, onnx_name: str, entry: EngineEntry, shapes: dict, opts: BuildOptions, source: str
+) -> str:
     """The trtexec line that builds the same engine (for comparing, or building by hand)."""
     args = ["trtexec", f"--onnx={root / onnx_name}", f"--saveEngine={root / entry.file}", "--fp16"]
     if entry.precision == "int8":

@@ -60,7 +60,9 @@ class _Feeder:
     image (filled per batch, as NVIDIA's pycuda samples do), the text embeddings uploaded once,
     and the cache file."""
 
-    def __init__(self, cuda: ModuleType, batches: Iterable[np.ndarray], inputs: CalibrationInputs, cache_path: Path) -> None:
+    def __init__(
+        self, cuda: ModuleType, batches: Iterable[np.ndarray], inputs: CalibrationInputs, cache_path: Path
+    ) -> None:
         self._cuda = cuda
         self._inputs = inputs
         self._batches = iter(batches)
@@ -85,7 +87,9 @@ class _Feeder:
         except StopIteration:
             return None
         expect = self._inputs.image_shape
-        nhwc = (expect[0], expect[2], expect[3], expect[1]) if self._float_in else expect  # frames: as the camera sends them
+        nhwc = (
+            (expect[0], expect[2], expect[3], expect[1]) if self._float_in else expect
+        )  # frames: as the camera sends them
         if batch.dtype != np.uint8 or tuple(batch.shape) != tuple(nhwc):
             raise DataError(f"calibration batch has shape {batch.shape} {batch.dtype}, expected {tuple(nhwc)} uint8")
         self._host[...] = normalize(batch, self._inputs.mean, self._inputs.std) if self._float_in else batch
@@ -122,7 +126,9 @@ def _calibrator_class(trt: ModuleType) -> type:
     whose TensorRT callbacks delegate to `_Feeder`."""
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self, cuda: ModuleType, batches: Iterable[np.ndarray], inputs: CalibrationInputs, cache_path: Path) -> None:
+        def __init__(
+            self, cuda: ModuleType, batches: Iterable[np.ndarray], inputs: CalibrationInputs, cache_path: Path
+        ) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)  # pybind11 needs the base initialised explicitly
             self._feeder = _Feeder(cuda, batches, inputs, cache_path)
             self._batch_size = int(inputs.image_shape[0])

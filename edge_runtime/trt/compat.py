@@ -19,7 +19,9 @@ from edge_runtime.errors import BackendUnavailable, BundleError
 
 log = logging.getLogger(__name__)
 
-TRT_HINT = "TensorRT comes with JetPack on the Jetson (apt install python3-libnvinfer) or the NVIDIA wheels on a desktop"
+TRT_HINT = (
+    "TensorRT comes with JetPack on the Jetson (apt install python3-libnvinfer) or the NVIDIA wheels on a desktop"
+)
 PYCUDA_HINT = "install pycuda on the target (pip install pycuda, needs the CUDA toolkit from JetPack)"
 
 
@@ -84,7 +86,9 @@ def gpu_info(cuda: ModuleType, ordinal: int = 0) -> GpuInfo:
 
 def check_engine(entry: Any, tensorrt_version: str, gpu: GpuInfo, bundle_root: Any = "BUNDLE") -> None:
     """Refuse `entry` (an EngineEntry) unless it was built by this TensorRT for this GPU."""
-    rebuild = f"rebuild it on this device: clipinspect build-engine --bundle {bundle_root} --precision {entry.precision}"
+    rebuild = (
+        f"rebuild it on this device: clipinspect build-engine --bundle {bundle_root} --precision {entry.precision}"
+    )
     if entry.tensorrt_version != tensorrt_version:
         raise BundleError(
             f"engine {entry.file} was built with TensorRT {entry.tensorrt_version} but this device has TensorRT {tensorrt_version}; {rebuild}"
@@ -99,7 +103,9 @@ def check_engine(entry: Any, tensorrt_version: str, gpu: GpuInfo, bundle_root: A
 def find_engine(bundle: Any, precision: str) -> Any:
     """The manifest's EngineEntry for `precision`, or BundleError saying how to build one."""
     if precision not in ("fp16", "int8"):
-        raise BackendUnavailable(f"the trt backend runs fp16 or int8 engines, not {precision!r}; for fp32 use ort-cuda or ort-cpu")
+        raise BackendUnavailable(
+            f"the trt backend runs fp16 or int8 engines, not {precision!r}; for fp32 use ort-cuda or ort-cpu"
+        )
     for entry in bundle.manifest.engines:
         if entry.precision == precision:
             return entry

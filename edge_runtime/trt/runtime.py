@@ -53,8 +53,17 @@ BANK, FEATURES = "memory_bank", "patch_features"  # few-shot bundles (edge_runti
 class _Tensor:
     """One engine I/O tensor with its buffers (allocated once, for the largest shape)."""
 
-    def __init__(self, name: str, is_input: bool, shape: tuple[int, ...], max_shape: tuple[int, ...], dtype: np.dtype, index: int) -> None:
-        self.name, self.is_input, self.shape, self.max_shape, self.dtype, self.index = name, is_input, shape, max_shape, dtype, index
+    def __init__(
+        self, name: str, is_input: bool, shape: tuple[int, ...], max_shape: tuple[int, ...], dtype: np.dtype, index: int
+    ) -> None:
+        self.name, self.is_input, self.shape, self.max_shape, self.dtype, self.index = (
+            name,
+            is_input,
+            shape,
+            max_shape,
+            dtype,
+            index,
+        )
         self.host: np.ndarray | None = None
         self.device: Any = None
 
@@ -131,7 +140,9 @@ class TrtBackend(BackendBase):
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             detail = " | ".join(self._logger.errors) or "see the TensorRT log"
-            raise BundleError(f"TensorRT {version} cannot load {path}: {detail}; rebuild it with clipinspect build-engine")
+            raise BundleError(
+                f"TensorRT {version} cannot load {path}: {detail}; rebuild it with clipinspect build-engine"
+            )
         self._held["engine"] = engine
         return engine
 
@@ -145,7 +156,9 @@ class TrtBackend(BackendBase):
                 max_shape = shape
                 if is_input and any(d < 0 for d in shape):
                     max_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(name, 0)[2])
-                tensors[name] = _Tensor(name, is_input, shape, max_shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))), i)
+                tensors[name] = _Tensor(
+                    name, is_input, shape, max_shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))), i
+                )
         else:
             for i in range(engine.num_bindings):
                 name = engine.get_binding_name(i)
@@ -154,7 +167,9 @@ class TrtBackend(BackendBase):
                 max_shape = shape
                 if is_input and any(d < 0 for d in shape):
                     max_shape = tuple(int(d) for d in engine.get_profile_shape(0, i)[2])
-                tensors[name] = _Tensor(name, is_input, shape, max_shape, np.dtype(trt.nptype(engine.get_binding_dtype(i))), i)
+                tensors[name] = _Tensor(
+                    name, is_input, shape, max_shape, np.dtype(trt.nptype(engine.get_binding_dtype(i))), i
+                )
         return tensors
 
     def _check_contract(self, bundle: Any) -> None:
@@ -162,7 +177,9 @@ class TrtBackend(BackendBase):
         need += [BANK, FEATURES] if bundle.manifest.fewshot is not None else []
         missing = [n for n in need if n not in self._tensors]
         if missing:
-            raise BundleError(f"engine lacks tensor(s) {', '.join(missing)} of the bundle contract (has {', '.join(self._tensors)})")
+            raise BundleError(
+                f"engine lacks tensor(s) {', '.join(missing)} of the bundle contract (has {', '.join(self._tensors)})"
+            )
         self._max_batch = self._tensors[IMAGE].max_shape[0]
         # Outputs: a dynamic batch dimension takes the image's largest batch.
         for t in self._tensors.values():
@@ -206,7 +223,9 @@ class TrtBackend(BackendBase):
     def _put_bank(self, bank: np.ndarray, cuda: Any) -> None:
         t = self._tensors[BANK]
         if tuple(bank.shape) != t.shape:
-            raise BundleError(f"memory bank has shape {bank.shape} but the engine wants {t.shape}; rebuild the engine for this bundle")
+            raise BundleError(
+                f"memory bank has shape {bank.shape} but the engine wants {t.shape}; rebuild the engine for this bundle"
+            )
         t.host[: bank.size] = bank.astype(t.dtype).ravel()
         cuda.memcpy_htod_async(t.device, t.host[: bank.size], self._stream)
         self._stream.synchronize()
@@ -217,7 +236,9 @@ class TrtBackend(BackendBase):
         else:
             ok = self._context.set_binding_shape(t.index, tuple(shape))
         if ok is False:
-            raise DataError(f"TensorRT refused shape {tuple(shape)} for input '{t.name}' (engine profile max {t.max_shape})")
+            raise DataError(
+                f"TensorRT refused shape {tuple(shape)} for input '{t.name}' (engine profile max {t.max_shape})"
+            )
 
     # -- infer ----------------------------------------------------------------------------
     def _infer_impl(self, batch: np.ndarray) -> Outputs:
@@ -249,7 +270,9 @@ class TrtBackend(BackendBase):
             else:
                 ok = self._context.execute_async_v2(self._bindings, self._stream.handle)
             if not ok:
-                raise BackendUnavailable("TensorRT execution failed: " + (" | ".join(self._logger.errors[-3:]) or "see the TensorRT log"))
+                raise BackendUnavailable(
+                    "TensorRT execution failed: " + (" | ".join(self._logger.errors[-3:]) or "see the TensorRT log")
+                )
             views = {}
             for name in outputs:
                 t = self._tensors[name]
@@ -264,13 +287,17 @@ class TrtBackend(BackendBase):
         spec = self._image_spec
         want_dtype = np.dtype(spec.dtype)
         if not isinstance(batch, np.ndarray) or batch.dtype != want_dtype or batch.ndim != len(img.shape):
-            raise DataError(f"trt backend: image batch must be {want_dtype} with {len(img.shape)} dims {img.shape}, got "
-                            f"{getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}")
+            raise DataError(
+                f"trt backend: image batch must be {want_dtype} with {len(img.shape)} dims {img.shape}, got "
+                f"{getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}"
+            )
         if tuple(batch.shape[1:]) != tuple(img.max_shape[1:]):
             raise DataError(f"trt backend: image batch shape {batch.shape} does not match the engine input {img.shape}")
         n = int(batch.shape[0])
         if not 1 <= n <= self._max_batch or (img.shape[0] >= 0 and n != img.shape[0]):
-            raise DataError(f"trt backend: batch of {n} outside what the engine was built for (1..{self._max_batch}); rebuild with --max-batch")
+            raise DataError(
+                f"trt backend: batch of {n} outside what the engine was built for (1..{self._max_batch}); rebuild with --max-batch"
+            )
         return n
 
     def _output_shape(self, t: _Tensor, n: int) -> tuple[int, ...]:

@@ -16,14 +16,34 @@ from edge_runtime.cli import Command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The command's flags."""
     p.add_argument("--bundle", required=True, help="bundle folder")
-    p.add_argument("--trusted-keys", default=None, metavar="DIR",
-                   help="refuse the bundle unless signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)")
+    p.add_argument(
+        "--trusted-keys",
+        default=None,
+        metavar="DIR",
+        help="refuse the bundle unless signed by a key in DIR (default /etc/clipinspect/trusted_keys when it holds keys)",
+    )
     p.add_argument("--images", required=True, help="folder of image files (searched recursively; *_mask files skipped)")
-    p.add_argument("--backend", default="ort-cpu", help="candidate " + backend_help() + "; GPU ones only where they run")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="which ONNX model of the bundle to check (default fp32)")
-    p.add_argument("--atol", type=float, default=None, help="tolerance on |Δscore| and |Δmap| (default: fp32 1e-4, fp16 1e-2, int8 5e-2)")
-    p.add_argument("--max-images", type=int, default=16, help="check at most N images, evenly spaced (default 16; 0 = all)")
-    p.add_argument("--merged", default=None, help="merged model folder for the torch reference (default: the one in the manifest)")
+    p.add_argument(
+        "--backend", default="ort-cpu", help="candidate " + backend_help() + "; GPU ones only where they run"
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "int8"),
+        help="which ONNX model of the bundle to check (default fp32)",
+    )
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help="tolerance on |Δscore| and |Δmap| (default: fp32 1e-4, fp16 1e-2, int8 5e-2)",
+    )
+    p.add_argument(
+        "--max-images", type=int, default=16, help="check at most N images, evenly spaced (default 16; 0 = all)"
+    )
+    p.add_argument(
+        "--merged", default=None, help="merged model folder for the torch reference (default: the one in the manifest)"
+    )
     p.add_argument("--table", action="store_true", help="print one line per image")
 
 
@@ -51,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--atol must be >= 0, got {atol}")
     from edge_runtime.signing import resolve_trusted_keys
 
-    bundle = load_bundle(args.bundle, trusted_keys=resolve_trusted_keys(args.trusted_keys))  # sha256 of every file checked here
+    bundle = load_bundle(
+        args.bundle, trusted_keys=resolve_trusted_keys(args.trusted_keys)
+    )  # sha256 of every file checked here
     if args.backend.startswith("ort"):
         bundle.model_path(args.precision)  # cheap checks first: a missing variant fails before torch loads
     images = list_images(args.images, args.max_images)
@@ -76,4 +98,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(help="check a device backend on a bundle against the torch reference on real images", add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="check a device backend on a bundle against the torch reference on real images",
+    add_arguments=add_arguments,
+    run=run,
+)

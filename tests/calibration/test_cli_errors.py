@@ -34,7 +34,11 @@ def test_calibrate_missing_bundle(bottle: Path, tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize(
     "extra, needle",
-    [(["--op-types", "Softmax"], "op_types"), (["--set", "percentile=50"], "percentile"), (["--set", "bogus=1"], "unknown config key 'bogus'")],
+    [
+        (["--op-types", "Softmax"], "op_types"),
+        (["--set", "percentile=50"], "percentile"),
+        (["--set", "bogus=1"], "unknown config key 'bogus'"),
+    ],
 )
 def test_calibrate_bad_options(contract_bundle: Path, bottle: Path, capsys, extra, needle) -> None:
     rc = main(["-q", "calibrate", "--bundle", str(contract_bundle), "--images", str(bottle), *extra])
@@ -44,7 +48,9 @@ def test_calibrate_bad_options(contract_bundle: Path, bottle: Path, capsys, extr
 def test_precision_report_errors(contract_bundle: Path, bottle: Path, tmp_path: Path, capsys) -> None:
     rc = main(["-q", "precision-report", "--bundle", str(tmp_path / "nope"), "--images", str(bottle)])
     _one_line_error(capsys, rc, "bundle folder not found")
-    rc = main(["-q", "precision-report", "--bundle", str(contract_bundle), "--images", str(bottle), "--precisions", "fp8"])
+    rc = main(
+        ["-q", "precision-report", "--bundle", str(contract_bundle), "--images", str(bottle), "--precisions", "fp8"]
+    )
     _one_line_error(capsys, rc, "--precisions")
     (tmp_path / "flat").mkdir()
     rc = main(["-q", "precision-report", "--bundle", str(contract_bundle), "--images", str(tmp_path / "flat")])
@@ -59,6 +65,8 @@ def test_trt_cache_without_tensorrt_fails_before_quantizing(contract_bundle: Pat
         pytest.skip("real TensorRT is installed")
     except ImportError:
         pass
-    rc = main(["-q", "calibrate", "--bundle", str(contract_bundle), "--images", str(bottle), "--num", "2", "--trt-cache"])
+    rc = main(
+        ["-q", "calibrate", "--bundle", str(contract_bundle), "--images", str(bottle), "--num", "2", "--trt-cache"]
+    )
     _one_line_error(capsys, rc, "tensorrt")
     assert not (contract_bundle / "model.int8.onnx").exists()

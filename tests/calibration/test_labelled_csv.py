@@ -21,7 +21,12 @@ def _csv(tmp_path, rows):
 
 def test_same_vocabulary_as_training(tmp_path):
     p = _csv(tmp_path, [("a.png", "good"), ("b.png", "NG"), ("c.png", "ok"), ("d.png", "defect")])
-    assert [(i.name, lab) for i, lab, _ in read_labelled_csv(p)] == [("a.png", 0), ("b.png", 1), ("c.png", 0), ("d.png", 1)]
+    assert [(i.name, lab) for i, lab, _ in read_labelled_csv(p)] == [
+        ("a.png", 0),
+        ("b.png", 1),
+        ("c.png", 0),
+        ("d.png", 1),
+    ]
     assert [f.name for f in sample_calibration_set(p, 2, seed=0).files] in (["a.png", "c.png"], ["c.png", "a.png"])
 
 

@@ -61,7 +61,20 @@ def test_labelled_images_from_mvtec(bottle: Path) -> None:
 
 def test_report_cli_prints_deltas_and_writes_json(contract_bundle: Path, bottle: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report.json"
-    rc = main(["-q", "precision-report", "--bundle", str(contract_bundle), "--images", str(bottle), "--max-images", "8", "--json", str(out)])
+    rc = main(
+        [
+            "-q",
+            "precision-report",
+            "--bundle",
+            str(contract_bundle),
+            "--images",
+            str(bottle),
+            "--max-images",
+            "8",
+            "--json",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "max|Δscore|" in text and "AUROC" in text

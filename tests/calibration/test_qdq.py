@@ -55,7 +55,9 @@ def test_qdq_nodes_are_symmetric_int8(calibrated) -> None:
     ops = [n.op_type for n in g.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    zero_points = [inits[n.input[2]] for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    zero_points = [
+        inits[n.input[2]] for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+    ]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # TensorRT: zero point 0
 
 
@@ -75,7 +77,9 @@ def test_only_weight_matmuls_are_quantized(calibrated) -> None:
             node = nodes[f"/blocks.{layer}/{proj}/MatMul"]
             assert len(dq_inputs(node)) == 2, node.name  # activation and weight
     assert not dq_inputs(nodes["/visual_projection/MatMul"])  # final projection stays float
-    assert set(out.result.selection.quantize) == {f"/blocks.{i}/{p}/MatMul" for i in (0, 1) for p in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")}
+    assert set(out.result.selection.quantize) == {
+        f"/blocks.{i}/{p}/MatMul" for i in (0, 1) for p in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    }
 
 
 def test_layernorm_softmax_and_text_input_stay_float(calibrated, contract_bundle_src: Path) -> None:
@@ -153,7 +157,11 @@ def test_recalibration_drops_engines_built_from_the_old_qdq_model(contract_bundl
     m = load_bundle(contract_bundle).manifest
     for name, src in (("model.int8.engine", "model.int8.onnx"), ("model.fp16.engine", "model.onnx")):
         (contract_bundle / name).write_bytes(b"engine bytes " + name.encode())
-        m = with_file(replace(m, engines=m.engines + (EngineEntry(name, name.split(".")[1], src, "10.3.0", "Orin", "8.7"),)), contract_bundle, name)
+        m = with_file(
+            replace(m, engines=m.engines + (EngineEntry(name, name.split(".")[1], src, "10.3.0", "Orin", "8.7"),)),
+            contract_bundle,
+            name,
+        )
     write_manifest(contract_bundle, m)
     calibrate_bundle(contract_bundle, sample_calibration_set(bottle, 2, seed=1), QuantConfig(), progress=False)
     m = load_bundle(contract_bundle, verify=True).manifest

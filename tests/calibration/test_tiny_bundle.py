@@ -36,7 +36,11 @@ def test_calibrate_exported_tiny_bundle(exported: Path, bottle: Path) -> None:
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
     assert model.ir_version == onnx.load(str(bundle.model_path("fp32"))).ir_version
     # Every MatMul fed by Q/DQ has a constant-weight side; activation x activation ones are float.
-    quantized = [n for n in g.node if n.op_type in ("MatMul", "Gemm") and any(i in prod and prod[i].op_type == "DequantizeLinear" for i in n.input)]
+    quantized = [
+        n
+        for n in g.node
+        if n.op_type in ("MatMul", "Gemm") and any(i in prod and prod[i].op_type == "DequantizeLinear" for i in n.input)
+    ]
     assert quantized and len(quantized) == len(out.result.selection.quantize)
     for n in g.node:
         if n.op_type in ("LayerNormalization", "Softmax"):
@@ -63,7 +67,12 @@ def test_calibrate_exported_tiny_bundle(exported: Path, bottle: Path) -> None:
     oprod = {o: n for n in opt.node for o in n.output}
     integer = [n for n in opt.node if n.op_type in ("QLinearMatMul", "MatMulIntegerToFloat", "QGemm")]
     assert len(integer) == len(out.result.selection.quantize)
-    assert not [n.name for n in opt.node if n.op_type in ("MatMul", "Gemm") and any(i in oprod and oprod[i].op_type == "DequantizeLinear" for i in n.input)]
+    assert not [
+        n.name
+        for n in opt.node
+        if n.op_type in ("MatMul", "Gemm")
+        and any(i in oprod and oprod[i].op_type == "DequantizeLinear" for i in n.input)
+    ]
 
     report = precision_report(exported, bottle, max_images=6, progress=False)
     assert [r.status for r in report.rows] == ["ok", "ok", "ok"]

@@ -21,7 +21,9 @@ def fake_trt(monkeypatch):
 
 def test_calibrate_with_trt_cache(fake_trt, tiny_bundle: Path, bottle: Path, tmp_path: Path, capsys) -> None:
     contract_bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    rc = main(["-q", "calibrate", "--bundle", str(contract_bundle), "--images", str(bottle), "--num", "3", "--trt-cache"])
+    rc = main(
+        ["-q", "calibrate", "--bundle", str(contract_bundle), "--images", str(bottle), "--num", "3", "--trt-cache"]
+    )
     cap = capsys.readouterr()
     out = cap.out
     assert rc == 0, cap.err

@@ -40,7 +40,9 @@ def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str], laz
     out: set[str] = set()
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if _type_checking_block(node) or (not lazy and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))):
+        if _type_checking_block(node) or (
+            not lazy and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        ):
             skip.update(id(n) for n in ast.walk(node))
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -134,7 +136,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             nxt = todo.pop(0)
             if state.get(nxt) == 1:
                 path = [n for n, _ in stack]
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if not state.get(nxt):
                 state[nxt] = 1
                 stack.append((nxt, sorted(graph.get(nxt, ()))))
@@ -154,7 +156,9 @@ def test_edge_runtime_has_no_new_lazy_cycle():
     assert "edge_runtime.session" in graph["edge_runtime.bench"]  # lazy edges are seen
     found = set(cycles(graph))
     assert found <= KNOWN_LAZY_CYCLES, f"new import cycle(s): {[sorted(c) for c in found - KNOWN_LAZY_CYCLES]}"
-    assert KNOWN_LAZY_CYCLES <= found, f"fixed, remove from KNOWN_LAZY_CYCLES: {[sorted(c) for c in KNOWN_LAZY_CYCLES - found]}"
+    assert KNOWN_LAZY_CYCLES <= found, (
+        f"fixed, remove from KNOWN_LAZY_CYCLES: {[sorted(c) for c in KNOWN_LAZY_CYCLES - found]}"
+    )
 
 
 def test_the_checker_finds_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
@@ -173,6 +177,13 @@ def test_the_checker_finds_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
     assert cycles(graph) == [frozenset({"cyclepkg.a", "cyclepkg.sub.b", "cyclepkg.c"})]
     assert find_cycle(import_graph("cyclepkg", [str(pkg)], lazy=False)) is None  # the edge b -> c is lazy
     (pkg / "sub" / "b.py").write_text("from .. import c\n")
-    assert find_cycle(import_graph("cyclepkg", [str(pkg)], lazy=False)) == ["cyclepkg.a", "cyclepkg.sub.b", "cyclepkg.c", "cyclepkg.a"]
+    assert find_cycle(import_graph("cyclepkg", [str(pkg)], lazy=False)) == [
+        "cyclepkg.a",
+        "cyclepkg.sub.b",
+        "cyclepkg.c",
+        "cyclepkg.a",
+    ]
     (pkg / "c.py").write_text("")
-    assert find_cycle(import_graph("cyclepkg", [str(pkg)])) is None and cycles(import_graph("cyclepkg", [str(pkg)])) == []
+    assert (
+        find_cycle(import_graph("cyclepkg", [str(pkg)])) is None and cycles(import_graph("cyclepkg", [str(pkg)])) == []
+    )

@@ -48,11 +48,28 @@ def test_formats_sizes_and_mosaic():
 
 
 def test_old_manifest_preprocess_loads_unchanged_and_new_fields_are_checked():
-    old = from_mapping(PreprocessSpec, {"image_size": [224, 224], "color_order": "RGB", "input_layout": "NHWC_uint8", "resize": "area"})
+    old = from_mapping(
+        PreprocessSpec, {"image_size": [224, 224], "color_order": "RGB", "input_layout": "NHWC_uint8", "resize": "area"}
+    )
     assert not old.raw_frame and old.input_format == "" and old.input_size is None and old.roi is None
-    raw = from_mapping(PreprocessSpec, {"image_size": [224, 224], "input_layout": "frame_uint8", "input_format": "bayer_rg8", "input_size": [2160, 4096], "roi": [0, 0, 4096, 2160]})
+    raw = from_mapping(
+        PreprocessSpec,
+        {
+            "image_size": [224, 224],
+            "input_layout": "frame_uint8",
+            "input_format": "bayer_rg8",
+            "input_size": [2160, 4096],
+            "roi": [0, 0, 4096, 2160],
+        },
+    )
     assert raw.raw_frame and raw.input_size == (2160, 4096)
     with pytest.raises(ConfigError, match="goes with input_format"):
         PreprocessSpec(image_size=(224, 224), input_layout="frame_uint8")
     with pytest.raises(ConfigError, match="even pixels"):
-        PreprocessSpec(image_size=(224, 224), input_layout="frame_uint8", input_format="bayer_rg8", input_size=(100, 100), roi=(1, 0, 50, 50))
+        PreprocessSpec(
+            image_size=(224, 224),
+            input_layout="frame_uint8",
+            input_format="bayer_rg8",
+            input_size=(100, 100),
+            roi=(1, 0, 50, 50),
+        )

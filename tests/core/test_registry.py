@@ -31,7 +31,10 @@ def test_missing_module_is_a_missing_dependency_not_an_import_error():
 
 def test_availability_does_not_import_the_target():
     sys.modules.pop("json.tool", None)
-    reg = Registry("p", [Entry("j", "json.tool:main", requires=("json",)), Entry("n", "json.tool:main", requires=("no_such_mod_xyz",))])
+    reg = Registry(
+        "p",
+        [Entry("j", "json.tool:main", requires=("json",)), Entry("n", "json.tool:main", requires=("no_such_mod_xyz",))],
+    )
     rows = {a.name: a for a in reg.availability()}
     assert rows["j"].available and not rows["n"].available
     assert "no_such_mod_xyz" in rows["n"].detail
@@ -46,7 +49,11 @@ def test_duplicate_names_and_bad_targets_are_refused():
 
 
 def test_extra_rows_follow_builtins_and_never_shadow_them():
-    reg = Registry("backend", [Entry("a", "collections:deque")], extra=lambda: [Entry("a", "collections:Counter"), Entry("z", "collections:Counter")])
+    reg = Registry(
+        "backend",
+        [Entry("a", "collections:deque")],
+        extra=lambda: [Entry("a", "collections:Counter"), Entry("z", "collections:Counter")],
+    )
     assert reg.names() == ["a", "z"]
     import collections
 

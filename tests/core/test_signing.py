@@ -84,8 +84,21 @@ def test_unsigned_bundle_still_loads_without_trusted_keys(matrix, capsys):
 def test_run_matrix(matrix, keys, tmp_path, capsys):
     for name, (root, fragments) in matrix.items():
         out = tmp_path / f"{name}.jsonl"
-        argv = ["run", "--bundle", str(root), "--trusted-keys", str(keys.trusted_dir), "--source", "synthetic://?width=64&height=64",
-                "--publish", f"jsonl://{out}", "--max-frames", "2", "--set", "pipeline.drop_policy=block"]
+        argv = [
+            "run",
+            "--bundle",
+            str(root),
+            "--trusted-keys",
+            str(keys.trusted_dir),
+            "--source",
+            "synthetic://?width=64&height=64",
+            "--publish",
+            f"jsonl://{out}",
+            "--max-frames",
+            "2",
+            "--set",
+            "pipeline.drop_policy=block",
+        ]
         rc = main(argv)
         cap = capsys.readouterr()
         if name == "good":
@@ -104,7 +117,21 @@ def test_run_takes_trusted_keys_from_the_config(matrix, keys, tmp_path, capsys):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"bundle: {{trusted_keys: {keys.trusted_dir}}}\n")
     root, _ = matrix["wrong_key"]
-    rc = main(["run", "--config", str(cfg), "--bundle", str(root), "--source", "synthetic://", "--publish", "stdout://", "--max-frames", "1"])
+    rc = main(
+        [
+            "run",
+            "--config",
+            str(cfg),
+            "--bundle",
+            str(root),
+            "--source",
+            "synthetic://",
+            "--publish",
+            "stdout://",
+            "--max-frames",
+            "1",
+        ]
+    )
     assert rc == 2 and f"signed by key {keys.other_id}" in capsys.readouterr().err
 
 
@@ -138,7 +165,14 @@ def test_rehashed_file_and_hidden_desktop_file_break_the_signature(matrix, keys,
     root2 = tmp_path / "b2"
     shutil.copytree(matrix["good"][0], root2)
     m = load_bundle(root2).manifest
-    fake = EngineEntry(file="model.onnx", precision="fp16", source_onnx="model.onnx", tensorrt_version="10", gpu_name="x", compute_capability="8.7")
+    fake = EngineEntry(
+        file="model.onnx",
+        precision="fp16",
+        source_onnx="model.onnx",
+        tensorrt_version="10",
+        gpu_name="x",
+        compute_capability="8.7",
+    )
     write_manifest(root2, replace(m, engines=(fake,)))
     with pytest.raises(BundleError, match="does not match the manifest"):
         load_bundle(root2, trusted_keys=keys.trusted_dir)
@@ -189,11 +223,33 @@ def test_sign_cli_refuses_a_bundle_whose_hashes_do_not_match(matrix, keys, tmp_p
 def test_rollout_matrix(matrix, keys, tmp_path):
     for name, (root, fragments) in matrix.items():
         station = tmp_path / name
-        cmd = ["bash", str(ROLLOUT), "--host", "local", "--root", str(station), "--bundle", str(root), "--precision", "none",
-               "--python", sys.executable, "--restart-cmd", "true", "--health-cmd", "test -f {current}/manifest.json",
-               "--health-timeout", "0", "--trusted-keys", str(keys.trusted_dir),
-               "--station-sh", str(REPO / "deploy" / "jetson" / "station.sh")]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        cmd = [
+            "bash",
+            str(ROLLOUT),
+            "--host",
+            "local",
+            "--root",
+            str(station),
+            "--bundle",
+            str(root),
+            "--precision",
+            "none",
+            "--python",
+            sys.executable,
+            "--restart-cmd",
+            "true",
+            "--health-cmd",
+            "test -f {current}/manifest.json",
+            "--health-timeout",
+            "0",
+            "--trusted-keys",
+            str(keys.trusted_dir),
+            "--station-sh",
+            str(REPO / "deploy" / "jetson" / "station.sh"),
+        ]
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}
+        )
         if name == "good":
             assert r.returncode == 0, r.stderr
             assert (station / "current" / "signature.json").is_file()

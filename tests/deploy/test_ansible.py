@@ -22,18 +22,38 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "deploy" / "ansible"
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(not (BIN / "ansible-playbook").exists(), reason="ansible-core not installed (dev extra)")
+pytestmark = pytest.mark.skipif(
+    not (BIN / "ansible-playbook").exists(), reason="ansible-core not installed (dev extra)"
+)
 
 
 def ansible_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
-            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def test_syntax_check(tmp_path):
     for playbook in ("provision.yml", "rollout.yml"):
-        r = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "-i", str(ANSIBLE / "inventory.example.yml"), str(ANSIBLE / playbook)],
-                           capture_output=True, text=True, timeout=120, env=ansible_env(tmp_path))
+        r = subprocess.run(
+            [
+                str(BIN / "ansible-playbook"),
+                "--syntax-check",
+                "-i",
+                str(ANSIBLE / "inventory.example.yml"),
+                str(ANSIBLE / playbook),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=ansible_env(tmp_path),
+        )
         assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -41,29 +61,56 @@ def test_syntax_check(tmp_path):
 def test_ansible_lint_clean(tmp_path):
     if not (BIN / "ansible-lint").exists():
         pytest.skip("ansible-lint not installed")
-    r = subprocess.run([str(BIN / "ansible-lint"), "--offline", "-c", str(ANSIBLE / ".ansible-lint"), str(ANSIBLE)], capture_output=True, text=True, timeout=300,
-                       cwd=REPO, env=ansible_env(tmp_path))
+    r = subprocess.run(
+        [str(BIN / "ansible-lint"), "--offline", "-c", str(ANSIBLE / ".ansible-lint"), str(ANSIBLE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=ansible_env(tmp_path),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def inventory(tmp_path: Path, canary: str) -> Path:
     """Two stations; st-b is healthy on any bundle except v2 and v3."""
-    station = {"station_sh": str(REPO / "deploy/jetson/station.sh"), "station_python": sys.executable,
-               "restart_cmd": "true", "precision": "none"}
-    hosts = {
-        "st-a": {"root": str(tmp_path / "st-a"), "health_cmd": f"test -f {tmp_path / 'st-a'}/current/manifest.json", **station},
-        "st-b": {"root": str(tmp_path / "st-b"), "health_cmd": f"! grep -qE 'v2|v3' {tmp_path / 'st-b'}/current/model.onnx", **station},
+    station = {
+        "station_sh": str(REPO / "deploy/jetson/station.sh"),
+        "station_python": sys.executable,
+        "restart_cmd": "true",
+        "precision": "none",
     }
-    inv = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-                   "children": {"stations": {"hosts": hosts}, "canary": {"hosts": {canary: None}}}}}
+    hosts = {
+        "st-a": {
+            "root": str(tmp_path / "st-a"),
+            "health_cmd": f"test -f {tmp_path / 'st-a'}/current/manifest.json",
+            **station,
+        },
+        "st-b": {
+            "root": str(tmp_path / "st-b"),
+            "health_cmd": f"! grep -qE 'v2|v3' {tmp_path / 'st-b'}/current/model.onnx",
+            **station,
+        },
+    }
+    inv = {
+        "all": {
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+            "children": {"stations": {"hosts": hosts}, "canary": {"hosts": {canary: None}}},
+        }
+    }
     path = tmp_path / f"inventory-{canary}.yml"
     path.write_text(yaml.safe_dump(inv))
     return path
 
 
 def rollout(tmp_path: Path, inv: Path, bundle: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(ANSIBLE / "rollout.yml"), "-e", f"bundle={bundle}"],
-                          capture_output=True, text=True, timeout=300, env=ansible_env(tmp_path))
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inv), str(ANSIBLE / "rollout.yml"), "-e", f"bundle={bundle}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ansible_env(tmp_path),
+    )
 
 
 def model(tmp_path: Path, station: str) -> str:
@@ -103,18 +150,38 @@ def test_two_station_rollout_canary_batches_rollback(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("git") is None, reason="staged provisioning needs root (chown) and git")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("git") is None, reason="staged provisioning needs root (chown) and git"
+)
 def test_provision_playbook_runs_setup_on_each_station(tmp_path):
     """provision.yml for real on two local stations, setup.sh in --stage mode (the host is
     not changed); becoming root is not needed: the test already runs as root."""
-    hosts = {name: {"setup_args": ["--stage", str(tmp_path / name)], "src_dir": str(tmp_path / f"{name}-src")} for name in ("st-a", "st-b")}
-    inv = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
-                            "broker": "broker.test", "ansible_user": "ops", "src_archive": str(tmp_path / "src.tar.gz")},
-                   "children": {"stations": {"hosts": hosts}}}}
+    hosts = {
+        name: {"setup_args": ["--stage", str(tmp_path / name)], "src_dir": str(tmp_path / f"{name}-src")}
+        for name in ("st-a", "st-b")
+    }
+    inv = {
+        "all": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "ansible_become": False,
+                "broker": "broker.test",
+                "ansible_user": "ops",
+                "src_archive": str(tmp_path / "src.tar.gz"),
+            },
+            "children": {"stations": {"hosts": hosts}},
+        }
+    }
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump(inv))
-    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(path), str(ANSIBLE / "provision.yml")],
-                       capture_output=True, text=True, timeout=300, env=ansible_env(tmp_path))
+    r = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(path), str(ANSIBLE / "provision.yml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ansible_env(tmp_path),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     for name in hosts:
         config = (tmp_path / name / "etc/clipinspect/config.yaml").read_text()

@@ -58,8 +58,11 @@ def publish(port: int, messages: list[tuple[str, bytes, bool]]) -> None:
 def test_bridge_forwards_and_queues_while_central_is_down(tmp_path, mqtt_broker_factory, mqtt_subscriber):
     central = mqtt_broker_factory("mosquitto", persistence=True)
     local_port = free_port()
-    station = subprocess.Popen([str(mosquitto_path()), "-c", str(station_conf(tmp_path, central.port, local_port))],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    station = subprocess.Popen(
+        [str(mosquitto_path()), "-c", str(station_conf(tmp_path, central.port, local_port))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and station.poll() is None:
@@ -74,8 +77,13 @@ def test_bridge_forwards_and_queues_while_central_is_down(tmp_path, mqtt_broker_
         while time.monotonic() < deadline and not sub.payloads("bridge/state"):
             time.sleep(0.05)  # the bridge announces itself once connected
         prefix = "clipinspect/line1-st7"
-        publish(local_port, [(f"{prefix}/status", status_payload("online", "st7", "running", {"station": "line1-st7"}), True),
-                             (f"{prefix}/verdict", b'{"frame_id": 0}', False)])
+        publish(
+            local_port,
+            [
+                (f"{prefix}/status", status_payload("online", "st7", "running", {"station": "line1-st7"}), True),
+                (f"{prefix}/verdict", b'{"frame_id": 0}', False),
+            ],
+        )
         assert sub.wait_for(lambda ms: any(m.topic == f"{prefix}/verdict" for m in ms), 10)
 
         central.stop()

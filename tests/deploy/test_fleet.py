@@ -26,16 +26,21 @@ def publish_retained(broker, records: dict[str, bytes]) -> None:
 @pytest.fixture
 def fleet_broker(mqtt_broker):
     fields = {"bundle_sha256": SHA_A, "fps": 29.5, "counts": {"OK": 120, "NG": 3, "SKIPPED": 1, "ERROR": 0}}
-    publish_retained(mqtt_broker, {
-        "plant/line1/st7/status": status_payload("online", "c7", "running", {"station": "st7", **fields}),
-        "plant/line1/st8/status": status_payload("offline", "c8", "connection lost", {"station": "st8"}),
-        "plant/line2/st1/status": status_payload("online", "c1", "running", {"station": "st1"}),  # other line
-    })
+    publish_retained(
+        mqtt_broker,
+        {
+            "plant/line1/st7/status": status_payload("online", "c7", "running", {"station": "st7", **fields}),
+            "plant/line1/st8/status": status_payload("offline", "c8", "connection lost", {"station": "st8"}),
+            "plant/line2/st1/status": status_payload("online", "c1", "running", {"station": "st1"}),  # other line
+        },
+    )
     return mqtt_broker
 
 
 def test_one_line_per_station(fleet_broker, capsys):
-    assert main(["fleet", "--broker", f"mqtt://{fleet_broker.host}:{fleet_broker.port}/plant/line1", "--wait", "1"]) == 0
+    assert (
+        main(["fleet", "--broker", f"mqtt://{fleet_broker.host}:{fleet_broker.port}/plant/line1", "--wait", "1"]) == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     st7, st8 = lines
@@ -52,7 +57,11 @@ def test_expect_sha256_is_the_rollout_health_check(fleet_broker, capsys):
     assert main(["fleet", "--broker", uri, "--station", "st9", "--expect-sha256", SHA_A, "--timeout", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3
-    assert f"expected online on {SHA_B[:12]}" in err[0] and "status offline" in err[1] and "no status on plant/line1/st9/status" in err[2]
+    assert (
+        f"expected online on {SHA_B[:12]}" in err[0]
+        and "status offline" in err[1]
+        and "no status on plant/line1/st9/status" in err[2]
+    )
 
 
 def test_bad_broker_uri_is_one_line(capsys):

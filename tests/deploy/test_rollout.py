@@ -38,9 +38,27 @@ def make_bundle(root: Path, tag: str) -> Path:
 
 def rollout(station: Path, bundle: Path, health: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
-        "bash", str(ROLLOUT), "--host", "local", "--root", str(station), "--bundle", str(bundle),
-        "--precision", "none", "--python", sys.executable, "--station-sh", str(STATION_SH), "--restart-cmd", "true",
-        "--health-cmd", health, "--health-timeout", "0", *extra,
+        "bash",
+        str(ROLLOUT),
+        "--host",
+        "local",
+        "--root",
+        str(station),
+        "--bundle",
+        str(bundle),
+        "--precision",
+        "none",
+        "--python",
+        sys.executable,
+        "--station-sh",
+        str(STATION_SH),
+        "--restart-cmd",
+        "true",
+        "--health-cmd",
+        health,
+        "--health-timeout",
+        "0",
+        *extra,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
@@ -112,7 +130,14 @@ def test_bad_arguments_one_line_exit_2(tmp_path, args, message):
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
 def test_unknown_host_is_one_line(tmp_path):
     b = make_bundle(tmp_path / "b", "v")
-    r = subprocess.run(["bash", str(ROLLOUT), "--host", "ops@station-does-not-exist.invalid", "--bundle", str(b)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["bash", str(ROLLOUT), "--host", "ops@station-does-not-exist.invalid", "--bundle", str(b)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot create an incoming folder on ops@station-does-not-exist.invalid" in r.stderr
+    assert (
+        r.stderr.strip().splitlines() == [r.stderr.strip()]
+        and "cannot create an incoming folder on ops@station-does-not-exist.invalid" in r.stderr
+    )

@@ -81,9 +81,18 @@ def test_watchdog_timeout_reads_systemd_env():
 def test_cli_run_sends_ready_then_pings(toy_bundle, tmp_path, abstract_socket):
     env = {**os.environ, "NOTIFY_SOCKET": abstract_socket.name, "WATCHDOG_USEC": "600000", "PYTHONPATH": str(REPO)}
     cmd = [
-        sys.executable, "-m", "edge_runtime.cli", "run", "--bundle", str(toy_bundle.root),
-        "--source", "synthetic://?width=64&height=64&fps=20", "--publish", f"jsonl://{tmp_path / 'v.jsonl'}",
-        "--duration", "3",
+        sys.executable,
+        "-m",
+        "edge_runtime.cli",
+        "run",
+        "--bundle",
+        str(toy_bundle.root),
+        "--source",
+        "synthetic://?width=64&height=64&fps=20",
+        "--publish",
+        f"jsonl://{tmp_path / 'v.jsonl'}",
+        "--duration",
+        "3",
     ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -121,11 +130,15 @@ def test_pings_stop_when_inference_hangs(toy_bundle, tmp_path, abstract_socket):
     inner = make_backend("ort-cpu")
     inner.load(toy_bundle, "fp32")
     backend = HangingBackend(inner, hang_at=15)
-    cfg = load_runtime_config(None, [], {
-        "bundle.path": toy_bundle.root,
-        "source.uri": "synthetic://?width=64&height=64&fps=50",
-        "publish.uri": f"jsonl://{tmp_path / 'v.jsonl'}",
-    })
+    cfg = load_runtime_config(
+        None,
+        [],
+        {
+            "bundle.path": toy_bundle.root,
+            "source.uri": "synthetic://?width=64&height=64&fps=50",
+            "publish.uri": f"jsonl://{tmp_path / 'v.jsonl'}",
+        },
+    )
     env = {"NOTIFY_SOCKET": abstract_socket.name, "WATCHDOG_USEC": "300000", "CLIPINSPECT_STALL_S": "0.5"}
     with open_session(cfg, backend=backend) as session:
         pipeline = session.pipeline()

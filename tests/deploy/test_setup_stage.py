@@ -23,13 +23,19 @@ SITE = next(p for p in sys.path if p.endswith("site-packages"))
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="staging owners needs root (chown)"),
-    pytest.mark.skipif(shutil.which("setpriv") is None or shutil.which("rsync") is None, reason="needs setpriv and rsync"),
+    pytest.mark.skipif(
+        shutil.which("setpriv") is None or shutil.which("rsync") is None, reason="needs setpriv and rsync"
+    ),
 ]
 
 
 def setup(stage: Path, *extra: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(["bash", str(JETSON / "setup.sh"), "--stage", str(stage), "--station", "line1-st7", *extra],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", str(JETSON / "setup.sh"), "--stage", str(stage), "--station", "line1-st7", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return r
 
@@ -61,7 +67,9 @@ def ids(stage):
         "svc_group": int(groups["clipinspect"][2]),
         "ops": int(users["ops"][2]),
         "deploy": int(groups["clipinspect-deploy"][2]),
-        "supplementary": [int(groups[g][2]) for g in ("video", "plugdev", "flirimaging") if "clipinspect" in groups[g][3].split(",")],
+        "supplementary": [
+            int(groups[g][2]) for g in ("video", "plugdev", "flirimaging") if "clipinspect" in groups[g][3].split(",")
+        ],
         "deploy_members": groups["clipinspect-deploy"][3].split(","),
     }
 
@@ -103,7 +111,9 @@ def test_sudoers_allows_only_switch_and_restart(stage):
         "%clipinspect-deploy ALL=(root) NOPASSWD: CLIPINSPECT_SWITCH, CLIPINSPECT_RESTART",
     ]
     if shutil.which("visudo"):
-        r = subprocess.run(["visudo", "-cf", str(stage / "etc/sudoers.d/clipinspect-deploy")], capture_output=True, text=True)
+        r = subprocess.run(
+            ["visudo", "-cf", str(stage / "etc/sudoers.d/clipinspect-deploy")], capture_output=True, text=True
+        )
         assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -128,7 +138,13 @@ def station_python() -> list[str]:
     probe = 'exec "$0" -c "import onnxruntime, yaml"'
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for py in (sys.executable, shutil.which(version, path="/usr/bin:/usr/local/bin")):
-        if py and as_user(65534, 65534, [], "bash", "-c", probe, py, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{SITE}"}).returncode == 0:
+        if (
+            py
+            and as_user(
+                65534, 65534, [], "bash", "-c", probe, py, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{SITE}"}
+            ).returncode
+            == 0
+        ):
             return [py]
     pytest.skip(f"no {version} that an unprivileged user may execute")
 
@@ -172,10 +188,32 @@ def test_ops_deploys_root_switches_service_uid_runs(stage, ids, toy_bundle, stat
     # The service as systemd would start it: its uid/gid and supplementary groups, the staged
     # config; only the camera, the broker and the TensorRT backend are replaced for this machine.
     var = stage / "var/lib/clipinspect"
-    r = as_user(*svc, *station_python, "-m", "edge_runtime.cli", "run", "--config", str(stage / "etc/clipinspect/config.yaml"),
-                "--set", f"bundle.path={root / 'current'}", "--source", "synthetic://?width=64&height=64",
-                "--publish", f"jsonl://{var / 'verdicts.jsonl'}", "--backend", "ort-cpu", "--precision", "fp32",
-                "--set", f"heatmaps.dir={var / 'heatmaps'}", "--set", "pipeline.drop_policy=block", "--max-frames", "5", env={**env, "HOME": str(var)})
+    r = as_user(
+        *svc,
+        *station_python,
+        "-m",
+        "edge_runtime.cli",
+        "run",
+        "--config",
+        str(stage / "etc/clipinspect/config.yaml"),
+        "--set",
+        f"bundle.path={root / 'current'}",
+        "--source",
+        "synthetic://?width=64&height=64",
+        "--publish",
+        f"jsonl://{var / 'verdicts.jsonl'}",
+        "--backend",
+        "ort-cpu",
+        "--precision",
+        "fp32",
+        "--set",
+        f"heatmaps.dir={var / 'heatmaps'}",
+        "--set",
+        "pipeline.drop_policy=block",
+        "--max-frames",
+        "5",
+        env={**env, "HOME": str(var)},
+    )
     assert r.returncode == 0, r.stderr
     assert "captured 5" in r.stdout
     written = var / "verdicts.jsonl"

@@ -31,13 +31,37 @@ def systemd(tmp_path):
     (bindir / "systemctl").symlink_to(Path(__file__).with_name("fake_systemctl.sh"))
     for key, value in {"ActiveState": "active", "InvocationID": "old", "NRestarts": "0"}.items():
         (state / key).write_text(value + "\n")
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_SYSTEMD_DIR": str(state), "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "FAKE_SYSTEMD_DIR": str(state),
+        "PYTHONPATH": str(REPO),
+    }
     return state, env
 
 
 def rollout(station: Path, bundle: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    cmd = ["bash", str(ROLLOUT), "--host", "local", "--root", str(station), "--bundle", str(bundle), "--precision", "none",
-           "--python", sys.executable, "--station-sh", str(STATION_SH), "--health-timeout", "4", "--stable", "2", *extra]
+    cmd = [
+        "bash",
+        str(ROLLOUT),
+        "--host",
+        "local",
+        "--root",
+        str(station),
+        "--bundle",
+        str(bundle),
+        "--precision",
+        "none",
+        "--python",
+        sys.executable,
+        "--station-sh",
+        str(STATION_SH),
+        "--health-timeout",
+        "4",
+        "--stable",
+        "2",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -65,7 +89,12 @@ def publish_status(broker, station: str, sha: str) -> None:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.connect(broker.host, broker.port)
     c.loop_start()
-    c.publish(f"clipinspect/{station}/status", status_payload("online", station, "running", {"bundle_sha256": sha}), qos=1, retain=True).wait_for_publish(5)
+    c.publish(
+        f"clipinspect/{station}/status",
+        status_payload("online", station, "running", {"bundle_sha256": sha}),
+        qos=1,
+        retain=True,
+    ).wait_for_publish(5)
     c.disconnect()
     c.loop_stop()
 
@@ -78,8 +107,21 @@ def test_health_requires_the_new_bundle_in_the_retained_status(tmp_path, systemd
     root = tmp_path / "station"
     bundle = make_bundle(root / "bundles" / "v1", "v1")
     sha = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
-    step = [str(STATION_SH), "--root", str(root), "--cli", str(Path(sys.executable).parent / "clipinspect"),
-            "--health-timeout", "4", "--stable", "1", "--status-broker", f"mqtt://{broker.host}:{broker.port}/clipinspect", "--station", "st7"]
+    step = [
+        str(STATION_SH),
+        "--root",
+        str(root),
+        "--cli",
+        str(Path(sys.executable).parent / "clipinspect"),
+        "--health-timeout",
+        "4",
+        "--stable",
+        "1",
+        "--status-broker",
+        f"mqtt://{broker.host}:{broker.port}/clipinspect",
+        "--station",
+        "st7",
+    ]
 
     publish_status(broker, "st7", "0" * 64)  # still the old bundle
     subprocess.run([*step, "restart"], env=env, check=True)

@@ -36,8 +36,22 @@ def test_enroll_sets_threshold_at_target_frr_and_holds_on_held_out_good_parts(to
     held = sorted((mvtec_root / "bottle" / "test" / "good").glob("*.png"))
     src_manifest = (toy_bundle.root / "manifest.json").read_bytes()
     out = tmp_path / "enrolled"
-    assert main(["enroll", "--bundle", str(toy_bundle.root), "--images", str(good), "--target-frr", "0.1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "enroll",
+                "--bundle",
+                str(toy_bundle.root),
+                "--images",
+                str(good),
+                "--target-frr",
+                "0.1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "threshold" in printed and "P(FRR <= " in printed
 
@@ -45,7 +59,9 @@ def test_enroll_sets_threshold_at_target_frr_and_holds_on_held_out_good_parts(to
     thr = enrolled.manifest.threshold
     files = sorted(good.glob("*.png"))
     ref = _reference_scores(toy_bundle, files)
-    assert thr.value == np.nextafter(ref.max(), np.inf) or thr.value == pytest.approx(np.nextafter(ref.max(), np.inf), abs=1e-6)
+    assert thr.value == np.nextafter(ref.max(), np.inf) or thr.value == pytest.approx(
+        np.nextafter(ref.max(), np.inf), abs=1e-6
+    )
     assert thr.images == 30 and thr.epoch is None and thr.confidence == 0.95
     assert 0 < thr.frr <= 0.1
     digest = hashlib.sha256("".join(f"{h}\n" for h in sorted(_sha(p) for p in files)).encode()).hexdigest()
@@ -64,7 +80,8 @@ def test_rule_holds_across_random_enroll_and_held_out_splits(toy_bundle, mvtec_r
     """All 40 good bottle images, 40 random 30/10 splits: the mean held-out reject rate
     stays below the target the enrollment certified."""
     good = sorted((mvtec_root / "bottle" / "train" / "good").glob("*.png")) + sorted(
-        (mvtec_root / "bottle" / "test" / "good").glob("*.png"))
+        (mvtec_root / "bottle" / "test" / "good").glob("*.png")
+    )
     scores = _reference_scores(toy_bundle, good)
     rng = np.random.default_rng(0)
     rates = []
@@ -86,27 +103,68 @@ def test_bad_input_is_one_line_exit_2(toy_bundle, mvtec_root, tmp_path, capsys):
     good = str(mvtec_root / "bottle" / "train" / "good")
     base = ["enroll", "--bundle", str(toy_bundle.root), "--images", good, "--out", str(tmp_path / "o")]
     (tmp_path / "empty").mkdir()
-    err = _one_line_error(capsys, ["enroll", "--bundle", str(toy_bundle.root), "--images", str(tmp_path / "empty"),
-                                   "--target-frr", "0.1", "--out", str(tmp_path / "o")])
+    err = _one_line_error(
+        capsys,
+        [
+            "enroll",
+            "--bundle",
+            str(toy_bundle.root),
+            "--images",
+            str(tmp_path / "empty"),
+            "--target-frr",
+            "0.1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert "no images" in err
     assert "target FRR must be in" in _one_line_error(capsys, [*base, "--target-frr", "1.5"])
     assert "needs at least 598 good images, got 30" in _one_line_error(capsys, [*base, "--target-frr", "0.005"])
     assert "above 1" in _one_line_error(capsys, [*base, "--target-frr", "0.1", "--margin", "1.0"])
-    err = _one_line_error(capsys, ["enroll", "--bundle", str(tmp_path / "nope"), "--images", good,
-                                   "--target-frr", "0.1", "--out", str(tmp_path / "o")])
+    err = _one_line_error(
+        capsys,
+        [
+            "enroll",
+            "--bundle",
+            str(tmp_path / "nope"),
+            "--images",
+            good,
+            "--target-frr",
+            "0.1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert "bundle folder not found" in err
     assert not (tmp_path / "o").exists()
     tampered = shutil.copytree(toy_bundle.root, tmp_path / "tampered")
     with open(tampered / "text_embeddings.npy", "ab") as fh:
         fh.write(b"x")
     assert "does not match its sha256" in _one_line_error(
-        capsys, ["enroll", "--bundle", str(tampered), "--images", good, "--target-frr", "0.1", "--out", str(tmp_path / "o")])
+        capsys,
+        ["enroll", "--bundle", str(tampered), "--images", good, "--target-frr", "0.1", "--out", str(tmp_path / "o")],
+    )
 
 
 def test_best_effort_records_the_weaker_bound(toy_bundle, mvtec_root, tmp_path, capsys):
     out = tmp_path / "weak"
-    assert main(["enroll", "--bundle", str(toy_bundle.root), "--images", str(mvtec_root / "bottle" / "train" / "good"),
-                 "--target-frr", "0.005", "--best-effort", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "enroll",
+                "--bundle",
+                str(toy_bundle.root),
+                "--images",
+                str(mvtec_root / "bottle" / "train" / "good"),
+                "--target-frr",
+                "0.005",
+                "--best-effort",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "WARNING: 30 images certify FRR <= 0.095" in capsys.readouterr().out
     thr = load_bundle(out).manifest.threshold
     assert math.isclose(thr.frr, 1 - 0.05 ** (1 / 30), rel_tol=1e-6) and "BEST EFFORT" in thr.method

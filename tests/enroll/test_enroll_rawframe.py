@@ -34,8 +34,11 @@ def _ort_scores(bundle, paths):
     out = []
     for p in paths:
         rgb = cv2.resize(read_rgb(p), (w, h), interpolation=cv2.INTER_AREA)
-        frame = np.where((np.arange(h)[:, None] % 2 == 0) & (np.arange(w) % 2 == 0), rgb[:, :, 0],
-                         np.where((np.arange(h)[:, None] % 2 == 1) & (np.arange(w) % 2 == 1), rgb[:, :, 2], rgb[:, :, 1]))
+        frame = np.where(
+            (np.arange(h)[:, None] % 2 == 0) & (np.arange(w) % 2 == 0),
+            rgb[:, :, 0],
+            np.where((np.arange(h)[:, None] % 2 == 1) & (np.arange(w) % 2 == 1), rgb[:, :, 2], rgb[:, :, 1]),
+        )
         feeds = {"image": frame.astype(np.uint8)[None], "text_embeddings": bundle.text_embeddings()}
         out.append(float(sess.run(["score"], feeds)[0][0]))
     return np.array(out)
@@ -44,8 +47,23 @@ def _ort_scores(bundle, paths):
 def test_enroll_scores_raw_frames_and_profiles_the_camera_frame(tiny_raw_bundle, mvtec_root, tmp_path, capsys):
     good = _good_images(mvtec_root, tmp_path)
     out = tmp_path / "enrolled"
-    assert main(["enroll", "--bundle", str(tiny_raw_bundle), "--images", str(good), "--target-frr", "0.3",
-                 "--best-effort", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "enroll",
+                "--bundle",
+                str(tiny_raw_bundle),
+                "--images",
+                str(good),
+                "--target-frr",
+                "0.3",
+                "--best-effort",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     enrolled = load_bundle(out)
     pre = enrolled.manifest.preprocess
     assert (pre.input_format, pre.input_size, pre.roi) == (RAW_FORMAT, RAW_SIZE_HW, RAW_ROI)  # still a raw-frame bundle
@@ -71,14 +89,32 @@ def test_enroll_shots_builds_the_bank_from_raw_frames(merged_tiny_dir, mvtec_roo
     from edge_runtime.fewshot import model_input
     from tests.plugins.bundles import export_tiny
 
-    bundle = export_tiny(merged_tiny_dir, tmp_path / "bundle", bank_shots=2, input_format=RAW_FORMAT,
-                         input_size=RAW_SIZE_HW, roi=RAW_ROI)
+    bundle = export_tiny(
+        merged_tiny_dir, tmp_path / "bundle", bank_shots=2, input_format=RAW_FORMAT, input_size=RAW_SIZE_HW, roi=RAW_ROI
+    )
     good = _good_images(mvtec_root, tmp_path)
     x = model_input(bundle, sorted(good.glob("*.png"))[0])
     assert x.shape == (1, *RAW_SIZE_HW) and x.dtype == np.uint8
     out = tmp_path / "enrolled"
-    assert main(["enroll", "--bundle", str(bundle.root), "--images", str(good), "--target-frr", "0.3", "--best-effort",
-                 "--shots", "2", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "enroll",
+                "--bundle",
+                str(bundle.root),
+                "--images",
+                str(good),
+                "--target-frr",
+                "0.3",
+                "--best-effort",
+                "--shots",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     enrolled = load_bundle(out)
     assert enrolled.manifest.fewshot.shots == 2 and np.abs(enrolled.memory_bank()).max() > 0
     runner = make_backend("ort-cpu", intra_op_threads=1)

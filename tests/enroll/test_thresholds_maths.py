@@ -25,7 +25,9 @@ def _exact_sf(k: int, n: int, p: Fraction) -> float:
     return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
 
 
-@pytest.mark.parametrize("n,k,p", [(10, 1, "1/10"), (30, 2, "1/20"), (60, 5, "1/7"), (200, 1, "1/200"), (50, 40, "3/5")])
+@pytest.mark.parametrize(
+    "n,k,p", [(10, 1, "1/10"), (30, 2, "1/20"), (60, 5, "1/7"), (200, 1, "1/200"), (50, 40, "3/5")]
+)
 def test_binomial_tail_matches_exact_rational_sum(n, k, p):
     assert binom_sf(k, n, float(Fraction(p))) == pytest.approx(_exact_sf(k, n, Fraction(p)), rel=1e-9, abs=1e-15)
 

@@ -45,7 +45,18 @@ def test_verify_bundle_fails_against_a_different_model(tiny_bundle, bottle_dir, 
     model, loaded = build_tiny_model(tiny_clip_dir, seed=7)
     other = tmp_path / "other_merged"
     save_merged(model, other, clip_source=str(tiny_clip_dir), mean=loaded.mean, std=loaded.std, name="other")
-    argv = ["-q", "verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--max-images", "3", "--merged", str(other)]
+    argv = [
+        "-q",
+        "verify-bundle",
+        "--bundle",
+        str(tiny_bundle),
+        "--images",
+        str(bottle_dir),
+        "--max-images",
+        "3",
+        "--merged",
+        str(other),
+    ]
     rc = main(argv)
     assert rc == 1
     assert "beyond atol 0.0001" in _err_line(capsys, "verify-bundle")
@@ -112,7 +123,19 @@ def test_export_not_a_merged_folder_and_bad_opset(tmp_path, capsys):
 
 def test_export_cli_writes_bundle_and_refuses_overwrite(merged_tiny_dir, tmp_path, capsys):
     out = tmp_path / "bundle"
-    argv = ["-q", "export", "--merged", str(merged_tiny_dir), "--out", str(out), "--dynamic-batch", "--threshold", "0.61", "--threshold-method", "picked by hand"]
+    argv = [
+        "-q",
+        "export",
+        "--merged",
+        str(merged_tiny_dir),
+        "--out",
+        str(out),
+        "--dynamic-batch",
+        "--threshold",
+        "0.61",
+        "--threshold-method",
+        "picked by hand",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "input      image" in printed and "['batch'," in printed and "threshold  0.61 (picked by hand)" in printed
@@ -140,18 +163,35 @@ def _add_perturbed_variant(root, precision="fp16", scale=1e-3):
     for init in proto.graph.initializer:
         arr = numpy_helper.to_array(init)
         if arr.dtype == np.float32 and arr.ndim == 2 and arr.size >= 1024:
-            init.CopyFrom(numpy_helper.from_array((arr * (1 + scale * rng.standard_normal(arr.shape))).astype(np.float32), init.name))
+            init.CopyFrom(
+                numpy_helper.from_array(
+                    (arr * (1 + scale * rng.standard_normal(arr.shape))).astype(np.float32), init.name
+                )
+            )
     name = f"model.{precision}.onnx"
     onnx.save(proto, str(root / name))
     m = load_bundle(root).manifest
-    m = replace(m, variants=m.variants + (ModelVariant(file=name, precision=precision, notes="test: perturbed weights"),))
+    m = replace(
+        m, variants=m.variants + (ModelVariant(file=name, precision=precision, notes="test: perturbed weights"),)
+    )
     write_manifest(root, with_file(m, root, name))
 
 
 def test_verify_bundle_checks_a_variant_with_its_own_tolerance(tiny_bundle, bottle_dir, tmp_path, capsys):
     root = copy_bundle(tiny_bundle, tmp_path / "b")
     _add_perturbed_variant(root)
-    base = ["-q", "verify-bundle", "--bundle", str(root), "--images", str(bottle_dir), "--max-images", "3", "--precision", "fp16"]
+    base = [
+        "-q",
+        "verify-bundle",
+        "--bundle",
+        str(root),
+        "--images",
+        str(bottle_dir),
+        "--max-images",
+        "3",
+        "--precision",
+        "fp16",
+    ]
     assert main(base) == 0  # within the fp16 default 1e-2
     out = capsys.readouterr().out
     assert "ort-cpu/fp16 vs torch/fp32" in out and "(atol 0.01)" in out
@@ -169,13 +209,30 @@ def test_verify_bundle_other_backend_is_never_substituted(tiny_bundle, bottle_di
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has ONNX Runtime CUDA")
-    assert main(["verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--backend", "ort-cuda"]) == 2
+    assert (
+        main(["verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--backend", "ort-cuda"]) == 2
+    )
     assert "CUDAExecutionProvider" in _err_line(capsys, "verify-bundle")
 
 
 def test_verify_bundle_through_the_backend_registry(tiny_bundle, bottle_dir, capsys):
     """A candidate from make_backend (here the torch entry point itself): identical -> 0 diff."""
-    rc = main(["-q", "verify-bundle", "--bundle", str(tiny_bundle), "--images", str(bottle_dir), "--max-images", "2", "--backend", "torch", "--atol", "0"])
+    rc = main(
+        [
+            "-q",
+            "verify-bundle",
+            "--bundle",
+            str(tiny_bundle),
+            "--images",
+            str(bottle_dir),
+            "--max-images",
+            "2",
+            "--backend",
+            "torch",
+            "--atol",
+            "0",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "torch/fp32 vs torch/fp32 on 2 images" in out

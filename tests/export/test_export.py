@@ -128,7 +128,9 @@ def test_baked_text_equals_input_text(variants, tiny_bundle):
     np.testing.assert_allclose(sb, sp, atol=1e-6)
     np.testing.assert_allclose(mb, mp, atol=1e-6)
     # and the text really matters: other embeddings give another score
-    s_other, _ = _session(plain.model_path()).run(None, {"image": imgs, "text_embeddings": plain.text_embeddings()[::-1].copy()})
+    s_other, _ = _session(plain.model_path()).run(
+        None, {"image": imgs, "text_embeddings": plain.text_embeddings()[::-1].copy()}
+    )
     assert abs(float(s_other[0]) - float(sp[0])) > 1e-3
 
 
@@ -176,7 +178,15 @@ def test_export_uses_eager_attention_and_restores_the_models_choice(merged_tiny_
         lambda mod, args: seen.append(model.clip.config._attn_implementation)
     )
     text = compute_text_embeddings(model)
-    res = export_onnx(model, tmp_path / "m.onnx", image_size=info.image_size, mean=info.mean, std=info.std, text_embeddings=text, options=ExportOptions())
+    res = export_onnx(
+        model,
+        tmp_path / "m.onnx",
+        image_size=info.image_size,
+        mean=info.mean,
+        std=info.std,
+        text_embeddings=text,
+        options=ExportOptions(),
+    )
     hook.remove()
     assert seen and set(seen) == {"eager"}
     assert model.clip.config._attn_implementation == "sdpa"

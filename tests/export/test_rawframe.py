@@ -27,7 +27,12 @@ def _frames(n: int, seed: int = 0) -> np.ndarray:
 def test_manifest_records_the_frame_and_the_graph_takes_it(tiny_raw_bundle):
     m = load_bundle(tiny_raw_bundle).manifest
     pre = m.preprocess
-    assert (pre.input_layout, pre.input_format, pre.input_size, pre.roi) == ("frame_uint8", "bayer_rg8", RAW_SIZE_HW, RAW_ROI)
+    assert (pre.input_layout, pre.input_format, pre.input_size, pre.roi) == (
+        "frame_uint8",
+        "bayer_rg8",
+        RAW_SIZE_HW,
+        RAW_ROI,
+    )
     assert m.input("image").shape == (1, *RAW_SIZE_HW) and m.input("image").dtype == "uint8"
 
 
@@ -58,7 +63,9 @@ def test_parity_on_image_files_feeds_frames(tiny_raw_bundle, tmp_path):
     from export.parity import run_parity
 
     for i in range(2):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (120, 200, 3), dtype=np.uint8))
+        cv2.imwrite(
+            str(tmp_path / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+        )
     bundle = load_bundle(tiny_raw_bundle)
     ref, cand = TorchBackend(threads=1), make_backend("ort-cpu", intra_op_threads=1)
     ref.load(bundle, "fp32")
@@ -164,7 +171,11 @@ def test_dynamic_batch_bgr_frames_export_and_match_torch(merged_tiny_dir, tmp_pa
     ort_b.load(bundle, "fp32")
     torch_b.load(bundle, "fp32")
     a, b = ort_b.infer(frames), torch_b.infer(frames)
-    assert a.score.shape == (3,) and np.abs(a.score - b.score).max() <= 1e-4 and np.abs(a.anomaly_map - b.anomaly_map).max() <= 1e-4
+    assert (
+        a.score.shape == (3,)
+        and np.abs(a.score - b.score).max() <= 1e-4
+        and np.abs(a.anomaly_map - b.anomaly_map).max() <= 1e-4
+    )
 
 
 def test_bench_feeds_raw_frame_bundles_camera_frames(tiny_raw_bundle, tmp_path, capsys):
@@ -175,7 +186,25 @@ def test_bench_feeds_raw_frame_bundles_camera_frames(tiny_raw_bundle, tmp_path, 
     from edge_runtime.cli import main
 
     out = tmp_path / "bench"
-    assert main(["bench", "--bundle", str(tiny_raw_bundle), "--iterations", "3", "--frames", "3", "--warmup", "1", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--bundle",
+                str(tiny_raw_bundle),
+                "--iterations",
+                "3",
+                "--frames",
+                "3",
+                "--warmup",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "bench.json").read_text())
     assert doc["settings"]["source"] == "synthetic://?width=180&height=100&pixel_format=BayerRG8"
     run = doc["runs"][0]

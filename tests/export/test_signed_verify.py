@@ -11,8 +11,20 @@ def test_verify_bundle_matrix(tiny_bundle, mvtec_root, tmp_path, capsys):
     keys = make_keys(tmp_path / "keys")
     images = mvtec_root / "bottle" / "test"
     for name, (root, fragments) in make_matrix(tiny_bundle, tmp_path / "m", keys).items():
-        rc = main(["-q", "verify-bundle", "--bundle", str(root), "--images", str(images), "--max-images", "2",
-                   "--trusted-keys", str(keys.trusted_dir)])
+        rc = main(
+            [
+                "-q",
+                "verify-bundle",
+                "--bundle",
+                str(root),
+                "--images",
+                str(images),
+                "--max-images",
+                "2",
+                "--trusted-keys",
+                str(keys.trusted_dir),
+            ]
+        )
         cap = capsys.readouterr()
         if name == "good":
             assert rc == 0, cap.err

@@ -111,9 +111,20 @@ def fake_system_alive() -> bool:
 
 # -- GenICam nodes --------------------------------------------------------------------------
 class _Node:
-    def __init__(self, name: str, kind: int, value: Any = None, *, entries: tuple[str, ...] = (), lo: Any = None,
-                 hi: Any = None, inc: int = 1, writable: Callable[[], bool] = lambda: True,
-                 on_set: Callable[[Any], None] | None = None, execute: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: int,
+        value: Any = None,
+        *,
+        entries: tuple[str, ...] = (),
+        lo: Any = None,
+        hi: Any = None,
+        inc: int = 1,
+        writable: Callable[[], bool] = lambda: True,
+        on_set: Callable[[Any], None] | None = None,
+        execute: Callable[[], None] | None = None,
+    ) -> None:
         self.name, self.kind, self.value = name, kind, value
         self.entries = [_EnumEntry(self, i, s) for i, s in enumerate(entries)]
         self._lo, self._hi, self._inc = lo, hi, inc
@@ -134,13 +145,22 @@ class _Node:
 
     def set(self, value: Any) -> None:
         if not self._writable():
-            raise SpinnakerException(f"GenICam::AccessException= Node is not writable. : AccessException thrown in node '{self.name}'", SPINNAKER_ERR_ACCESS_DENIED)
+            raise SpinnakerException(
+                f"GenICam::AccessException= Node is not writable. : AccessException thrown in node '{self.name}'",
+                SPINNAKER_ERR_ACCESS_DENIED,
+            )
         if self.kind in (intfIFloat, intfIInteger):
             lo, hi = self.lo(), self.hi()
             if not lo <= value <= hi:
-                raise SpinnakerException(f"GenICam::OutOfRangeException= Value {value} must be within [{lo}, {hi}] in node '{self.name}'", SPINNAKER_ERR_INVALID_PARAMETER)
+                raise SpinnakerException(
+                    f"GenICam::OutOfRangeException= Value {value} must be within [{lo}, {hi}] in node '{self.name}'",
+                    SPINNAKER_ERR_INVALID_PARAMETER,
+                )
             if self.kind == intfIInteger and (value - lo) % self._inc:
-                raise SpinnakerException(f"GenICam::OutOfRangeException= Value {value} must be a multiple of {self._inc} in node '{self.name}'", SPINNAKER_ERR_INVALID_PARAMETER)
+                raise SpinnakerException(
+                    f"GenICam::OutOfRangeException= Value {value} must be a multiple of {self._inc} in node '{self.name}'",
+                    SPINNAKER_ERR_INVALID_PARAMETER,
+                )
         self.value = value
         self.fake_sets.append(value)
         if self._on_set:
@@ -293,7 +313,10 @@ class CCommandPtr(_Ptr):
     def Execute(self) -> None:
         n = self._n()
         if not n._writable():
-            raise SpinnakerException(f"GenICam::AccessException= Node is not writable. : AccessException thrown in node '{n.name}'", SPINNAKER_ERR_ACCESS_DENIED)
+            raise SpinnakerException(
+                f"GenICam::AccessException= Node is not writable. : AccessException thrown in node '{n.name}'",
+                SPINNAKER_ERR_ACCESS_DENIED,
+            )
         n.fake_sets.append("Execute")
         assert n._execute is not None
         n._execute()
@@ -337,7 +360,10 @@ class CEnumerationPtr(CValuePtr):
     def SetIntValue(self, value: int) -> None:
         n = self._n()
         if not 0 <= value < len(n.entries):
-            raise SpinnakerException(f"GenICam::InvalidArgumentException= value {value} is not an entry of '{n.name}'", SPINNAKER_ERR_INVALID_PARAMETER)
+            raise SpinnakerException(
+                f"GenICam::InvalidArgumentException= value {value} is not an entry of '{n.name}'",
+                SPINNAKER_ERR_INVALID_PARAMETER,
+            )
         n.set(int(value))
 
 
@@ -381,9 +407,21 @@ class FakeDevice:
     counter_max: the largest CounterValue/CounterDuration (the counter width).
     """
 
-    def __init__(self, serial: str, *, width: int = 64, height: int = 48, pixel_formats: tuple[str, ...] = ("BayerRG8", "Mono8", "RGB8"),
-                 incomplete_ids: tuple[int, ...] = (), lose_after: int | None = None, absent_for: int = 0, model: str = "Blackfly S BFS-U3-16S2C",
-                 readout_us: float = 0.0, counters: bool = True, counter_max: int = 0xFFFFFFFF) -> None:
+    def __init__(
+        self,
+        serial: str,
+        *,
+        width: int = 64,
+        height: int = 48,
+        pixel_formats: tuple[str, ...] = ("BayerRG8", "Mono8", "RGB8"),
+        incomplete_ids: tuple[int, ...] = (),
+        lose_after: int | None = None,
+        absent_for: int = 0,
+        model: str = "Blackfly S BFS-U3-16S2C",
+        readout_us: float = 0.0,
+        counters: bool = True,
+        counter_max: int = 0xFFFFFFFF,
+    ) -> None:
         self.serial, self.sensor = serial, (width, height)
         self.incomplete_ids = set(incomplete_ids)
         self.lose_after, self.absent_for = lose_after, absent_for
@@ -408,8 +446,17 @@ class FakeDevice:
         self.stream_lost = 0
         self.stream_dropped = 0
         self.counter_max = counter_max
-        self.counters = {c: {"CounterEventSource": 0, "CounterEventActivation": 3, "CounterTriggerSource": 0, "CounterResetSource": 0,
-                             "CounterDuration": counter_max, "CounterValue": 0} for c in ("Counter0", "Counter1")}
+        self.counters = {
+            c: {
+                "CounterEventSource": 0,
+                "CounterEventActivation": 3,
+                "CounterTriggerSource": 0,
+                "CounterResetSource": 0,
+                "CounterDuration": counter_max,
+                "CounterValue": 0,
+            }
+            for c in ("Counter0", "Counter1")
+        }
         self._build_nodes(model, pixel_formats)
         if not counters:
             for name in [n for n in self.nodemap._nodes if n.startswith("Counter")]:
@@ -438,8 +485,16 @@ class FakeDevice:
                 s.value = min(s.value, mx() - (mx() % s._inc))
                 o.value = min(o.value, mx() - s.value)
 
-        def enum(name: str, entries: tuple[str, ...], default: str, writable: Callable[[], bool] = lambda: True, on_set: Any = None) -> _Node:
-            return _Node(name, intfIEnumeration, entries.index(default), entries=entries, writable=writable, on_set=on_set)
+        def enum(
+            name: str,
+            entries: tuple[str, ...],
+            default: str,
+            writable: Callable[[], bool] = lambda: True,
+            on_set: Any = None,
+        ) -> _Node:
+            return _Node(
+                name, intfIEnumeration, entries.index(default), entries=entries, writable=writable, on_set=on_set
+            )
 
         def binning(name: str) -> _Node:
             return _Node(name, intfIInteger, 1, lo=1, hi=4, writable=idle, on_set=clamp_roi)
@@ -450,38 +505,94 @@ class FakeDevice:
             enum("TriggerSelector", ("FrameStart", "AcquisitionStart"), "FrameStart", trig_off),
             enum("TriggerSource", ("Software", "Line0", "Line1", "Line2", "Line3"), "Line0", trig_off),
             enum("TriggerActivation", ("RisingEdge", "FallingEdge", "AnyEdge"), "RisingEdge", trig_off),
-            _Node("TriggerSoftware", intfICommand, writable=lambda: self._v("TriggerMode") == "On" and self._v("TriggerSource") == "Software", execute=self._trigger),
+            _Node(
+                "TriggerSoftware",
+                intfICommand,
+                writable=lambda: self._v("TriggerMode") == "On" and self._v("TriggerSource") == "Software",
+                execute=self._trigger,
+            ),
             enum("ExposureAuto", ("Off", "Once", "Continuous"), "Continuous"),
-            _Node("ExposureTime", intfIFloat, 5000.0, lo=6.0, hi=30_000_000.0, writable=lambda: self._v("ExposureAuto") == "Off"),
+            _Node(
+                "ExposureTime",
+                intfIFloat,
+                5000.0,
+                lo=6.0,
+                hi=30_000_000.0,
+                writable=lambda: self._v("ExposureAuto") == "Off",
+            ),
             enum("GainAuto", ("Off", "Once", "Continuous"), "Continuous"),
             _Node("Gain", intfIFloat, 0.0, lo=0.0, hi=47.99, writable=lambda: self._v("GainAuto") == "Off"),
             enum("PixelFormat", pixel_formats, pixel_formats[0], idle),
-            binning("BinningHorizontal"), binning("BinningVertical"), binning("DecimationHorizontal"), binning("DecimationVertical"),
+            binning("BinningHorizontal"),
+            binning("BinningVertical"),
+            binning("DecimationHorizontal"),
+            binning("DecimationVertical"),
             _Node("Width", intfIInteger, sw, lo=16, hi=lambda: max_w() - self._v("OffsetX"), inc=4, writable=idle),
             _Node("Height", intfIInteger, sh, lo=8, hi=lambda: max_h() - self._v("OffsetY"), inc=2, writable=idle),
             _Node("OffsetX", intfIInteger, 0, lo=0, hi=lambda: max_w() - self._v("Width"), inc=4, writable=idle),
             _Node("OffsetY", intfIInteger, 0, lo=0, hi=lambda: max_h() - self._v("Height"), inc=2, writable=idle),
             _Node("AcquisitionFrameRateEnable", intfIBoolean, False),
-            _Node("AcquisitionFrameRate", intfIFloat, 30.0, lo=1.0, hi=200.0, writable=lambda: bool(self._v("AcquisitionFrameRateEnable"))),
+            _Node(
+                "AcquisitionFrameRate",
+                intfIFloat,
+                30.0,
+                lo=1.0,
+                hi=200.0,
+                writable=lambda: bool(self._v("AcquisitionFrameRateEnable")),
+            ),
             *self._counter_nodes(),
         ]
         self.nodemap = INodeMap(nodes)
-        self.stream_nodemap = INodeMap([
-            enum("StreamBufferHandlingMode", ("OldestFirst", "OldestFirstOverwrite", "NewestOnly", "NewestFirst"), "OldestFirst", idle),
-            enum("StreamBufferCountMode", ("Auto", "Manual"), "Auto", idle),
-            _Node("StreamBufferCountManual", intfIInteger, 10, lo=1, hi=100, writable=lambda: idle() and self._v("StreamBufferCountMode") == "Manual"),
-            _Computed("StreamLostFrameCount", intfIInteger, lambda: self.stream_lost),
-            _Computed("StreamDroppedFrameCount", intfIInteger, lambda: self.stream_dropped),
-        ])
-        self.tl_nodemap = INodeMap([
-            _Node("DeviceSerialNumber", intfIString, self.serial, writable=lambda: False),
-            _Node("DeviceModelName", intfIString, model, writable=lambda: False),
-        ])
+        self.stream_nodemap = INodeMap(
+            [
+                enum(
+                    "StreamBufferHandlingMode",
+                    ("OldestFirst", "OldestFirstOverwrite", "NewestOnly", "NewestFirst"),
+                    "OldestFirst",
+                    idle,
+                ),
+                enum("StreamBufferCountMode", ("Auto", "Manual"), "Auto", idle),
+                _Node(
+                    "StreamBufferCountManual",
+                    intfIInteger,
+                    10,
+                    lo=1,
+                    hi=100,
+                    writable=lambda: idle() and self._v("StreamBufferCountMode") == "Manual",
+                ),
+                _Computed("StreamLostFrameCount", intfIInteger, lambda: self.stream_lost),
+                _Computed("StreamDroppedFrameCount", intfIInteger, lambda: self.stream_dropped),
+            ]
+        )
+        self.tl_nodemap = INodeMap(
+            [
+                _Node("DeviceSerialNumber", intfIString, self.serial, writable=lambda: False),
+                _Node("DeviceModelName", intfIString, model, writable=lambda: False),
+            ]
+        )
 
     def _counter_nodes(self) -> list[_Node]:
-        sources = ("Off", "MHzTick", "Line0", "Line1", "Line2", "Line3", "UserOutput0", "UserOutput1", "UserOutput2", "UserOutput3",
-                   "Counter0Start", "Counter1Start", "Counter0End", "Counter1End", "LogicBlock0", "LogicBlock1",
-                   "ExposureStart", "ExposureEnd", "FrameTriggerWait")
+        sources = (
+            "Off",
+            "MHzTick",
+            "Line0",
+            "Line1",
+            "Line2",
+            "Line3",
+            "UserOutput0",
+            "UserOutput1",
+            "UserOutput2",
+            "UserOutput3",
+            "Counter0Start",
+            "Counter1Start",
+            "Counter0End",
+            "Counter1End",
+            "LogicBlock0",
+            "LogicBlock1",
+            "ExposureStart",
+            "ExposureEnd",
+            "FrameTriggerWait",
+        )
         activations = ("LevelLow", "LevelHigh", "FallingEdge", "RisingEdge", "AnyEdge")
         triggers = tuple(x for x in sources if x != "MHzTick")
 
@@ -499,8 +610,12 @@ class FakeDevice:
             selected("CounterResetSource", intfIEnumeration, entries=triggers),
             selected("CounterDuration", intfIInteger, lo=1, hi=self.counter_max),
             selected("CounterValue", intfIInteger, lo=0, hi=self.counter_max, writable=lambda: False),
-            _Computed("CounterStatus", intfIEnumeration, lambda: self.counter_status(self._v("CounterSelector")),
-                      entries=("CounterIdle", "CounterTriggerWait", "CounterActive", "CounterCompleted", "CounterOverflow")),
+            _Computed(
+                "CounterStatus",
+                intfIEnumeration,
+                lambda: self.counter_status(self._v("CounterSelector")),
+                entries=("CounterIdle", "CounterTriggerWait", "CounterActive", "CounterCompleted", "CounterOverflow"),
+            ),
             _Node("CounterReset", intfICommand, execute=reset),
         ]
 
@@ -824,7 +939,9 @@ class System:
         self._check()
         live = fake_live_camera_refs()
         if live:
-            raise SpinnakerException(f"Can't clear a camera because something still holds a reference to the camera ({live} alive)", SPINNAKER_ERR_RESOURCE_IN_USE)
+            raise SpinnakerException(
+                f"Can't clear a camera because something still holds a reference to the camera ({live} alive)",
+                SPINNAKER_ERR_RESOURCE_IN_USE,
+            )
         self._refs -= 1
         fake_calls.append(("ReleaseInstance",))
-

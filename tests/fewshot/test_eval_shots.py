@@ -32,8 +32,25 @@ def tiny_run(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.mark.slow
 def test_eval_shots_reports_the_protocol_and_writes_json(tiny_run, mvtec_root, capsys):
-    args = ["eval", "--run", str(tiny_run), "--data", str(mvtec_root), "--categories", "bottle", "--shots", "2",
-            "--shot-seeds", "0", "1", "--heatmaps", "0", "--no-threshold", "--device", "cpu"]
+    args = [
+        "eval",
+        "--run",
+        str(tiny_run),
+        "--data",
+        str(mvtec_root),
+        "--categories",
+        "bottle",
+        "--shots",
+        "2",
+        "--shot-seeds",
+        "0",
+        "1",
+        "--heatmaps",
+        "0",
+        "--no-threshold",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "few-shot K=2, seeds 0, 1" in out and "bottle" in out
@@ -44,8 +61,20 @@ def test_eval_shots_reports_the_protocol_and_writes_json(tiny_run, mvtec_root, c
 
 
 def test_eval_shots_user_errors(tiny_run, mvtec_root, capsys):
-    base = ["eval", "--run", str(tiny_run), "--data", str(mvtec_root), "--categories", "bottle", "--heatmaps", "0",
-            "--no-threshold", "--device", "cpu"]
+    base = [
+        "eval",
+        "--run",
+        str(tiny_run),
+        "--data",
+        str(mvtec_root),
+        "--categories",
+        "bottle",
+        "--heatmaps",
+        "0",
+        "--no-threshold",
+        "--device",
+        "cpu",
+    ]
     assert main(base + ["--shots", "-1"]) == 2
     err = capsys.readouterr().err
     assert "--shots must be >= 1" in err and "Traceback" not in err

@@ -102,7 +102,12 @@ def test_enrol_then_torch_vs_onnx_parity_on_real_images(bank_bundle, mvtec_root,
 
     good = mvtec_root / "bottle" / "train" / "good"
     out = tmp_path / "enrolled"
-    assert main(["--bundle", str(bank_bundle.root), "--images", str(good), "--shots", "2", "--seed", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["--bundle", str(bank_bundle.root), "--images", str(good), "--shots", "2", "--seed", "0", "--out", str(out)]
+        )
+        == 0
+    )
     enrolled = load_bundle(out)
     spec = enrolled.manifest.fewshot
     assert spec.bank_file == BANK_FILE and spec.shots == 2 and len(spec.images) == 2 and len(spec.images_sha256) == 64
@@ -131,8 +136,14 @@ def test_tampered_or_misshapen_bank_is_refused(bank_bundle, tmp_path):
     m = bank_bundle.manifest.fewshot
     good = np.ones((m.layers, m.max_shots * m.patches, m.dim), np.float32)
     with pytest.raises(BundleError, match="does not fit"):
-        write_bundle_copy(bank_bundle, tmp_path / "bad", lambda root, man: save_bank(root, man, good[:, :3], [bank_bundle.root / "manifest.json"]))
-    out = write_bundle_copy(bank_bundle, tmp_path / "b", lambda root, man: save_bank(root, man, good, [bank_bundle.root / "manifest.json"]))
+        write_bundle_copy(
+            bank_bundle,
+            tmp_path / "bad",
+            lambda root, man: save_bank(root, man, good[:, :3], [bank_bundle.root / "manifest.json"]),
+        )
+    out = write_bundle_copy(
+        bank_bundle, tmp_path / "b", lambda root, man: save_bank(root, man, good, [bank_bundle.root / "manifest.json"])
+    )
     np.save(out.root / BANK_FILE, np.zeros_like(good))
     with pytest.raises(BundleError, match="sha256"):
         load_bundle(out.root)
@@ -142,11 +153,18 @@ def test_user_errors_are_one_line_exit_2(bank_bundle, tiny_bundle, mvtec_root, t
     from edge_runtime.fewshot import main
 
     good = str(mvtec_root / "bottle" / "train" / "good")
-    assert main(["--bundle", str(bank_bundle.root), "--images", good, "--shots", "3", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--bundle", str(bank_bundle.root), "--images", good, "--shots", "3", "--out", str(tmp_path / "o")]) == 2
+    )
     assert "holds 1..2 images" in capsys.readouterr().err
     assert main(["--bundle", str(tiny_bundle), "--images", good, "--shots", "1", "--out", str(tmp_path / "o")]) == 2
     assert "--bank-shots" in capsys.readouterr().err
-    assert main(["--bundle", str(bank_bundle.root), "--images", str(tmp_path), "--shots", "1", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            ["--bundle", str(bank_bundle.root), "--images", str(tmp_path), "--shots", "1", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no images" in err
 
@@ -158,7 +176,9 @@ def test_eval_fewshot_protocol(merged_tiny_dir, mvtec_root):
     model = _tiny(merged_tiny_dir)
     test = load_samples(mvtec_root, splits=("test",), categories=["bottle"])[::3]
     train = load_samples(mvtec_root, splits=("train",), categories=["bottle"])
-    r = evaluate_fewshot(model, test, train, 2, model.image_size, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), seeds=(0, 1, 2))
+    r = evaluate_fewshot(
+        model, test, train, 2, model.image_size, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), seeds=(0, 1, 2)
+    )
     test_files = {str(s.image_path) for s in test}
     for seed in (0, 1, 2):
         files = r.banks[seed]["bottle"]
@@ -174,8 +194,16 @@ def test_re_enrolling_a_hard_linked_copy_leaves_the_source_intact(bank_bundle, t
 
     m = bank_bundle.manifest.fewshot
     shape = (m.layers, m.max_shots * m.patches, m.dim)
-    first = write_bundle_copy(bank_bundle, tmp_path / "a", lambda r, man: save_bank(r, man, np.ones(shape, np.float32), [bank_bundle.root / "manifest.json"]))
-    second = write_bundle_copy(first, tmp_path / "b", lambda r, man: save_bank(r, man, np.full(shape, 2, np.float32), [bank_bundle.root / "manifest.json"]))
+    first = write_bundle_copy(
+        bank_bundle,
+        tmp_path / "a",
+        lambda r, man: save_bank(r, man, np.ones(shape, np.float32), [bank_bundle.root / "manifest.json"]),
+    )
+    second = write_bundle_copy(
+        first,
+        tmp_path / "b",
+        lambda r, man: save_bank(r, man, np.full(shape, 2, np.float32), [bank_bundle.root / "manifest.json"]),
+    )
     assert (first.root / "model.onnx").stat().st_ino == (second.root / "model.onnx").stat().st_ino  # linked, not copied
     assert load_bundle(first.root).memory_bank().max() == 1.0  # hashes still verify
     assert load_bundle(second.root).memory_bank().max() == 2.0
@@ -228,7 +256,9 @@ def test_enrol_shots_switches_the_backend_and_returns_the_rest(bank_bundle, mvte
     x = model_input(bank_bundle, images[0])
     before = float(be.infer(x).score[0])
     bank, shots, rest = enrol_shots(be, bank_bundle, images, 2, seed=3)
-    assert shots == draw_shots(images, 2, seed=3) and sorted(shots + rest) == sorted(images) and not set(shots) & set(rest)
+    assert (
+        shots == draw_shots(images, 2, seed=3) and sorted(shots + rest) == sorted(images) and not set(shots) & set(rest)
+    )
     assert float(be.infer(x).score[0]) != before  # the backend now scores with the bank
     np.testing.assert_array_equal(bank, build_bank(be, bank_bundle, shots))
 
@@ -250,15 +280,32 @@ def test_bank_with_baked_text_and_dynamic_batch(merged_tiny_dir, tiny_bundle, tm
     assert fs.infer(x[:1]).anomaly_map.max() <= 0.5 * plain.infer(x[:1]).anomaly_map.max() + 1e-5  # own image: halved
 
 
-def test_clipinspect_enroll_shots_stores_bank_and_profile_and_thresholds_on_the_rest(bank_bundle, tiny_bundle, mvtec_root,
-                                                                                    tmp_path, capsys):
+def test_clipinspect_enroll_shots_stores_bank_and_profile_and_thresholds_on_the_rest(
+    bank_bundle, tiny_bundle, mvtec_root, tmp_path, capsys
+):
     from edge_runtime.cli import main as cli
     from edge_runtime.fewshot import draw_shots, list_good_images
 
     good = mvtec_root / "bottle" / "train" / "good"
     out = tmp_path / "enrolled"
-    rc = cli(["enroll", "--bundle", str(bank_bundle.root), "--images", str(good), "--target-frr", "0.1",
-              "--best-effort", "--shots", "2", "--shot-seed", "4", "--out", str(out)])
+    rc = cli(
+        [
+            "enroll",
+            "--bundle",
+            str(bank_bundle.root),
+            "--images",
+            str(good),
+            "--target-frr",
+            "0.1",
+            "--best-effort",
+            "--shots",
+            "2",
+            "--shot-seed",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     enrolled = load_bundle(out)
     m = enrolled.manifest
@@ -273,7 +320,23 @@ def test_clipinspect_enroll_shots_stores_bank_and_profile_and_thresholds_on_the_
     assert m.threshold.value == pytest.approx(max(d["score"] for d in doc["images"]))
     assert "few-shot bank: 2 image(s)" in capsys.readouterr().out
     # a bundle without a memory_bank input: one line, exit 2
-    assert cli(["enroll", "--bundle", str(tiny_bundle), "--images", str(good), "--target-frr", "0.1",
-                "--shots", "2", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        cli(
+            [
+                "enroll",
+                "--bundle",
+                str(tiny_bundle),
+                "--images",
+                str(good),
+                "--target-frr",
+                "0.1",
+                "--shots",
+                "2",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "--bank-shots" in err and len(err.splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -123,7 +123,10 @@ def test_bundle_profile_feeds_the_postprocessor_and_status(tiny_bundle, shared_d
     post = Postprocessor(bundle, {"backend": "ort-cpu", "precision": "fp32"})
     imgs = [read_rgb(p) for p in list_good_images(shared_data / "mvtec_ad" / "bottle" / "test" / "good")[:6]]
     frames = imgs[:3] + [_dark(i) for i in imgs[3:6]]
-    verdicts = [post(Frame(img, 0, i, "cam0", {"pixel_format": "RGB8"}), 0.1, np.zeros((8, 8), np.float32), {}) for i, img in enumerate(frames)]
+    verdicts = [
+        post(Frame(img, 0, i, "cam0", {"pixel_format": "RGB8"}), 0.1, np.zeros((8, 8), np.float32), {})
+        for i, img in enumerate(frames)
+    ]
     assert [v["input_alarm"] for v in verdicts] == [False] * 5 + [True]
     fields = post.monitor.status_fields()
     assert fields["input_alarm"] is True and "input_brightness_low" in fields["alarms"]
@@ -136,7 +139,12 @@ def test_no_profile_means_no_alarm_but_ok_score_mean(tiny_bundle):
 
     mon = StationMonitor.for_bundle(load_bundle(tiny_bundle), ok_window=2)
     assert mon.observe_frame(np.zeros((64, 64, 3), np.uint8)) is False
-    for v in ({"verdict": "OK", "score": 0.1}, {"verdict": "NG", "score": 0.9}, {"verdict": "OK", "score": 0.2}, {"verdict": "OK", "score": 0.4}):
+    for v in (
+        {"verdict": "OK", "score": 0.1},
+        {"verdict": "NG", "score": 0.9},
+        {"verdict": "OK", "score": 0.2},
+        {"verdict": "OK", "score": 0.4},
+    ):
         mon.observe_verdict(v)
     assert mon.ok_score_mean == pytest.approx(0.3)  # window of 2 OK scores; NG ignored
     with pytest.raises(ConfigError):
@@ -151,7 +159,9 @@ def test_status_topic_carries_the_alarm(mqtt_broker: Any, mqtt_subscriber: Any, 
     mon = StationMonitor(profile, raise_after=2)
     for img in [_blur(i) for i in test[:2]]:
         mon.observe_frame(img)
-    pub = open_publisher(f"{mqtt_broker.uri}/ia", {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "close_timeout_s": 5.0})
+    pub = open_publisher(
+        f"{mqtt_broker.uri}/ia", {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "close_timeout_s": 5.0}
+    )
     try:
         pub.publish_status(mon.status_fields())
         sub = mqtt_subscriber(mqtt_broker, "ia/status", client_id="ia-late")

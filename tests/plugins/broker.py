@@ -43,12 +43,20 @@ def mqtt_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Embe
 def mqtt_broker_factory(tmp_path: Path) -> Iterator[Callable[..., EmbeddedBroker]]:
     made: list[EmbeddedBroker] = []
 
-    def make(kind: str = "auto", *, persistence: bool = False, password_file: Path | None = None, tls: BrokerTLS | None = None) -> EmbeddedBroker:
+    def make(
+        kind: str = "auto",
+        *,
+        persistence: bool = False,
+        password_file: Path | None = None,
+        tls: BrokerTLS | None = None,
+    ) -> EmbeddedBroker:
         if kind != "auto" and kind not in BROKER_KINDS:
             pytest.skip(f"{kind} broker is not installed")
         if kind == "auto" and not BROKER_KINDS:
             pytest.skip("no MQTT broker: install mosquitto or amqtt")
-        broker = EmbeddedBroker(kind, workdir=tmp_path / f"broker{len(made)}", persistence=persistence, password_file=password_file, tls=tls)  # type: ignore[arg-type]
+        broker = EmbeddedBroker(
+            kind, workdir=tmp_path / f"broker{len(made)}", persistence=persistence, password_file=password_file, tls=tls
+        )  # type: ignore[arg-type]
         made.append(broker)
         return broker.start()
 

@@ -81,7 +81,9 @@ def write_test_manifest(
     return manifest
 
 
-def toy_graph(size: int = 64, patch: int = 8, dim: int = 16, seed: int = 0, dynamic_batch: bool = True, logit_scale: float = 3.0):
+def toy_graph(
+    size: int = 64, patch: int = 8, dim: int = 16, seed: int = 0, dynamic_batch: bool = True, logit_scale: float = 3.0
+):
     """The toy ONNX ModelProto (opset 17)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -181,7 +183,12 @@ def make_toy_bundle(
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(out / "model.onnx"), str(out / "model.int8.onnx"), op_types_to_quantize=["Conv"], weight_type=QuantType.QUInt8)
+        quantize_dynamic(
+            str(out / "model.onnx"),
+            str(out / "model.int8.onnx"),
+            op_types_to_quantize=["Conv"],
+            weight_type=QuantType.QUInt8,
+        )
         variants = (ModelVariant(file="model.int8.onnx", precision="int8", quantization="ort dynamic, Conv weights"),)
     write_test_manifest(
         out,

@@ -19,8 +19,9 @@ def build_tiny_model(clip_dir: Path, seed: int = 0, **model_overrides):
     from train.model import build_model, set_lora_random
 
     loaded = load_clip(clip_dir)
-    model = build_model(loaded.model, loaded.tokenizer, ModelConfig(**model_overrides), LoraSettings(rank=4),
-                        loaded.image_size)
+    model = build_model(
+        loaded.model, loaded.tokenizer, ModelConfig(**model_overrides), LoraSettings(rank=4), loaded.image_size
+    )
     set_lora_random(model, std=0.05, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

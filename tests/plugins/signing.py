@@ -67,7 +67,10 @@ def make_matrix(source: Path, out: Path, keys: Keys) -> dict[str, tuple[Path, li
     tampered = copy("tampered_file")
     sign_bundle(load_bundle(tampered), keys.trusted_private)
     _flip_byte(tampered / "model.onnx")
-    cases["tampered_file"] = (tampered, [str(tampered), f"signed by key {keys.trusted_id}", "model.onnx does not match its sha256"])
+    cases["tampered_file"] = (
+        tampered,
+        [str(tampered), f"signed by key {keys.trusted_id}", "model.onnx does not match its sha256"],
+    )
 
     wrong = copy("wrong_key")
     sign_bundle(load_bundle(wrong), keys.other_private)

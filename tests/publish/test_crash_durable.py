@@ -38,10 +38,28 @@ def _images(folder: Path, n: int, seed: int) -> Path:
 
 def _run_cmd(bundle: Path, folder: Path, uri: str, spool: Path, flush_s: float) -> list[str]:
     return [
-        sys.executable, "-m", "edge_runtime.cli", "run", "--bundle", str(bundle), "--source", f"folder://{folder}", "--publish", uri,
-        "--set", "pipeline.drop_policy=block", "--set", f"pipeline.flush_timeout_s={flush_s}",
-        "--set", f"publish.options.spool_dir={spool}", "--set", "publish.options.spool_fsync=always",
-        "--set", "publish.options.reconnect_min_s=0.1", "--set", "publish.options.reconnect_max_s=0.5",
+        sys.executable,
+        "-m",
+        "edge_runtime.cli",
+        "run",
+        "--bundle",
+        str(bundle),
+        "--source",
+        f"folder://{folder}",
+        "--publish",
+        uri,
+        "--set",
+        "pipeline.drop_policy=block",
+        "--set",
+        f"pipeline.flush_timeout_s={flush_s}",
+        "--set",
+        f"publish.options.spool_dir={spool}",
+        "--set",
+        "publish.options.spool_fsync=always",
+        "--set",
+        "publish.options.reconnect_min_s=0.1",
+        "--set",
+        "publish.options.reconnect_max_s=0.5",
     ]
 
 
@@ -59,7 +77,9 @@ def _spooled(spool: Path) -> list[dict[str, Any]]:
         return []
 
 
-def test_sigkill_with_a_silent_broker_loses_nothing(toy_bundle, mqtt_broker_factory, mqtt_subscriber, tmp_path: Path) -> None:
+def test_sigkill_with_a_silent_broker_loses_nothing(
+    toy_bundle, mqtt_broker_factory, mqtt_subscriber, tmp_path: Path
+) -> None:
     broker = mqtt_broker_factory("mosquitto")
     sub = mqtt_subscriber(broker, "crash/verdict")
     sub.wait_subscribed()
@@ -67,8 +87,14 @@ def test_sigkill_with_a_silent_broker_loses_nothing(toy_bundle, mqtt_broker_fact
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     proxy = TcpProxy(broker.host, broker.port, hold_after_connect=True)
     first = _images(tmp_path / "line-a", N, seed=1)
-    proc = subprocess.Popen(_run_cmd(toy_bundle.root, first, f"mqtt://127.0.0.1:{proxy.port}/crash", spool, 300), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _run_cmd(toy_bundle.root, first, f"mqtt://127.0.0.1:{proxy.port}/crash", spool, 300),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while len(_spooled(spool)) < N and time.monotonic() < deadline:
@@ -88,8 +114,14 @@ def test_sigkill_with_a_silent_broker_loses_nothing(toy_bundle, mqtt_broker_fact
     assert [v["frame_id"] for v in made] == list(range(N))
 
     second = _images(tmp_path / "line-b", 3, seed=2)
-    done = subprocess.run(_run_cmd(toy_bundle.root, second, f"{broker.uri}/crash", spool, 30), cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        _run_cmd(toy_bundle.root, second, f"{broker.uri}/crash", spool, 30),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{N} verdict(s) from an earlier run will be sent first" in done.stderr
     assert sub.wait_for(lambda m: len({_key(json.loads(x.payload)) for x in m}) >= N + 3, 20)
@@ -102,5 +134,7 @@ def test_sigkill_with_a_silent_broker_loses_nothing(toy_bundle, mqtt_broker_fact
     assert keys[:N] == before_kill  # every verdict made before the kill, in order, first
     assert [k[0] for k in keys[N:]] == ["folder:line-b"] * 3 and [k[1] for k in keys[N:]] == [0, 1, 2]
     assert _spooled(spool) == []  # acknowledged verdicts left the spool
-    print(f"\ncrash test: {N} verdicts made before SIGKILL, 0 reached the broker before it; "
-          f"after restart {len(arrived)} arrived ({len(arrived) - len(keys)} repeats), {N} of {N} in order, then 3 new")
+    print(
+        f"\ncrash test: {N} verdicts made before SIGKILL, 0 reached the broker before it; "
+        f"after restart {len(arrived)} arrived ({len(arrived) - len(keys)} repeats), {N} of {N} in order, then 3 new"
+    )

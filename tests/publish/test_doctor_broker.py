@@ -12,18 +12,17 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.doctor import check_broker
-from tests.publish.test_mqtt_tls import secure_broker  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 
 
-def test_tls_and_credentials_accepted(secure_broker: Any) -> None:  # noqa: F811
+def test_tls_and_credentials_accepted(secure_broker: Any) -> None:
     options = {"tls": {"ca_file": str(secure_broker.test_tls.ca_file)}}
     check = check_broker(f"mqtts://device:dev-secret@127.0.0.1:{secure_broker.port}", 3, options)
     assert check.status == "ok" and "CONNECT accepted (Success) over TLS" in check.detail, check.detail
 
 
-def test_wrong_password_reports_the_reason_code(secure_broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_wrong_password_reports_the_reason_code(secure_broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIPINSPECT_MQTT_PASSWORD", "wrong")
     options = {"tls": {"ca_file": str(secure_broker.test_tls.ca_file)}, "username": "device"}
     check = check_broker(f"mqtts://127.0.0.1:{secure_broker.port}", 3, options)
@@ -31,12 +30,14 @@ def test_wrong_password_reports_the_reason_code(secure_broker: Any, monkeypatch:
     assert "MQTT CONNECT refused: Not authorized (reason code 135)" in check.detail and "\n" not in check.detail
 
 
-def test_unknown_ca_is_a_tls_failure(secure_broker: Any) -> None:  # noqa: F811
+def test_unknown_ca_is_a_tls_failure(secure_broker: Any) -> None:
     check = check_broker(f"mqtts://device:dev-secret@127.0.0.1:{secure_broker.port}", 3, None)
     assert check.status == "fail" and "TLS handshake failed" in check.detail and "dev-secret" not in check.detail
 
 
-def test_doctor_reads_broker_tls_and_credentials_from_the_config(secure_broker: Any, tmp_path: Path, capsys: Any) -> None:  # noqa: F811
+def test_doctor_reads_broker_tls_and_credentials_from_the_config(
+    secure_broker: Any, tmp_path: Path, capsys: Any
+) -> None:
     cfg = tmp_path / "station.yaml"
     cfg.write_text(
         "publish:\n"

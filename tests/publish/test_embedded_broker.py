@@ -23,7 +23,12 @@ def test_module_runs_a_broker_until_interrupted() -> None:
         pytest.skip("no MQTT broker installed")
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.publish.broker", "--port", str(port)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime.publish.broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -38,15 +38,27 @@ class Scores:
     name = "const"
 
     def infer(self, batch: Any) -> Any:
-        return SimpleNamespace(score=np.full(len(batch), 0.1, np.float32), anomaly_map=np.zeros((len(batch), 2, 2), np.float32))
+        return SimpleNamespace(
+            score=np.full(len(batch), 0.1, np.float32), anomaly_map=np.zeros((len(batch), 2, 2), np.float32)
+        )
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name}
 
 
 def post(frame: Frame, score: float, amap: Any, stages: Any) -> dict[str, Any]:
-    return make_verdict(frame_id=frame.frame_id, camera_serial=frame.camera_serial, capture_ts_ns=frame.timestamp_ns, score=score,
-                        threshold=0.5, bundle_sha256="0" * 64, model_id="m", backend="const", precision="fp32", latency_ms=stages)
+    return make_verdict(
+        frame_id=frame.frame_id,
+        camera_serial=frame.camera_serial,
+        capture_ts_ns=frame.timestamp_ns,
+        score=score,
+        threshold=0.5,
+        bundle_sha256="0" * 64,
+        model_id="m",
+        backend="const",
+        precision="fp32",
+        latency_ms=stages,
+    )
 
 
 class SlowCommit:

@@ -60,10 +60,15 @@ def test_every_verdict_arrives_valid_in_order_qos1(mqtt_broker: EmbeddedBroker, 
     assert (st["published"], st["acked"], st["dropped"], st["spooled"]) == (100, 100, 0, 0)
 
 
-def test_memory_queue_overflow_spills_to_disk_in_order(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+def test_memory_queue_overflow_spills_to_disk_in_order(
+    mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path
+) -> None:
     sub = mqtt_subscriber(mqtt_broker, "o/verdict")
     sub.wait_subscribed()
-    pub = open_publisher(f"{mqtt_broker.uri}/o", {**FAST, "queue_max": 2, "max_inflight": 1, "spool_dir": str(tmp_path / "spool"), "spool_fsync": "batch"})
+    pub = open_publisher(
+        f"{mqtt_broker.uri}/o",
+        {**FAST, "queue_max": 2, "max_inflight": 1, "spool_dir": str(tmp_path / "spool"), "spool_fsync": "batch"},
+    )
     for i in range(150):  # far faster than one-at-a-time acknowledgements drain
         pub.publish(verdict(i))
     assert pub.flush(15) is True
@@ -86,7 +91,9 @@ def test_per_camera_topic(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any) -> 
     assert sorted(m.topic for m in sub.snapshot()) == ["plant/A1/verdict", "plant/B_2/verdict"]
 
 
-def test_broker_stopped_mid_run_loses_nothing_and_keeps_order(mqtt_broker_factory: Any, mqtt_subscriber: Any, tmp_path: Path) -> None:
+def test_broker_stopped_mid_run_loses_nothing_and_keeps_order(
+    mqtt_broker_factory: Any, mqtt_subscriber: Any, tmp_path: Path
+) -> None:
     # A plant subscriber keeps a persistent session (clean_session False) on a broker with
     # persistence, so what the broker accepted while the subscriber was away is kept for it.
     broker = mqtt_broker_factory("mosquitto", persistence=True)
@@ -126,14 +133,18 @@ def test_broker_stopped_mid_run_loses_nothing_and_keeps_order(mqtt_broker_factor
     assert time.monotonic() - started < 40
 
 
-def test_connection_cut_with_verdicts_in_flight_resends_them_in_order(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+def test_connection_cut_with_verdicts_in_flight_resends_them_in_order(
+    mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path
+) -> None:
     from tests.publish.proxy import TcpProxy
 
     sub = mqtt_subscriber(mqtt_broker, "x/verdict")  # stays connected: sees everything the broker gets
     sub.wait_subscribed()
     proxy = TcpProxy(mqtt_broker.host, mqtt_broker.port)
     try:
-        pub = open_publisher(f"mqtt://127.0.0.1:{proxy.port}/x", {**FAST, "max_inflight": 8, "spool_dir": str(tmp_path / "spool")})
+        pub = open_publisher(
+            f"mqtt://127.0.0.1:{proxy.port}/x", {**FAST, "max_inflight": 8, "spool_dir": str(tmp_path / "spool")}
+        )
         for i in range(10):
             pub.publish(verdict(i))
         assert pub.flush(10)
@@ -157,7 +168,9 @@ def test_connection_cut_with_verdicts_in_flight_resends_them_in_order(mqtt_broke
     assert st["reconnects"] >= 1 and st["acked"] == 40 and st["dropped"] == 0
 
 
-def test_spool_replayed_by_next_publisher_after_close(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+def test_spool_replayed_by_next_publisher_after_close(
+    mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     mqtt_broker.stop()
     a = open_publisher(f"{mqtt_broker.uri}/p", {**FAST, "spool_dir": str(spool), "close_timeout_s": 0.2})
@@ -197,8 +210,13 @@ time.sleep(60)
 
 
 def _crashing_publisher(uri: str, spool: Path, n: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", _CRASHING_PUBLISHER, uri, str(spool), str(n)], stdout=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_PUBLISHER, uri, str(spool), str(n)], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.strip() == "published", line
@@ -222,10 +240,18 @@ def test_spool_survives_a_crash_sigkill(mqtt_broker: EmbeddedBroker, mqtt_subscr
     assert b.stats()["recovered"] == 25 and b.stats()["replayed"] == 25
 
 
-def test_spool_full_policy_is_counted_and_keeps_a_prefix(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+def test_spool_full_policy_is_counted_and_keeps_a_prefix(
+    mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     mqtt_broker.stop()
-    opts = {**FAST, "spool_dir": str(spool), "spool_segment_bytes": 2000, "spool_max_bytes": 4000, "close_timeout_s": 0.1}
+    opts = {
+        **FAST,
+        "spool_dir": str(spool),
+        "spool_segment_bytes": 2000,
+        "spool_max_bytes": 4000,
+        "close_timeout_s": 0.1,
+    }
     a = open_publisher(f"{mqtt_broker.uri}/f", opts)
     for i in range(40):
         a.publish(verdict(i))
@@ -328,13 +354,17 @@ def test_without_spool_dir_start_up_says_a_crash_loses_memory(caplog: pytest.Log
     with caplog.at_level("WARNING"):
         pub = open_publisher(f"mqtt://127.0.0.1:{free_port()}/m", {**FAST, "close_timeout_s": 0.1})
         pub.close()
-        durable = open_publisher(f"mqtt://127.0.0.1:{free_port()}/m", {**FAST, "close_timeout_s": 0.1, "spool_dir": str(tmp_path / "s")})
+        durable = open_publisher(
+            f"mqtt://127.0.0.1:{free_port()}/m", {**FAST, "close_timeout_s": 0.1, "spool_dir": str(tmp_path / "s")}
+        )
         durable.close()
     said = [r.getMessage() for r in caplog.records if "spool_dir" in r.getMessage()]
     assert len(said) == 1 and "a crash or power cut loses" in said[0] and "\n" not in said[0]
 
 
-def test_publish_many_is_one_group_commit_and_keeps_order(mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path) -> None:
+def test_publish_many_is_one_group_commit_and_keeps_order(
+    mqtt_broker: EmbeddedBroker, mqtt_subscriber: Any, tmp_path: Path
+) -> None:
     sub = mqtt_subscriber(mqtt_broker, "g/verdict")
     sub.wait_subscribed()
     pub = open_publisher(f"{mqtt_broker.uri}/g", {**FAST, "spool_dir": str(tmp_path / "spool")})
@@ -357,8 +387,10 @@ def test_batch_fsync_syncs_an_idle_spool_within_the_interval(tmp_path: Path) -> 
     from edge_runtime.publish.broker import free_port
 
     spool = tmp_path / "spool"
-    pub = open_publisher(f"mqtt://127.0.0.1:{free_port()}/b", {**FAST, "spool_dir": str(spool), "spool_fsync": "batch",
-                                                                 "spool_sync_interval_s": 0.5, "close_timeout_s": 0.1})
+    pub = open_publisher(
+        f"mqtt://127.0.0.1:{free_port()}/b",
+        {**FAST, "spool_dir": str(spool), "spool_fsync": "batch", "spool_sync_interval_s": 0.5, "close_timeout_s": 0.1},
+    )
     try:
         # Within the first interval after opening: the append itself does not sync.
         marker = "line-stopped-after-this-one"

@@ -4,15 +4,13 @@ and a password file, credentials from the URI or the environment."""
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_runtime.publish import open_publisher
-from edge_runtime.publish.broker import BrokerTLS
+from tests.publish.conftest import make_pki
 from tests.publish.helpers import verdict
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
@@ -20,47 +18,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 FAST = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "close_timeout_s": 0.5}
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _make_pki(d: Path, name: str = "ca") -> BrokerTLS:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (EC keys: fast)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("neither the cryptography package nor the openssl CLI is available to make test certificates")
-    d.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN=clipinspect test {name}", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", f"{name}.pem", "-CAkey", f"{name}.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
-    (d / "server.key").chmod(0o644)  # mosquitto may drop privileges before reading it
-    return BrokerTLS(ca_file=d / f"{name}.pem", cert_file=d / "server.pem", key_file=d / "server.key")
-
-
-def _password_file(d: Path, users: dict[str, str]) -> Path:
-    tool = shutil.which("mosquitto_passwd")
-    if tool is None:
-        pytest.skip("mosquitto_passwd is not installed")
-    f = d / "passwd"
-    for i, (user, pw) in enumerate(users.items()):
-        subprocess.run([tool, *(["-c"] if i == 0 else []), "-b", str(f), user, pw], check=True, capture_output=True, timeout=30)
-    f.chmod(0o644)
-    return f
-
-
-@pytest.fixture
-def secure_broker(mqtt_broker_factory: Any, tmp_path: Path) -> Any:
-    tls = _make_pki(tmp_path / "pki")
-    pw = _password_file(tmp_path, {"device": "dev-secret", "plant": "sub-secret"})
-    broker = mqtt_broker_factory("mosquitto", password_file=pw, tls=tls)
-    broker.test_tls = tls
-    return broker
-
-
 def _subscriber(mqtt_subscriber: Any, broker: Any) -> Any:
-    sub = mqtt_subscriber(broker, "sec/verdict", username="plant", password="sub-secret", ca_file=broker.test_tls.ca_file)
+    sub = mqtt_subscriber(
+        broker, "sec/verdict", username="plant", password="sub-secret", ca_file=broker.test_tls.ca_file
+    )
     sub.wait_subscribed()
     return sub
 
@@ -80,14 +41,19 @@ def test_tls_and_credentials_from_uri(secure_broker: Any, mqtt_subscriber: Any) 
 def test_password_from_environment(secure_broker: Any, mqtt_subscriber: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sub = _subscriber(mqtt_subscriber, secure_broker)
     monkeypatch.setenv("CLIPINSPECT_MQTT_PASSWORD", "dev-secret")
-    pub = open_publisher(f"mqtts://device@127.0.0.1:{secure_broker.port}/sec", {**FAST, "tls": {"ca_file": str(secure_broker.test_tls.ca_file)}})
+    pub = open_publisher(
+        f"mqtts://device@127.0.0.1:{secure_broker.port}/sec",
+        {**FAST, "tls": {"ca_file": str(secure_broker.test_tls.ca_file)}},
+    )
     pub.publish(verdict(1))
     assert pub.flush(10) is True
     assert sub.wait_for(lambda m: len(m) >= 1)
     pub.close()
 
 
-def test_wrong_password_is_refused_and_logged(secure_broker: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+def test_wrong_password_is_refused_and_logged(
+    secure_broker: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     caplog.set_level(logging.ERROR, logger="edge_runtime.publish.mqtt")
     opts = {**FAST, "tls": {"ca_file": str(secure_broker.test_tls.ca_file)}, "spool_dir": str(tmp_path / "spool")}
     pub = open_publisher(f"mqtts://device:wrong@127.0.0.1:{secure_broker.port}/sec", opts)
@@ -100,8 +66,11 @@ def test_wrong_password_is_refused_and_logged(secure_broker: Any, caplog: pytest
 
 
 def test_untrusted_server_certificate_never_connects(secure_broker: Any, tmp_path: Path) -> None:
-    other = _make_pki(tmp_path / "other-pki", name="other")
-    pub = open_publisher(f"mqtts://device:dev-secret@127.0.0.1:{secure_broker.port}/sec", {**FAST, "tls": {"ca_file": str(other.ca_file)}})
+    other = make_pki(tmp_path / "other-pki", name="other")
+    pub = open_publisher(
+        f"mqtts://device:dev-secret@127.0.0.1:{secure_broker.port}/sec",
+        {**FAST, "tls": {"ca_file": str(other.ca_file)}},
+    )
     pub.publish(verdict(1))
     assert pub.flush(1.0) is False
     assert pub.stats()["connected"] == 0

@@ -16,7 +16,11 @@ from edge_runtime.registry import Entry, Registry
 from edge_runtime.verdict import validate_verdict
 from tests.publish.memory_publisher import SINKS, MemoryPublisher
 
-ROW = Entry("memory", "tests.publish.memory_publisher:MemoryPublisher", summary="memory://NAME  test-only: verdicts kept in a list")
+ROW = Entry(
+    "memory",
+    "tests.publish.memory_publisher:MemoryPublisher",
+    summary="memory://NAME  test-only: verdicts kept in a list",
+)
 
 
 @pytest.fixture
@@ -29,8 +33,17 @@ def memory_scheme(monkeypatch: pytest.MonkeyPatch) -> Registry:
 
 def test_run_publishes_to_the_new_scheme(memory_scheme: Registry, toy_bundle: Any) -> None:
     SINKS.pop("line7", None)
-    argv = ["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://?width=64&height=64&count=5",
-            "--publish", "memory://line7", "--set", "pipeline.drop_policy=block"]
+    argv = [
+        "run",
+        "--bundle",
+        str(toy_bundle.root),
+        "--source",
+        "synthetic://?width=64&height=64&count=5",
+        "--publish",
+        "memory://line7",
+        "--set",
+        "pipeline.drop_policy=block",
+    ]
     assert main(argv) == 0
     verdicts = SINKS["line7"]
     assert [v["frame_id"] for v in verdicts] == [0, 1, 2, 3, 4]

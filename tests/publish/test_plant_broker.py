@@ -22,8 +22,8 @@ import pytest
 from edge_runtime.publish import open_publisher
 from edge_runtime.publish.broker import free_port, mosquitto_path
 from tests.plugins.broker import Subscriber
+from tests.publish.conftest import make_pki
 from tests.publish.helpers import first_occurrences, verdict
-from tests.publish.test_mqtt_tls import _make_pki
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 
@@ -47,8 +47,14 @@ class PlantBroker:
 
 
 def add_account(passwd: Path, name: str, password: str) -> None:
-    subprocess.run([str(EXAMPLE / "add_station.sh"), "--file", str(passwd), "--no-reload", name], input=password + "\n",
-                   text=True, check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [str(EXAMPLE / "add_station.sh"), "--file", str(passwd), "--no-reload", name],
+        input=password + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def adapt(conf: str, replace: dict[str, str]) -> str:
@@ -71,27 +77,34 @@ def adapt(conf: str, replace: dict[str, str]) -> str:
 def plant_broker(tmp_path: Path) -> Iterator[PlantBroker]:
     if not mosquitto_path():
         pytest.skip("mosquitto is not installed")
-    pki = _make_pki(tmp_path / "pki")
+    pki = make_pki(tmp_path / "pki")
     passwd, acl = tmp_path / "clipinspect.passwd", tmp_path / "clipinspect.acl"
     for name, pw in PASSWORDS.items():
         add_account(passwd, name, pw)
     acl.write_text((EXAMPLE / "clipinspect.acl").read_text())
     tls_port, plain_port = free_port(), free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(adapt((EXAMPLE / "mosquitto.conf").read_text(), {
-        "password_file": f"password_file {passwd}",
-        "acl_file": f"acl_file {acl}",
-        "listener 8883": f"listener {tls_port} 127.0.0.1",
-        "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
-        "cafile": f"cafile {pki.ca_file}",
-        "certfile": f"certfile {pki.cert_file}",
-        "keyfile": f"keyfile {pki.key_file}",
-        "persistence_location": f"persistence_location {tmp_path}/",
-        "log_dest": "log_dest stderr",
-    }))
+    conf.write_text(
+        adapt(
+            (EXAMPLE / "mosquitto.conf").read_text(),
+            {
+                "password_file": f"password_file {passwd}",
+                "acl_file": f"acl_file {acl}",
+                "listener 8883": f"listener {tls_port} 127.0.0.1",
+                "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
+                "cafile": f"cafile {pki.ca_file}",
+                "certfile": f"certfile {pki.cert_file}",
+                "keyfile": f"keyfile {pki.key_file}",
+                "persistence_location": f"persistence_location {tmp_path}/",
+                "log_dest": "log_dest stderr",
+            },
+        )
+    )
     log = tmp_path / "mosquitto.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([str(mosquitto_path()), "-c", str(conf)], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(mosquitto_path()), "-c", str(conf)], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     broker = PlantBroker(proc, tls_port, plain_port, pki.ca_file, passwd, log)
     try:
         for port in (tls_port, plain_port):
@@ -116,14 +129,23 @@ def plant_broker(tmp_path: Path) -> Iterator[PlantBroker]:
 
 def _plant(broker: PlantBroker) -> Subscriber:
     """The plant reader on the loopback listener (same accounts and ACL)."""
-    sub = Subscriber("127.0.0.1", broker.plain_port, "clipinspect/#", client_id="plant-reader", username="plant", password=PASSWORDS["plant"])
+    sub = Subscriber(
+        "127.0.0.1",
+        broker.plain_port,
+        "clipinspect/#",
+        client_id="plant-reader",
+        username="plant",
+        password=PASSWORDS["plant"],
+    )
     sub.wait_subscribed()
     return sub
 
 
 def _station(broker: PlantBroker, user: str, password: str, prefix: str, **options: Any):
-    return open_publisher(f"mqtts://{user}@127.0.0.1:{broker.tls_port}/{prefix}",
-                          {**FAST, "password": password, "tls": {"ca_file": str(broker.ca_file)}, **options})
+    return open_publisher(
+        f"mqtts://{user}@127.0.0.1:{broker.tls_port}/{prefix}",
+        {**FAST, "password": password, "tls": {"ca_file": str(broker.ca_file)}, **options},
+    )
 
 
 def _ids(sub: Subscriber, topic: str) -> list[int]:
@@ -150,7 +172,9 @@ def test_station_publishes_over_tls_under_its_prefix(plant_broker: PlantBroker) 
         sub.close()
 
 
-def test_wrong_password_is_refused_once_retried_and_nothing_is_lost(plant_broker: PlantBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_password_is_refused_once_retried_and_nothing_is_lost(
+    plant_broker: PlantBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     sub = _plant(plant_broker)
     pub = None
     try:

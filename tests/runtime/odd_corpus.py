@@ -99,7 +99,11 @@ KINDS: dict[str, tuple[str, str, Callable[[int], bytes]]] = {
     "wrong_suffix_png_as_jpg": (".jpg", "judged", lambda i: _enc(".png", _img(i))),
     "empty": (".png", "empty_file", lambda i: b""),
     "text": (".png", "undecodable", lambda i: f"this is not an image #{i}\n".encode()),
-    "random_bytes": (".jpg", "undecodable", lambda i: np.random.default_rng(i).integers(0, 256, 512, dtype=np.uint8).tobytes()),
+    "random_bytes": (
+        ".jpg",
+        "undecodable",
+        lambda i: np.random.default_rng(i).integers(0, 256, 512, dtype=np.uint8).tobytes(),
+    ),
     "truncated_png": (".png", "undecodable", lambda i: _enc(".png", _img(i))[: 40 + i % 50]),
     "png_signature_only": (".png", "undecodable", lambda i: b"\x89PNG\r\n\x1a\n"),
     "truncated_jpeg": (".jpg", "any", lambda i: _enc(".jpg", _img(i))[: 200 + 13 * (i % 40)]),

@@ -22,7 +22,9 @@ def test_ort_cpu_matches_an_independent_session(toy_bundle):
     x = _batch()
     out = backend.infer(x)
     ref = ort.InferenceSession(str(toy_bundle.root / "model.onnx"), providers=["CPUExecutionProvider"])
-    score, amap = ref.run(["score", "anomaly_map"], {"image": x, "text_embeddings": np.load(toy_bundle.root / "text_embeddings.npy")})
+    score, amap = ref.run(
+        ["score", "anomaly_map"], {"image": x, "text_embeddings": np.load(toy_bundle.root / "text_embeddings.npy")}
+    )
     np.testing.assert_allclose(out.score, score, rtol=0, atol=1e-6)
     np.testing.assert_allclose(out.anomaly_map, amap, rtol=0, atol=1e-6)
     assert out.score.shape == (2,) and out.anomaly_map.shape == (2, 8, 8)
@@ -60,11 +62,15 @@ def test_unknown_backend_names_the_known_ones():
         make_backend("onnx-gpu")
 
 
-@pytest.mark.parametrize("name, provider", [("ort-cuda", "CUDAExecutionProvider"), ("ort-trt", "TensorrtExecutionProvider")])
+@pytest.mark.parametrize(
+    "name, provider", [("ort-cuda", "CUDAExecutionProvider"), ("ort-trt", "TensorrtExecutionProvider")]
+)
 def test_gpu_providers_unavailable_here_never_fall_back(name, provider, toy_bundle):
     if provider in ort.get_available_providers():
         pytest.skip(f"{provider} is available on this machine")
-    with pytest.raises(BackendUnavailable, match=f"{name} .*not available; available providers: .*CPUExecutionProvider"):
+    with pytest.raises(
+        BackendUnavailable, match=f"{name} .*not available; available providers: .*CPUExecutionProvider"
+    ):
         make_backend(name)
     # Even constructed directly, load refuses rather than running on the CPU.
     with pytest.raises(BackendUnavailable, match="not available"):
@@ -80,17 +86,36 @@ def test_session_ending_on_another_provider_is_refused(toy_bundle, monkeypatch):
         return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(ort, "InferenceSession", session)
-    with pytest.raises(BackendUnavailable, match="asked for CUDAExecutionProvider but ONNX Runtime ran on CPUExecutionProvider"):
+    with pytest.raises(
+        BackendUnavailable, match="asked for CUDAExecutionProvider but ONNX Runtime ran on CPUExecutionProvider"
+    ):
         make_backend("ort-cuda").load(toy_bundle, "fp32")
 
 
 def test_cli_run_with_unavailable_backend_exits_2_one_line(toy_bundle, tmp_path, capsys):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider available here")
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://", "--publish", f"jsonl://{tmp_path / 'v.jsonl'}", "--backend", "ort-cuda"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://",
+            "--publish",
+            f"jsonl://{tmp_path / 'v.jsonl'}",
+            "--backend",
+            "ort-cuda",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert len(err) == 1 and "ort-cuda" in err[0] and "not available; available providers:" in err[0] and "Traceback" not in err[0]
+    assert (
+        len(err) == 1
+        and "ort-cuda" in err[0]
+        and "not available; available providers:" in err[0]
+        and "Traceback" not in err[0]
+    )
 
 
 def test_available_backends_lists_every_builtin():
@@ -110,7 +135,19 @@ def test_bad_input_dtype_raises_not_crashes(toy_bundle):
 
 
 def test_cli_unknown_backend_exits_2_one_line(toy_bundle, capsys):
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://", "--publish", "stdout://", "--backend", "tensorflow"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://",
+            "--publish",
+            "stdout://",
+            "--backend",
+            "tensorflow",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "unknown backend 'tensorflow'" in err[0] and "ort-cpu" in err[0]
 

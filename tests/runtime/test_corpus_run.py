@@ -24,12 +24,28 @@ def test_odd_corpus_through_clipinspect_run(toy_bundle, tmp_path):
     assert len(files) >= 1000
     out, summary = tmp_path / "v.jsonl", tmp_path / "summary.json"
     cmd = [
-        sys.executable, "-m", "edge_runtime.cli", "run", "--bundle", str(toy_bundle.root),
-        "--source", f"folder://{tmp_path / 'corpus'}", "--publish", f"jsonl://{out}",
-        "--set", "pipeline.drop_policy=block", "--set", f"source.options.max_pixels={MAX_PIXELS}",
-        "--set", "backend.intra_op_threads=1", "--summary-json", str(summary),
+        sys.executable,
+        "-m",
+        "edge_runtime.cli",
+        "run",
+        "--bundle",
+        str(toy_bundle.root),
+        "--source",
+        f"folder://{tmp_path / 'corpus'}",
+        "--publish",
+        f"jsonl://{out}",
+        "--set",
+        "pipeline.drop_policy=block",
+        "--set",
+        f"source.options.max_pixels={MAX_PIXELS}",
+        "--set",
+        "backend.intra_op_threads=1",
+        "--summary-json",
+        str(summary),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -51,7 +67,11 @@ def test_odd_corpus_through_clipinspect_run(toy_bundle, tmp_path):
     reasons = Counter(r["reason"] for r in records if r["reason"])
     assert s["records"]["total"] == len(files) and s["records"]["by_reason"] == dict(reasons)
     assert s["published"] == s["records"]["OK"] + s["records"]["NG"] == sum(c["judged"] for c in by_kind.values())
-    report = {"files": len(files), "judged": s["published"], "by_reason": dict(sorted(reasons.items())),
-              "by_kind": {k: dict(v) for k, v in by_kind.items()}}
+    report = {
+        "files": len(files),
+        "judged": s["published"],
+        "by_reason": dict(sorted(reasons.items())),
+        "by_kind": {k: dict(v) for k, v in by_kind.items()},
+    }
     print("\ncorpus run:", json.dumps(report, indent=1))
     (tmp_path / "corpus_report.json").write_text(json.dumps(report, indent=1))

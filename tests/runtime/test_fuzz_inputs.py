@@ -120,7 +120,9 @@ class _ArraySource:
         return {}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(items=st.lists(frame_arrays(), min_size=1, max_size=4), where=st.sampled_from(["capture", "inference"]))
 def test_any_frame_array_gives_one_record_per_frame(toy_bundle, backend, items, where):
     items = [(np.zeros((48, 64, 3), np.uint8), "RGB8")] + items  # one good frame for reference

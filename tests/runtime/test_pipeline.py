@@ -97,7 +97,9 @@ def _pipeline(bundle, backend, source, publisher, **opts):
 @pytest.mark.parametrize("where", ["capture", "inference"])
 def test_block_policy_publishes_every_frame_in_order(toy_bundle, backend, where):
     pub = ListPublisher()
-    result = _pipeline(toy_bundle, backend, ListSource(12), pub, drop_policy="block", inference_queue=2, preprocess_in=where).run()
+    result = _pipeline(
+        toy_bundle, backend, ListSource(12), pub, drop_policy="block", inference_queue=2, preprocess_in=where
+    ).run()
     assert [v["frame_id"] for v in pub.verdicts] == list(range(12))
     assert result.captured == result.inferred == result.published == 12 and result.dropped == 0
     assert pub.flushed == 1 and result.stop_reason == "source ended"
@@ -126,13 +128,17 @@ def test_newest_policy_drops_oldest_and_counts(toy_bundle, backend):
 
 def test_block_policy_with_slow_backend_never_drops(toy_bundle, backend):
     pub = ListPublisher()
-    result = _pipeline(toy_bundle, SlowBackend(backend, 0.01), ListSource(15), pub, drop_policy="block", inference_queue=1).run()
+    result = _pipeline(
+        toy_bundle, SlowBackend(backend, 0.01), ListSource(15), pub, drop_policy="block", inference_queue=1
+    ).run()
     assert result.dropped == 0 and result.published == 15
 
 
 def test_hand_off_queue_takes_frames_on_demand(toy_bundle, backend):
     pub = ListPublisher()
-    result = _pipeline(toy_bundle, SlowBackend(backend, 0.02), ListSource(8), pub, drop_policy="block", inference_queue=0).run()
+    result = _pipeline(
+        toy_bundle, SlowBackend(backend, 0.02), ListSource(8), pub, drop_policy="block", inference_queue=0
+    ).run()
     assert result.published == 8 and result.dropped == 0
     # A frame is captured only when inference is idle, so it never waits a whole inference.
     assert result.stats["stages"]["queue"]["max_ms"] < 15.0
@@ -140,14 +146,23 @@ def test_hand_off_queue_takes_frames_on_demand(toy_bundle, backend):
 
 def test_slow_publisher_back_pressure_loses_no_verdict(toy_bundle, backend):
     pub = ListPublisher(delay_s=0.01)
-    result = _pipeline(toy_bundle, backend, ListSource(20), pub, drop_policy="block", inference_queue=2, publish_queue=1).run()
+    result = _pipeline(
+        toy_bundle, backend, ListSource(20), pub, drop_policy="block", inference_queue=2, publish_queue=1
+    ).run()
     assert result.published == 20 and len(pub.verdicts) == 20
     assert result.counters.get("publish_backpressure", 0) > 0
 
 
 def test_stop_drains_what_was_captured(toy_bundle, backend):
     pub = ListPublisher()
-    pipe = _pipeline(toy_bundle, SlowBackend(backend, 0.01), ListSource(10_000, delay_s=0.002), pub, drop_policy="block", inference_queue=4)
+    pipe = _pipeline(
+        toy_bundle,
+        SlowBackend(backend, 0.01),
+        ListSource(10_000, delay_s=0.002),
+        pub,
+        drop_policy="block",
+        inference_queue=4,
+    )
     threading.Timer(0.3, pipe.stop, args=("test stop",)).start()
     result = pipe.run()
     assert result.stop_reason == "test stop"
@@ -159,7 +174,9 @@ def test_stop_drains_what_was_captured(toy_bundle, backend):
 def test_max_frames_and_duration_limits(toy_bundle, backend):
     r = _pipeline(toy_bundle, backend, ListSource(100), ListPublisher(), drop_policy="block", max_frames=5).run()
     assert r.captured == 5 and r.published == 5 and "max frames" in r.stop_reason
-    r = _pipeline(toy_bundle, backend, ListSource(10_000, delay_s=0.005), ListPublisher(), drop_policy="block", duration_s=0.3).run()
+    r = _pipeline(
+        toy_bundle, backend, ListSource(10_000, delay_s=0.005), ListPublisher(), drop_policy="block", duration_s=0.3
+    ).run()
     assert "duration" in r.stop_reason and r.wall_s < 3 and r.published == r.captured
 
 
@@ -196,7 +213,9 @@ def test_source_error_still_judges_queued_frames(toy_bundle, backend):
 
     pub = ListPublisher()
     with pytest.raises(SourceError, match="camera unplugged"):
-        _pipeline(toy_bundle, SlowBackend(backend, 0.005), DyingSource(6), pub, drop_policy="block", inference_queue=4).run()
+        _pipeline(
+            toy_bundle, SlowBackend(backend, 0.005), DyingSource(6), pub, drop_policy="block", inference_queue=4
+        ).run()
     assert [v["frame_id"] for v in pub.verdicts] == list(range(6))
 
 

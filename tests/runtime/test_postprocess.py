@@ -20,7 +20,9 @@ INFO = {"backend": "ort-cpu", "precision": "fp32"}
 
 def _frame(i: int, h: int = 120, w: int = 160) -> Frame:
     img = np.full((h, w, 3), 90, np.uint8)
-    return Frame(image=img, timestamp_ns=time.monotonic_ns(), frame_id=i, camera_serial="cam/0", meta={"pixel_format": "RGB8"})
+    return Frame(
+        image=img, timestamp_ns=time.monotonic_ns(), frame_id=i, camera_serial="cam/0", meta={"pixel_format": "RGB8"}
+    )
 
 
 def test_verdict_uses_bundle_threshold_and_validates(toy_bundle):

@@ -63,7 +63,9 @@ def _assert_one_record_per_frame(records, n):
 
 def test_newest_policy_drops_become_skipped_records_in_order(toy_bundle, backend):
     pub = ListPublisher()
-    result = _pipe(toy_bundle, SlowBackend(backend, 0.03), ListSource(30), pub, drop_policy="newest", inference_queue=1).run()
+    result = _pipe(
+        toy_bundle, SlowBackend(backend, 0.03), ListSource(30), pub, drop_policy="newest", inference_queue=1
+    ).run()
     _assert_one_record_per_frame(pub.verdicts, 30)
     skipped = [r for r in pub.verdicts if r["verdict"] == "SKIPPED"]
     assert result.dropped > 0 and len(skipped) == result.dropped == result.skipped
@@ -85,7 +87,15 @@ def test_drop_records_never_stall_capture(toy_bundle, backend):
             super().publish(verdict)
 
     pub = Hanging()
-    pipe = _pipe(toy_bundle, backend, ListSource(300, delay_s=0.001), pub, drop_policy="newest", inference_queue=2, publish_queue=1)
+    pipe = _pipe(
+        toy_bundle,
+        backend,
+        ListSource(300, delay_s=0.001),
+        pub,
+        drop_policy="newest",
+        inference_queue=2,
+        publish_queue=1,
+    )
     runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
     runner.start()
     deadline = time.monotonic() + 5
@@ -193,7 +203,15 @@ class _Triggered(ListSource):
         self.options = SimpleNamespace(trigger=trigger)
 
 
-@pytest.mark.parametrize("trigger, policy, expected", [("hardware", "auto", "block"), ("off", "auto", "newest"), ("software", "auto", "newest"), ("hardware", "newest", "newest")])
+@pytest.mark.parametrize(
+    "trigger, policy, expected",
+    [
+        ("hardware", "auto", "block"),
+        ("off", "auto", "newest"),
+        ("software", "auto", "newest"),
+        ("hardware", "newest", "newest"),
+    ],
+)
 def test_hardware_trigger_defaults_to_block(toy_bundle, backend, trigger, policy, expected):
     pipe = _pipe(toy_bundle, backend, _Triggered(trigger), ListPublisher(), drop_policy=policy)
     assert pipe.drop_policy == expected
@@ -211,11 +229,25 @@ def test_status_is_published_at_start_interval_and_end(toy_bundle, backend):
     pub = StatusPublisher()
     src = ListSource(40, delay_s=0.01)
     src.stats = lambda: {"delivered": 40, "incomplete": 1, "camera_skipped": 2}
-    result = _pipe(toy_bundle, SlowBackend(backend, 0.02), src, pub, drop_policy="newest", inference_queue=1, stats_interval_s=0.1, station="line1-cam1").run()
+    result = _pipe(
+        toy_bundle,
+        SlowBackend(backend, 0.02),
+        src,
+        pub,
+        drop_policy="newest",
+        inference_queue=1,
+        stats_interval_s=0.1,
+        station="line1-cam1",
+    ).run()
     first, last = pub.statuses[0], pub.statuses[-1]
     assert len(pub.statuses) >= 3
     assert first["station"] == "line1-cam1" and first["bundle_sha256"] == toy_bundle.manifest_sha256
-    assert {"model_id", "backend", "precision"} <= set(first) and first["counts"] == {"OK": 0, "NG": 0, "SKIPPED": 0, "ERROR": 0}
+    assert {"model_id", "backend", "precision"} <= set(first) and first["counts"] == {
+        "OK": 0,
+        "NG": 0,
+        "SKIPPED": 0,
+        "ERROR": 0,
+    }
     assert last["counts"]["SKIPPED"] == result.dropped and sum(last["counts"].values()) == 40
     assert last["camera"] == {"delivered": 40, "incomplete": 1, "camera_skipped": 2}
     assert last["process"]["rss_mb"] > 0 and last["process"]["fds"] > 0 and last["process"]["threads"] >= 1
@@ -232,13 +264,37 @@ def test_status_errors_never_stop_the_line(toy_bundle, backend):
 
 
 # -- the verdict schema ---------------------------------------------------------------------
-@pytest.mark.parametrize("score, expected", [(0.2, "OK"), (0.5, "NG"), (float("nan"), "ERROR"), (float("inf"), "ERROR"), (-float("inf"), "ERROR"), (1.01, "ERROR"), (-0.5, "ERROR"), (1.0, "NG"), (0.0, "OK")])
+@pytest.mark.parametrize(
+    "score, expected",
+    [
+        (0.2, "OK"),
+        (0.5, "NG"),
+        (float("nan"), "ERROR"),
+        (float("inf"), "ERROR"),
+        (-float("inf"), "ERROR"),
+        (1.01, "ERROR"),
+        (-0.5, "ERROR"),
+        (1.0, "NG"),
+        (0.0, "OK"),
+    ],
+)
 def test_decide_never_says_ok_for_an_unusable_score(score, expected):
     assert decide(score, 0.5) == expected
 
 
 def _verdict(score):
-    return make_verdict(frame_id=1, camera_serial="c", capture_ts_ns=5, score=score, threshold=0.5, bundle_sha256="x" * 64, model_id="m", backend="ort-cpu", precision="fp32", latency_ms={})
+    return make_verdict(
+        frame_id=1,
+        camera_serial="c",
+        capture_ts_ns=5,
+        score=score,
+        threshold=0.5,
+        bundle_sha256="x" * 64,
+        model_id="m",
+        backend="ort-cpu",
+        precision="fp32",
+        latency_ms={},
+    )
 
 
 def test_schema_v2_validation():
@@ -269,7 +325,9 @@ def test_camera_buffer_that_cannot_be_read_is_an_error_record_not_a_lost_camera(
 
     def unmappable(self):
         if self._frame_id == 3:  # e.g. a packed pixel format GetNDArray cannot map
-            raise ps.SpinnakerException("Spinnaker: GetNDArray: pixel format not supported [-1009]", ps.SPINNAKER_ERR_INVALID_PARAMETER)
+            raise ps.SpinnakerException(
+                "Spinnaker: GetNDArray: pixel format not supported [-1009]", ps.SPINNAKER_ERR_INVALID_PARAMETER
+            )
         return original(self)
 
     monkeypatch.setattr(ps.Image, "GetNDArray", unmappable)
@@ -294,7 +352,8 @@ class _Component:
 def _buffer(frame_id, data, w=8, h=4, complete=True):
     """Shaped like a harvesters Buffer (module.is_complete, payload.components[0], frame_id)."""
     return SimpleNamespace(
-        frame_id=frame_id, timestamp_ns=frame_id * 1000,
+        frame_id=frame_id,
+        timestamp_ns=frame_id * 1000,
         module=SimpleNamespace(is_complete=lambda: complete),
         payload=SimpleNamespace(components=[_Component(data, w, h)]),
     )
@@ -306,8 +365,12 @@ def test_gentl_short_payload_incomplete_buffer_and_id_gaps_are_accounted():
     src = make_source("gentl://?serial=1")
     items = []
     src._want_rejects = True  # what events() sets; buffers are fed to _take directly here
-    for buf in (_buffer(1, np.arange(32, dtype=np.uint8)), _buffer(2, np.arange(10, dtype=np.uint8)),
-                _buffer(5, np.arange(32, dtype=np.uint8), complete=False), _buffer(6, np.arange(32, dtype=np.uint8))):
+    for buf in (
+        _buffer(1, np.arange(32, dtype=np.uint8)),
+        _buffer(2, np.arange(10, dtype=np.uint8)),
+        _buffer(5, np.arange(32, dtype=np.uint8), complete=False),
+        _buffer(6, np.arange(32, dtype=np.uint8)),
+    ):
         frame = src._take(buf, 0)
         items.extend(src._rejected)
         src._rejected.clear()
@@ -333,7 +396,9 @@ def test_records_behind_a_stuck_inference_are_bounded_and_counted(toy_bundle, ba
             return backend.describe()
 
     pub = ListPublisher()
-    pipe = _pipe(toy_bundle, Stuck(), ListSource(60), pub, drop_policy="newest", inference_queue=1, max_pending_records=5)
+    pipe = _pipe(
+        toy_bundle, Stuck(), ListSource(60), pub, drop_policy="newest", inference_queue=1, max_pending_records=5
+    )
     runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
     runner.start()
     deadline = time.monotonic() + 5

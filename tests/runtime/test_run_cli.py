@@ -45,9 +45,23 @@ def test_run_folder_to_jsonl_scores_match_the_backend(toy_bundle, image_folder, 
     hm = tmp_path / "heatmaps"
     rc = main(
         [
-            "run", "--bundle", str(toy_bundle.root), "--source", f"folder://{image_folder}", "--publish", f"jsonl://{out}",
-            "--threshold", "0.6", "--set", f"heatmaps.dir={hm}", "--set", "heatmaps.max_files=2", "--set", "pipeline.drop_policy=block",
-            "--summary-json", str(tmp_path / "summary.json"),
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            f"folder://{image_folder}",
+            "--publish",
+            f"jsonl://{out}",
+            "--threshold",
+            "0.6",
+            "--set",
+            f"heatmaps.dir={hm}",
+            "--set",
+            "heatmaps.max_files=2",
+            "--set",
+            "pipeline.drop_policy=block",
+            "--summary-json",
+            str(tmp_path / "summary.json"),
         ]
     )
     assert rc == 0
@@ -72,13 +86,42 @@ def test_run_folder_to_jsonl_scores_match_the_backend(toy_bundle, image_folder, 
 def test_run_real_images(toy_bundle, mvtec_root, tmp_path):
     out = tmp_path / "v.jsonl"
     folder = mvtec_root / "bottle" / "test" / "broken_large"
-    assert main(["run", "--bundle", str(toy_bundle.root), "--source", f"folder://{folder}", "--publish", f"jsonl://{out}", "--max-frames", "3", "--set", "pipeline.drop_policy=block"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--bundle",
+                str(toy_bundle.root),
+                "--source",
+                f"folder://{folder}",
+                "--publish",
+                f"jsonl://{out}",
+                "--max-frames",
+                "3",
+                "--set",
+                "pipeline.drop_policy=block",
+            ]
+        )
+        == 0
+    )
     verdicts = _read_jsonl(out)
     assert len(verdicts) == 3 and all(validate_verdict(v) == [] for v in verdicts)
 
 
 def test_run_config_errors_are_one_line(toy_bundle, tmp_path, capsys):
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://", "--publish", "jsonl://x.jsonl", "--set", "pipeline.drop_polcy=block"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://",
+            "--publish",
+            "jsonl://x.jsonl",
+            "--set",
+            "pipeline.drop_polcy=block",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pipeline.drop_polcy" in err[0] and "did you mean 'drop_policy'" in err[0]
     rc = main(["run", "--bundle", str(tmp_path / "nope"), "--source", "synthetic://", "--publish", "stdout://"])
@@ -90,7 +133,19 @@ def test_run_config_errors_are_one_line(toy_bundle, tmp_path, capsys):
 
 def test_run_synthetic_max_frames_newest_policy(toy_bundle, tmp_path, capsys):
     out = tmp_path / "v.jsonl"
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://?width=64&height=64", "--publish", f"jsonl://{out}", "--max-frames", "20"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://?width=64&height=64",
+            "--publish",
+            f"jsonl://{out}",
+            "--max-frames",
+            "20",
+        ]
+    )
     assert rc == 0
     summary = capsys.readouterr().out.splitlines()
     assert summary[0].startswith("frames: captured 20") and not any(line.startswith("camera:") for line in summary)
@@ -101,15 +156,43 @@ def test_run_synthetic_max_frames_newest_policy(toy_bundle, tmp_path, capsys):
 
 def test_summary_shows_the_camera_counters_and_why_one_was_not_counted():
     result = PipelineResult(
-        captured=10, inferred=10, published=10, dropped=0, ok=10, ng=0, wall_s=1.0, fps=10.0,
-        stop_reason="max_frames", flushed=True, stats={}, counters={},
+        captured=10,
+        inferred=10,
+        published=10,
+        dropped=0,
+        ok=10,
+        ng=0,
+        wall_s=1.0,
+        fps=10.0,
+        stop_reason="max_frames",
+        flushed=True,
+        stats={},
+        counters={},
     )
-    counted = {"delivered": 10, "trigger_edges": 16, "missed_triggers": 6, "missed_triggers_source": "device_counters", "stream_lost": 0, "stream_dropped": None}
+    counted = {
+        "delivered": 10,
+        "trigger_edges": 16,
+        "missed_triggers": 6,
+        "missed_triggers_source": "device_counters",
+        "stream_lost": 0,
+        "stream_dropped": None,
+    }
     lines = format_summary(result, counted).splitlines()
-    assert lines[1] == "camera: trigger edges 16, missed triggers 6 (device_counters), stream lost 0, stream dropped n/a"
-    free_run = {**counted, "trigger_edges": None, "missed_triggers": None, "missed_triggers_source": "disabled", "stream_dropped": 2}
+    assert (
+        lines[1] == "camera: trigger edges 16, missed triggers 6 (device_counters), stream lost 0, stream dropped n/a"
+    )
+    free_run = {
+        **counted,
+        "trigger_edges": None,
+        "missed_triggers": None,
+        "missed_triggers_source": "disabled",
+        "stream_dropped": 2,
+    }
     lines = format_summary(result, free_run).splitlines()
-    assert lines[1] == "camera: trigger edges n/a (disabled), missed triggers n/a (disabled), stream lost 0, stream dropped 2"
+    assert (
+        lines[1]
+        == "camera: trigger edges n/a (disabled), missed triggers n/a (disabled), stream lost 0, stream dropped 2"
+    )
     assert len(format_summary(result, {"delivered": 10, "timeouts": 0}).splitlines()) == 1
 
 
@@ -119,11 +202,31 @@ def test_signal_drains_and_exits_0(toy_bundle, tmp_path, sig):
     out = tmp_path / "v.jsonl"
     summary = tmp_path / "summary.json"
     cmd = [
-        sys.executable, "-m", "edge_runtime.cli", "run", "--bundle", str(toy_bundle.root),
-        "--source", "synthetic://?width=320&height=240&fps=50", "--publish", f"jsonl://{out}",
-        "--set", "pipeline.drop_policy=block", "--set", "pipeline.inference_queue=8", "--summary-json", str(summary),
+        sys.executable,
+        "-m",
+        "edge_runtime.cli",
+        "run",
+        "--bundle",
+        str(toy_bundle.root),
+        "--source",
+        "synthetic://?width=320&height=240&fps=50",
+        "--publish",
+        f"jsonl://{out}",
+        "--set",
+        "pipeline.drop_policy=block",
+        "--set",
+        "pipeline.inference_queue=8",
+        "--summary-json",
+        str(summary),
     ]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 10):
         assert proc.poll() is None, proc.stderr.read()
@@ -144,7 +247,19 @@ def test_signal_drains_and_exits_0(toy_bundle, tmp_path, sig):
 def test_run_publishes_every_verdict_over_mqtt(toy_bundle, mqtt_broker, mqtt_subscriber, tmp_path):
     sub = mqtt_subscriber(mqtt_broker, "line1/#")
     sub.wait_subscribed()
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://?width=64&height=64&count=8", "--publish", f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}/line1", "--set", "pipeline.drop_policy=block"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://?width=64&height=64&count=8",
+            "--publish",
+            f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}/line1",
+            "--set",
+            "pipeline.drop_policy=block",
+        ]
+    )
     assert rc == 0
     assert sub.wait_for(lambda msgs: len([m for m in msgs if m.topic.endswith("verdict")]) >= 8, 10)
     verdicts = sub.payloads("verdict")

@@ -26,7 +26,9 @@ heatmaps: {dir: /tmp/hm, max_files: 7, only_ng: false}
 threshold: 0.7
 """
     )
-    cfg = load_runtime_config(cfg_file, ["pipeline.publish_queue=9", "threshold=0.4"], {"backend.precision": "fp32", "source.uri": None})
+    cfg = load_runtime_config(
+        cfg_file, ["pipeline.publish_queue=9", "threshold=0.4"], {"backend.precision": "fp32", "source.uri": None}
+    )
     assert str(cfg.bundle.path) == "/opt/b" and cfg.bundle.verify is False
     assert cfg.source.uri == "synthetic://" and cfg.source.options.fps == 5.0 and cfg.source.options.timeout_ms == 200
     assert cfg.backend.precision == "fp32" and cfg.backend.options() == {"intra_op_threads": 1, "allow_spinning": True}
@@ -51,7 +53,19 @@ def test_bad_values_name_the_key(override, message):
 
 
 def test_stdout_publisher_keeps_stdout_clean(toy_bundle, capsys):
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://?width=64&height=64&count=3", "--publish", "stdout://", "--set", "pipeline.drop_policy=block"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://?width=64&height=64&count=3",
+            "--publish",
+            "stdout://",
+            "--set",
+            "pipeline.drop_policy=block",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0
     lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
@@ -88,7 +102,10 @@ def test_backend_options_come_from_the_registry_rows_options_type():
         assert make_backend(section.name, **section.options()).intra_op_threads == 3
     with BACKENDS.added(Entry("ort-lookalike", f"{__name__}:ThreadedPlugin")):  # the name says nothing: no options type
         assert BackendSection(name="ort-lookalike", intra_op_threads=3).options() == {}
-    assert BackendSection(name="ort-cpu", intra_op_threads=2).options() == {"intra_op_threads": 2, "allow_spinning": True}
+    assert BackendSection(name="ort-cpu", intra_op_threads=2).options() == {
+        "intra_op_threads": 2,
+        "allow_spinning": True,
+    }
     assert BackendSection(name="trt", intra_op_threads=2).options() == {}
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):
         BackendSection(name="nope").options()

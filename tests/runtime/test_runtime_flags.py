@@ -31,13 +31,31 @@ def test_flag_beats_set_beats_file_in_run_and_bench(tmp_path):
     from edge_runtime.commands.bench import BENCH_DEFAULTS
 
     assert config_from_args(args, BENCH_DEFAULTS).publish.uri == "null://"
-    assert config_from_args(_parse(["bench", *common, "--publish", "stdout://"]), BENCH_DEFAULTS).publish.uri == "stdout://"
+    assert (
+        config_from_args(_parse(["bench", *common, "--publish", "stdout://"]), BENCH_DEFAULTS).publish.uri
+        == "stdout://"
+    )
     assert config_from_args(_parse(["run", *common])).publish.uri == "jsonl://f"
 
 
 def test_every_table_flag_reaches_its_key():
-    argv = ["run", "--bundle", "/b", "--trusted-keys", "/k", "--source", "synthetic://", "--publish", "stdout://",
-            "--backend", "ort-cpu", "--precision", "int8", "--threshold", "0.25"]
+    argv = [
+        "run",
+        "--bundle",
+        "/b",
+        "--trusted-keys",
+        "/k",
+        "--source",
+        "synthetic://",
+        "--publish",
+        "stdout://",
+        "--backend",
+        "ort-cpu",
+        "--precision",
+        "int8",
+        "--threshold",
+        "0.25",
+    ]
     cfg = config_from_args(_parse(argv))
     assert (str(cfg.bundle.path), str(cfg.bundle.trusted_keys), cfg.threshold) == ("/b", "/k", 0.25)
     cfg = config_from_args(_parse(["bench", "--intra-op-threads", "3", "--precision", "fp16"]))

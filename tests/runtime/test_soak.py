@@ -18,20 +18,40 @@ REPO = Path(__file__).resolve().parents[2]
 def test_sixty_second_soak_has_flat_memory_and_loses_nothing(toy_bundle, tmp_path):
     out, summary = tmp_path / "v.jsonl", tmp_path / "summary.json"
     cmd = [
-        sys.executable, "-m", "edge_runtime.cli", "run", "--bundle", str(toy_bundle.root),
-        "--source", "synthetic://?width=320&height=240&fps=30", "--publish", f"jsonl://{out}",
-        "--duration", "60", "--set", "pipeline.stats_interval_s=5", "--set", "pipeline.process_warmup_s=20",
-        "--set", "backend.intra_op_threads=1", "--summary-json", str(summary),
+        sys.executable,
+        "-m",
+        "edge_runtime.cli",
+        "run",
+        "--bundle",
+        str(toy_bundle.root),
+        "--source",
+        "synthetic://?width=320&height=240&fps=30",
+        "--publish",
+        f"jsonl://{out}",
+        "--duration",
+        "60",
+        "--set",
+        "pipeline.stats_interval_s=5",
+        "--set",
+        "pipeline.process_warmup_s=20",
+        "--set",
+        "backend.intra_op_threads=1",
+        "--summary-json",
+        str(summary),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(summary.read_text())
     p = s["process"]
     assert p["warm"] is not None and len(p["history"]) >= 10  # sampled every 5 s
     growth = p["rss_growth_after_warmup_pct"]
-    print(f"\nsoak 60 s: RSS {p['start']['rss_mb']} -> warm {p['warm']['rss_mb']} -> end {p['end']['rss_mb']} MB "
-          f"({growth:+.2f} % after warm-up), fds {p['warm']['fds']} -> {p['end']['fds']}, threads max {p['max_threads']}, "
-          f"records {s['records']['total']}")
+    print(
+        f"\nsoak 60 s: RSS {p['start']['rss_mb']} -> warm {p['warm']['rss_mb']} -> end {p['end']['rss_mb']} MB "
+        f"({growth:+.2f} % after warm-up), fds {p['warm']['fds']} -> {p['end']['fds']}, threads max {p['max_threads']}, "
+        f"records {s['records']['total']}"
+    )
     assert growth < 5.0
     assert p["end"]["fds"] <= p["warm"]["fds"] + 2 and p["max_threads"] <= p["warm"]["threads"] + 2
     lines = out.read_text().splitlines()

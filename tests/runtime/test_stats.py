@@ -10,7 +10,9 @@ def test_percentiles_match_numpy():
     data = np.random.default_rng(0).exponential(10, 1000)
     s = summarize(data)
     assert s.count == 1000
-    np.testing.assert_allclose([s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms], [*np.percentile(data, [50, 90, 99]), data.max()])
+    np.testing.assert_allclose(
+        [s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms], [*np.percentile(data, [50, 90, 99]), data.max()]
+    )
 
 
 def test_recorder_keeps_a_bounded_reservoir_but_counts_all():

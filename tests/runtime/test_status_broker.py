@@ -31,9 +31,21 @@ def test_run_publishes_station_status_with_bundle_and_counts(mqtt_broker, mqtt_s
     sub = mqtt_subscriber(mqtt_broker, "line1/#")
     rc = main(
         [
-            "run", "--bundle", str(toy_bundle.root), "--source", f"folder://{folder}?fps=100",
-            "--publish", f"{mqtt_broker.uri}/line1", "--set", "pipeline.stats_interval_s=0.1", "--set", "pipeline.drop_policy=block",
-            "--set", "station=line1-cam7", "--summary-json", str(tmp_path / "s.json"),
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            f"folder://{folder}?fps=100",
+            "--publish",
+            f"{mqtt_broker.uri}/line1",
+            "--set",
+            "pipeline.stats_interval_s=0.1",
+            "--set",
+            "pipeline.drop_policy=block",
+            "--set",
+            "station=line1-cam7",
+            "--summary-json",
+            str(tmp_path / "s.json"),
         ]
     )
     assert rc == 0
@@ -41,7 +53,9 @@ def test_run_publishes_station_status_with_bundle_and_counts(mqtt_broker, mqtt_s
     records = [json.loads(m.payload) for m in sub.snapshot() if m.topic.endswith("/verdict")]
     assert [r["frame_id"] for r in records] == list(range(42))
     assert [(r["frame_id"], r["verdict"], r["reason"], r["score"]) for r in records if r["reason"]] == [
-        (11, "ERROR", "undecodable", None), (22, "ERROR", "empty_file", None)]
+        (11, "ERROR", "undecodable", None),
+        (22, "ERROR", "empty_file", None),
+    ]
     # The closing status is published after the last verdict, so it may still be on its way.
     sub.wait_for(lambda msgs: any(sum(s.get("counts", {}).values()) == 42 for s in _statuses(sub)), 15)
     statuses = _statuses(sub)

@@ -38,7 +38,21 @@ def test_trt_is_made_lazily_from_its_module(fake_sdks):
 
 
 def test_trt_without_an_engine_is_a_one_line_error(fake_sdks, toy_bundle, tmp_path, capsys):
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "synthetic://", "--publish", f"jsonl://{tmp_path / 'v.jsonl'}", "--backend", "trt", "--precision", "fp16"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "synthetic://",
+            "--publish",
+            f"jsonl://{tmp_path / 'v.jsonl'}",
+            "--backend",
+            "trt",
+            "--precision",
+            "fp16",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "engine" in err[0].lower()
 

@@ -76,7 +76,9 @@ def test_bare_directory_path_is_a_folder_source(tmp_path):
         assert len(list(src.frames())) == 1
 
 
-@pytest.mark.parametrize("make, message", [(lambda p: p / "nope", "image folder not found"), (lambda p: p, "no image files")])
+@pytest.mark.parametrize(
+    "make, message", [(lambda p: p / "nope", "image folder not found"), (lambda p: p, "no image files")]
+)
 def test_missing_or_empty_folder(tmp_path, make, message):
     with pytest.raises(SourceError, match=message):
         open_source(f"folder://{make(tmp_path)}")

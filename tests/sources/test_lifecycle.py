@@ -125,7 +125,9 @@ def test_dropped_spinnaker_source_deinits_and_releases_the_system(pyspin, caplog
     assert dev.streaming and src.read() is not None
     del src
     gc.collect()
-    tail = [c[0] for c in pyspin.fake_calls if c[0] in ("EndAcquisition", "DeInit", "CameraList.Clear", "ReleaseInstance")]
+    tail = [
+        c[0] for c in pyspin.fake_calls if c[0] in ("EndAcquisition", "DeInit", "CameraList.Clear", "ReleaseInstance")
+    ]
     assert tail == ["EndAcquisition", "DeInit", "CameraList.Clear", "ReleaseInstance"]
     assert not dev.streaming
     assert not any("failed" in r.getMessage() for r in caplog.records)  # ReleaseInstance found no camera alive

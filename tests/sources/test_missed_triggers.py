@@ -63,7 +63,9 @@ def test_pulses_faster_than_the_camera_are_counted_as_missed(pyspin):
 def test_slow_pulses_miss_nothing_and_the_count_follows_the_trigger_edge(pyspin):
     dev = pyspin.fake_add_camera("1", readout_us=2000.0)
     with open_source("spinnaker://1", {**HW, "trigger_line": "Line2", "trigger_edge": "FallingEdge"}) as src:
-        assert event_source(dev, "Counter0") == "Line2" and dev.counters["Counter0"]["CounterEventActivation"] == 2  # FallingEdge
+        assert (
+            event_source(dev, "Counter0") == "Line2" and dev.counters["Counter0"]["CounterEventActivation"] == 2
+        )  # FallingEdge
         assert pulse_train(dev, 6, 0.010) == 6
         dev.pulse(line="Line0", at=2000.0)  # another line: not a trigger, not counted
         assert len(read_all(src, 6)) == 6
@@ -119,7 +121,9 @@ def test_a_refused_node_write_is_one_warning_and_what_was_set_is_put_back(pyspin
         assert event_source(dev, "Counter0") == "Off"  # what was set is put back at once
     assert stats["missed_triggers"] is None and stats["missed_triggers_source"] == "unsupported"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["spinnaker://1: missed triggers cannot be counted on this camera: CounterEventActivation is not writable"]
+    assert warnings == [
+        "spinnaker://1: missed triggers cannot be counted on this camera: CounterEventActivation is not writable"
+    ]
 
 
 @pytest.mark.parametrize("stuck", [("Counter0", "Counter1"), ("Counter0",), ("Counter1",)])
@@ -297,8 +301,12 @@ class _Acquirer:
         h, w = self.dev.pool[slot].shape[:2]
         component = SimpleNamespace(data=data, width=w, height=h, num_components_per_pixel=1, data_format="Mono8")
         try:
-            yield SimpleNamespace(frame_id=self.dev.frame_id, timestamp_ns=0, module=SimpleNamespace(is_complete=lambda: True),
-                                  payload=SimpleNamespace(components=[component]))
+            yield SimpleNamespace(
+                frame_id=self.dev.frame_id,
+                timestamp_ns=0,
+                module=SimpleNamespace(is_complete=lambda: True),
+                payload=SimpleNamespace(components=[component]),
+            )
         finally:
             self.dev.out.discard(slot)
 
@@ -369,7 +377,15 @@ def test_status_record_carries_camera_counters_and_alarms_on_growth(pyspin, toy_
     with open_source("spinnaker://9", HW) as src:
         assert pulse_train(dev, 8, 0.004) == 4
         options = PipelineOptions(stats_interval_s=0.05, drop_policy="block")
-        pipe = Pipeline(src, backend, Postprocessor(toy_bundle, backend.describe()), pub, make_preprocessor(toy_bundle), options, max_frames=8)
+        pipe = Pipeline(
+            src,
+            backend,
+            Postprocessor(toy_bundle, backend.describe()),
+            pub,
+            make_preprocessor(toy_bundle),
+            options,
+            max_frames=8,
+        )
 
         def second_train():  # parts keep coming while the line runs: 4 more missed
             deadline = time.monotonic() + 10
@@ -384,7 +400,11 @@ def test_status_record_carries_camera_counters_and_alarms_on_growth(pyspin, toy_
         feeder.join()
     assert result.captured == 8 and dev.fake_missed == 8
     last = pub.statuses[-1]["camera"]
-    assert last["missed_triggers"] == 8 and last["trigger_edges"] == 16 and last["missed_triggers_source"] == "device_counters"
+    assert (
+        last["missed_triggers"] == 8
+        and last["trigger_edges"] == 16
+        and last["missed_triggers_source"] == "device_counters"
+    )
     assert last["stream_lost"] == 0
     # An alarm exactly in the statuses where the count grew since the one before.
     seen, grew_with_alarm = None, 0
@@ -419,7 +439,21 @@ def test_run_summary_reports_missed_triggers(pyspin, toy_bundle, tmp_path, capsy
     thread.start()
     summary = tmp_path / "summary.json"
     uri = "spinnaker://5?trigger=hardware&exposure_us=5000&timeout_ms=50"
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", uri, "--publish", "stdout://", "--duration", "1.5", "--summary-json", str(summary)])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            uri,
+            "--publish",
+            "stdout://",
+            "--duration",
+            "1.5",
+            "--summary-json",
+            str(summary),
+        ]
+    )
     thread.join()
     capsys.readouterr()
     assert rc == 0

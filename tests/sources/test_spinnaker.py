@@ -27,8 +27,17 @@ def lifecycle_tail(calls):
 def test_nodes_are_configured_as_requested(pyspin):
     dev = pyspin.fake_add_camera("1234", width=128, height=96)
     opts = SourceOptions(
-        exposure_us=2500.0, gain_db=6.0, pixel_format="BayerRG8", trigger="hardware", trigger_line="Line2",
-        trigger_edge="FallingEdge", buffer_count=4, binning_horizontal=2, binning_vertical=2, roi=(8, 4, 32, 24), fps=25.0,
+        exposure_us=2500.0,
+        gain_db=6.0,
+        pixel_format="BayerRG8",
+        trigger="hardware",
+        trigger_line="Line2",
+        trigger_edge="FallingEdge",
+        buffer_count=4,
+        binning_horizontal=2,
+        binning_vertical=2,
+        roi=(8, 4, 32, 24),
+        fps=25.0,
     )
     with open_source("spinnaker://1234", opts) as src:
         assert dev.streaming
@@ -36,7 +45,11 @@ def test_nodes_are_configured_as_requested(pyspin):
         assert dev.value("ExposureAuto") == "Off" and dev.value("ExposureTime") == 2500.0
         assert dev.value("GainAuto") == "Off" and dev.value("Gain") == 6.0
         assert dev.value("PixelFormat") == "BayerRG8"
-        assert (dev.value("TriggerMode"), dev.value("TriggerSource"), dev.value("TriggerActivation")) == ("On", "Line2", "FallingEdge")
+        assert (dev.value("TriggerMode"), dev.value("TriggerSource"), dev.value("TriggerActivation")) == (
+            "On",
+            "Line2",
+            "FallingEdge",
+        )
         assert dev.value("BinningHorizontal") == 2 and dev.value("BinningVertical") == 2
         assert (dev.value("OffsetX"), dev.value("OffsetY"), dev.value("Width"), dev.value("Height")) == (8, 4, 32, 24)
         assert dev.value("AcquisitionFrameRateEnable") is True and dev.value("AcquisitionFrameRate") == 25.0
@@ -184,7 +197,11 @@ def test_first_camera_when_no_serial(pyspin):
     [
         ("spinnaker://999", {}, "no camera with serial 999 (found: 1)"),
         ("spinnaker://1", {"exposure_us": 1e9}, "ExposureTime=1000000000.0 is outside the camera's range"),
-        ("spinnaker://1", {"pixel_format": "BayerGB12p"}, "PixelFormat cannot be 'BayerGB12p' on this camera (available: BayerRG8, Mono8, RGB8)"),
+        (
+            "spinnaker://1",
+            {"pixel_format": "BayerGB12p"},
+            "PixelFormat cannot be 'BayerGB12p' on this camera (available: BayerRG8, Mono8, RGB8)",
+        ),
         ("spinnaker://1", {"roi": [0, 0, 30, 16]}, "Width=30 is not allowed (range [16, 64], step 4)"),
         ("spinnaker://1", {"trigger_line": "Line7", "trigger": "hardware"}, "TriggerSource cannot be 'Line7'"),
     ],
@@ -232,7 +249,19 @@ def test_missing_pyspin_through_clipinspect_run(monkeypatch, capsys, toy_bundle)
     from edge_runtime.cli import main
 
     monkeypatch.setitem(sys.modules, "PySpin", None)
-    rc = main(["run", "--bundle", str(toy_bundle.root), "--source", "spinnaker://123", "--publish", "stdout://", "--max-frames", "1"])
+    rc = main(
+        [
+            "run",
+            "--bundle",
+            str(toy_bundle.root),
+            "--source",
+            "spinnaker://123",
+            "--publish",
+            "stdout://",
+            "--max-frames",
+            "1",
+        ]
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2
     assert len(err) == 1 and "PySpin" in err[0] and "unrelated package" in err[0]

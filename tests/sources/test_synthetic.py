@@ -56,7 +56,12 @@ def test_fps_pacing():
 def test_mosaic_puts_each_colour_where_the_pattern_says():
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30
-    expected = {"BayerRG8": [[10, 20], [20, 30]], "BayerBG8": [[30, 20], [20, 10]], "BayerGR8": [[20, 10], [30, 20]], "BayerGB8": [[20, 30], [10, 20]]}
+    expected = {
+        "BayerRG8": [[10, 20], [20, 30]],
+        "BayerBG8": [[30, 20], [20, 10]],
+        "BayerGR8": [[20, 10], [30, 20]],
+        "BayerGB8": [[20, 30], [10, 20]],
+    }
     for fmt, block in expected.items():
         assert mosaic(rgb, fmt)[:2, :2].tolist() == block, fmt
         assert mosaic(rgb, fmt)[2:, 2:].tolist() == block, fmt

@@ -16,7 +16,11 @@ def test_parse_forms(tmp_path):
     assert (u.scheme, u.target, dict(u.params)) == ("gentl", "/opt/x.cti", {"serial": "77"})
     assert parse_uri("gentl://?serial=5").target == ""
     rtsp = parse_uri("cv://rtsp://user:pw@10.0.0.2:554/stream?channel=1&subtype=0")
-    assert (rtsp.scheme, rtsp.target, dict(rtsp.params)) == ("cv", "rtsp://user:pw@10.0.0.2:554/stream?channel=1&subtype=0", {})
+    assert (rtsp.scheme, rtsp.target, dict(rtsp.params)) == (
+        "cv",
+        "rtsp://user:pw@10.0.0.2:554/stream?channel=1&subtype=0",
+        {},
+    )
     gst = parse_uri("gst://nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1920 ! nvvidconv ! appsink")
     assert gst.scheme == "gst" and gst.target.startswith("nvarguscamerasrc")
     assert parse_uri("clip.mp4").scheme == "cv"
@@ -49,7 +53,9 @@ def test_bad_uris_are_one_line_source_errors(uri, message):
 
 def test_query_overrides_options_and_types_are_parsed():
     base = SourceOptions(fps=5.0, exposure_us=100.0, loop=False)
-    opts, own = merge_options(parse_uri("gentl://?serial=9&fps=12&loop=yes&roi=0,0,64,32&pixel_format=Mono8"), base, ("serial",))
+    opts, own = merge_options(
+        parse_uri("gentl://?serial=9&fps=12&loop=yes&roi=0,0,64,32&pixel_format=Mono8"), base, ("serial",)
+    )
     assert own == {"serial": "9"}
     assert opts.fps == 12.0 and opts.loop is True and opts.roi == (0, 0, 64, 32) and opts.pixel_format == "Mono8"
     assert opts.exposure_us == 100.0  # untouched fields keep the caller's value

@@ -128,18 +128,42 @@ def test_mask_resized_nearest_stays_binary(tmp_path: Path) -> None:
 def test_meta_json(tmp_path: Path) -> None:
     make_mvtec(tmp_path, "widget")
     meta = {
-        "train": {"widget": [{"img_path": "widget/train/good/000.png", "mask_path": "", "cls_name": "widget",
-                              "specie_name": "good", "anomaly": 0}]},
-        "test": {"widget": [
-            {"img_path": "widget/test/good/000.png", "mask_path": "", "cls_name": "widget", "specie_name": "good", "anomaly": 0},
-            {"img_path": "widget/test/scratch/001.png", "mask_path": "widget/ground_truth/scratch/001_mask.png",
-             "cls_name": "widget", "specie_name": "scratch", "anomaly": 1},
-        ]},
+        "train": {
+            "widget": [
+                {
+                    "img_path": "widget/train/good/000.png",
+                    "mask_path": "",
+                    "cls_name": "widget",
+                    "specie_name": "good",
+                    "anomaly": 0,
+                }
+            ]
+        },
+        "test": {
+            "widget": [
+                {
+                    "img_path": "widget/test/good/000.png",
+                    "mask_path": "",
+                    "cls_name": "widget",
+                    "specie_name": "good",
+                    "anomaly": 0,
+                },
+                {
+                    "img_path": "widget/test/scratch/001.png",
+                    "mask_path": "widget/ground_truth/scratch/001_mask.png",
+                    "cls_name": "widget",
+                    "specie_name": "scratch",
+                    "anomaly": 1,
+                },
+            ]
+        },
     }
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     samples = load_samples(tmp_path, splits=("test",))  # meta.json wins over the folders
     assert [(s.label, s.defect, s.mask_path is not None) for s in samples] == [(0, "good", False), (1, "scratch", True)]
-    assert load_samples(tmp_path / "meta.json", splits=("train",))[0].image_path == tmp_path / "widget/train/good/000.png"
+    assert (
+        load_samples(tmp_path / "meta.json", splits=("train",))[0].image_path == tmp_path / "widget/train/good/000.png"
+    )
 
 
 def test_csv_image_level(tmp_path: Path) -> None:
@@ -160,8 +184,20 @@ def test_csv_image_level(tmp_path: Path) -> None:
     assert load_samples(tmp_path, unsplit="seeded") == samples  # a folder with one CSV
 
 
-@pytest.mark.parametrize("text,label", [("normal", 0), ("Good", 0), ("OK", 0), ("0", 0),
-                                        ("anomaly", 1), ("abnormal", 1), ("ng", 1), ("defect", 1), ("1", 1)])
+@pytest.mark.parametrize(
+    "text,label",
+    [
+        ("normal", 0),
+        ("Good", 0),
+        ("OK", 0),
+        ("0", 0),
+        ("anomaly", 1),
+        ("abnormal", 1),
+        ("ng", 1),
+        ("defect", 1),
+        ("1", 1),
+    ],
+)
 def test_parse_label(text: str, label: int) -> None:
     assert parse_label(text, "x") == label
 
@@ -255,7 +291,10 @@ def test_visa_layout_with_split_csv(tmp_path: Path) -> None:
     )
     test = load_samples(tmp_path, splits=("test",))
     assert [(s.image_path.parent.name, s.image_path.name, s.label) for s in test] == [
-        ("Normal", "0002.JPG", 0), ("Anomaly", "0000.JPG", 1), ("Anomaly", "0001.JPG", 1)]
+        ("Normal", "0002.JPG", 0),
+        ("Anomaly", "0000.JPG", 1),
+        ("Anomaly", "0001.JPG", 1),
+    ]
     assert all((s.mask_path is not None) == bool(s.label) and s.pixel_gt for s in test)
     assert len(load_samples(cat, splits=("train",))) == 2  # the category folder as root finds ../split_csv
     ds = AnomalyDataset(test, 16, MEAN, STD)

@@ -30,8 +30,8 @@ def test_local_batches_of_all_ranks_make_the_single_process_batch(n, world, batc
         per_rank = [list(epoch_sampler(data, 7, epoch, DistContext(world, r, r))) for r in range(world)]
         local = batch // world
         for k in range(n // batch):
-            union = sorted(i for r in range(world) for i in per_rank[r][k * local:(k + 1) * local])
-            assert union == sorted(single[k * batch:(k + 1) * batch])
+            union = sorted(i for r in range(world) for i in per_rank[r][k * local : (k + 1) * local])
+            assert union == sorted(single[k * batch : (k + 1) * batch])
     # and the order really depends on the epoch
     assert list(epoch_sampler(data, 7, 1, DistContext())) != list(epoch_sampler(data, 7, 2, DistContext()))
 
@@ -45,7 +45,7 @@ def test_global_batch_must_split_evenly():
 def test_launch_command_is_torchrun_on_train_ddp():
     cmd = launch_command(8, ["--data", "d", "--out", "o"])
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert "--nproc-per-node=8" in cmd and cmd[cmd.index("-m", 3):][:2] == ["-m", "train.ddp"]
+    assert "--nproc-per-node=8" in cmd and cmd[cmd.index("-m", 3) :][:2] == ["-m", "train.ddp"]
     with pytest.raises(ConfigError):
         launch_command(0, [])
 
@@ -59,8 +59,23 @@ def test_worker_entry_refuses_to_run_outside_torchrun(monkeypatch, capsys):
 
 
 def test_nproc_that_does_not_split_the_batch_is_one_line(tiny_clip_dir, tmp_path, capsys):
-    rc = main(["train", "--data", str(tmp_path), "--clip", str(tiny_clip_dir), "--out", str(tmp_path / "r"),
-               "--nproc", "3", "--set", "optim.batch_size=4", "--device", "cpu"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--clip",
+            str(tiny_clip_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--nproc",
+            "3",
+            "--set",
+            "optim.batch_size=4",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "multiple of the 3 processes" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
@@ -76,14 +91,28 @@ def _max_diff(a_dir, b_dir, name):
 
 def _cli(*args):
     code = "import sys; from edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, "-q", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, "-q", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_nproc_inside_torchrun_is_refused(tiny_clip_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    rc = main(["train", "--data", str(tmp_path), "--clip", str(tiny_clip_dir), "--out", str(tmp_path / "r"),
-               "--nproc", "2", "--device", "cpu"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--clip",
+            str(tiny_clip_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--nproc",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 2 and "inside torchrun" in capsys.readouterr().err
 
 
@@ -94,10 +123,22 @@ def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_
     from tests.train.helpers import QUICK, synth_data
 
     data = synth_data(tmp_path / "data")
-    common = ["--data", str(data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--device", "cpu",
-              *QUICK, "--set", "data.max_images=8",
-              # exact equality needs a training set that is a multiple of the global batch: no val draw
-              "--set", "data.val_fraction=0"]
+    common = [
+        "--data",
+        str(data),
+        "--clip",
+        str(tiny_clip_dir),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        *QUICK,
+        "--set",
+        "data.max_images=8",
+        # exact equality needs a training set that is a multiple of the global batch: no val draw
+        "--set",
+        "data.val_fraction=0",
+    ]
     single, multi = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *common, "--out", str(single)]) == 0
     # through the CLI launcher: clipinspect train --nproc 2 -> torchrun -> 2 x train.ddp (gloo)

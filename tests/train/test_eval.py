@@ -27,7 +27,9 @@ def tiny_run(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("eval_run")
-    data = make_synthetic_dataset(root / "data", SynthSpec(categories=2, size=64, train_good=0, per_class=4), progress=False).root
+    data = make_synthetic_dataset(
+        root / "data", SynthSpec(categories=2, size=64, train_good=0, per_class=4), progress=False
+    ).root
     cfg = TrainConfig(clip=str(tiny_clip_dir), lora=LoraSettings(rank=4))
     run = root / "run"
     run.mkdir()
@@ -92,7 +94,8 @@ def test_eval_end_to_end(tiny_run: tuple[Path, Path], capsys: pytest.CaptureFixt
         for k in ("pixel_auroc", "aupro", "pixel_ap"):
             assert 0.0 <= row[k] <= 1.0
     assert doc["mean"]["image_auroc"] == pytest.approx(
-        np.mean([doc["per_category"][c]["image_auroc"] for c in ("metal", "wood")]))
+        np.mean([doc["per_category"][c]["image_auroc"] for c in ("metal", "wood")])
+    )
 
     csv_lines = (run / "eval" / "metrics.csv").read_text().strip().splitlines()
     assert csv_lines[0].startswith("category,n_images,n_anomalous,pixel_auroc,aupro,pixel_ap,image_auroc")
@@ -100,16 +103,25 @@ def test_eval_end_to_end(tiny_run: tuple[Path, Path], capsys: pytest.CaptureFixt
 
     thr = json.loads((run / "threshold.json").read_text())
     scores, labels, _ = _independent_scores(run, data, "val")  # the threshold comes from validation only
-    best = max((2 * p * r / (p + r) if p + r else 0.0, t) for t in np.unique(scores)
-               for p, r in [(((scores >= t) & (labels == 1)).sum() / max(1, (scores >= t).sum()),
-                             ((scores >= t) & (labels == 1)).sum() / labels.sum())])
+    best = max(
+        (2 * p * r / (p + r) if p + r else 0.0, t)
+        for t in np.unique(scores)
+        for p, r in [
+            (
+                ((scores >= t) & (labels == 1)).sum() / max(1, (scores >= t).sum()),
+                ((scores >= t) & (labels == 1)).sum() / labels.sum(),
+            )
+        ]
+    )
     below = scores[scores < best[1]]
     assert thr["value"] == pytest.approx((best[1] + below.max()) / 2 if below.size else best[1], abs=1e-6)
     pred = scores >= thr["value"]
     tp = (pred & (labels == 1)).sum()
     assert 2 * tp / (pred.sum() + labels.sum()) == pytest.approx(best[0])  # the threshold reaches F1-max
     assert "F1-max" in thr["method"] and "validation split" in thr["method"] and thr["epoch"] == 1
-    assert thr["images"] == len(roles["val"]) and thr["frr"] == pytest.approx(((scores >= thr["value"]) & (labels == 0)).sum() / (labels == 0).sum())
+    assert thr["images"] == len(roles["val"]) and thr["frr"] == pytest.approx(
+        ((scores >= thr["value"]) & (labels == 0)).sum() / (labels == 0).sum()
+    )
     from train.run_state import read_threshold
 
     assert read_threshold(run) == (thr["value"], thr["method"])  # what merge will read
@@ -140,7 +152,9 @@ def test_fgsm_raises_the_attacked_loss(tiny_run: tuple[Path, Path]) -> None:
     y = torch.tensor(clean.labels, dtype=torch.float32)
 
     def bce(s: np.ndarray) -> float:
-        return float(torch.nn.functional.binary_cross_entropy(torch.tensor(s, dtype=torch.float32).clamp(1e-6, 1 - 1e-6), y))
+        return float(
+            torch.nn.functional.binary_cross_entropy(torch.tensor(s, dtype=torch.float32).clamp(1e-6, 1 - 1e-6), y)
+        )
 
     assert bce(adv) > bce(clean.scores)
     # Anomalous scores go down and normal ones up, on average.
@@ -149,16 +163,29 @@ def test_fgsm_raises_the_attacked_loss(tiny_run: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.slow
-def test_eval_fgsm_and_csv_image_level(tiny_run: tuple[Path, Path], tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_fgsm_and_csv_image_level(
+    tiny_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, data = tiny_run
     rows = ["image_id,label,description"]
     for p in sorted((data / "wood" / "test").rglob("*.png")):
         rows.append(f"{p.relative_to(data)},{'good' if p.parent.name == 'good' else 'ng'},")
     (data / "labels.csv").write_text("\n".join(rows) + "\n")
     try:
-        argv = ["eval", "--run", str(run), "--data", str(data / "labels.csv"), "--heatmaps", "1",
-                "--fgsm", "0.02", "--no-threshold", "--device", "cpu"]
+        argv = [
+            "eval",
+            "--run",
+            str(run),
+            "--data",
+            str(data / "labels.csv"),
+            "--heatmaps",
+            "1",
+            "--fgsm",
+            "0.02",
+            "--no-threshold",
+            "--device",
+            "cpu",
+        ]
         assert main(argv) == 2  # no split column: the rows' role must be said
         assert "have no split" in capsys.readouterr().err
         assert main([*argv, "--unseen"]) == 0
@@ -211,11 +238,19 @@ def test_heatmap_pick_covers_categories_and_defects() -> None:
     from train.data import Sample
     from train.evaluate import pick_heatmap_indices
 
-    samples = [Sample(Path(f"{c}{d}{i}.png"), int(d != "good"), None, c, d)
-               for c in ("a", "b") for d in ("good", "crack", "scratch") for i in range(3)]
+    samples = [
+        Sample(Path(f"{c}{d}{i}.png"), int(d != "good"), None, c, d)
+        for c in ("a", "b")
+        for d in ("good", "crack", "scratch")
+        for i in range(3)
+    ]
     picked = pick_heatmap_indices(samples, 4)
     assert [(samples[i].category, samples[i].defect) for i in picked] == [
-        ("a", "crack"), ("b", "crack"), ("a", "scratch"), ("b", "scratch")]
+        ("a", "crack"),
+        ("b", "crack"),
+        ("a", "scratch"),
+        ("b", "scratch"),
+    ]
     assert len(pick_heatmap_indices(samples, 100)) == len(samples) and pick_heatmap_indices(samples, 0) == []
 
 

@@ -32,7 +32,9 @@ def test_resized_table_equals_transformers_interpolation(tiny_clip_dir):
         ours = big.model.vision_model(x).last_hidden_state
     assert float((ref - ours).abs().max()) <= 1e-6
     # the CLS position is kept; the patch table really changed size and values
-    assert torch.equal(emb.position_embedding.weight[0], native.model.vision_model.embeddings.position_embedding.weight[0])
+    assert torch.equal(
+        emb.position_embedding.weight[0], native.model.vision_model.embeddings.position_embedding.weight[0]
+    )
     # resizing to the size it already has is a no-op
     assert resize_position_embedding(big.model, SIZE) is False
 
@@ -46,8 +48,20 @@ def test_size_off_the_patch_grid_is_refused(tiny_clip_dir, size, hint):
 def test_train_cli_rejects_bad_size_in_one_line(tiny_clip_dir, tmp_path, capsys):
     data = tmp_path / "nodata"
     data.mkdir()
-    rc = main(["train", "--data", str(tmp_path), "--clip", str(tiny_clip_dir), "--out", str(tmp_path / "r"),
-               "--image-size", "0", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--clip",
+            str(tiny_clip_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--image-size",
+            "0",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "model.image_size" in err and len(err.splitlines()) == 1
 
@@ -63,12 +77,35 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
     from train.synth import SynthSpec, make_synthetic_dataset
 
     torch.set_num_threads(1)
-    data = make_synthetic_dataset(tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2,
-                                                               per_class=2), progress=False).root
+    data = make_synthetic_dataset(
+        tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2, per_class=2), progress=False
+    ).root
     run, merged, bundle_dir = tmp_path / "run", tmp_path / "merged", tmp_path / "bundle"
-    assert main(["train", "--data", str(data), "--clip", str(tiny_clip_dir), "--out", str(run), "--epochs", "1",
-                 "--image-size", str(SIZE), "--no-progress", "--set", "optim.threads=1", "--set",
-                 "optim.batch_size=4", "--set", "data.max_images=4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--clip",
+                str(tiny_clip_dir),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--image-size",
+                str(SIZE),
+                "--no-progress",
+                "--set",
+                "optim.threads=1",
+                "--set",
+                "optim.batch_size=4",
+                "--set",
+                "data.max_images=4",
+            ]
+        )
+        == 0
+    )
     assert "image_size: 96" in (run / "config.yaml").read_text()
     assert main(["eval", "--run", str(run), "--data", str(data), "--heatmaps", "0", "--device", "cpu"]) == 0
     assert main(["merge", "--run", str(run), "--out", str(merged)]) == 0
@@ -107,8 +144,23 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
     for o, r in zip(dev, merged_side):
         np.testing.assert_allclose(o.anomaly_map, r.anomaly_map.numpy(), atol=1e-4)
     assert np.ptp(d) > 1e-6  # not vacuous: different images, different scores
-    assert main(["-q", "verify-bundle", "--bundle", str(bundle_dir), "--images", str(data),
-                 "--backend", "torch", "--max-images", "4"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "verify-bundle",
+                "--bundle",
+                str(bundle_dir),
+                "--images",
+                str(data),
+                "--backend",
+                "torch",
+                "--max-images",
+                "4",
+            ]
+        )
+        == 0
+    )
 
     # INT8 selection on the enlarged graph: attention (QK^T, attn*V) stays float in every layer,
     # which is what keeps TensorRT's attention in FP16 above its 512-token INT8 MHA limit
@@ -131,11 +183,33 @@ def test_cuda_amp_training_above_native_size(tiny_clip_dir, tmp_path):
     from train.run_state import load_run_model
     from train.synth import SynthSpec, make_synthetic_dataset
 
-    data = make_synthetic_dataset(tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2,
-                                                               per_class=2), progress=False).root
+    data = make_synthetic_dataset(
+        tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2, per_class=2), progress=False
+    ).root
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--clip", str(tiny_clip_dir), "--out", str(run), "--epochs", "1",
-                 "--image-size", str(SIZE), "--device", "cuda", "--no-progress", "--set", "optim.batch_size=4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--clip",
+                str(tiny_clip_dir),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--image-size",
+                str(SIZE),
+                "--device",
+                "cuda",
+                "--no-progress",
+                "--set",
+                "optim.batch_size=4",
+            ]
+        )
+        == 0
+    )
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["amp"] is True and np.isfinite(rec["loss"])
     model, info = load_run_model(run, device="cpu")

@@ -24,8 +24,9 @@ def test_merged_scores_equal_adapter_scores(tiny_clip_dir, tmp_path):
     x = _images()
     with torch.no_grad():
         ref = model.predict(x)
-    info = save_merged(model, tmp_path / "m", clip_source=str(tiny_clip_dir), mean=loaded.mean, std=loaded.std,
-                       name="run1")
+    info = save_merged(
+        model, tmp_path / "m", clip_source=str(tiny_clip_dir), mean=loaded.mean, std=loaded.std, name="run1"
+    )
     merged, info2 = load_merged(tmp_path / "m")
     assert info2 == info
     assert not any(".lora_" in n for n, _ in merged.named_parameters())
@@ -76,11 +77,31 @@ def trained_run(tiny_clip_dir, tmp_path_factory):
     from train.synth import SynthSpec, make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("merge_run")
-    make_synthetic_dataset(root / "data", SynthSpec(seed=0, categories=1, size=64, train_good=2, per_class=1),
-                           progress=False)
+    make_synthetic_dataset(
+        root / "data", SynthSpec(seed=0, categories=1, size=64, train_good=2, per_class=1), progress=False
+    )
     run = root / "run"
-    assert main(["train", "--data", str(root / "data"), "--clip", str(tiny_clip_dir), "--out", str(run),
-                 "--epochs", "2", "--no-progress", "--set", "optim.threads=1", "--set", "optim.lr=0.01"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "data"),
+                "--clip",
+                str(tiny_clip_dir),
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--no-progress",
+                "--set",
+                "optim.threads=1",
+                "--set",
+                "optim.lr=0.01",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -104,16 +125,25 @@ def test_merge_command_matches_run_scores_and_reads_threshold(trained_run, tmp_p
     from train.run_state import epoch_sha256, read_run_record
 
     other = 3 - best
-    write_threshold(trained_run, {"value": 0.6125, "method": "f1-max on val", "epoch": other,
-                                  "epoch_sha256": epoch_sha256(trained_run, other),
-                                  "run_id": read_run_record(trained_run)["run_id"]})
+    write_threshold(
+        trained_run,
+        {
+            "value": 0.6125,
+            "method": "f1-max on val",
+            "epoch": other,
+            "epoch_sha256": epoch_sha256(trained_run, other),
+            "run_id": read_run_record(trained_run)["run_id"],
+        },
+    )
     try:
         assert main(["merge", "--run", str(trained_run), "--out", str(tmp_path / "m2")]) == 0
     finally:
         (trained_run / "threshold.json").unlink()
     _, info2 = load_merged(tmp_path / "m2")
     assert (info2.threshold, info2.threshold_method, info2.epoch) == (0.6125, "f1-max on val", other)
-    assert info2.threshold_lineage["epoch"] == other and info2.lineage["run_id"] == read_run_record(trained_run)["run_id"]
+    assert (
+        info2.threshold_lineage["epoch"] == other and info2.lineage["run_id"] == read_run_record(trained_run)["run_id"]
+    )
     assert info2.model_id != info.model_id
 
 

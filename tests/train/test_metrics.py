@@ -49,7 +49,8 @@ def test_pixel_metrics_match_sklearn() -> None:
     maps = rng.random(masks.shape) * 0.7 + masks * 0.3
     assert pixel_auroc(masks, maps) == pytest.approx(skm.roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert pixel_ap(masks.astype(np.float32), maps) == pytest.approx(
-        skm.average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12)
+        skm.average_precision_score(masks.ravel(), maps.ravel()), abs=1e-12
+    )
 
 
 def test_hand_computed_image_toy() -> None:

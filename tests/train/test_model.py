@@ -76,8 +76,12 @@ def test_prompt_too_long_is_config_error(loaded):
 
 
 def test_lora_only_on_requested_modules(loaded):
-    model = build_model(loaded.model, loaded.tokenizer, ModelConfig(),
-                        LoraSettings(towers=("vision",), modules=("q_proj", "v_proj"), layers=(1, 3)))
+    model = build_model(
+        loaded.model,
+        loaded.tokenizer,
+        ModelConfig(),
+        LoraSettings(towers=("vision",), modules=("q_proj", "v_proj"), layers=(1, 3)),
+    )
     assert lora_module_names(model) == [
         f"vision_model.encoder.layers.{i}.self_attn.{m}" for i in (1, 3) for m in ("q_proj", "v_proj")
     ]
@@ -142,9 +146,16 @@ def test_forward_traces_to_onnx_with_dynamic_batch(merged_tiny_dir, tmp_path):
 
     text = model.text_embeddings().detach()
     path = tmp_path / "m.onnx"
-    torch.onnx.export(Scores(model).eval(), (torch.randn(2, 3, 64, 64), text), str(path), dynamo=False,
-                      input_names=["pixel_values", "text_embeddings"], output_names=["score", "anomaly_map"],
-                      dynamic_axes={"pixel_values": {0: "batch"}}, opset_version=17)
+    torch.onnx.export(
+        Scores(model).eval(),
+        (torch.randn(2, 3, 64, 64), text),
+        str(path),
+        dynamo=False,
+        input_names=["pixel_values", "text_embeddings"],
+        output_names=["score", "anomaly_map"],
+        dynamic_axes={"pixel_values": {0: "batch"}},
+        opset_version=17,
+    )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     score, amap = sess.run(None, {"pixel_values": x.numpy(), "text_embeddings": text.numpy()})

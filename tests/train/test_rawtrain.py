@@ -17,7 +17,14 @@ pytest.importorskip("onnxscript")
 from edge_runtime.cli import main  # noqa: E402
 from tests.train.helpers import QUICK, synth_data, train_argv  # noqa: E402
 
-FRAME = ["--set", "model.input_format=bayer_rg8", "--set", "model.input_size=256x160", "--set", "model.roi=[32,8,192,144]"]
+FRAME = [
+    "--set",
+    "model.input_format=bayer_rg8",
+    "--set",
+    "model.input_size=256x160",
+    "--set",
+    "model.roi=[32,8,192,144]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +59,18 @@ def test_the_frame_travels_from_config_to_manifest(raw_chain):
     assert (cfg["input_format"], cfg["input_size"], cfg["roi"]) == ("bayer_rg8", "256x160", [32, 8, 192, 144])
     assert "raw-frame training: bayer_rg8 256x160 frames, ROI 32,8,192,144" in (run / "train.log").read_text()
     assert json.loads((merged / "clipinspect_model.json").read_text())["frame"] == {
-        "input_format": "bayer_rg8", "input_size": [160, 256], "roi": [32, 8, 192, 144]}
+        "input_format": "bayer_rg8",
+        "input_size": [160, 256],
+        "roi": [32, 8, 192, 144],
+    }
     m = load_bundle(bundle).manifest
     pre = m.preprocess
-    assert (pre.input_layout, pre.input_format, pre.input_size, pre.roi) == ("frame_uint8", "bayer_rg8", (160, 256), (32, 8, 192, 144))
+    assert (pre.input_layout, pre.input_format, pre.input_size, pre.roi) == (
+        "frame_uint8",
+        "bayer_rg8",
+        (160, 256),
+        (32, 8, 192, 144),
+    )
     assert m.input("image").shape == (1, 160, 256) and m.input("image").dtype == "uint8"
     assert m.threshold.source and "default" not in m.threshold.method  # eval's threshold came through merge
     assert json.loads((run / "eval" / "metrics.json").read_text())["pixel_resolution"] == "model"
@@ -94,14 +109,35 @@ def test_bundle_scores_an_image_file_as_the_training_side_does(raw_chain, raw_da
 def test_export_flags_that_name_another_frame_are_one_line_errors(raw_chain, tmp_path, capsys):
     _, merged, _ = raw_chain
     capsys.readouterr()
-    for flags in (["--input-format", "bayer_gb8", "--input-size", "256x160", "--roi", "32,8,192,144"],
-                  ["--input-format", "bayer_rg8", "--input-size", "256x160"]):
+    for flags in (
+        ["--input-format", "bayer_gb8", "--input-size", "256x160", "--roi", "32,8,192,144"],
+        ["--input-format", "bayer_rg8", "--input-size", "256x160"],
+    ):
         assert main(["export", "--merged", str(merged), "--out", str(tmp_path / "b"), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "was trained on --input-format bayer_rg8 --input-size 256x160 --roi 32,8,192,144" in err[0], err
+        assert (
+            len(err) == 1
+            and "was trained on --input-format bayer_rg8 --input-size 256x160 --roi 32,8,192,144" in err[0]
+        ), err
     # the same frame spelled out is fine
-    assert main(["export", "--merged", str(merged), "--out", str(tmp_path / "ok"), "--input-format", "bayer_rg8",
-                 "--input-size", "256x160", "--roi", "32,8,192,144"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--merged",
+                str(merged),
+                "--out",
+                str(tmp_path / "ok"),
+                "--input-format",
+                "bayer_rg8",
+                "--input-size",
+                "256x160",
+                "--roi",
+                "32,8,192,144",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("augment", [None, {"prob": 1.0, "rotation_deg": 40.0, "scale": [1.2, 1.3], "brightness": 0.1}])
@@ -127,7 +163,9 @@ def test_masks_follow_the_frame_roi_onto_the_model_grid(tmp_path, augment):
     s = Sample(tmp_path / "a.png", 1, tmp_path / "a_mask.png", "c", "d", split="train", pixel_gt=True)
     roi = (60, 10, 200, 150)
     aug = from_mapping(AugmentConfig, augment) if augment else None
-    ds = RawFrameSamples(AnomalyDataset([s], 64, CLIP_MEAN, CLIP_STD), "bayer_rg8", (200, 300), roi=roi, augment=aug, seed=3)
+    ds = RawFrameSamples(
+        AnomalyDataset([s], 64, CLIP_MEAN, CLIP_STD), "bayer_rg8", (200, 300), roi=roi, augment=aug, seed=3
+    )
     set_epoch(ds, 2)
     item = ds[0]
     if aug is not None:  # a drawn augmentation, different per epoch and repeatable
@@ -142,17 +180,32 @@ def test_masks_follow_the_frame_roi_onto_the_model_grid(tmp_path, augment):
     bright = grey > 0.5
     assert m.sum() > 100 and (m & bright).sum() / (m | bright).sum() > 0.85  # the mask lies on the square
     if aug is None:
-        assert np.abs(ds.image_uint8(0).mean(axis=2) / 255.0 - grey).mean() < 0.05  # heatmap background = what the model saw
+        assert (
+            np.abs(ds.image_uint8(0).mean(axis=2) / 255.0 - grey).mean() < 0.05
+        )  # heatmap background = what the model saw
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--set", "model.input_format=bayer_rg8"], "go together"),
-    (["--set", "model.input_format=bayer_rx8", "--set", "model.input_size=96x64"], "unknown input format"),
-    (["--set", "model.input_format=bayer_rg8", "--set", "model.input_size=96x64", "--set", "model.roi=[1,0,8,8]"], "even pixels"),
-    (["--set", "model.roi=[0,0,8,8]"], "needs model.input_format"),
-    ([*FRAME, "--set", "adversarial.fraction=0.5"], "FGSM perturbs the model-size RGB image"),
-    (["--set", "model.input_fromat=bayer_rg8"], "unknown config key 'model.input_fromat'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "model.input_format=bayer_rg8"], "go together"),
+        (["--set", "model.input_format=bayer_rx8", "--set", "model.input_size=96x64"], "unknown input format"),
+        (
+            [
+                "--set",
+                "model.input_format=bayer_rg8",
+                "--set",
+                "model.input_size=96x64",
+                "--set",
+                "model.roi=[1,0,8,8]",
+            ],
+            "even pixels",
+        ),
+        (["--set", "model.roi=[0,0,8,8]"], "needs model.input_format"),
+        ([*FRAME, "--set", "adversarial.fraction=0.5"], "FGSM perturbs the model-size RGB image"),
+        (["--set", "model.input_fromat=bayer_rg8"], "unknown config key 'model.input_fromat'"),
+    ],
+)
 def test_bad_frame_config_is_one_line_error(raw_data, tiny_clip_dir, tmp_path, capsys, extra, message):
     assert main(_train(raw_data, tiny_clip_dir, tmp_path / "r", *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -163,8 +216,7 @@ def test_bad_frame_config_is_one_line_error(raw_data, tiny_clip_dir, tmp_path, c
 def test_eval_refuses_attacks_on_raw_frame_runs(raw_chain, raw_data, capsys):
     run, _, _ = raw_chain
     capsys.readouterr()
-    assert main(["eval", "--run", str(run), "--data", str(raw_data), "--fgsm", "0.01",
-                 "--no-threshold"]) == 2
+    assert main(["eval", "--run", str(run), "--data", str(raw_data), "--fgsm", "0.01", "--no-threshold"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "raw camera frames" in err[0], err
 
@@ -175,9 +227,27 @@ def test_raw_frame_ddp_reaches_the_single_process_weights(raw_data, tiny_clip_di
     forward on every rank, and 2 gloo processes reach the single-process adapters."""
     from tests.train.test_distributed import ATOL, _cli, _max_diff
 
-    common = ["--data", str(raw_data), "--clip", str(tiny_clip_dir), "--epochs", "1", "--device", "cpu",
-              "--input-format", "bayer_gr8", "--input-size", "160x96", "--roi", "16,0,128,96",
-              *QUICK, "--set", "data.max_images=8", "--set", "data.val_fraction=0"]
+    common = [
+        "--data",
+        str(raw_data),
+        "--clip",
+        str(tiny_clip_dir),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--input-format",
+        "bayer_gr8",
+        "--input-size",
+        "160x96",
+        "--roi",
+        "16,0,128,96",
+        *QUICK,
+        "--set",
+        "data.max_images=8",
+        "--set",
+        "data.val_fraction=0",
+    ]
     single, multi = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *common, "--out", str(single)]) == 0
     proc = _cli("train", *common, "--out", multi, "--nproc", "2")

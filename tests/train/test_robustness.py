@@ -73,7 +73,9 @@ def test_augmented_dataset_follows_masks_and_is_seeded_by_epoch(tmp_path):
     ds = with_augmentation(base, cfg, seed=3)
     assert isinstance(ds, AugmentedDataset) and with_augmentation(base, AugmentConfig(), 3) is base
     a = ds[0]
-    x = a["pixel_values"].numpy() * np.array([0.2, 0.25, 0.3]).reshape(3, 1, 1) + np.array([0.5, 0.4, 0.3]).reshape(3, 1, 1)
+    x = a["pixel_values"].numpy() * np.array([0.2, 0.25, 0.3]).reshape(3, 1, 1) + np.array([0.5, 0.4, 0.3]).reshape(
+        3, 1, 1
+    )
     assert _iou(x.mean(axis=0) > 0.5, a["mask"].numpy() > 0.5) > 0.85
     assert set(a) == set(base[0]) and a["label"] == 1 and ds.image_size == (64, 64)
     assert torch.equal(ds[0]["pixel_values"], a["pixel_values"])  # same (seed, epoch, index): same draw
@@ -84,9 +86,15 @@ def test_augmented_dataset_follows_masks_and_is_seeded_by_epoch(tmp_path):
 def test_augment_and_adversarial_config_validation():
     assert not AugmentConfig().enabled and AdversarialConfig().fraction == 0.0
     assert AugmentConfig(rotation_deg=10).enabled and not AugmentConfig(prob=0.0, rotation_deg=10).enabled
-    for bad in [{"augment": {"rotation_deg": 400}}, {"augment": {"scale": [1.2, 0.8]}}, {"augment": {"prob": 2}},
-                {"augment": {"salt_pepper": 0.9}}, {"augment": {"gaussian_noise": -1}}, {"adversarial": {"fraction": 1.5}},
-                {"adversarial": {"eps": 0}}]:
+    for bad in [
+        {"augment": {"rotation_deg": 400}},
+        {"augment": {"scale": [1.2, 0.8]}},
+        {"augment": {"prob": 2}},
+        {"augment": {"salt_pepper": 0.9}},
+        {"augment": {"gaussian_noise": -1}},
+        {"adversarial": {"fraction": 1.5}},
+        {"adversarial": {"eps": 0}},
+    ]:
         with pytest.raises(ConfigError):
             from_mapping(TrainConfig, bad)
     with pytest.raises(ConfigError, match="did you mean 'rotation_deg'"):
@@ -122,7 +130,9 @@ def _train_loss(model, pix, labels, masks, cfg):
     from train.losses import anomaly_loss
 
     out = model(pix, model.text_embeddings())
-    return anomaly_loss(out.global_logits, out.patch_logits, labels, masks, torch.ones(len(labels), dtype=torch.bool), cfg.loss).total
+    return anomaly_loss(
+        out.global_logits, out.patch_logits, labels, masks, torch.ones(len(labels), dtype=torch.bool), cfg.loss
+    ).total
 
 
 def test_fgsm_batch_moves_along_the_sign_of_the_loss_gradient(tiny):
@@ -169,14 +179,49 @@ def test_eval_reports_pgd_next_to_fgsm_and_training_runs_with_both_on(tiny_clip_
 
     data = synth_data(tmp_path / "data")
     run = tmp_path / "run"
-    argv = train_argv(data, tiny_clip_dir, run, "--epochs", "1", "--set", "data.max_images=8",
-                      "--set", "augment.prob=1.0", "--set", "augment.rotation_deg=20", "--set", "augment.gaussian_noise=5",
-                      "--set", "adversarial.fraction=0.5", "--set", "adversarial.eps=2")
+    argv = train_argv(
+        data,
+        tiny_clip_dir,
+        run,
+        "--epochs",
+        "1",
+        "--set",
+        "data.max_images=8",
+        "--set",
+        "augment.prob=1.0",
+        "--set",
+        "augment.rotation_deg=20",
+        "--set",
+        "augment.gaussian_noise=5",
+        "--set",
+        "adversarial.fraction=0.5",
+        "--set",
+        "adversarial.eps=2",
+    )
     assert main(argv) == 0
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert np.isfinite(record["loss"])
-    assert main(["eval", "--run", str(run), "--data", str(data), "--fgsm", "0.02", "--pgd-steps", "4", "--heatmaps", "0",
-                 "--device", "cpu", "--no-threshold"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--run",
+                str(run),
+                "--data",
+                str(data),
+                "--fgsm",
+                "0.02",
+                "--pgd-steps",
+                "4",
+                "--heatmaps",
+                "0",
+                "--device",
+                "cpu",
+                "--no-threshold",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "PGD eps=0.02 x4 steps" in out and "FGSM eps=0.02" in out
     doc = json.loads((run / "eval" / "metrics.json").read_text())

@@ -30,14 +30,17 @@ def _ids(samples: list[Sample]) -> set[tuple[str, str, str]]:
     return {(s.category, s.split, s.image_path.relative_to(s.image_path.parents[2]).as_posix()) for s in samples}
 
 
-@pytest.mark.parametrize("cfg", [
-    DataConfig(),
-    DataConfig(holdout=("metal",)),
-    DataConfig(splits=("train",)),
-    DataConfig(val_fraction=0.5, test_fraction=0.3),
-    DataConfig(splits=("test",), test_fraction=0.0, holdout=("wood",)),
-    DataConfig(categories=("fabric",)),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DataConfig(),
+        DataConfig(holdout=("metal",)),
+        DataConfig(splits=("train",)),
+        DataConfig(val_fraction=0.5, test_fraction=0.3),
+        DataConfig(splits=("test",), test_fraction=0.0, holdout=("wood",)),
+        DataConfig(categories=("fabric",)),
+    ],
+)
 def test_roles_are_disjoint_cover_the_data_and_do_not_depend_on_the_folder(synth, tmp_path, cfg):
     samples = load_samples(synth, splits=SPLITS)
     plan = plan_splits(samples, cfg, seed=7)
@@ -49,8 +52,9 @@ def test_roles_are_disjoint_cover_the_data_and_do_not_depend_on_the_folder(synth
     unseen = set(cfg.holdout) | ({s.category for s in samples} - set(cfg.categories) if cfg.categories else set())
     for cat in unseen:
         assert not any(s.category == cat for s in [*plan.train, *plan.val])
-        assert {s.image_path for s in plan.test if s.category == cat} == {s.image_path for s in samples
-                                                                          if s.category == cat and s.split == "test"}
+        assert {s.image_path for s in plan.test if s.category == cat} == {
+            s.image_path for s in samples if s.category == cat and s.split == "test"
+        }
     if "train" in cfg.splits and not unseen:  # nothing is lost: every used image has one role
         used = [s for s in samples if s.split == "train" or "test" in cfg.splits or s.split == "test"]
         assert len(train | val | test) == len(used)
@@ -82,7 +86,9 @@ def test_csv_split_column_and_seeded_unsplit(tmp_path):
     (tmp_path / "l.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
     with pytest.raises(Exception, match="12 rows have no split"):
         load_samples(tmp_path / "l.csv", splits=SPLITS)
-    plan = plan_splits(load_samples(tmp_path / "l.csv", splits=SPLITS, unsplit="seeded"), DataConfig(unsplit="seeded"), seed=0)
+    plan = plan_splits(
+        load_samples(tmp_path / "l.csv", splits=SPLITS, unsplit="seeded"), DataConfig(unsplit="seeded"), seed=0
+    )
     assert plan.train and plan.val and plan.test
     assert not ({s.image_path for s in plan.train} & {s.image_path for s in plan.test})
 
@@ -101,9 +107,31 @@ def test_bad_split_config_is_config_error():
 def run2(synth, tiny_clip_dir, tmp_path_factory) -> Path:
     pytest.importorskip("peft")
     run = tmp_path_factory.mktemp("lineage") / "run"
-    assert main(["train", "--data", str(synth), "--clip", str(tiny_clip_dir), "--out", str(run), "--epochs", "2",
-                 "--holdout", "wood", "--no-progress", "--set", "optim.threads=1", "--set", "optim.batch_size=8",
-                 "--set", "data.max_images=8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth),
+                "--clip",
+                str(tiny_clip_dir),
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--holdout",
+                "wood",
+                "--no-progress",
+                "--set",
+                "optim.threads=1",
+                "--set",
+                "optim.batch_size=8",
+                "--set",
+                "data.max_images=8",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -126,7 +154,10 @@ def test_run_records_roles_and_validation_per_epoch(run2, synth):
 def test_eval_threshold_lineage_and_merge_refusals(run2, synth, tmp_path, capsys):
     from train.run_state import epoch_sha256
 
-    assert main(["eval", "--run", str(run2), "--data", str(synth), "--epoch", "1", "--heatmaps", "0", "--device", "cpu"]) == 0
+    assert (
+        main(["eval", "--run", str(run2), "--data", str(synth), "--epoch", "1", "--heatmaps", "0", "--device", "cpu"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mean held-out*" in out and "reported only" in out
     thr = json.loads((run2 / "threshold.json").read_text())
@@ -183,8 +214,24 @@ def test_unseen_kolektor_pixel_metrics_original_vs_model_size(run2, kolektor_roo
     protocols give different numbers, and the report says which one ran."""
     docs = {}
     for res in ("original", "model"):
-        assert main(["eval", "--run", str(run2), "--data", str(kolektor_root), "--unseen", "--heatmaps", "0",
-                     "--pixel-resolution", res, "--no-threshold"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--run",
+                    str(run2),
+                    "--data",
+                    str(kolektor_root),
+                    "--unseen",
+                    "--heatmaps",
+                    "0",
+                    "--pixel-resolution",
+                    res,
+                    "--no-threshold",
+                ]
+            )
+            == 0
+        )
         docs[res] = json.loads((run2 / "eval" / "metrics.json").read_text())
     capsys.readouterr()
     a, b = (docs[r]["per_category"]["commutator"] for r in ("original", "model"))
@@ -285,7 +332,9 @@ def test_check_data_writes_and_verifies_manifest(synth, tmp_path, capsys):
     assert main(["check-data", str(data), "--verify-manifest", str(man)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "sha256 differs" in err and mask.name in err
-    shutil.copyfile(next((data / "metal" / "train" / "good").glob("*.png")), data / "metal" / "train" / "good" / "new.png")
+    shutil.copyfile(
+        next((data / "metal" / "train" / "good").glob("*.png")), data / "metal" / "train" / "good" / "new.png"
+    )
     mask.write_bytes(original)
     assert main(["check-data", str(data), "--splits", "train", "--verify-manifest", str(man)]) == 2
     assert "not in data manifest" in capsys.readouterr().err
@@ -298,8 +347,25 @@ def test_training_verifies_the_manifest_before_touching_the_run(synth, tiny_clip
     img = next((data / "wood" / "train" / "good").glob("*.png"))
     img.write_bytes(img.read_bytes() + b"\0")
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--clip", str(tiny_clip_dir), "--out", str(run), "--epochs", "1",
-                 "--set", f"data.manifest={man}", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--clip",
+                str(tiny_clip_dir),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--set",
+                f"data.manifest={man}",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "sha256 differs" in capsys.readouterr().err and not run.exists()
 
 
@@ -312,10 +378,12 @@ def test_best_epoch_is_the_best_validated_saved_epoch(tmp_path):
         (folder / ADAPTER_FILE).write_bytes(b"x")
         (folder / HEAD_FILE).write_bytes(b"x")
     assert best_epoch(tmp_path) is None and default_epoch(tmp_path, None) == 4  # no validation: the last
-    rows = [{"epoch": 1, "val_criterion": "image_auroc", "val_score": 0.7},
-            {"epoch": 2, "val_criterion": "image_auroc", "val_score": 0.9},
-            {"epoch": 3, "val_criterion": "image_auroc", "val_score": 0.9},  # a tie keeps the earlier epoch
-            {"epoch": 4, "val_criterion": "image_auroc", "val_score": 0.8}]
+    rows = [
+        {"epoch": 1, "val_criterion": "image_auroc", "val_score": 0.7},
+        {"epoch": 2, "val_criterion": "image_auroc", "val_score": 0.9},
+        {"epoch": 3, "val_criterion": "image_auroc", "val_score": 0.9},  # a tie keeps the earlier epoch
+        {"epoch": 4, "val_criterion": "image_auroc", "val_score": 0.8},
+    ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert best_epoch(tmp_path) == 2 and default_epoch(tmp_path, None) == 2 and default_epoch(tmp_path, 4) == 4
     shutil.rmtree(epoch_dir(tmp_path, 2))  # only epochs still saved count
@@ -337,7 +405,9 @@ def test_eval_target_frr_threshold_from_good_validation_images(run2, synth, caps
     val = plan_splits(load_samples(synth, splits=SPLITS), cfg.data, cfg.optim.seed).role("val")
     good = [s for s in val if s.label == 0]
     model, info = load_run_model(run2, thr["epoch"])
-    scores = predict(model, AnomalyDataset(good, info.image_size, info.mean, info.std), EvalOptions(), progress=False).scores
+    scores = predict(
+        model, AnomalyDataset(good, info.image_size, info.mean, info.std), EvalOptions(), progress=False
+    ).scores
     assert thr["images"] == len(good) and "order-statistic" in thr["method"]
     from edge_runtime.thresholds import frr_threshold  # the maths is tested in tests/enroll; here the wiring
 

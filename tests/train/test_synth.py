@@ -19,7 +19,10 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_synth_data_command_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "synth"
-    assert main(["synth-data", str(out), "--categories", "2", "--size", "64", "--train-good", "3", "--per-class", "2"]) == 0
+    assert (
+        main(["synth-data", str(out), "--categories", "2", "--size", "64", "--train-good", "3", "--per-class", "2"])
+        == 0
+    )
     assert "wrote 22 images and 12 masks" in capsys.readouterr().out
     samples = load_samples(out)
     assert sorted({s.category for s in samples}) == ["metal", "wood"]
@@ -43,7 +46,11 @@ def test_same_seed_byte_identical_other_seed_differs(tmp_path: Path) -> None:
     a = _tree(make_synthetic_dataset(tmp_path / "a", spec, progress=False).root)
     b = _tree(make_synthetic_dataset(tmp_path / "b", spec, progress=False).root)
     assert a == b and len(a) == 4 * (2 + 4 + 3) + 1
-    c = _tree(make_synthetic_dataset(tmp_path / "c", SynthSpec(seed=8, categories=4, size=48, train_good=2, per_class=1), progress=False).root)
+    c = _tree(
+        make_synthetic_dataset(
+            tmp_path / "c", SynthSpec(seed=8, categories=4, size=48, train_good=2, per_class=1), progress=False
+        ).root
+    )
     assert c.keys() == a.keys()
     differing = [k for k in a if k.endswith(".png") and a[k] != c[k]]
     assert len(differing) == len(a) - 1  # every image changes with the seed

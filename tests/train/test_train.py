@@ -55,8 +55,10 @@ def test_run_folder_layout(one_epoch_run, tiny_clip_dir):
 def test_resume_continues_and_matches_uninterrupted_run(one_epoch_run, small_data, tiny_clip_dir, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(one_epoch_run, resumed)
-    assert main(["train", "--data", str(small_data), "--out", str(resumed), "--resume", "--epochs", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(["train", "--data", str(small_data), "--out", str(resumed), "--resume", "--epochs", "2", "--no-progress"])
+        == 0
+    )
     lines = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     straight = tmp_path / "straight"

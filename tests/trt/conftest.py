@@ -7,7 +7,9 @@ import sys
 import pytest
 
 
-def install_fakes(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0", gpu: str = "Orin", cc: tuple[int, int] = (8, 7)):
+def install_fakes(
+    monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0", gpu: str = "Orin", cc: tuple[int, int] = (8, 7)
+):
     import tests.fakes.pycuda as pycuda_pkg
     import tests.fakes.tensorrt as trt
     from tests.fakes.pycuda import driver

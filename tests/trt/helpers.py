@@ -15,8 +15,15 @@ D = 8
 GRID = H // PATCH
 
 
-def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed: int = 0, bad_op: bool = False,
-              float_input: bool = False) -> Path:
+def make_onnx(
+    path: Path,
+    *,
+    dynamic_batch: bool = True,
+    qdq: bool = False,
+    seed: int = 0,
+    bad_op: bool = False,
+    float_input: bool = False,
+) -> Path:
     """uint8 NHWC input with normalisation in the graph, or (`float_input`) normalised float32 NCHW."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -60,7 +67,9 @@ def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed
     else:
         inits.append(numpy_helper.from_array(w, "conv_w"))
     nodes += [
-        helper.make_node("Conv", [conv_in, conv_w, "conv_b"], ["patches"], kernel_shape=[PATCH, PATCH], strides=[PATCH, PATCH]),
+        helper.make_node(
+            "Conv", [conv_in, conv_w, "conv_b"], ["patches"], kernel_shape=[PATCH, PATCH], strides=[PATCH, PATCH]
+        ),
         helper.make_node("Transpose", ["patches"], ["tokens"], perm=[0, 2, 3, 1]),
         helper.make_node("Transpose", ["text_embeddings"], ["text_t"], perm=[1, 0]),
         helper.make_node("MatMul", ["tokens", "text_t"], ["sim"]),
@@ -73,12 +82,18 @@ def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed
         nodes.insert(0, helper.make_node("FancyOp", ["image"], ["unused1"], domain="com.example"))
         nodes.insert(1, helper.make_node("Mystery", ["image"], ["unused2"]))
     graph = helper.make_graph(
-        nodes, "tiny_anomaly",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, H, W]) if float_input
-         else helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, H, W, 3]),
-         helper.make_tensor_value_info("text_embeddings", TensorProto.FLOAT, [2, D])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch]),
-         helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [batch, GRID, GRID])],
+        nodes,
+        "tiny_anomaly",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, H, W])
+            if float_input
+            else helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, H, W, 3]),
+            helper.make_tensor_value_info("text_embeddings", TensorProto.FLOAT, [2, D]),
+        ],
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch]),
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [batch, GRID, GRID]),
+        ],
         inits,
     )
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if bad_op else [])
@@ -90,7 +105,9 @@ def make_onnx(path: Path, *, dynamic_batch: bool = True, qdq: bool = False, seed
     return path
 
 
-def make_bundle(root: Path, *, dynamic_batch: bool = True, with_int8: bool = False, bad_op: bool = False, float_input: bool = False):
+def make_bundle(
+    root: Path, *, dynamic_batch: bool = True, with_int8: bool = False, bad_op: bool = False, float_input: bool = False
+):
     """Write a bundle with model.onnx (+ model.int8.onnx Q/DQ) and text embeddings; return it loaded."""
     root.mkdir(parents=True, exist_ok=True)
     make_onnx(root / "model.onnx", dynamic_batch=dynamic_batch, bad_op=bad_op, float_input=float_input)
@@ -99,15 +116,28 @@ def make_bundle(root: Path, *, dynamic_batch: bool = True, with_int8: bool = Fal
     variants = ()
     if with_int8:
         make_onnx(root / "model.int8.onnx", dynamic_batch=dynamic_batch, qdq=True)
-        variants = (ModelVariant(file="model.int8.onnx", precision="int8", quantization="hand-made QDQ on Conv", calibration_set_sha256="ab" * 32),)
+        variants = (
+            ModelVariant(
+                file="model.int8.onnx",
+                precision="int8",
+                quantization="hand-made QDQ on Conv",
+                calibration_set_sha256="ab" * 32,
+            ),
+        )
     write_test_manifest(
-        root, model_id="tiny-trt-test",
+        root,
+        model_id="tiny-trt-test",
         preprocess=PreprocessSpec(image_size=(H, W), input_layout="NCHW_float32" if float_input else "NHWC_uint8"),
-        inputs=(TensorSpec("image", (batch, 3, H, W), "float32") if float_input else TensorSpec("image", (batch, H, W, 3), "uint8"),
-                TensorSpec("text_embeddings", (2, D), "float32")),
+        inputs=(
+            TensorSpec("image", (batch, 3, H, W), "float32")
+            if float_input
+            else TensorSpec("image", (batch, H, W, 3), "uint8"),
+            TensorSpec("text_embeddings", (2, D), "float32"),
+        ),
         outputs=(TensorSpec("score", (batch,), "float32"), TensorSpec("anomaly_map", (batch, GRID, GRID), "float32")),
         prompts={"normal": "flawless", "abnormal": "damaged"},
-        files=MODEL_FILES + tuple(v.file for v in variants), variants=variants,
+        files=MODEL_FILES + tuple(v.file for v in variants),
+        variants=variants,
     )
     return load_bundle(root)
 

@@ -26,7 +26,21 @@ def _engine_header(path):
 def test_fp16_build_records_engine_and_bundle_still_verifies(fake_trt, tmp_path, capsys):
     trt, cuda = fake_trt
     bundle = make_bundle(tmp_path / "b")
-    rc = main(["build-engine", "--bundle", str(bundle.root), "--precision", "fp16", "--workspace", "256", "--max-batch", "4", "--opt-batch", "2"])
+    rc = main(
+        [
+            "build-engine",
+            "--bundle",
+            str(bundle.root),
+            "--precision",
+            "fp16",
+            "--workspace",
+            "256",
+            "--max-batch",
+            "4",
+            "--opt-batch",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     b = load_bundle(bundle.root)  # verifies every sha256, including the new engine
@@ -63,8 +77,21 @@ def test_int8_from_qdq_variant(fake_trt, tmp_path):
 def test_int8_calibrator_path_writes_and_reuses_cache(fake_trt, tmp_path, capsys):
     bundle = make_bundle(tmp_path / "b")
     images = write_images(tmp_path / "good", 10)
-    args = ["build-engine", "--bundle", str(bundle.root), "--precision", "int8", "--onnx", "fp32",
-            "--calib-images", str(images), "--calib-num", "8", "--calib-batch", "4"]
+    args = [
+        "build-engine",
+        "--bundle",
+        str(bundle.root),
+        "--precision",
+        "int8",
+        "--onnx",
+        "fp32",
+        "--calib-images",
+        str(images),
+        "--calib-num",
+        "8",
+        "--calib-batch",
+        "4",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     b = load_bundle(bundle.root)

@@ -101,7 +101,9 @@ def test_bad_batches_rejected(fake_trt, fp16_bundle):
 
 def test_missing_engine_says_how_to_build(fake_trt, tmp_path):
     bundle = make_bundle(tmp_path / "b")
-    with pytest.raises(BundleError, match="no fp16 TensorRT engine .* clipinspect build-engine --bundle .* --precision fp16"):
+    with pytest.raises(
+        BundleError, match="no fp16 TensorRT engine .* clipinspect build-engine --bundle .* --precision fp16"
+    ):
         TrtBackend().load(bundle, "fp16")
 
 
@@ -120,7 +122,10 @@ def test_engine_from_other_tensorrt_version_refused(fake_trt, fp16_bundle, monke
 def test_engine_from_other_gpu_refused(fake_trt, fp16_bundle, monkeypatch):
     trt, _ = fake_trt
     install_fakes(monkeypatch, str(trt.__version__), gpu="NVIDIA GeForce RTX 4090", cc=(8, 9))
-    with pytest.raises(BundleError, match=r"built for GPU 'Orin' \(compute capability 8.7\) but this device has 'NVIDIA GeForce RTX 4090' \(compute capability 8.9\); rebuild"):
+    with pytest.raises(
+        BundleError,
+        match=r"built for GPU 'Orin' \(compute capability 8.7\) but this device has 'NVIDIA GeForce RTX 4090' \(compute capability 8.9\); rebuild",
+    ):
         TrtBackend().load(fp16_bundle, "fp16")
 
 
@@ -163,7 +168,9 @@ def test_load_without_tensorrt_is_backend_error(tmp_path, monkeypatch):
 
     bundle = make_bundle(tmp_path / "b")
     (bundle.root / "model.fp16.engine").write_bytes(b"x")
-    m = replace(bundle.manifest, engines=(EngineEntry("model.fp16.engine", "fp16", "model.onnx", "10.3.0", "Orin", "8.7"),))
+    m = replace(
+        bundle.manifest, engines=(EngineEntry("model.fp16.engine", "fp16", "model.onnx", "10.3.0", "Orin", "8.7"),)
+    )
     write_manifest(bundle.root, with_file(m, bundle.root, "model.fp16.engine"))
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     from edge_runtime.errors import MissingDependency
@@ -227,7 +234,9 @@ def test_failed_load_and_double_close_release_exactly_once(fake_trt, fp16_bundle
     gc.collect()
     assert cuda._fake_state().stats.get("late_destroy", 0) == 0
     # A load that fails after the context was retained and buffers allocated gives both back.
-    monkeypatch.setattr(TrtBackend, "_upload_text", lambda self, bundle, cuda: (_ for _ in ()).throw(BundleError("text rejected")))
+    monkeypatch.setattr(
+        TrtBackend, "_upload_text", lambda self, bundle, cuda: (_ for _ in ()).throw(BundleError("text rejected"))
+    )
     with pytest.raises(BundleError, match="text rejected"):
         TrtBackend().load(fp16_bundle, "fp16")
     gc.collect()

@@ -23,8 +23,27 @@ def test_engines_built_on_the_device_keep_the_signature(fake_trt10, tmp_path, ca
     trusted = ["--trusted-keys", str(keys.trusted_dir)]
     assert main(["build-engine", "--bundle", str(bundle.root), "--precision", "fp16", *trusted]) == 0
     calib = write_images(tmp_path / "calib", 4, size=16)
-    assert main(["build-engine", "--bundle", str(bundle.root), "--precision", "int8", "--onnx", "fp32",
-                 "--calib-images", str(calib), "--calib-num", "4", "--calib-batch", "2", *trusted]) == 0
+    assert (
+        main(
+            [
+                "build-engine",
+                "--bundle",
+                str(bundle.root),
+                "--precision",
+                "int8",
+                "--onnx",
+                "fp32",
+                "--calib-images",
+                str(calib),
+                "--calib-num",
+                "4",
+                "--calib-batch",
+                "2",
+                *trusted,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     b = load_bundle(bundle.root, trusted_keys=keys.trusted_dir)
     assert {e.precision for e in b.manifest.engines} == {"fp16", "int8"}
@@ -34,14 +53,18 @@ def test_engines_built_on_the_device_keep_the_signature(fake_trt10, tmp_path, ca
     # The device additions stay hash-checked: a swapped engine file is still refused.
     engine = bundle.root / "model.fp16.engine"
     engine.write_bytes(engine.read_bytes() + b"\0")
-    with pytest.raises(BundleError, match=f"signed by key {keys.trusted_id}.*model.fp16.engine does not match its sha256"):
+    with pytest.raises(
+        BundleError, match=f"signed by key {keys.trusted_id}.*model.fp16.engine does not match its sha256"
+    ):
         load_bundle(bundle.root, trusted_keys=keys.trusted_dir)
 
 
 def test_build_engine_refuses_an_unsigned_bundle_when_keys_are_configured(fake_trt10, tmp_path, capsys):
     keys = make_keys(tmp_path / "keys")
     bundle = make_bundle(tmp_path / "b")
-    rc = main(["build-engine", "--bundle", str(bundle.root), "--precision", "fp16", "--trusted-keys", str(keys.trusted_dir)])
+    rc = main(
+        ["build-engine", "--bundle", str(bundle.root), "--precision", "fp16", "--trusted-keys", str(keys.trusted_dir)]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "is not signed" in err and str(bundle.root) in err
     assert not (bundle.root / "model.fp16.engine").exists()

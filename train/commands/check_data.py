@@ -15,10 +15,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="MVTec/VisA folder, meta.json or CSV (image_id,label,description)")
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"])
     p.add_argument("--categories", nargs="+", default=None, help="only these categories")
-    p.add_argument("--unsplit", choices=["error", "seeded", "test"], default="seeded",
-                   help="CSV rows without a split: accept them here (default), or refuse them (error)")
+    p.add_argument(
+        "--unsplit",
+        choices=["error", "seeded", "test"],
+        default="seeded",
+        help="CSV rows without a split: accept them here (default), or refuse them (error)",
+    )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--write-manifest", metavar="FILE", help="write the sha256 of every image and mask to FILE (JSON)")
+    group.add_argument(
+        "--write-manifest", metavar="FILE", help="write the sha256 of every image and mask to FILE (JSON)"
+    )
     group.add_argument("--verify-manifest", metavar="FILE", help="check every image and mask against FILE")
 
 
@@ -46,5 +52,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(help="check a data set: layout, labels, every image and mask; write/verify a sha256 manifest",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="check a data set: layout, labels, every image and mask; write/verify a sha256 manifest",
+    add_arguments=add_arguments,
+    run=run,
+)

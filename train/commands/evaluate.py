@@ -13,31 +13,76 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="training run folder (RUN/config.yaml, RUN/adapters/epoch_NNN)")
     p.add_argument("--data", required=True, help="MVTec/VisA folder, meta.json or CSV")
     p.add_argument("--categories", nargs="+", default=None, help="only these categories (default: all)")
-    p.add_argument("--report", choices=["test", "val"], default="test",
-                   help="images the table reports: test (default) or val; the threshold always comes from val")
-    p.add_argument("--unseen", action="store_true",
-                   help="a data set the run never trained on: its test split is reported (checked by sha256); no threshold")
-    p.add_argument("--pixel-resolution", choices=["original", "model"], default="original",
-                   help="pixel metrics at each mask's own size (default, MVTec protocol) or at the model's input size")
-    p.add_argument("--target-frr", type=float, default=None, metavar="FRR",
-                   help="threshold from the GOOD validation images at this false-reject rate (distribution-free bound, "
-                        "as `enroll`), instead of F1-max; works when validation has no defects")
-    p.add_argument("--epoch", type=int, default=None,
-                   help="adapters of this epoch (default: the best on validation, else the last saved)")
-    p.add_argument("--fgsm", type=float, default=None, metavar="EPS",
-                   help="also report image AUROC under an FGSM step of EPS in pixel scale [0,1], e.g. 0.004")
-    p.add_argument("--pgd-steps", type=int, default=None, metavar="K",
-                   help="also report image AUROC under a K-step PGD attack within the --fgsm EPS budget (step 2.5*EPS/K)")
+    p.add_argument(
+        "--report",
+        choices=["test", "val"],
+        default="test",
+        help="images the table reports: test (default) or val; the threshold always comes from val",
+    )
+    p.add_argument(
+        "--unseen",
+        action="store_true",
+        help="a data set the run never trained on: its test split is reported (checked by sha256); no threshold",
+    )
+    p.add_argument(
+        "--pixel-resolution",
+        choices=["original", "model"],
+        default="original",
+        help="pixel metrics at each mask's own size (default, MVTec protocol) or at the model's input size",
+    )
+    p.add_argument(
+        "--target-frr",
+        type=float,
+        default=None,
+        metavar="FRR",
+        help="threshold from the GOOD validation images at this false-reject rate (distribution-free bound, "
+        "as `enroll`), instead of F1-max; works when validation has no defects",
+    )
+    p.add_argument(
+        "--epoch",
+        type=int,
+        default=None,
+        help="adapters of this epoch (default: the best on validation, else the last saved)",
+    )
+    p.add_argument(
+        "--fgsm",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="also report image AUROC under an FGSM step of EPS in pixel scale [0,1], e.g. 0.004",
+    )
+    p.add_argument(
+        "--pgd-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also report image AUROC under a K-step PGD attack within the --fgsm EPS budget (step 2.5*EPS/K)",
+    )
     p.add_argument("--heatmaps", type=int, default=8, metavar="K", help="overlay PNGs to write (default 8, 0 = none)")
-    p.add_argument("--sigma", type=float, default=None,
-                   help="Gaussian sigma (px at model size) for the maps (default: 4 at 518 px, scaled)")
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="Gaussian sigma (px at model size) for the maps (default: 4 at 518 px, scaled)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-threshold", action="store_true", help="do not write RUN/threshold.json")
-    p.add_argument("--shots", type=int, default=0, metavar="K",
-                   help="also report few-shot metrics: K good images per category drawn from the train split as the memory bank")
-    p.add_argument("--shot-seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
-                   help="seeds for drawing the shots; metrics are averaged over them (default 0 1 2)")
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also report few-shot metrics: K good images per category drawn from the train split as the memory bank",
+    )
+    p.add_argument(
+        "--shot-seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        metavar="SEED",
+        help="seeds for drawing the shots; metrics are averaged over them (default 0 1 2)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +98,26 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--shots must be >= 1 (or 0 for none), got {args.shots}")
     device = resolve_device(args.device)
     torch.manual_seed(0)  # eval is deterministic; nothing random should run, but be sure
-    options = EvalOptions(batch_size=args.batch_size, sigma=args.sigma, fgsm_eps=args.fgsm, pgd_steps=args.pgd_steps,
-                          heatmaps=args.heatmaps, device=device, pixel_resolution=args.pixel_resolution)
-    result, table = evaluate_run(args.run, args.data, categories=args.categories, epoch=args.epoch,
-                                 options=options, report=args.report, unseen=args.unseen, target_frr=args.target_frr,
-                                 write_threshold_file=not args.no_threshold)
+    options = EvalOptions(
+        batch_size=args.batch_size,
+        sigma=args.sigma,
+        fgsm_eps=args.fgsm,
+        pgd_steps=args.pgd_steps,
+        heatmaps=args.heatmaps,
+        device=device,
+        pixel_resolution=args.pixel_resolution,
+    )
+    result, table = evaluate_run(
+        args.run,
+        args.data,
+        categories=args.categories,
+        epoch=args.epoch,
+        options=options,
+        report=args.report,
+        unseen=args.unseen,
+        target_frr=args.target_frr,
+        write_threshold_file=not args.no_threshold,
+    )
     print(table)
     if result.threshold_doc is not None:
         d = result.threshold_doc
@@ -65,26 +125,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"threshold {d['value']:.4f} (epoch {d['epoch']}): {d['method']}")
         if rep.get("frr") is not None or rep.get("far") is not None:
             pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
-            print(f"  on the {args.report} images (reported only): FRR {pct(rep.get('frr'))}, defects accepted (FAR) {pct(rep.get('far'))}")
+            print(
+                f"  on the {args.report} images (reported only): FRR {pct(rep.get('frr'))}, defects accepted (FAR) {pct(rep.get('far'))}"
+            )
     if result.fgsm is not None:
         f = result.fgsm
-        print(f"FGSM eps={f['eps']:g}: image AUROC (mean over categories) clean {100 * f['clean_image_auroc']:.1f} -> "
-              f"perturbed {100 * f['perturbed_image_auroc']:.1f} (mean |score shift| {f['mean_score_shift']:.4f})")
+        print(
+            f"FGSM eps={f['eps']:g}: image AUROC (mean over categories) clean {100 * f['clean_image_auroc']:.1f} -> "
+            f"perturbed {100 * f['perturbed_image_auroc']:.1f} (mean |score shift| {f['mean_score_shift']:.4f})"
+        )
     if result.pgd is not None:
         g = result.pgd
-        print(f"PGD eps={g['eps']:g} x{g['steps']} steps: image AUROC (mean over categories) clean {100 * g['clean_image_auroc']:.1f} -> "
-              f"perturbed {100 * g['perturbed_image_auroc']:.1f} (mean |score shift| {g['mean_score_shift']:.4f})")
+        print(
+            f"PGD eps={g['eps']:g} x{g['steps']} steps: image AUROC (mean over categories) clean {100 * g['clean_image_auroc']:.1f} -> "
+            f"perturbed {100 * g['perturbed_image_auroc']:.1f} (mean |score shift| {g['mean_score_shift']:.4f})"
+        )
     print(f"wrote {args.run}/eval/metrics.json, metrics.csv and {len(result.heatmaps)} heatmaps")
     if args.shots:
         from train.fewshot_eval import evaluate_run_fewshot, format_fewshot
 
-        fs, path = evaluate_run_fewshot(args.run, args.data, args.shots, categories=args.categories, epoch=args.epoch,
-                                        seeds=args.shot_seeds, report=args.report, unseen=args.unseen, sigma=args.sigma,
-                                        batch_size=args.batch_size, device=device)
+        fs, path = evaluate_run_fewshot(
+            args.run,
+            args.data,
+            args.shots,
+            categories=args.categories,
+            epoch=args.epoch,
+            seeds=args.shot_seeds,
+            report=args.report,
+            unseen=args.unseen,
+            sigma=args.sigma,
+            batch_size=args.batch_size,
+            device=device,
+        )
         print(format_fewshot(fs, result.per_category))
         print(f"wrote {path}")
     return 0
 
 
-COMMAND = Command(help="evaluate a training run: metrics table, heatmaps, threshold, FGSM check",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="evaluate a training run: metrics table, heatmaps, threshold, FGSM check", add_arguments=add_arguments, run=run
+)

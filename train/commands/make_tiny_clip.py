@@ -27,5 +27,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(help="write a random-init CLIP folder (tiny test model or real CLIP shapes)",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="write a random-init CLIP folder (tiny test model or real CLIP shapes)", add_arguments=add_arguments, run=run
+)

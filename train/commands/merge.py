@@ -28,5 +28,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(help="merge a run's LoRA adapters into CLIP (PEFT merge_and_unload)",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="merge a run's LoRA adapters into CLIP (PEFT merge_and_unload)", add_arguments=add_arguments, run=run
+)

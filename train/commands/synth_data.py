@@ -14,8 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categories", type=int, default=4, help="number of textured categories, 1-6 (default 4)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--train-good", type=int, default=8, help="train/good images per category (default 8)")
-    p.add_argument("--per-class", type=int, default=4,
-                   help="test images per class (test/good and each defect) per category (default 4)")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=4,
+        help="test images per class (test/good and each defect) per category (default 4)",
+    )
     p.add_argument("--defects", nargs="+", default=None, help="defect classes (default: scratch contamination crack)")
     p.add_argument("--overwrite", action="store_true", help="replace category folders that already exist")
 
@@ -23,13 +27,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from train.synth import DEFECTS, SynthSpec, make_synthetic_dataset
 
-    spec = SynthSpec(seed=args.seed, categories=args.categories, size=args.size, train_good=args.train_good,
-                     per_class=args.per_class, defects=tuple(args.defects or DEFECTS))
+    spec = SynthSpec(
+        seed=args.seed,
+        categories=args.categories,
+        size=args.size,
+        train_good=args.train_good,
+        per_class=args.per_class,
+        defects=tuple(args.defects or DEFECTS),
+    )
     summary = make_synthetic_dataset(args.out, spec, overwrite=args.overwrite)
-    print(f"wrote {summary.images} images and {summary.masks} masks to {summary.root} "
-          f"(categories: {', '.join(summary.categories)}; seed {spec.seed}, {spec.size} px)")
+    print(
+        f"wrote {summary.images} images and {summary.masks} masks to {summary.root} "
+        f"(categories: {', '.join(summary.categories)}; seed {spec.seed}, {spec.size} px)"
+    )
     return 0
 
 
-COMMAND = Command(help="write a small synthetic MVTec-layout data set (deterministic by seed)",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="write a small synthetic MVTec-layout data set (deterministic by seed)", add_arguments=add_arguments, run=run
+)

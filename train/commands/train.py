@@ -17,24 +17,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", help="CLIP: local Hugging Face folder or hub id (required unless --resume)")
     p.add_argument("--out", required=True, help="run folder (config.yaml, train.log, metrics.jsonl, adapters/)")
     p.add_argument("--config", help="YAML config (sections data, model, lora, loss, optim)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set lora.rank=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set lora.rank=4 (repeatable)",
+    )
     p.add_argument("--epochs", type=int, help="total number of epochs (optim.epochs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")
     p.add_argument("--categories", type=_csv, help="comma-separated categories to train on")
     p.add_argument("--holdout", type=_csv, help="comma-separated categories kept out of training")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto (default), cpu or cuda (no fallback)")
-    p.add_argument("--image-size", type=int, metavar="PX",
-                   help="train at PX x PX (model.image_size), e.g. 336/448/518: above the CLIP's own size the "
-                        "position embedding is interpolated once at load; must be a multiple of the patch size")
-    p.add_argument("--input-format", choices=INPUT_FORMATS,
-                   help="train on the camera's raw uint8 frames in this format (model.input_format), through the same "
-                        "ROI/demosaic/resize module the exported graph runs; export then takes the same frame")
-    p.add_argument("--input-size", metavar="WxH", help="the frame as the camera delivers it, e.g. 4096x2160 (model.input_size)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="PX",
+        help="train at PX x PX (model.image_size), e.g. 336/448/518: above the CLIP's own size the "
+        "position embedding is interpolated once at load; must be a multiple of the patch size",
+    )
+    p.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="train on the camera's raw uint8 frames in this format (model.input_format), through the same "
+        "ROI/demosaic/resize module the exported graph runs; export then takes the same frame",
+    )
+    p.add_argument(
+        "--input-size", metavar="WxH", help="the frame as the camera delivers it, e.g. 4096x2160 (model.input_size)"
+    )
     p.add_argument("--roi", metavar="X,Y,W,H", help="the part of the frame the model sees, in frame pixels (model.roi)")
-    p.add_argument("--nproc", type=int, metavar="N",
-                   help="train on N local processes with DDP (one per GPU; gloo on CPU) by launching torchrun; "
-                        "optim.batch_size stays the global batch")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N local processes with DDP (one per GPU; gloo on CPU) by launching torchrun; "
+        "optim.batch_size stays the global batch",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,8 +80,16 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"model.input_size={args.input_size}")
     if args.roi is not None:
         overrides.append(f"model.roi=[{args.roi}]")
-    config = resolve_config(args.config, overrides, clip=args.clip, epochs=args.epochs,
-                            categories=args.categories, holdout=args.holdout, device=args.device, base=base)
+    config = resolve_config(
+        args.config,
+        overrides,
+        clip=args.clip,
+        epochs=args.epochs,
+        categories=args.categories,
+        holdout=args.holdout,
+        device=args.device,
+        base=base,
+    )
     if args.nproc is not None:
         return _launch(args, config)
     result = train(args.data, Path(args.out), config, resume=args.resume, progress=not args.no_progress)
@@ -73,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.trainable_line}; device {result.device}, AMP {'on' if result.amp else 'off'}")
     print(f"{'epoch':>5}  {'loss':>8}  {'image':>8}  {'focal':>8}  {'dice':>8}  {'s':>6}")
     for r in result.epochs:
-        print(f"{r['epoch']:>5}  {r['loss']:>8.4f}  {r['loss_image']:>8.4f}  {r['loss_focal']:>8.4f}  "
-              f"{r['loss_dice']:>8.4f}  {r['seconds']:>6.1f}")
+        print(
+            f"{r['epoch']:>5}  {r['loss']:>8.4f}  {r['loss_image']:>8.4f}  {r['loss_focal']:>8.4f}  "
+            f"{r['loss_dice']:>8.4f}  {r['seconds']:>6.1f}"
+        )
     print(f"adapters: {Path(args.out) / 'adapters'} (epochs {result.first_epoch}..{result.last_epoch})")
     return 0
 
@@ -94,16 +123,19 @@ def _launch(args: argparse.Namespace, config) -> int:
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
     if "WORLD_SIZE" in os.environ:
-        raise ConfigError("--nproc inside torchrun would launch torchrun again: torchrun's --nproc-per-node sets the "
-                          "process count")
+        raise ConfigError(
+            "--nproc inside torchrun would launch torchrun again: torchrun's --nproc-per-node sets the process count"
+        )
     local_batch_size(config.optim.batch_size, DistContext(world_size=args.nproc))
     device = pick_device(config.optim.device)
     if device == "cuda":
         import torch
 
         if torch.cuda.device_count() < args.nproc:
-            raise ConfigError(f"--nproc {args.nproc} but torch sees {torch.cuda.device_count()} GPU(s); "
-                              "one process per GPU (or --device cpu)")
+            raise ConfigError(
+                f"--nproc {args.nproc} but torch sees {torch.cuda.device_count()} GPU(s); "
+                "one process per GPU (or --device cpu)"
+            )
     run_folder_start(Path(args.out), config, args.resume)
     samples = training_samples(config, args.data)
     if len(samples) < args.nproc:
@@ -117,5 +149,6 @@ def _launch(args: argparse.Namespace, config) -> int:
         return launch(args.nproc, worker)
 
 
-COMMAND = Command(help="fine-tune CLIP with LoRA for anomaly detection (AnomalyCLIP-style)",
-                  add_arguments=add_arguments, run=run)
+COMMAND = Command(
+    help="fine-tune CLIP with LoRA for anomaly detection (AnomalyCLIP-style)", add_arguments=add_arguments, run=run
+)

@@ -168,7 +168,9 @@ def _fake_device_view(ptr: int, nbytes: int) -> np.ndarray:
         if a.ptr <= ptr < a.ptr + a.nbytes:
             off = ptr - a.ptr
             if off + nbytes > a.nbytes:
-                raise LogicError(f"device access of {nbytes} bytes at {ptr:#x} overruns an allocation of {a.nbytes} bytes")
+                raise LogicError(
+                    f"device access of {nbytes} bytes at {ptr:#x} overruns an allocation of {a.nbytes} bytes"
+                )
             return a.mem[off : off + nbytes]
     raise LogicError(f"{ptr:#x} is not a live device allocation (freed, or never allocated)")
 

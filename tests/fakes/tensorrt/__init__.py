@@ -88,7 +88,9 @@ class Logger(ILogger):
 
 def _check_logger(logger: Any) -> ILogger:
     if not isinstance(logger, ILogger):
-        raise TypeError(f"__init__(): incompatible constructor arguments; expected tensorrt.ILogger, got {type(logger).__name__}")
+        raise TypeError(
+            f"__init__(): incompatible constructor arguments; expected tensorrt.ILogger, got {type(logger).__name__}"
+        )
     if not getattr(logger, "_trt_base_init", False):
         raise TypeError("tensorrt.ILogger.__init__() must be called when overriding __init__")
     return logger
@@ -113,11 +115,33 @@ class DataType(enum.IntEnum):
         return np.dtype(nptype(self)).itemsize
 
 
-float32, float16, int8, int32, uint8, int64 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32, DataType.UINT8, DataType.INT64
+float32, float16, int8, int32, uint8, int64 = (
+    DataType.FLOAT,
+    DataType.HALF,
+    DataType.INT8,
+    DataType.INT32,
+    DataType.UINT8,
+    DataType.INT64,
+)
 
-_NP = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8, DataType.INT32: np.int32,
-       DataType.BOOL: np.bool_, DataType.UINT8: np.uint8, DataType.INT64: np.int64}
-_FROM_ONNX = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 9: DataType.BOOL, 2: DataType.UINT8, 7: DataType.INT64}
+_NP = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT8: np.int8,
+    DataType.INT32: np.int32,
+    DataType.BOOL: np.bool_,
+    DataType.UINT8: np.uint8,
+    DataType.INT64: np.int64,
+}
+_FROM_ONNX = {
+    1: DataType.FLOAT,
+    10: DataType.HALF,
+    3: DataType.INT8,
+    6: DataType.INT32,
+    9: DataType.BOOL,
+    2: DataType.UINT8,
+    7: DataType.INT64,
+}
 
 
 def nptype(trt_type: DataType) -> type:
@@ -279,8 +303,17 @@ class ErrorCode(enum.IntEnum):
 
 
 class ParserError:
-    def __init__(self, code: ErrorCode, desc: str, node: int = -1, node_name: str = "", op: str = "", func: str = "parse") -> None:
-        self._code, self._desc, self._node, self._node_name, self._op, self._func = code, desc, node, node_name, op, func
+    def __init__(
+        self, code: ErrorCode, desc: str, node: int = -1, node_name: str = "", op: str = "", func: str = "parse"
+    ) -> None:
+        self._code, self._desc, self._node, self._node_name, self._op, self._func = (
+            code,
+            desc,
+            node,
+            node_name,
+            op,
+            func,
+        )
 
     def code(self) -> ErrorCode:
         return self._code
@@ -307,14 +340,17 @@ class ParserError:
         return 0
 
     def __str__(self) -> str:
-        where = f"In node {self._node} with name: {self._node_name} and operator: {self._op} " if self._node >= 0 else ""
+        where = (
+            f"In node {self._node} with name: {self._node_name} and operator: {self._op} " if self._node >= 0 else ""
+        )
         return f"{where}({self._func}): {self._code.name}: {self._desc}"
 
 
 # ONNX ops with an importer in onnx-tensorrt (docs/operators.md "Y" rows, plus those added
 # by 8.6/10: LayerNormalization, GroupNormalization, Reciprocal, Mod, NonZero, OneHot, ...).
 # Anything else, or a node in a custom domain, is reported the way TensorRT reports it.
-_SUPPORTED = set("""
+_SUPPORTED = set(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu Clip
 Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div Dropout
 Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool
@@ -326,7 +362,9 @@ ReduceSumSquare Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Sc
 Selu Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan
 Tanh ThresholdedRelu Tile TopK Transpose Unsqueeze Upsample Where Xor
 LayerNormalization GroupNormalization Reciprocal Mod NonZero OneHot Trilu GridSample IsInf HardSwish Mish
-""".split())
+""".split()
+)
+
 
 class OnnxParser:
     def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
@@ -354,19 +392,39 @@ class OnnxParser:
         if not isinstance(model, (bytes, bytearray, memoryview)):
             raise TypeError("parse(): incompatible function arguments (model must be a buffer)")
         if not self._network.has_explicit_batch_dimension:
-            self._errors.append(ParserError(ErrorCode.INVALID_VALUE, "The ONNX parser only supports networks with an explicit batch dimension"))
+            self._errors.append(
+                ParserError(
+                    ErrorCode.INVALID_VALUE, "The ONNX parser only supports networks with an explicit batch dimension"
+                )
+            )
             return False
         try:
             proto = onnx.load_from_string(bytes(model))
         except Exception as exc:
-            self._errors.append(ParserError(ErrorCode.MODEL_DESERIALIZE_FAILED, f"Failed to parse ONNX model from file: {path} ({type(exc).__name__})"))
+            self._errors.append(
+                ParserError(
+                    ErrorCode.MODEL_DESERIALIZE_FAILED,
+                    f"Failed to parse ONNX model from file: {path} ({type(exc).__name__})",
+                )
+            )
             return False
         if not proto.graph.node:
-            self._errors.append(ParserError(ErrorCode.MODEL_DESERIALIZE_FAILED, f"Failed to parse ONNX model from file: {path}"))
+            self._errors.append(
+                ParserError(ErrorCode.MODEL_DESERIALIZE_FAILED, f"Failed to parse ONNX model from file: {path}")
+            )
             return False
         for i, node in enumerate(proto.graph.node):
             if node.domain not in ("", "ai.onnx") or node.op_type not in _SUPPORTED:
-                self._errors.append(ParserError(ErrorCode.UNSUPPORTED_NODE, f"No importer registered for op: {node.op_type}", i, node.name, node.op_type, "importNode"))
+                self._errors.append(
+                    ParserError(
+                        ErrorCode.UNSUPPORTED_NODE,
+                        f"No importer registered for op: {node.op_type}",
+                        i,
+                        node.name,
+                        node.op_type,
+                        "importNode",
+                    )
+                )
         if self._errors:
             return False
         inits = {t.name: t for t in proto.graph.initializer}
@@ -378,15 +436,42 @@ class OnnxParser:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:
                 zp = inits.get(node.input[2])
                 if zp is None:
-                    self._errors.append(ParserError(ErrorCode.INVALID_NODE, "Assertion failed: zero point must be an initializer", i, node.name, node.op_type, "QuantDequantLinearHelper"))
+                    self._errors.append(
+                        ParserError(
+                            ErrorCode.INVALID_NODE,
+                            "Assertion failed: zero point must be an initializer",
+                            i,
+                            node.name,
+                            node.op_type,
+                            "QuantDequantLinearHelper",
+                        )
+                    )
                     continue
                 from onnx import numpy_helper
 
                 arr = numpy_helper.to_array(zp)
                 if arr.dtype != np.int8:
-                    self._errors.append(ParserError(ErrorCode.UNSUPPORTED_NODE, f"Assertion failed: Only INT8 quantization is supported (zero point {node.input[2]} is {arr.dtype})", i, node.name, node.op_type, "QuantDequantLinearHelper"))
+                    self._errors.append(
+                        ParserError(
+                            ErrorCode.UNSUPPORTED_NODE,
+                            f"Assertion failed: Only INT8 quantization is supported (zero point {node.input[2]} is {arr.dtype})",
+                            i,
+                            node.name,
+                            node.op_type,
+                            "QuantDequantLinearHelper",
+                        )
+                    )
                 elif np.any(arr != 0):
-                    self._errors.append(ParserError(ErrorCode.INVALID_NODE, "Assertion failed: shiftIsAllZeros(zeroPoint) && \"TensorRT only supports symmetric quantization. The zero point for the QuantizeLinear/DequantizeLinear operator must be all zeros.\"", i, node.name, node.op_type, "QuantDequantLinearHelper"))
+                    self._errors.append(
+                        ParserError(
+                            ErrorCode.INVALID_NODE,
+                            'Assertion failed: shiftIsAllZeros(zeroPoint) && "TensorRT only supports symmetric quantization. The zero point for the QuantizeLinear/DequantizeLinear operator must be all zeros."',
+                            i,
+                            node.name,
+                            node.op_type,
+                            "QuantDequantLinearHelper",
+                        )
+                    )
         if self._errors:
             return False
         net = self._network
@@ -394,7 +479,13 @@ class OnnxParser:
             if vi.name in inits:
                 continue
             if vi.type.tensor_type.elem_type == 2 and _ver() < (8, 5):  # UINT8 I/O arrived in TensorRT 8.5
-                self._errors.append(ParserError(ErrorCode.UNSUPPORTED_GRAPH, f"Unsupported ONNX data type: UINT8 (2) (input {vi.name})", func="importInput"))
+                self._errors.append(
+                    ParserError(
+                        ErrorCode.UNSUPPORTED_GRAPH,
+                        f"Unsupported ONNX data type: UINT8 (2) (input {vi.name})",
+                        func="importInput",
+                    )
+                )
                 return False
             net._inputs.append(ITensor(vi.name, _onnx_shape(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
         for vi in proto.graph.output:
@@ -404,28 +495,41 @@ class OnnxParser:
         net._ops = [n.op_type for n in proto.graph.node]
         return True
 
-
     def _check_uint8_inputs(self, proto: Any, inits: dict) -> None:
         """TensorRT's DataType.UINT8 rule (Python API docs, 'UINT8'): a uint8 network input
         must be converted to float32/float16 (a Cast, or an IdentityLayer) before any other
         layer uses it; uint8 conversions to int8/int32/bool are not supported."""
-        uint8_inputs = {vi.name for vi in proto.graph.input if vi.name not in inits and vi.type.tensor_type.elem_type == 2}
+        uint8_inputs = {
+            vi.name for vi in proto.graph.input if vi.name not in inits and vi.type.tensor_type.elem_type == 2
+        }
         for i, node in enumerate(proto.graph.node):
             for name in node.input:
                 if name not in uint8_inputs:
                     continue
                 if node.op_type not in ("Cast", "Identity"):
-                    self._errors.append(ParserError(
-                        ErrorCode.UNSUPPORTED_NODE,
-                        f"UINT8 tensor '{name}' feeds a {node.op_type} node: a uint8 network input may only be converted to FLOAT/HALF (Cast) before other layers use it",
-                        i, node.name, node.op_type, "importNode"))
+                    self._errors.append(
+                        ParserError(
+                            ErrorCode.UNSUPPORTED_NODE,
+                            f"UINT8 tensor '{name}' feeds a {node.op_type} node: a uint8 network input may only be converted to FLOAT/HALF (Cast) before other layers use it",
+                            i,
+                            node.name,
+                            node.op_type,
+                            "importNode",
+                        )
+                    )
                 elif node.op_type == "Cast":
                     to = next((a.i for a in node.attribute if a.name == "to"), None)
                     if to not in (1, 10):  # onnx FLOAT, FLOAT16
-                        self._errors.append(ParserError(
-                            ErrorCode.UNSUPPORTED_NODE,
-                            f"Cast of UINT8 tensor '{name}' to ONNX type {to}: uint8 converts only to FLOAT or HALF",
-                            i, node.name, node.op_type, "importNode"))
+                        self._errors.append(
+                            ParserError(
+                                ErrorCode.UNSUPPORTED_NODE,
+                                f"Cast of UINT8 tensor '{name}' to ONNX type {to}: uint8 converts only to FLOAT or HALF",
+                                i,
+                                node.name,
+                                node.op_type,
+                                "importNode",
+                            )
+                        )
 
 
 def _onnx_shape(vi: Any) -> list[int]:
@@ -439,7 +543,11 @@ class IOptimizationProfile:
 
     def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
         lo, op, hi = Dims(min), Dims(opt), Dims(max)
-        if not (len(lo) == len(op) == len(hi)) or any(not (a <= b <= c) for a, b, c in zip(lo, op, hi)) or any(d < 0 for d in lo):
+        if (
+            not (len(lo) == len(op) == len(hi))
+            or any(not (a <= b <= c) for a, b, c in zip(lo, op, hi))
+            or any(d < 0 for d in lo)
+        ):
             raise ValueError(f"set_shape: need 0 <= min <= opt <= max for '{input}', got {lo} {op} {hi}")
         self._shapes[input] = (lo, op, hi)
 
@@ -544,7 +652,9 @@ class IBuilderConfig:
             if not isinstance(calib, IInt8Calibrator):
                 raise TypeError("int8_calibrator: incompatible type; expected tensorrt.IInt8Calibrator")
             if not getattr(calib, "_trt_base_init", False):
-                raise TypeError(f"tensorrt.{type(calib).__mro__[1].__name__}.__init__() must be called when overriding __init__")
+                raise TypeError(
+                    f"tensorrt.{type(calib).__mro__[1].__name__}.__init__() must be called when overriding __init__"
+                )
         self._calibrator = calib
 
     def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
@@ -554,7 +664,7 @@ class IBuilderConfig:
         if not data.startswith(_TC_MAGIC):
             _log(self._logger, ILogger.WARNING, "Could not deserialize timing cache; starting from an empty cache")
             return ITimingCache({})
-        body = json.loads(data[len(_TC_MAGIC):])
+        body = json.loads(data[len(_TC_MAGIC) :])
         cache = ITimingCache(body["entries"])
         cache._origin = (body["version"], body["gpu"])
         return cache
@@ -598,7 +708,9 @@ class Builder:
             return err("Network must have at least one output")
         dynamic = [t for t in network._inputs if any(d < 0 for d in t.shape)]
         if dynamic and not config._profiles:
-            return err(f"Network has dynamic or shape inputs, but no optimization profile has been defined. ({dynamic[0].name})")
+            return err(
+                f"Network has dynamic or shape inputs, but no optimization profile has been defined. ({dynamic[0].name})"
+            )
         for p in config._profiles:
             for t in dynamic:
                 if t.name not in p._shapes:
@@ -613,14 +725,22 @@ class Builder:
         calibrated = False
         if int8 and not network._qdq:
             if config._calibrator is None:
-                _log(self._logger, ILogger.WARNING, "Calibrator is not being used. Users must provide dynamic range for all tensors that are not Int32 or Bool.")
+                _log(
+                    self._logger,
+                    ILogger.WARNING,
+                    "Calibrator is not being used. Users must provide dynamic range for all tensors that are not Int32 or Bool.",
+                )
             else:
                 result = self._calibrate(network, config)
                 if result is None:
                     return None
                 calib_amax, calibrated = result, True
         elif int8 and config._calibrator is not None:
-            _log(self._logger, ILogger.WARNING, "Calibrator won't be used in explicit precision mode. Use quantization aware training to generate network with Quantize/Dequantize nodes.")
+            _log(
+                self._logger,
+                ILogger.WARNING,
+                "Calibrator won't be used in explicit precision mode. Use quantization aware training to generate network with Quantize/Dequantize nodes.",
+            )
         mon = config._monitor
         if mon is not None:
             mon.phase_start("Building engine", None, 2)
@@ -647,9 +767,14 @@ class Builder:
         _log(self._logger, ILogger.INFO, f"Timing cache: {hits} hits, {len(network._ops) - hits} misses")
         profiles = [{n: [list(s) for s in shapes] for n, shapes in p._shapes.items()} for p in config._profiles]
         header = {
-            "version": __version__, "gpu": _gpu(), "flags": sorted(f.name for f in config._flags),
-            "workspace": config.get_memory_pool_limit(MemoryPoolType.WORKSPACE), "qdq": network._qdq,
-            "calibrated": calibrated, "calib_amax": calib_amax, "timing_cache_hits": hits,
+            "version": __version__,
+            "gpu": _gpu(),
+            "flags": sorted(f.name for f in config._flags),
+            "workspace": config.get_memory_pool_limit(MemoryPoolType.WORKSPACE),
+            "qdq": network._qdq,
+            "calibrated": calibrated,
+            "calib_amax": calib_amax,
+            "timing_cache_hits": hits,
             "inputs": [[t.name, list(t.shape), int(t.dtype)] for t in network._inputs],
             "outputs": [[t.name, list(t.shape), int(t.dtype)] for t in network._outputs],
             "profiles": profiles,
@@ -698,7 +823,9 @@ class Builder:
                 amax[name] = max(amax[name], float(np.abs(arr).max()) if arr.size else 0.0)
             batches += 1
         if batches == 0:
-            return err("Calibration failure occurred with no scaling factors detected. This could be due to no int8 calibrator or insufficient custom scales for network layers.")
+            return err(
+                "Calibration failure occurred with no scaling factors detected. This could be due to no int8 calibrator or insufficient custom scales for network layers."
+            )
         lines = [_cache_header()] + [f"{n}: {struct.pack('>f', v / 127.0).hex()}" for n, v in amax.items()]
         calib.write_calibration_cache(memoryview(("\n".join(lines) + "\n").encode()))
         _log(self._logger, ILogger.INFO, f"Calibrated with {batches} batches")
@@ -713,20 +840,37 @@ class Runtime:
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
         data = bytes(serialized_engine)
         if not data.startswith(_MAGIC):
-            _log(self._logger, ILogger.ERROR, "1: [runtime.cpp::parsePlan::314] Error Code 1: Serialization (Serialization assertion plan->header.magicTag == rt::kPLAN_MAGIC_TAG failed.)")
+            _log(
+                self._logger,
+                ILogger.ERROR,
+                "1: [runtime.cpp::parsePlan::314] Error Code 1: Serialization (Serialization assertion plan->header.magicTag == rt::kPLAN_MAGIC_TAG failed.)",
+            )
             return None
         (n,) = struct.unpack("<I", data[len(_MAGIC) : len(_MAGIC) + 4])
         header = json.loads(data[len(_MAGIC) + 4 : len(_MAGIC) + 4 + n])
         onnx_bytes = data[len(_MAGIC) + 4 + n :]
         if header["version"] != __version__:
-            _log(self._logger, ILogger.ERROR, f"6: The engine plan file is not compatible with this version of TensorRT, expecting library version {__version__} got {header['version']}, please rebuild.")
+            _log(
+                self._logger,
+                ILogger.ERROR,
+                f"6: The engine plan file is not compatible with this version of TensorRT, expecting library version {__version__} got {header['version']}, please rebuild.",
+            )
             return None
         if header["gpu"]["cc"] != _gpu()["cc"]:
-            _log(self._logger, ILogger.ERROR, "6: The engine plan file is generated on an incompatible device, expecting compute {} got compute {}, please rebuild.".format(
-                ".".join(map(str, _gpu()["cc"])), ".".join(map(str, header["gpu"]["cc"]))))
+            _log(
+                self._logger,
+                ILogger.ERROR,
+                "6: The engine plan file is generated on an incompatible device, expecting compute {} got compute {}, please rebuild.".format(
+                    ".".join(map(str, _gpu()["cc"])), ".".join(map(str, header["gpu"]["cc"]))
+                ),
+            )
             return None
         if header["gpu"]["name"] != _gpu()["name"]:
-            _log(self._logger, ILogger.WARNING, "Using an engine plan file across different models of devices is not recommended and is likely to affect performance or even cause errors.")
+            _log(
+                self._logger,
+                ILogger.WARNING,
+                "Using an engine plan file across different models of devices is not recommended and is likely to affect performance or even cause errors.",
+            )
         return _make_engine(header, onnx_bytes, self._logger)
 
 
@@ -744,7 +888,8 @@ class ICudaEngine:
     def __init__(self, header: dict, onnx_bytes: bytes, logger: ILogger) -> None:
         self._h, self._onnx, self._logger = header, onnx_bytes, logger
         self._io = [(n, s, DataType(d), TensorIOMode.INPUT) for n, s, d in header["inputs"]] + [
-            (n, s, DataType(d), TensorIOMode.OUTPUT) for n, s, d in header["outputs"]]
+            (n, s, DataType(d), TensorIOMode.OUTPUT) for n, s, d in header["outputs"]
+        ]
         self._session = None
         self.contexts_created = 0
 
@@ -790,7 +935,10 @@ class ICudaEngine:
         outs = self._session.run(names, feeds)
         reduced = "FP16" in self._h["flags"]
         # Reduced-precision engines do not reproduce FP32 bit for bit: round like FP16 would.
-        return {n: (o.astype(np.float16).astype(o.dtype) if reduced and o.dtype == np.float32 else o) for n, o in zip(names, outs)}
+        return {
+            n: (o.astype(np.float16).astype(o.dtype) if reduced and o.dtype == np.float32 else o)
+            for n, o in zip(names, outs)
+        }
 
 
 class _EngineTensorAPI:
@@ -842,7 +990,9 @@ class IExecutionContext:
     def __init__(self, engine: ICudaEngine) -> None:
         self.engine = engine
         self._addr: dict[str, int] = {}
-        self._shapes: dict[str, Dims] = {n: Dims(s) for n, s, _, m in engine._io if m == TensorIOMode.INPUT and all(d >= 0 for d in s)}
+        self._shapes: dict[str, Dims] = {
+            n: Dims(s) for n, s, _, m in engine._io if m == TensorIOMode.INPUT and all(d >= 0 for d in s)
+        }
         self.executions = 0
         self._cuda_state = _cuda._fake_state()
 
@@ -852,13 +1002,21 @@ class IExecutionContext:
         st = self._cuda_state
         if st.initialized and not any(ctx.retained > 0 for ctx in st.primary.values()):
             st.stats["late_destroy"] = st.stats.get("late_destroy", 0) + 1
-            _log(self.engine._logger, ILogger.ERROR, "1: [defaultAllocator.cpp::deallocate] Error Code 1: Cuda Runtime (context is destroyed)")
+            _log(
+                self.engine._logger,
+                ILogger.ERROR,
+                "1: [defaultAllocator.cpp::deallocate] Error Code 1: Cuda Runtime (context is destroyed)",
+            )
 
     def _set_shape(self, name: str, shape: Sequence[int]) -> bool:
         lo, _, hi = self.engine._profile(name, 0)
         s = Dims(int(d) for d in shape)
         if len(s) != len(lo) or any(not (a <= b <= c) for a, b, c in zip(lo, s, hi)):
-            _log(self.engine._logger, ILogger.ERROR, f"3: [executionContext.cpp::setInputShape] Error Code 3: API Usage Error (Parameter check failed: {name} shape {tuple(s)} outside profile [{tuple(lo)}, {tuple(hi)}])")
+            _log(
+                self.engine._logger,
+                ILogger.ERROR,
+                f"3: [executionContext.cpp::setInputShape] Error Code 3: API Usage Error (Parameter check failed: {name} shape {tuple(s)} outside profile [{tuple(lo)}, {tuple(hi)}])",
+            )
             return False
         self._shapes[name] = s
         return True
@@ -873,10 +1031,18 @@ class IExecutionContext:
         e = self.engine
         for name, _, _dt, mode in e._io:
             if name not in addresses or not addresses[name]:
-                _log(e._logger, ILogger.ERROR, f"3: [executionContext.cpp::enqueueV3] Error Code 3: API Usage Error (Parameter check failed, condition: mContext.profileObliviousBindings.at(profileObliviousIndex) || getPtrOrNull(mOutputAllocators, profileObliviousIndex). Address is not set for {'input' if mode == TensorIOMode.INPUT else 'output'} tensor {name}. Call setInputTensorAddress or setTensorAddress before enqueue/execute.)")
+                _log(
+                    e._logger,
+                    ILogger.ERROR,
+                    f"3: [executionContext.cpp::enqueueV3] Error Code 3: API Usage Error (Parameter check failed, condition: mContext.profileObliviousBindings.at(profileObliviousIndex) || getPtrOrNull(mOutputAllocators, profileObliviousIndex). Address is not set for {'input' if mode == TensorIOMode.INPUT else 'output'} tensor {name}. Call setInputTensorAddress or setTensorAddress before enqueue/execute.)",
+                )
                 return False
             if mode == TensorIOMode.INPUT and name not in self._shapes:
-                _log(e._logger, ILogger.ERROR, f"3: Error Code 3: API Usage Error (Parameter check failed: input shape of {name} not specified. Call setInputShape first.)")
+                _log(
+                    e._logger,
+                    ILogger.ERROR,
+                    f"3: Error Code 3: API Usage Error (Parameter check failed: input shape of {name} not specified. Call setInputShape first.)",
+                )
                 return False
         try:
             stream = _cuda._fake_stream(int(stream_handle))
@@ -892,7 +1058,9 @@ class IExecutionContext:
             for name, _, dt, mode in e._io:
                 if mode == TensorIOMode.INPUT:
                     nbytes = volume(shapes[name]) * np.dtype(nptype(dt)).itemsize
-                    feeds[name] = _cuda._fake_device_view(addr[name], nbytes).view(nptype(dt)).reshape(shapes[name]).copy()
+                    feeds[name] = (
+                        _cuda._fake_device_view(addr[name], nbytes).view(nptype(dt)).reshape(shapes[name]).copy()
+                    )
             results = e._run(feeds)
             for name, _, dt, mode in e._io:
                 if mode == TensorIOMode.OUTPUT:
@@ -941,6 +1109,10 @@ class _ContextBindingAPI:
 
     def execute_async_v2(self, bindings: Sequence[int], stream_handle: int) -> bool:
         if len(bindings) != len(self.engine._io):
-            _log(self.engine._logger, ILogger.ERROR, f"bindings has {len(bindings)} entries, engine has {len(self.engine._io)}")
+            _log(
+                self.engine._logger,
+                ILogger.ERROR,
+                f"bindings has {len(bindings)} entries, engine has {len(self.engine._io)}",
+            )
             return False
         return self._enqueue({t[0]: int(b) for t, b in zip(self.engine._io, bindings)}, stream_handle)
