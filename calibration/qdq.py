@@ -557,8 +557,6 @@ def calibrate_bundle(
     """Quantize the bundle's FP32 model on calibration set `calib` (a CalibrationSet), write
     `out_name` and the set's record into the bundle, and list both in the manifest (variants,
     files with sha256). The updated bundle is re-loaded with hash verification before returning."""
-    from dataclasses import replace
-
     from calibration.calibration_set import SET_FILE
     from edge_runtime.bundle import ModelVariant, load_bundle, with_file, write_manifest
 
@@ -590,7 +588,20 @@ def calibrate_bundle(
         calibration_set_sha256=calib.sha256,
         notes=f"{result.selection.summary()}; {len(calib)} calibration images (seed {calib.seed}, set in {SET_FILE}); max |score drift| on them {drift:.4g}",
     )
-    m = bundle.manifest
+    m = _with_int8_variant(bundle.manifest, variant)
+    m = with_file(with_file(m, root, out_name), root, SET_FILE)
+    write_manifest(root, m)
+    load_bundle(root, verify=True)
+    log.info("wrote %s (%s); calibration set %s", root / out_name, result.selection.summary(), calib.sha256[:16])
+    return BundleCalibration(root, out_name, calib.sha256, result, drift, len(calib))
+
+
+def _with_int8_variant(m: Any, variant: Any) -> Any:
+    """Manifest `m` with `variant` as its one INT8 variant, and without the engines (and their
+    file entries) built from the model file `variant` replaces."""
+    from dataclasses import replace
+
+    out_name = variant.file
     variants = tuple(v for v in m.variants if v.file != out_name and v.precision != "int8") + (variant,)
     # An engine built from the previous Q/DQ model no longer matches it: drop its entry so the
     # device cannot run a stale engine under the new model's name (rebuild with build-engine).
@@ -602,12 +613,7 @@ def calibrate_bundle(
             out_name,
         )
     files = {k: v for k, v in m.files.items() if k not in {e.file for e in stale}}
-    m = replace(m, variants=variants, engines=tuple(e for e in m.engines if e not in stale), files=files)
-    m = with_file(with_file(m, root, out_name), root, SET_FILE)
-    write_manifest(root, m)
-    load_bundle(root, verify=True)
-    log.info("wrote %s (%s); calibration set %s", root / out_name, result.selection.summary(), calib.sha256[:16])
-    return BundleCalibration(root, out_name, calib.sha256, result, drift, len(calib))
+    return replace(m, variants=variants, engines=tuple(e for e in m.engines if e not in stale), files=files)
 
 
 def _score_drift(bundle: Any, int8_path: Path, calib: Any) -> float:

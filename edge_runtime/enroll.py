@@ -142,7 +142,13 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
             o.confidence,
             thr.frr_bound,
         )
-    doc = {
+    stage.path(SCORES_FILE).write_text(json.dumps(_scores_doc(ctx, thr), indent=2) + "\n", encoding="utf-8")
+    return replace(manifest, threshold=_manifest_threshold(ctx, thr), lineage=_enrollment_lineage(ctx, thr, manifest))
+
+
+def _scores_doc(ctx: EnrollContext, thr: FrrThreshold) -> dict[str, Any]:
+    """enrollment.json: how the threshold was set and each scored image's file, sha256 and score."""
+    return {
         "method": thr.describe(),
         "target_frr": thr.target_frr,
         "confidence": thr.confidence,
@@ -160,8 +166,11 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
             for p, h, s in zip(ctx.images, ctx.image_sha256, ctx.scores)
         ],
     }
-    stage.path(SCORES_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    threshold = Threshold(
+
+
+def _manifest_threshold(ctx: EnrollContext, thr: FrrThreshold) -> Threshold:
+    """The manifest's threshold record for `thr`, naming the images and backend it came from."""
+    return Threshold(
         value=thr.value,
         method=thr.describe(),
         source=f"enroll: {len(ctx.images)} good images, {ctx.backend_info.get('backend')} {ctx.backend_info.get('precision')}",
@@ -172,6 +181,10 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
         far=None,
         confidence=thr.confidence,
     )
+
+
+def _enrollment_lineage(ctx: EnrollContext, thr: FrrThreshold, manifest: Manifest) -> dict[str, Any]:
+    """`manifest`'s lineage plus an "enrollment" entry: source bundle, images, target and the threshold replaced."""
     lineage = dict(manifest.lineage)
     lineage["enrollment"] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -184,7 +197,7 @@ def threshold_step(ctx: EnrollContext, stage: StagedBundle, manifest: Manifest) 
         "previous_threshold": {"value": manifest.threshold.value, "method": manifest.threshold.method},
         "scores_file": SCORES_FILE,
     }
-    return replace(manifest, threshold=threshold, lineage=lineage)
+    return lineage
 
 
 def enroll_bundle(
@@ -212,7 +225,6 @@ def enroll_bundle(
         BundleError: the bundle does not load, or has no memory_bank input when shots are asked for.
         DataError: no images, or an image that cannot be read.
     """
-    from edge_runtime.session import load_backend
     from edge_runtime.thresholds import check_target
 
     check_target(options.target_frr, options.confidence)
@@ -224,6 +236,35 @@ def enroll_bundle(
         raise BundleError(
             f"bundle {bundle.root} has no memory_bank input; export it with --bank-shots K to enroll shots"
         )
+    backend, info, scored, scores, bank_steps = _score_good_images(bundle, images, options)
+    if options.input_profile:
+        bank_steps.append(_input_profile_step(bundle, images))
+    hashes = [sha256_file(p) for p in scored]
+    ctx = EnrollContext(bundle, backend, dict(info), list(scored), hashes, scores, options)
+    steps = (*bank_steps, EnrollStep("threshold", threshold_step), *extra_steps)
+    with StagedBundle(bundle, Path(out_dir), overwrite=options.overwrite) as stage:
+        manifest = bundle.manifest
+        for step in steps:
+            manifest = step.apply(ctx, stage, manifest)
+        return stage.commit(manifest), ctx
+
+
+def _score_good_images(
+    bundle: Bundle, images: list[Path], options: EnrollOptions
+) -> tuple[Any, dict[str, Any], list[Path], np.ndarray, list[EnrollStep]]:
+    """Score `images` with the bundle's backend (closed again before returning).
+
+    With `options.shots`, the bank is drawn from `images` first and only the other images are
+    scored: the bank's own images score optimistically low.
+
+    Returns:
+        (backend, backend info, scored images, their scores, the step that saves the bank if any).
+
+    Raises:
+        ConfigError: every image went into the bank.
+    """
+    from edge_runtime.session import load_backend
+
     backend, info = load_backend(bundle, options.backend, options.precision)
     bank_steps: list[EnrollStep] = []
     try:
@@ -231,7 +272,6 @@ def enroll_bundle(
         if options.shots:
             from edge_runtime.fewshot import enrol_shots, save_bank
 
-            # The bank's own images score optimistically low: the threshold comes from the others.
             bank, shots, scored = enrol_shots(backend, bundle, images, options.shots, options.shot_seed)
             if not scored:
                 raise ConfigError(
@@ -242,16 +282,12 @@ def enroll_bundle(
         scores = score_images(bundle, backend, scored, options.batch_size)
     finally:
         backend.close()
-    if options.input_profile:
-        from edge_runtime.input_alarm import profile_from_images, save_profile
+    return backend, info, scored, scores, bank_steps
 
-        profile = profile_from_images(images, preprocess=bundle.manifest.preprocess)
-        bank_steps.append(EnrollStep("input_profile", lambda c, st, m: save_profile(st.staging, m, profile)))
-    hashes = [sha256_file(p) for p in scored]
-    ctx = EnrollContext(bundle, backend, dict(info), list(scored), hashes, scores, options)
-    steps = (*bank_steps, EnrollStep("threshold", threshold_step), *extra_steps)
-    with StagedBundle(bundle, Path(out_dir), overwrite=options.overwrite) as stage:
-        manifest = bundle.manifest
-        for step in steps:
-            manifest = step.apply(ctx, stage, manifest)
-        return stage.commit(manifest), ctx
+
+def _input_profile_step(bundle: Bundle, images: list[Path]) -> EnrollStep:
+    """The step that stores the good images' input statistics for the input alarm."""
+    from edge_runtime.input_alarm import profile_from_images, save_profile
+
+    profile = profile_from_images(images, preprocess=bundle.manifest.preprocess)
+    return EnrollStep("input_profile", lambda c, st, m: save_profile(st.staging, m, profile))

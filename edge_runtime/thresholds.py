@@ -193,26 +193,14 @@ def frr_threshold(
         DataError: no scores, or a NaN/infinite score.
     """
     check_target(target_frr, confidence)
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if s.size == 0:
-        raise DataError("no good-part scores to set a threshold from")
-    if not np.isfinite(s).all():
-        raise DataError(
-            f"{int((~np.isfinite(s)).sum())} good-part scores are NaN or infinite; the model output is broken"
-        )
+    s = _checked_scores(scores)
     if not (math.isfinite(margin) and margin >= 0):
         raise ConfigError(f"margin must be >= 0, got {margin}")
     n = int(s.size)
     m = choose_exceedances(n, target_frr, confidence)
     weak = m is None
     if m is None:
-        need = images_needed(target_frr, confidence)
-        if not best_effort:
-            raise ConfigError(
-                f"target FRR {target_frr:g} at {confidence:g} confidence needs at least {need} good images, got {n} "
-                f"({n} images certify at best FRR {certified_frr(n, 0, confidence):.3g}); add images, raise "
-                "--target-frr, or pass --best-effort"
-            )
+        _refuse_unless_best_effort(n, target_frr, confidence, best_effort)
         m = 0
     ranked = np.sort(s)[::-1]
     # nextafter: the enrollment image at the threshold passes (score >= threshold is NG); for
@@ -228,6 +216,30 @@ def frr_threshold(
         expected_frr=(m + 1) / (n + 1),
         margin=float(margin),
         best_effort=weak,
+    )
+
+
+def _checked_scores(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """`scores` as a flat float64 array; DataError when there are none or one is NaN/infinite."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size == 0:
+        raise DataError("no good-part scores to set a threshold from")
+    if not np.isfinite(s).all():
+        raise DataError(
+            f"{int((~np.isfinite(s)).sum())} good-part scores are NaN or infinite; the model output is broken"
+        )
+    return s
+
+
+def _refuse_unless_best_effort(n: int, target_frr: float, confidence: float, best_effort: bool) -> None:
+    """ConfigError naming the images needed when `n` cannot certify the target, unless `best_effort`."""
+    if best_effort:
+        return
+    need = images_needed(target_frr, confidence)
+    raise ConfigError(
+        f"target FRR {target_frr:g} at {confidence:g} confidence needs at least {need} good images, got {n} "
+        f"({n} images certify at best FRR {certified_frr(n, 0, confidence):.3g}); add images, raise "
+        "--target-frr, or pass --best-effort"
     )
 
 

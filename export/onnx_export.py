@@ -114,27 +114,7 @@ def tensor_specs(
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The I/O contract the exported graph must satisfy (and the manifest states)."""
     n: int | str = BATCH if options.dynamic_batch else 1
-    h, w = image_size
-    if options.raw_frame:
-        from edge_runtime.rawframe import frame_shape, pixel_format
-
-        shape = frame_shape(str(options.input_format), options.input_size)  # type: ignore[arg-type]
-        image = TensorSpec(
-            IMAGE,
-            (n, *shape),
-            "uint8",
-            f"camera frame as delivered ({pixel_format(str(options.input_format))}, {shape[1]}x{shape[0]}); ROI, demosaic, resize and normalisation happen inside the graph",
-        )
-    elif options.float_input:
-        image = TensorSpec(IMAGE, (n, 3, h, w), "float32", "RGB image, NCHW, already normalised: (x/255 - mean)/std")
-    else:
-        image = TensorSpec(
-            IMAGE,
-            (n, h, w, 3),
-            "uint8",
-            "RGB image, NHWC, 0-255; /255 and mean/std normalisation happen inside the graph",
-        )
-    inputs = (image,)
+    inputs: tuple[TensorSpec, ...] = (_image_spec(n, image_size, options),)
     if not options.bake_text:
         inputs += (
             TensorSpec(
@@ -156,24 +136,53 @@ def tensor_specs(
         ),
     )
     if options.bank_shots:
-        patches = map_size[0] * map_size[1]
-        inputs += (
-            TensorSpec(
-                BANK,
-                (n_layers, options.bank_shots * patches, embed_dim),
-                "float32",
-                "few-shot memory bank: L2-normalised patch features of good images per feature layer (rows repeated to fill); all zeros = not enrolled, zero-shot result",
-            ),
-        )
-        outputs += (
-            TensorSpec(
-                FEATURES,
-                (n, n_layers, patches, embed_dim),
-                "float32",
-                "L2-normalised patch features per feature layer, the rows a memory bank is built from",
-            ),
-        )
+        bank, features = _bank_specs(n, n_layers, options.bank_shots, map_size, embed_dim)
+        inputs += (bank,)
+        outputs += (features,)
     return inputs, outputs
+
+
+def _image_spec(n: int | str, image_size: tuple[int, int], options: ExportOptions) -> TensorSpec:
+    """The image input: a raw camera frame, a normalised NCHW float image, or an NHWC uint8 image."""
+    h, w = image_size
+    if options.raw_frame:
+        from edge_runtime.rawframe import frame_shape, pixel_format
+
+        shape = frame_shape(str(options.input_format), options.input_size)  # type: ignore[arg-type]
+        return TensorSpec(
+            IMAGE,
+            (n, *shape),
+            "uint8",
+            f"camera frame as delivered ({pixel_format(str(options.input_format))}, {shape[1]}x{shape[0]}); ROI, demosaic, resize and normalisation happen inside the graph",
+        )
+    if options.float_input:
+        return TensorSpec(IMAGE, (n, 3, h, w), "float32", "RGB image, NCHW, already normalised: (x/255 - mean)/std")
+    return TensorSpec(
+        IMAGE,
+        (n, h, w, 3),
+        "uint8",
+        "RGB image, NHWC, 0-255; /255 and mean/std normalisation happen inside the graph",
+    )
+
+
+def _bank_specs(
+    n: int | str, n_layers: int, shots: int, map_size: tuple[int, int], embed_dim: int
+) -> tuple[TensorSpec, TensorSpec]:
+    """The few-shot memory-bank input and the patch-features output it is built from."""
+    patches = map_size[0] * map_size[1]
+    bank = TensorSpec(
+        BANK,
+        (n_layers, shots * patches, embed_dim),
+        "float32",
+        "few-shot memory bank: L2-normalised patch features of good images per feature layer (rows repeated to fill); all zeros = not enrolled, zero-shot result",
+    )
+    features = TensorSpec(
+        FEATURES,
+        (n, n_layers, patches, embed_dim),
+        "float32",
+        "L2-normalised patch features per feature layer, the rows a memory bank is built from",
+    )
+    return bank, features
 
 
 def _torch_wrapper(

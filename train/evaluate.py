@@ -642,14 +642,10 @@ def evaluate_run(
     the order-statistic FRR threshold of val's good images. Writes RUN/eval/* and
     RUN/threshold.json (with lineage).
     Returns (result, printable table)."""
-    from train.frame_module import raw_frame_model
-    from train.run_state import load_run_model
-
     run = Path(run_dir)
     config, ep, roles = _eval_inputs(run, data, categories, epoch, report, unseen)
     options = raw_frame_options(options, config.model)
-    model, info = load_run_model(run, ep, device=options.device)
-    model = raw_frame_model(model, config.model, info.image_size, info.mean, info.std)
+    model, info = _load_eval_model(run, ep, config, options.device)
     log.info(
         "eval: run %s epoch %d on %s: %d val, %d test images, device %s, fp32",
         run,
@@ -679,7 +675,34 @@ def evaluate_run(
         _add_lineage(doc, run, info.epoch, reported, result.scores, report)
         result.threshold, result.threshold_doc = (doc["value"], doc["method"]), doc
     table = format_table(result.per_category, result.mean, info.config.data.holdout)
-    context = {
+    write_metrics(out_dir, result, _eval_context(run, data, report, unseen, roles, result, info, options))
+    if doc is not None and write_threshold_file:
+        p = write_threshold(run, doc)
+        log.info("wrote %s: %.4f (%s)", p, doc["value"], doc["method"])
+    return result, table
+
+
+def _load_eval_model(run: Path, epoch: int, config: Any, device: str) -> tuple[Any, Any]:
+    """(model, run info) of `run` at `epoch` on `device`, wrapped to take camera frames for a raw-frame run."""
+    from train.frame_module import raw_frame_model
+    from train.run_state import load_run_model
+
+    model, info = load_run_model(run, epoch, device=device)
+    return raw_frame_model(model, config.model, info.image_size, info.mean, info.std), info
+
+
+def _eval_context(
+    run: Path,
+    data: str | Path,
+    report: str,
+    unseen: bool,
+    roles: dict[str, list[Sample]],
+    result: EvalResult,
+    info: Any,
+    options: EvalOptions,
+) -> dict[str, Any]:
+    """What metrics.json records about how the evaluation was run (run, data, images, settings)."""
+    return {
         "run": str(run),
         "epoch": info.epoch,
         "data": str(data),
@@ -687,18 +710,13 @@ def evaluate_run(
         "unseen": unseen,
         "roles": {r: len(v) for r, v in roles.items()},
         "categories": list(result.per_category),
-        "n_images": len(reported),
+        "n_images": len(roles[report]),
         "image_size": list(info.image_size),
         "pixel_resolution": options.pixel_resolution,
         "sigma": default_sigma(info.image_size) if options.sigma is None else options.sigma,
         "fpr_limit": options.fpr_limit,
         "holdout": list(info.config.data.holdout),
     }
-    write_metrics(out_dir, result, context)
-    if doc is not None and write_threshold_file:
-        p = write_threshold(run, doc)
-        log.info("wrote %s: %.4f (%s)", p, doc["value"], doc["method"])
-    return result, table
 
 
 def _eval_inputs(

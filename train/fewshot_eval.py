@@ -197,11 +197,9 @@ def evaluate_run_fewshot(
     (the same images the zero-shot table reports; with `unseen`, the data set's test split) with
     shots drawn from the plan's train role (with `unseen`, the data set's train split), and
     write RUN/eval/fewshot_k{K}.json. Returns (result, path)."""
-    import json
     from pathlib import Path
 
-    from train.data import load_samples
-    from train.evaluate import _json_safe, default_sigma, eval_roles
+    from train.evaluate import default_sigma, eval_roles
     from train.run_state import default_epoch, load_run_model, read_run_config
 
     run = Path(run_dir)
@@ -214,15 +212,7 @@ def evaluate_run_fewshot(
     samples = eval_roles(run, config, data, categories, unseen)[report]
     if not samples:
         raise DataError(f"few-shot eval: no {report} images in {data} for run {run}")
-    cats = sorted({s.category for s in samples})
-    if unseen:
-        train = load_samples(data, splits=("train",), categories=cats)
-    else:
-        from train.data import SPLITS
-        from train.splits import plan_splits
-
-        pool = load_samples(data, splits=SPLITS, categories=cats, unsplit=config.data.unsplit)
-        train = plan_splits(pool, config.data, config.optim.seed).role("train")
+    train = _shot_pool(config, data, sorted({s.category for s in samples}), unseen)
     model, info = load_run_model(run, default_epoch(run, epoch), device=device)
     sig = default_sigma(info.image_size) if sigma is None else sigma
     result = evaluate_fewshot(
@@ -238,8 +228,30 @@ def evaluate_run_fewshot(
         batch_size=batch_size,
         device=device,
     )
-    out = run / "eval" / f"fewshot_k{shots}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"run": str(run), "epoch": info.epoch, "data": str(data), "report": report, "sigma": sig, **result.as_dict()}
+    return result, _write_fewshot(run / "eval" / f"fewshot_k{shots}.json", doc)
+
+
+def _shot_pool(config: Any, data: Any, cats: Sequence[str], unseen: bool) -> list[Any]:
+    """The good images shots are drawn from: the run's planned train role, or with `unseen` the
+    data set's own train split (of categories `cats`)."""
+    from train.data import load_samples
+
+    if unseen:
+        return load_samples(data, splits=("train",), categories=cats)
+    from train.data import SPLITS
+    from train.splits import plan_splits
+
+    pool = load_samples(data, splits=SPLITS, categories=cats, unsplit=config.data.unsplit)
+    return plan_splits(pool, config.data, config.optim.seed).role("train")
+
+
+def _write_fewshot(out: Any, doc: dict[str, Any]) -> Any:
+    """Write `doc` as JSON to `out` (creating its folder); returns `out`."""
+    import json
+
+    from train.evaluate import _json_safe
+
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_json_safe(doc), indent=2) + "\n", encoding="utf-8")
-    return result, out
+    return out
