@@ -46,11 +46,18 @@ def max_weight_diff(a_dir: Path, b_dir: Path, name: str) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def train_single_and_ddp(common: list[str], tmp_path: Path) -> tuple[Path, Path]:
-    """Train `common` once in this process and once through `train --nproc 2` (torchrun, 2 gloo
-    processes) and assert both succeed; return the (single, multi) run folders."""
+def train_single_and_ddp(data: Path, clip: Path, tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    """Train one CPU epoch on `data` with `clip` (QUICK, 8 images, then `extra`) once in this process
+    and once through `train --nproc 2` (torchrun, 2 gloo processes); assert both succeed and return
+    the (single, multi) run folders under `tmp_path`."""
     from edge_runtime.cli import main
 
+    common = [
+        *("--data", str(data), "--clip", str(clip), "--epochs", "1", "--device", "cpu", *extra, *QUICK),
+        *("--set", "data.max_images=8"),
+        # exact equality needs a training set that is a multiple of the global batch: no val draw
+        *("--set", "data.val_fraction=0"),
+    ]
     single, multi = tmp_path / "single", tmp_path / "ddp"
     assert main(["train", *common, "--out", str(single)]) == 0
     # through the CLI launcher: clipinspect train --nproc 2 -> torchrun -> 2 x train.ddp (gloo)

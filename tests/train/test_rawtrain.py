@@ -17,7 +17,6 @@ pytest.importorskip("onnxscript")
 from edge_runtime.cli import main  # noqa: E402
 from tests.train.helpers import (  # noqa: E402
     ATOL,
-    QUICK,
     max_weight_diff,
     synth_data,
     train_argv,
@@ -232,28 +231,8 @@ def test_eval_refuses_attacks_on_raw_frame_runs(raw_chain, raw_data, capsys):
 def test_raw_frame_ddp_reaches_the_single_process_weights(raw_data, tiny_clip_dir, tmp_path):
     """`train --nproc 2` with the frame flags: the frame module runs inside the DDP-wrapped
     forward on every rank, and 2 gloo processes reach the single-process adapters."""
-    common = [
-        "--data",
-        str(raw_data),
-        "--clip",
-        str(tiny_clip_dir),
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--input-format",
-        "bayer_gr8",
-        "--input-size",
-        "160x96",
-        "--roi",
-        "16,0,128,96",
-        *QUICK,
-        "--set",
-        "data.max_images=8",
-        "--set",
-        "data.val_fraction=0",
-    ]
-    single, multi = train_single_and_ddp(common, tmp_path)
+    frames = ("--input-format", "bayer_gr8", "--input-size", "160x96", "--roi", "16,0,128,96")
+    single, multi = train_single_and_ddp(raw_data, tiny_clip_dir, tmp_path, *frames)
     assert "raw-frame training: bayer_gr8 160x96 frames, ROI 16,0,128,96" in (multi / "train.log").read_text()
     for name in ("adapter_model.safetensors", "head.safetensors"):
         assert max_weight_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name) <= ATOL
