@@ -10,7 +10,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +20,10 @@ from edge_runtime.bundle import load_bundle, parse_manifest, with_file, write_ma
 from edge_runtime.bundle import main as bundle_main
 from edge_runtime.cli import main
 from edge_runtime.errors import BundleError, ConfigError
+from tests.deploy.helpers import local_rollout_cmd
 from tests.plugins.signing import make_keys, make_matrix
 
 REPO = Path(__file__).resolve().parents[2]
-ROLLOUT = REPO / "deploy" / "jetson" / "rollout.sh"
 REFUSED = ["unsigned", "tampered_manifest", "tampered_file", "wrong_key"]
 
 
@@ -223,30 +222,10 @@ def test_sign_cli_refuses_a_bundle_whose_hashes_do_not_match(matrix, keys, tmp_p
 def test_rollout_matrix(matrix, keys, tmp_path):
     for name, (root, fragments) in matrix.items():
         station = tmp_path / name
-        cmd = [
-            "bash",
-            str(ROLLOUT),
-            "--host",
-            "local",
-            "--root",
-            str(station),
-            "--bundle",
-            str(root),
-            "--precision",
-            "none",
-            "--python",
-            sys.executable,
-            "--restart-cmd",
-            "true",
-            "--health-cmd",
-            "test -f {current}/manifest.json",
-            "--health-timeout",
-            "0",
-            "--trusted-keys",
-            str(keys.trusted_dir),
-            "--station-sh",
-            str(REPO / "deploy" / "jetson" / "station.sh"),
-        ]
+        health = ("--health-cmd", "test -f {current}/manifest.json", "--health-timeout", "0")
+        cmd = local_rollout_cmd(
+            station, root, "--restart-cmd", "true", *health, "--trusted-keys", str(keys.trusted_dir)
+        )
         r = subprocess.run(
             cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}
         )

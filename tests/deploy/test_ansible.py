@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.test_rollout import make_bundle
+from tests.deploy.helpers import make_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "deploy" / "ansible"

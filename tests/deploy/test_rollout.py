@@ -5,61 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from edge_runtime.bundle import PreprocessSpec, TensorSpec
-from tests.plugins.edge import write_test_manifest
-
-REPO = Path(__file__).resolve().parents[2]
-ROLLOUT = REPO / "deploy" / "jetson" / "rollout.sh"
-STATION_SH = REPO / "deploy" / "jetson" / "station.sh"
+from tests.deploy.helpers import REPO, ROLLOUT, local_rollout_cmd, make_bundle
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync not installed")
 
 
-def make_bundle(root: Path, tag: str) -> Path:
-    root.mkdir(parents=True)
-    (root / "model.onnx").write_bytes(f"model {tag}".encode())
-    np.save(root / "text_embeddings.npy", np.eye(2, 4, dtype=np.float32))
-    write_test_manifest(
-        root,
-        model_id=tag,
-        clip_source="tiny",
-        preprocess=PreprocessSpec(image_size=(32, 32)),
-        inputs=(TensorSpec("image", (1, 32, 32, 3), "uint8"),),
-        outputs=(TensorSpec("score", (1,), "float32"),),
-    )
-    return root
-
-
 def rollout(station: Path, bundle: Path, health: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        "bash",
-        str(ROLLOUT),
-        "--host",
-        "local",
-        "--root",
-        str(station),
-        "--bundle",
-        str(bundle),
-        "--precision",
-        "none",
-        "--python",
-        sys.executable,
-        "--station-sh",
-        str(STATION_SH),
-        "--restart-cmd",
-        "true",
-        "--health-cmd",
-        health,
-        "--health-timeout",
-        "0",
-        *extra,
-    ]
+    cmd = local_rollout_cmd(
+        station, bundle, "--restart-cmd", "true", "--health-cmd", health, "--health-timeout", "0", *extra
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

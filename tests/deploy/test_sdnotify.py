@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from edge_runtime.backends import make_backend
 from edge_runtime.runtime_config import load_runtime_config
 from edge_runtime.sdnotify import notify, systemd_watchdog, watchdog_timeout_s
 from edge_runtime.session import open_session
+from tests.runtime.helpers import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,20 +80,9 @@ def test_watchdog_timeout_reads_systemd_env():
 
 def test_cli_run_sends_ready_then_pings(toy_bundle, tmp_path, abstract_socket):
     env = {**os.environ, "NOTIFY_SOCKET": abstract_socket.name, "WATCHDOG_USEC": "600000", "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_runtime.cli",
-        "run",
-        "--bundle",
-        str(toy_bundle.root),
-        "--source",
-        "synthetic://?width=64&height=64&fps=20",
-        "--publish",
-        f"jsonl://{tmp_path / 'v.jsonl'}",
-        "--duration",
-        "3",
-    ]
+    cmd = run_cmd(
+        toy_bundle.root, "synthetic://?width=64&height=64&fps=20", f"jsonl://{tmp_path / 'v.jsonl'}", "--duration", "3"
+    )
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     time.sleep(0.2)

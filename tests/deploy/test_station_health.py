@@ -16,11 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_runtime.status import status_payload
-from tests.deploy.test_rollout import make_bundle
-
-REPO = Path(__file__).resolve().parents[2]
-STATION_SH = REPO / "deploy" / "jetson" / "station.sh"
-ROLLOUT = REPO / "deploy" / "jetson" / "rollout.sh"
+from tests.deploy.helpers import REPO, STATION_SH, local_rollout_cmd, make_bundle
 
 
 @pytest.fixture
@@ -41,27 +37,7 @@ def systemd(tmp_path):
 
 
 def rollout(station: Path, bundle: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [
-        "bash",
-        str(ROLLOUT),
-        "--host",
-        "local",
-        "--root",
-        str(station),
-        "--bundle",
-        str(bundle),
-        "--precision",
-        "none",
-        "--python",
-        sys.executable,
-        "--station-sh",
-        str(STATION_SH),
-        "--health-timeout",
-        "4",
-        "--stable",
-        "2",
-        *extra,
-    ]
+    cmd = local_rollout_cmd(station, bundle, "--health-timeout", "4", "--stable", "2", *extra)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 

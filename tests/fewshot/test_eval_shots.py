@@ -30,28 +30,15 @@ def tiny_run(tiny_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return run
 
 
+def bottle_eval_argv(run: Path, data: Path, *extra: str) -> list[str]:
+    """`clipinspect eval` argv for `run` on the category bottle of `data`: CPU, no heatmaps, no threshold; then `extra`."""
+    quiet = ("--heatmaps", "0", "--no-threshold", "--device", "cpu")
+    return ["eval", "--run", str(run), "--data", str(data), "--categories", "bottle", *quiet, *extra]
+
+
 @pytest.mark.slow
 def test_eval_shots_reports_the_protocol_and_writes_json(tiny_run, mvtec_root, capsys):
-    args = [
-        "eval",
-        "--run",
-        str(tiny_run),
-        "--data",
-        str(mvtec_root),
-        "--categories",
-        "bottle",
-        "--shots",
-        "2",
-        "--shot-seeds",
-        "0",
-        "1",
-        "--heatmaps",
-        "0",
-        "--no-threshold",
-        "--device",
-        "cpu",
-    ]
-    assert main(args) == 0
+    assert main(bottle_eval_argv(tiny_run, mvtec_root, "--shots", "2", "--shot-seeds", "0", "1")) == 0
     out = capsys.readouterr().out
     assert "few-shot K=2, seeds 0, 1" in out and "bottle" in out
     doc = json.loads((tiny_run / "eval" / "fewshot_k2.json").read_text())
@@ -61,20 +48,7 @@ def test_eval_shots_reports_the_protocol_and_writes_json(tiny_run, mvtec_root, c
 
 
 def test_eval_shots_user_errors(tiny_run, mvtec_root, capsys):
-    base = [
-        "eval",
-        "--run",
-        str(tiny_run),
-        "--data",
-        str(mvtec_root),
-        "--categories",
-        "bottle",
-        "--heatmaps",
-        "0",
-        "--no-threshold",
-        "--device",
-        "cpu",
-    ]
+    base = bottle_eval_argv(tiny_run, mvtec_root)
     assert main(base + ["--shots", "-1"]) == 2
     err = capsys.readouterr().err
     assert "--shots must be >= 1" in err and "Traceback" not in err

@@ -10,6 +10,7 @@ from edge_runtime.backends import available_backends, make_backend
 from edge_runtime.backends.onnxruntime import OrtBackend
 from edge_runtime.cli import main
 from edge_runtime.errors import BackendUnavailable, BundleError, ConfigError
+from tests.runtime.helpers import run_argv
 
 
 def _batch(n: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -95,19 +96,7 @@ def test_session_ending_on_another_provider_is_refused(toy_bundle, monkeypatch):
 def test_cli_run_with_unavailable_backend_exits_2_one_line(toy_bundle, tmp_path, capsys):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider available here")
-    rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
-            "synthetic://",
-            "--publish",
-            f"jsonl://{tmp_path / 'v.jsonl'}",
-            "--backend",
-            "ort-cuda",
-        ]
-    )
+    rc = main(run_argv(toy_bundle.root, "synthetic://", f"jsonl://{tmp_path / 'v.jsonl'}", "--backend", "ort-cuda"))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert (
@@ -135,19 +124,7 @@ def test_bad_input_dtype_raises_not_crashes(toy_bundle):
 
 
 def test_cli_unknown_backend_exits_2_one_line(toy_bundle, capsys):
-    rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
-            "synthetic://",
-            "--publish",
-            "stdout://",
-            "--backend",
-            "tensorflow",
-        ]
-    )
+    rc = main(run_argv(toy_bundle.root, "synthetic://", "stdout://", "--backend", "tensorflow"))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "unknown backend 'tensorflow'" in err[0] and "ort-cpu" in err[0]
 

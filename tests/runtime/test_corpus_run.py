@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from edge_runtime.verdict import validate_verdict
+from tests.runtime.helpers import BLOCK, run_cmd, sets
 from tests.runtime.odd_corpus import KINDS, MAX_PIXELS, write_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,26 +23,10 @@ def test_odd_corpus_through_clipinspect_run(toy_bundle, tmp_path):
     files = write_corpus(tmp_path / "corpus", copies=36)  # 1 + 36 * 29 = 1045 files
     assert len(files) >= 1000
     out, summary = tmp_path / "v.jsonl", tmp_path / "summary.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_runtime.cli",
-        "run",
-        "--bundle",
-        str(toy_bundle.root),
-        "--source",
-        f"folder://{tmp_path / 'corpus'}",
-        "--publish",
-        f"jsonl://{out}",
-        "--set",
-        "pipeline.drop_policy=block",
-        "--set",
-        f"source.options.max_pixels={MAX_PIXELS}",
-        "--set",
-        "backend.intra_op_threads=1",
-        "--summary-json",
-        str(summary),
-    ]
+    options = sets(BLOCK, f"source.options.max_pixels={MAX_PIXELS}", "backend.intra_op_threads=1")
+    cmd = run_cmd(
+        toy_bundle.root, f"folder://{tmp_path / 'corpus'}", f"jsonl://{out}", *options, "--summary-json", str(summary)
+    )
     proc = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONUNBUFFERED": "1"}
     )

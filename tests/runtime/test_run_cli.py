@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from edge_runtime.imageio import read_rgb
 from edge_runtime.pipeline import PipelineResult
 from edge_runtime.preprocess import prepare
 from edge_runtime.verdict import validate_verdict
+from tests.runtime.helpers import BLOCK, run_argv, run_cmd, sets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,25 +44,16 @@ def test_run_folder_to_jsonl_scores_match_the_backend(toy_bundle, image_folder, 
     out = tmp_path / "v.jsonl"
     hm = tmp_path / "heatmaps"
     rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
+        run_argv(
+            toy_bundle.root,
             f"folder://{image_folder}",
-            "--publish",
             f"jsonl://{out}",
             "--threshold",
             "0.6",
-            "--set",
-            f"heatmaps.dir={hm}",
-            "--set",
-            "heatmaps.max_files=2",
-            "--set",
-            "pipeline.drop_policy=block",
+            *sets(f"heatmaps.dir={hm}", "heatmaps.max_files=2", BLOCK),
             "--summary-json",
             str(tmp_path / "summary.json"),
-        ]
+        )
     )
     assert rc == 0
     verdicts = _read_jsonl(out)
@@ -87,41 +78,14 @@ def test_run_real_images(toy_bundle, mvtec_root, tmp_path):
     out = tmp_path / "v.jsonl"
     folder = mvtec_root / "bottle" / "test" / "broken_large"
     assert (
-        main(
-            [
-                "run",
-                "--bundle",
-                str(toy_bundle.root),
-                "--source",
-                f"folder://{folder}",
-                "--publish",
-                f"jsonl://{out}",
-                "--max-frames",
-                "3",
-                "--set",
-                "pipeline.drop_policy=block",
-            ]
-        )
-        == 0
+        main(run_argv(toy_bundle.root, f"folder://{folder}", f"jsonl://{out}", "--max-frames", "3", *sets(BLOCK))) == 0
     )
     verdicts = _read_jsonl(out)
     assert len(verdicts) == 3 and all(validate_verdict(v) == [] for v in verdicts)
 
 
 def test_run_config_errors_are_one_line(toy_bundle, tmp_path, capsys):
-    rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
-            "synthetic://",
-            "--publish",
-            "jsonl://x.jsonl",
-            "--set",
-            "pipeline.drop_polcy=block",
-        ]
-    )
+    rc = main(run_argv(toy_bundle.root, "synthetic://", "jsonl://x.jsonl", "--set", "pipeline.drop_polcy=block"))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pipeline.drop_polcy" in err[0] and "did you mean 'drop_policy'" in err[0]
     rc = main(["run", "--bundle", str(tmp_path / "nope"), "--source", "synthetic://", "--publish", "stdout://"])
@@ -133,19 +97,7 @@ def test_run_config_errors_are_one_line(toy_bundle, tmp_path, capsys):
 
 def test_run_synthetic_max_frames_newest_policy(toy_bundle, tmp_path, capsys):
     out = tmp_path / "v.jsonl"
-    rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
-            "synthetic://?width=64&height=64",
-            "--publish",
-            f"jsonl://{out}",
-            "--max-frames",
-            "20",
-        ]
-    )
+    rc = main(run_argv(toy_bundle.root, "synthetic://?width=64&height=64", f"jsonl://{out}", "--max-frames", "20"))
     assert rc == 0
     summary = capsys.readouterr().out.splitlines()
     assert summary[0].startswith("frames: captured 20") and not any(line.startswith("camera:") for line in summary)
@@ -201,24 +153,9 @@ def test_summary_shows_the_camera_counters_and_why_one_was_not_counted():
 def test_signal_drains_and_exits_0(toy_bundle, tmp_path, sig):
     out = tmp_path / "v.jsonl"
     summary = tmp_path / "summary.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_runtime.cli",
-        "run",
-        "--bundle",
-        str(toy_bundle.root),
-        "--source",
-        "synthetic://?width=320&height=240&fps=50",
-        "--publish",
-        f"jsonl://{out}",
-        "--set",
-        "pipeline.drop_policy=block",
-        "--set",
-        "pipeline.inference_queue=8",
-        "--summary-json",
-        str(summary),
-    ]
+    source = "synthetic://?width=320&height=240&fps=50"
+    options = sets(BLOCK, "pipeline.inference_queue=8")
+    cmd = run_cmd(toy_bundle.root, source, f"jsonl://{out}", *options, "--summary-json", str(summary))
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -248,17 +185,12 @@ def test_run_publishes_every_verdict_over_mqtt(toy_bundle, mqtt_broker, mqtt_sub
     sub = mqtt_subscriber(mqtt_broker, "line1/#")
     sub.wait_subscribed()
     rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
+        run_argv(
+            toy_bundle.root,
             "synthetic://?width=64&height=64&count=8",
-            "--publish",
             f"mqtt://{mqtt_broker.host}:{mqtt_broker.port}/line1",
-            "--set",
-            "pipeline.drop_policy=block",
-        ]
+            *sets(BLOCK),
+        )
     )
     assert rc == 0
     assert sub.wait_for(lambda msgs: len([m for m in msgs if m.topic.endswith("verdict")]) >= 8, 10)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.runtime.helpers import run_cmd, sets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,28 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_sixty_second_soak_has_flat_memory_and_loses_nothing(toy_bundle, tmp_path):
     out, summary = tmp_path / "v.jsonl", tmp_path / "summary.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_runtime.cli",
-        "run",
-        "--bundle",
-        str(toy_bundle.root),
-        "--source",
-        "synthetic://?width=320&height=240&fps=30",
-        "--publish",
-        f"jsonl://{out}",
-        "--duration",
-        "60",
-        "--set",
-        "pipeline.stats_interval_s=5",
-        "--set",
-        "pipeline.process_warmup_s=20",
-        "--set",
-        "backend.intra_op_threads=1",
-        "--summary-json",
-        str(summary),
-    ]
+    options = sets("pipeline.stats_interval_s=5", "pipeline.process_warmup_s=20", "backend.intra_op_threads=1")
+    source = "synthetic://?width=320&height=240&fps=30"
+    cmd = run_cmd(
+        toy_bundle.root, source, f"jsonl://{out}", "--duration", "60", *options, "--summary-json", str(summary)
+    )
     proc = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=os.environ | {"PYTHONUNBUFFERED": "1"}
     )

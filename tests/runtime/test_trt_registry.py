@@ -10,6 +10,7 @@ import pytest
 
 from edge_runtime.backends import available_backends, make_backend
 from edge_runtime.cli import main
+from tests.runtime.helpers import run_argv
 
 
 @pytest.fixture
@@ -39,19 +40,15 @@ def test_trt_is_made_lazily_from_its_module(fake_sdks):
 
 def test_trt_without_an_engine_is_a_one_line_error(fake_sdks, toy_bundle, tmp_path, capsys):
     rc = main(
-        [
-            "run",
-            "--bundle",
-            str(toy_bundle.root),
-            "--source",
+        run_argv(
+            toy_bundle.root,
             "synthetic://",
-            "--publish",
             f"jsonl://{tmp_path / 'v.jsonl'}",
             "--backend",
             "trt",
             "--precision",
             "fp16",
-        ]
+        )
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "engine" in err[0].lower()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -14,12 +13,15 @@ pytest.importorskip("peft")
 
 from edge_runtime.cli import main  # noqa: E402
 from edge_runtime.errors import ConfigError  # noqa: E402
+from tests.train.helpers import (  # noqa: E402
+    ATOL,
+    cli_subprocess,
+    max_weight_diff,
+    synth_data,
+    train_argv,
+    train_single_and_ddp,
+)
 from train.distributed import DistContext, epoch_sampler, launch_command, local_batch_size  # noqa: E402
-
-# 2 processes vs 1 differ only by float summation order (gradient all-reduce, batch split):
-# measured max |diff| ~1e-7 after 2 AdamW steps; 1e-5 leaves room and still fails on any
-# real difference (a wrong shard or batch moves LoRA weights by ~lr = 1e-4 per step).
-ATOL = 1e-5
 
 
 @pytest.mark.parametrize("n, world, batch", [(8, 2, 4), (12, 3, 6), (16, 4, 8)])
@@ -59,60 +61,16 @@ def test_worker_entry_refuses_to_run_outside_torchrun(monkeypatch, capsys):
 
 
 def test_nproc_that_does_not_split_the_batch_is_one_line(tiny_clip_dir, tmp_path, capsys):
-    rc = main(
-        [
-            "train",
-            "--data",
-            str(tmp_path),
-            "--clip",
-            str(tiny_clip_dir),
-            "--out",
-            str(tmp_path / "r"),
-            "--nproc",
-            "3",
-            "--set",
-            "optim.batch_size=4",
-            "--device",
-            "cpu",
-        ]
-    )
+    extra = ("--nproc", "3", "--set", "optim.batch_size=4", "--device", "cpu")
+    rc = main(train_argv(tmp_path, tiny_clip_dir, tmp_path / "r", *extra, quick=False))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "multiple of the 3 processes" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 
-def _max_diff(a_dir, b_dir, name):
-    from safetensors.torch import load_file
-
-    a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
-def _cli(*args):
-    code = "import sys; from edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, "-q", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_nproc_inside_torchrun_is_refused(tiny_clip_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    rc = main(
-        [
-            "train",
-            "--data",
-            str(tmp_path),
-            "--clip",
-            str(tiny_clip_dir),
-            "--out",
-            str(tmp_path / "r"),
-            "--nproc",
-            "2",
-            "--device",
-            "cpu",
-        ]
-    )
+    rc = main(train_argv(tmp_path, tiny_clip_dir, tmp_path / "r", "--nproc", "2", "--device", "cpu", quick=False))
     assert rc == 2 and "inside torchrun" in capsys.readouterr().err
 
 
@@ -120,32 +78,10 @@ def test_nproc_inside_torchrun_is_refused(tiny_clip_dir, tmp_path, monkeypatch, 
 def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from tests.train.helpers import QUICK, synth_data
-
     data = synth_data(tmp_path / "data")
-    common = [
-        "--data",
-        str(data),
-        "--clip",
-        str(tiny_clip_dir),
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        *QUICK,
-        "--set",
-        "data.max_images=8",
-        # exact equality needs a training set that is a multiple of the global batch: no val draw
-        "--set",
-        "data.val_fraction=0",
-    ]
-    single, multi = tmp_path / "single", tmp_path / "ddp"
-    assert main(["train", *common, "--out", str(single)]) == 0
-    # through the CLI launcher: clipinspect train --nproc 2 -> torchrun -> 2 x train.ddp (gloo)
-    proc = _cli("train", *common, "--out", multi, "--nproc", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    single, multi = train_single_and_ddp(data, tiny_clip_dir, tmp_path)
     for name in ("adapter_model.safetensors", "head.safetensors"):
-        diff = _max_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name)
+        diff = max_weight_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name)
         print(f"{name}: 1 vs 2 processes, max |diff| {diff:.3g}")
         assert diff <= ATOL, f"{name}: max |diff| {diff:.3g}"
     lora = load_file(str(single / "adapters/epoch_001/adapter_model.safetensors"))
@@ -159,7 +95,12 @@ def test_two_gloo_processes_reach_the_single_process_weights(tiny_clip_dir, tmp_
 
     # resumable: both continue to epoch 2 from their checkpoints and still agree
     assert main(["train", "--data", str(data), "--out", str(single), "--resume", "--epochs", "2", "--no-progress"]) == 0
-    proc = _cli("train", "--data", data, "--out", multi, "--resume", "--epochs", "2", "--no-progress", "--nproc", "2")
+    proc = cli_subprocess(
+        "train", "--data", data, "--out", multi, "--resume", "--epochs", "2", "--no-progress", "--nproc", "2"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _max_diff(single / "adapters/epoch_002", multi / "adapters/epoch_002", "adapter_model.safetensors") <= ATOL
-    assert _max_diff(multi / "adapters/epoch_001", multi / "adapters/epoch_002", "adapter_model.safetensors") > 0
+    assert (
+        max_weight_diff(single / "adapters/epoch_002", multi / "adapters/epoch_002", "adapter_model.safetensors")
+        <= ATOL
+    )
+    assert max_weight_diff(multi / "adapters/epoch_001", multi / "adapters/epoch_002", "adapter_model.safetensors") > 0

@@ -14,6 +14,7 @@ pytest.importorskip("peft")
 
 from edge_runtime.cli import main  # noqa: E402
 from edge_runtime.errors import ConfigError  # noqa: E402
+from tests.train.helpers import synth_data, train_argv  # noqa: E402
 from train.clip_loading import load_clip, resize_position_embedding  # noqa: E402
 
 SIZE = 96
@@ -48,20 +49,7 @@ def test_size_off_the_patch_grid_is_refused(tiny_clip_dir, size, hint):
 def test_train_cli_rejects_bad_size_in_one_line(tiny_clip_dir, tmp_path, capsys):
     data = tmp_path / "nodata"
     data.mkdir()
-    rc = main(
-        [
-            "train",
-            "--data",
-            str(tmp_path),
-            "--clip",
-            str(tiny_clip_dir),
-            "--out",
-            str(tmp_path / "r"),
-            "--image-size",
-            "0",
-            "--no-progress",
-        ]
-    )
+    rc = main(train_argv(tmp_path, tiny_clip_dir, tmp_path / "r", "--image-size", "0", "--no-progress", quick=False))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "model.image_size" in err and len(err.splitlines()) == 1
 
@@ -74,35 +62,15 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
     from train.data import load_samples
     from train.merged import load_merged, read_merged_info
     from train.run_state import load_run_model
-    from train.synth import SynthSpec, make_synthetic_dataset
 
     torch.set_num_threads(1)
-    data = make_synthetic_dataset(
-        tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2, per_class=2), progress=False
-    ).root
+    data = synth_data(tmp_path / "data", size=SIZE, train_good=2)
     run, merged, bundle_dir = tmp_path / "run", tmp_path / "merged", tmp_path / "bundle"
     assert (
         main(
-            [
-                "train",
-                "--data",
-                str(data),
-                "--clip",
-                str(tiny_clip_dir),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--image-size",
-                str(SIZE),
-                "--no-progress",
-                "--set",
-                "optim.threads=1",
-                "--set",
-                "optim.batch_size=4",
-                "--set",
-                "data.max_images=4",
-            ]
+            train_argv(
+                data, tiny_clip_dir, run, "--epochs", "1", "--image-size", str(SIZE), "--set", "data.max_images=4"
+            )
         )
         == 0
     )
@@ -181,35 +149,21 @@ def test_cuda_amp_training_above_native_size(tiny_clip_dir, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     from train.run_state import load_run_model
-    from train.synth import SynthSpec, make_synthetic_dataset
 
-    data = make_synthetic_dataset(
-        tmp_path / "data", SynthSpec(seed=0, categories=1, size=SIZE, train_good=2, per_class=2), progress=False
-    ).root
+    data = synth_data(tmp_path / "data", size=SIZE, train_good=2)
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(data),
-                "--clip",
-                str(tiny_clip_dir),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--image-size",
-                str(SIZE),
-                "--device",
-                "cuda",
-                "--no-progress",
-                "--set",
-                "optim.batch_size=4",
-            ]
-        )
-        == 0
+    extra = (
+        "--epochs",
+        "1",
+        "--image-size",
+        str(SIZE),
+        "--device",
+        "cuda",
+        "--no-progress",
+        "--set",
+        "optim.batch_size=4",
     )
+    assert main(train_argv(data, tiny_clip_dir, run, *extra, quick=False)) == 0
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["amp"] is True and np.isfinite(rec["loss"])
     model, info = load_run_model(run, device="cpu")

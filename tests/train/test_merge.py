@@ -11,6 +11,7 @@ pytest.importorskip("peft")
 
 from edge_runtime.errors import DataError  # noqa: E402
 from tests.plugins.models import build_tiny_model  # noqa: E402
+from tests.train.helpers import train_argv  # noqa: E402
 from train.merged import HEAD_FILE, MODEL_JSON, load_merged, save_merged  # noqa: E402
 
 
@@ -81,27 +82,8 @@ def trained_run(tiny_clip_dir, tmp_path_factory):
         root / "data", SynthSpec(seed=0, categories=1, size=64, train_good=2, per_class=1), progress=False
     )
     run = root / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(root / "data"),
-                "--clip",
-                str(tiny_clip_dir),
-                "--out",
-                str(run),
-                "--epochs",
-                "2",
-                "--no-progress",
-                "--set",
-                "optim.threads=1",
-                "--set",
-                "optim.lr=0.01",
-            ]
-        )
-        == 0
-    )
+    extra = ("--epochs", "2", "--no-progress", "--set", "optim.threads=1", "--set", "optim.lr=0.01")
+    assert main(train_argv(root / "data", tiny_clip_dir, run, *extra, quick=False)) == 0
     return run
 
 

@@ -15,7 +15,13 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 from edge_runtime.cli import main  # noqa: E402
-from tests.train.helpers import QUICK, synth_data, train_argv  # noqa: E402
+from tests.train.helpers import (  # noqa: E402
+    ATOL,
+    max_weight_diff,
+    synth_data,
+    train_argv,
+    train_single_and_ddp,
+)
 
 FRAME = [
     "--set",
@@ -225,33 +231,8 @@ def test_eval_refuses_attacks_on_raw_frame_runs(raw_chain, raw_data, capsys):
 def test_raw_frame_ddp_reaches_the_single_process_weights(raw_data, tiny_clip_dir, tmp_path):
     """`train --nproc 2` with the frame flags: the frame module runs inside the DDP-wrapped
     forward on every rank, and 2 gloo processes reach the single-process adapters."""
-    from tests.train.test_distributed import ATOL, _cli, _max_diff
-
-    common = [
-        "--data",
-        str(raw_data),
-        "--clip",
-        str(tiny_clip_dir),
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--input-format",
-        "bayer_gr8",
-        "--input-size",
-        "160x96",
-        "--roi",
-        "16,0,128,96",
-        *QUICK,
-        "--set",
-        "data.max_images=8",
-        "--set",
-        "data.val_fraction=0",
-    ]
-    single, multi = tmp_path / "single", tmp_path / "ddp"
-    assert main(["train", *common, "--out", str(single)]) == 0
-    proc = _cli("train", *common, "--out", multi, "--nproc", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    frames = ("--input-format", "bayer_gr8", "--input-size", "160x96", "--roi", "16,0,128,96")
+    single, multi = train_single_and_ddp(raw_data, tiny_clip_dir, tmp_path, *frames)
     assert "raw-frame training: bayer_gr8 160x96 frames, ROI 16,0,128,96" in (multi / "train.log").read_text()
     for name in ("adapter_model.safetensors", "head.safetensors"):
-        assert _max_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name) <= ATOL
+        assert max_weight_diff(single / "adapters/epoch_001", multi / "adapters/epoch_001", name) <= ATOL

@@ -13,6 +13,7 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.errors import ConfigError
+from tests.train.helpers import train_argv
 from train.config import DataConfig
 from train.data import SPLITS, Sample, load_samples
 from train.splits import plan_splits
@@ -107,31 +108,9 @@ def test_bad_split_config_is_config_error():
 def run2(synth, tiny_clip_dir, tmp_path_factory) -> Path:
     pytest.importorskip("peft")
     run = tmp_path_factory.mktemp("lineage") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(synth),
-                "--clip",
-                str(tiny_clip_dir),
-                "--out",
-                str(run),
-                "--epochs",
-                "2",
-                "--holdout",
-                "wood",
-                "--no-progress",
-                "--set",
-                "optim.threads=1",
-                "--set",
-                "optim.batch_size=8",
-                "--set",
-                "data.max_images=8",
-            ]
-        )
-        == 0
-    )
+    extra = ("--epochs", "2", "--holdout", "wood", "--no-progress")
+    sets = ("--set", "optim.threads=1", "--set", "optim.batch_size=8", "--set", "data.max_images=8")
+    assert main(train_argv(synth, tiny_clip_dir, run, *extra, *sets, quick=False)) == 0
     return run
 
 
@@ -347,25 +326,8 @@ def test_training_verifies_the_manifest_before_touching_the_run(synth, tiny_clip
     img = next((data / "wood" / "train" / "good").glob("*.png"))
     img.write_bytes(img.read_bytes() + b"\0")
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(data),
-                "--clip",
-                str(tiny_clip_dir),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--set",
-                f"data.manifest={man}",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    extra = ("--epochs", "1", "--set", f"data.manifest={man}", "--no-progress")
+    assert main(train_argv(data, tiny_clip_dir, run, *extra, quick=False)) == 2
     assert "sha256 differs" in capsys.readouterr().err and not run.exists()
 
 

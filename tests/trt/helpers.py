@@ -176,3 +176,10 @@ def write_images(folder: Path, n: int, size: int = 24, seed: int = 0) -> Path:
     for i in range(n):
         cv2.imwrite(str(folder / f"img_{i:03d}.png"), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
     return folder
+
+
+def calibrated_int8_argv(bundle_root: Path, images: Path, batch: int, *extra: str) -> list[str]:
+    """`clipinspect build-engine` argv for an INT8 engine calibrated (TensorRT's calibrator, no Q/DQ)
+    on the images in `images`, `batch` at a time; then `extra` (e.g. `--onnx fp32`, `--calib-num N`)."""
+    calib = ("--calib-images", str(images), "--calib-batch", str(batch))
+    return ["build-engine", "--bundle", str(bundle_root), "--precision", "int8", *calib, *extra]

@@ -11,7 +11,7 @@ from edge_runtime.bundle import load_bundle, sha256_file
 from edge_runtime.cli import main
 from edge_runtime.errors import BundleError, ConfigError
 from edge_runtime.trt.builder import BuildOptions, build_engine
-from tests.trt.helpers import make_bundle, write_images
+from tests.trt.helpers import calibrated_int8_argv, make_bundle, write_images
 
 
 def _engine_header(path):
@@ -77,21 +77,7 @@ def test_int8_from_qdq_variant(fake_trt, tmp_path):
 def test_int8_calibrator_path_writes_and_reuses_cache(fake_trt, tmp_path, capsys):
     bundle = make_bundle(tmp_path / "b")
     images = write_images(tmp_path / "good", 10)
-    args = [
-        "build-engine",
-        "--bundle",
-        str(bundle.root),
-        "--precision",
-        "int8",
-        "--onnx",
-        "fp32",
-        "--calib-images",
-        str(images),
-        "--calib-num",
-        "8",
-        "--calib-batch",
-        "4",
-    ]
+    args = calibrated_int8_argv(bundle.root, images, 4, "--onnx", "fp32", "--calib-num", "8")
     assert main(args) == 0
     out = capsys.readouterr().out
     b = load_bundle(bundle.root)

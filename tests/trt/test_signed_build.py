@@ -12,7 +12,7 @@ from edge_runtime.cli import main
 from edge_runtime.errors import BundleError
 from edge_runtime.signing import sign_bundle
 from tests.plugins.signing import make_keys
-from tests.trt.helpers import make_bundle, write_images
+from tests.trt.helpers import calibrated_int8_argv, make_bundle, write_images
 
 
 def test_engines_built_on_the_device_keep_the_signature(fake_trt10, tmp_path, capsys):
@@ -23,27 +23,7 @@ def test_engines_built_on_the_device_keep_the_signature(fake_trt10, tmp_path, ca
     trusted = ["--trusted-keys", str(keys.trusted_dir)]
     assert main(["build-engine", "--bundle", str(bundle.root), "--precision", "fp16", *trusted]) == 0
     calib = write_images(tmp_path / "calib", 4, size=16)
-    assert (
-        main(
-            [
-                "build-engine",
-                "--bundle",
-                str(bundle.root),
-                "--precision",
-                "int8",
-                "--onnx",
-                "fp32",
-                "--calib-images",
-                str(calib),
-                "--calib-num",
-                "4",
-                "--calib-batch",
-                "2",
-                *trusted,
-            ]
-        )
-        == 0
-    )
+    assert main(calibrated_int8_argv(bundle.root, calib, 2, "--onnx", "fp32", "--calib-num", "4", *trusted)) == 0
     capsys.readouterr()
     b = load_bundle(bundle.root, trusted_keys=keys.trusted_dir)
     assert {e.precision for e in b.manifest.engines} == {"fp16", "int8"}

@@ -68,25 +68,10 @@ def test_raw_frame_bundle_calibrates_int8_on_frames(fake_trt10, tiny_raw_bundle,
     (each image mosaiced at the frame size), not model-size RGB."""
     from edge_runtime.cli import main
     from tests.plugins.bundles import copy_bundle
-    from tests.trt.helpers import write_images
+    from tests.trt.helpers import calibrated_int8_argv, write_images
 
     root = copy_bundle(tiny_raw_bundle, tmp_path / "bundle")
     images = write_images(tmp_path / "calib", 4, size=40)
-    assert (
-        main(
-            [
-                "build-engine",
-                "--bundle",
-                str(root),
-                "--precision",
-                "int8",
-                "--calib-images",
-                str(images),
-                "--calib-batch",
-                "2",
-            ]
-        )
-        == 0
-    )
+    assert main(calibrated_int8_argv(root, images, 2)) == 0
     (e,) = load_bundle(root).manifest.engines
     assert e.precision == "int8" and e.calibration_cache
