@@ -109,7 +109,13 @@ def add_config_file(
 ) -> None:
     """Add `--config FILE` and the repeatable `--set KEY=VALUE` to `parser`."""
     parser.add_argument("--config", type=Path, help=config_help)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    add_set_flag(parser, set_help)
+
+
+def add_set_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add the repeatable `--set KEY=VALUE` (into `args.overrides`), spelled the same by every
+    command that takes config overrides (run, bench, train, calibrate)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 from edge_runtime.cli import Command
+from edge_runtime.runtime_flags import add_set_flag
 
 log = logging.getLogger("clipinspect.calibrate")
 
@@ -44,14 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--op-types", default=None, help="comma-separated ops to quantize, from MatMul,Gemm,Conv (default MatMul,Gemm)"
     )
     p.add_argument("--config", default=None, help="YAML with quantization options (see calibration.qdq.QuantConfig)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a quantization option, e.g. --set per_channel=false",
-    )
+    add_set_flag(p, "override a quantization option, e.g. --set per_channel=false")
     p.add_argument(
         "--trt-cache",
         action="store_true",

@@ -6,6 +6,7 @@ import argparse
 
 from edge_runtime.cli import Command
 from edge_runtime.rawframe import INPUT_FORMATS
+from edge_runtime.runtime_flags import add_set_flag
 
 
 def _csv(text: str) -> list[str]:
@@ -17,14 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", help="CLIP: local Hugging Face folder or hub id (required unless --resume)")
     p.add_argument("--out", required=True, help="run folder (config.yaml, train.log, metrics.jsonl, adapters/)")
     p.add_argument("--config", help="YAML config (sections data, model, lora, loss, optim)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set lora.rank=4 (repeatable)",
-    )
+    add_set_flag(p, "override a config value, e.g. --set lora.rank=4 (repeatable)")
     p.add_argument("--epochs", type=int, help="total number of epochs (optim.epochs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved epoch")
     p.add_argument("--categories", type=_csv, help="comma-separated categories to train on")
