@@ -85,12 +85,21 @@ def generate_keypair(out_dir: str | Path) -> tuple[str, Path, Path]:
         (key id, private key path, public key path).
 
     Raises:
-        ConfigError: either file already exists (a key is never overwritten).
+        ConfigError: either file already exists (a key is never overwritten), or the folder
+            cannot be created or written.
         MissingDependency: the `cryptography` package is not installed.
     """
     ed25519, s = _crypto(), _serialization()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_keypair(ed25519, s, out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write keys into {out}: {first_line(exc)}") from None
+
+
+def _write_keypair(ed25519: Any, s: Any, out: Path) -> tuple[str, Path, Path]:
+    """Generate the key pair and write both files into the existing folder `out`."""
     private = ed25519.Ed25519PrivateKey.generate()
     kid = key_id(private.public_key())
     priv_path, pub_path = out / f"{kid}.key", out / f"{kid}.pub"
@@ -120,6 +129,8 @@ def load_private_key(path: str | Path) -> Any:
         raise ConfigError(f"signing key not found: {p}")
     try:
         key = s.load_pem_private_key(p.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"signing key {p} cannot be read: {first_line(exc)}") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{p} is not an unencrypted PEM private key ({first_line(exc)})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
@@ -302,8 +313,12 @@ def sign_bundle(bundle: Bundle, private_key_path: str | Path) -> SignatureRecord
         "signed_at": record.signed_at,
     }
     tmp = bundle.root / f".{SIGNATURE}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, bundle.root / SIGNATURE)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, bundle.root / SIGNATURE)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BundleError(f"bundle {bundle.root}: cannot write {SIGNATURE}: {first_line(exc)}") from None
     return record
 
 

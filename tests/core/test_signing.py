@@ -218,6 +218,24 @@ def test_sign_cli_refuses_a_bundle_whose_hashes_do_not_match(matrix, keys, tmp_p
     load_bundle(good, trusted_keys=keys.trusted_dir)
 
 
+def test_keygen_and_sign_file_errors_are_one_line(matrix, keys, tmp_path, capsys):
+    # /proc refuses a new folder even to root: keygen must say so in one line, not a traceback.
+    assert main(["keygen", "--out", "/proc/clipinspect-no-such-dir"]) == 2
+    assert "cannot write keys into /proc/clipinspect-no-such-dir" in _one_error_line(
+        capsys.readouterr().err, "clipinspect"
+    )
+    # a signing key path that is a folder, not a key file
+    assert main(["sign", "--bundle", str(matrix["unsigned"][0]), "--key", str(tmp_path)]) == 2
+    _one_error_line(capsys.readouterr().err, "clipinspect")
+    # signature.json cannot be replaced (a folder stands there): one line, no temp file left
+    root = tmp_path / "b"
+    shutil.copytree(matrix["unsigned"][0], root)
+    (root / "signature.json").mkdir()
+    assert main(["sign", "--bundle", str(root), "--key", str(keys.trusted_private)]) == 2
+    assert "cannot write signature.json" in _one_error_line(capsys.readouterr().err, "clipinspect")
+    assert not (root / ".signature.json.tmp").exists()
+
+
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync not installed")
 def test_rollout_matrix(matrix, keys, tmp_path):
     for name, (root, fragments) in matrix.items():
