@@ -425,7 +425,9 @@ def record_engine(bundle: Bundle, entry: EngineEntry) -> Bundle:
     if entry.calibration_cache:
         m = with_file(m, bundle.root, entry.calibration_cache)
     write_manifest(bundle.root, m)
-    return load_bundle(bundle.root)
+    # The new files were just hashed and the rest were verified when the build loaded the bundle:
+    # re-reading every model and engine on the device would only repeat that.
+    return load_bundle(bundle.root, verify=False)
 
 
 def trtexec_command(
