@@ -846,16 +846,18 @@ class Pipeline:
             self._fail(exc, "publish")
 
     # -- status --------------------------------------------------------------------------
-    def status_fields(self) -> dict[str, Any]:
-        """The station status (edge_runtime/status.py fields) as of now."""
+    def status_fields(self, camera: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The station status (edge_runtime/status.py fields) as of now.
+
+        Args:
+            camera: the source's stats when the caller has just read them (a camera reads
+                counter registers for them: once per stats tick, not twice).
+        """
         with self._lock:
             counts = {k: self.kinds[k] for k in KINDS}
             reasons = dict(self.reasons)
             judged = self.kinds["OK"] + self.kinds["NG"]
-        try:
-            camera = dict(self.source.stats())
-        except Exception as exc:  # a source's counters must not stop the line
-            camera = {"error": str(exc)}
+        camera = self._camera_stats() if camera is None else dict(camera)
         fields: dict[str, Any] = {
             "station": self.station,
             **self.identity,
@@ -880,12 +882,12 @@ class Pipeline:
             fields.update(extra)
         return fields
 
-    def _send_status(self) -> None:
+    def _send_status(self, camera: Mapping[str, Any] | None = None) -> None:
         send = getattr(self.publisher, "publish_status", None)
         if send is None:
             return
         try:
-            send(self.status_fields())
+            send(self.status_fields(camera))
         except Exception as exc:  # status is best effort; verdicts are what must not stop
             log.warning("cannot publish status: %s", exc)
 
@@ -894,12 +896,14 @@ class Pipeline:
         proc = self.monitor.sample()
         with self._lock:
             skipped, errors = self.kinds["SKIPPED"], self.kinds["ERROR"]
+        camera = self._camera_stats()
+        missed = camera.get("missed_triggers")
         line = meter.tick(
             ("inference", "total"),
             {
                 "skipped": skipped,
                 "errors": errors,
-                **self._camera_gaps(),
+                **({} if missed is None else {"missed_triggers": missed}),
                 "rss": f"{proc['rss_mb']}MB",
                 "fds": proc["fds"],
                 "threads": proc["threads"],
@@ -907,15 +911,14 @@ class Pipeline:
         )
         self.last_fps = meter.last_fps
         log.info("stats: %s", line)
-        self._send_status()
+        self._send_status(camera)
 
-    def _camera_gaps(self) -> dict[str, Any]:
-        """Missed triggers for the periodic stats line, when the camera counts them."""
+    def _camera_stats(self) -> dict[str, Any]:
+        """The source's counters; a failing read becomes an `error` field, never an exception."""
         try:
-            missed = self.source.stats().get("missed_triggers")
-        except Exception:  # a source's counters must not stop the line
-            return {}
-        return {} if missed is None else {"missed_triggers": missed}
+            return dict(self.source.stats())
+        except Exception as exc:  # a source's counters must not stop the line
+            return {"error": str(exc)}
 
     # -- main ----------------------------------------------------------------------------
     def run(self) -> PipelineResult:
