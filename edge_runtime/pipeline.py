@@ -535,8 +535,6 @@ class Pipeline:
         self.inferred = 0
         self.published = 0
         self.dropped = 0
-        self.ok = 0
-        self.ng = 0
         self.source_rejected = 0
         self.kinds: Counter[str] = Counter({k: 0 for k in KINDS})
         self.reasons: Counter[str] = Counter()
@@ -613,10 +611,6 @@ class Pipeline:
         reason = record.get("reason")
         with self._lock:
             self.kinds[kind] += 1
-            if kind == "OK":
-                self.ok += 1
-            elif kind == "NG":
-                self.ng += 1
             if reason:
                 self.reasons[reason] += 1
                 n = self.reasons[reason]
@@ -1020,8 +1014,8 @@ class Pipeline:
             # (drops, rejects, preprocessing failures) are reported apart.
             published=self.published - side,
             dropped=self.dropped,
-            ok=self.ok,
-            ng=self.ng,
+            ok=kinds["OK"],
+            ng=kinds["NG"],
             wall_s=wall,
             fps=self.recorder.fps(),
             stop_reason=self._stop_reason or "source ended",
