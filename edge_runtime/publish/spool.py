@@ -162,7 +162,7 @@ class DurableQueue:
         except sqlite3.DatabaseError as exc:
             self._db = self._move_aside(exc)
         row = self._db.execute(
-            "SELECT min(seq), max(seq), count(*), total(length(topic) + length(payload)) FROM outbox"
+            "SELECT min(seq), max(seq), count(*), total(length(CAST(topic AS BLOB)) + length(payload)) FROM outbox"
         ).fetchone()
         self.last_seq = int(row[1] or 0)
         self.first_seq = int(row[0] or self.last_seq + 1)
@@ -287,7 +287,8 @@ class DurableQueue:
                     self._db.execute("PRAGMA synchronous=NORMAL")  # this commit without its own fsync
                 self._db.execute("BEGIN IMMEDIATE")
                 n, size = self._db.execute(
-                    "SELECT count(*), total(length(topic) + length(payload)) FROM outbox WHERE seq <= ?", (seq,)
+                    "SELECT count(*), total(length(CAST(topic AS BLOB)) + length(payload)) FROM outbox WHERE seq <= ?",
+                    (seq,),
                 ).fetchone()
                 self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
                 self._db.execute("COMMIT")
@@ -297,10 +298,18 @@ class DurableQueue:
                 return
             finally:
                 if relax:
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    self._restore_full_sync()
             self._count -= int(n)
             self.nbytes -= int(size)
             self.first_seq = seq + 1
+
+    def _restore_full_sync(self) -> None:
+        """Back to synchronous=FULL after a relaxed delete; a failure is said, never raised
+        into the sender thread (the next append's commit would run without its fsync)."""
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            self._say_disk_error(f"cannot restore synchronous=FULL: {exc}")
 
     def pending(self) -> int:
         """How many messages are stored."""

@@ -53,8 +53,24 @@ def test_each_fsync_mode_sets_its_sqlite_synchronous_level(tmp_path: Path, fsync
     assert level == {"always": 2, "batch": 1, "never": 0}[fsync]  # FULL, NORMAL, OFF
     q.append(_items(0, 3))
     q.sync()
+    q.remove_through(1)  # "always" relaxes this delete's own fsync, then must restore FULL
+    assert q._db.execute("PRAGMA synchronous").fetchone()[0] == level
     q.close()
-    assert DurableQueue(tmp_path).pending() == 3
+    assert DurableQueue(tmp_path).pending() == 2
+
+
+def test_byte_count_is_bytes_for_non_ascii_topics(tmp_path: Path) -> None:
+    # A station prefix or camera serial in UTF-8: the bound counts bytes, in Python and in SQL alike.
+    q = DurableQueue(tmp_path)
+    items = [("usine-é/ligne-ü/verdict", b"{}")] * 50
+    q.append(items)
+    assert q.nbytes == sum(len(t.encode()) + len(b) for t, b in items)
+    q.close()
+    again = DurableQueue(tmp_path)
+    assert again.nbytes == sum(len(t.encode()) + len(b) for t, b in items)  # recount on reopen
+    again.remove_through(again.last_seq)
+    assert again.nbytes == 0  # no drift: the delete subtracts what the append added
+    again.close()
 
 
 def test_full_spool_stores_a_prefix_of_the_batch(tmp_path: Path) -> None:
