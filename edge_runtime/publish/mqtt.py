@@ -48,7 +48,6 @@ written); a repeat is byte-for-byte the same payload. De-duplicate on
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import socket
@@ -59,10 +58,11 @@ from typing import Any
 from edge_runtime.errors import PublishError
 from edge_runtime.publish.base import PublisherBase
 from edge_runtime.publish.connection import BrokerTarget, MQTTConnection
+from edge_runtime.publish.jsonl import encode_line
 from edge_runtime.publish.options import PublishOptions
 from edge_runtime.publish.sender import Sender
 from edge_runtime.publish.spool import DurableQueue, MemoryQueue
-from edge_runtime.status import STATUS_SCHEMA, STATUS_SCHEMA_VERSION, status_payload  # noqa: F401 - re-exported
+from edge_runtime.status import status_payload
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,6 @@ __all__ = ["MQTTPublisher", "open_outbox"]
 
 _instances = itertools.count(1)
 _COUNTERS = ("published", "acked", "spooled", "replayed", "recovered", "dropped")
-
-
-def _encode(verdict: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(verdict, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise PublishError(f"verdict cannot be encoded as JSON: {exc}") from None
 
 
 def open_outbox(options: PublishOptions) -> DurableQueue | MemoryQueue:
@@ -212,7 +205,7 @@ class MQTTPublisher(PublisherBase):
         error: PublishError | None = None
         for v in items:
             try:
-                encoded.append((self._topic(v), _encode(v)))
+                encoded.append((self._topic(v), encode_line(v).encode("utf-8")))
             except PublishError as exc:
                 error = exc
                 break

@@ -54,7 +54,7 @@ def test_password_from_environment(secure_broker: Any, mqtt_subscriber: Any, mon
 def test_wrong_password_is_refused_and_logged(
     secure_broker: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="edge_runtime.publish.mqtt")
+    caplog.set_level(logging.ERROR, logger="edge_runtime.publish.connection")
     opts = {**FAST, "tls": {"ca_file": str(secure_broker.test_tls.ca_file)}, "spool_dir": str(tmp_path / "spool")}
     pub = open_publisher(f"mqtts://device:wrong@127.0.0.1:{secure_broker.port}/sec", opts)
     pub.publish(verdict(1))
