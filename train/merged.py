@@ -209,6 +209,7 @@ def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedI
         read_run_config,
         read_run_record,
         read_threshold_doc,
+        threshold_value,
     )
 
     read_run_config(run_dir)  # a missing or non-run folder is named as such
@@ -219,7 +220,7 @@ def merge_run(run_dir: Path, out_dir: Path, epoch: int | None = None) -> MergedI
     if doc is not None:
         check_threshold_lineage(run_dir, ep, doc)
     model, run = load_run_model(run_dir, ep)
-    value, method = (float(doc["value"]), str(doc.get("method", "eval"))) if doc else (None, None)
+    value, method = threshold_value(doc)
     keys = (
         "run_id",
         "epoch",

@@ -35,6 +35,7 @@ CONFIG_FILE = "config.yaml"
 HEAD_FILE = "head.safetensors"
 OPTIM_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
+METRICS_FILE = "metrics.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
 THRESHOLD_FILE = "threshold.json"
 RUN_FILE = "run.json"
@@ -159,10 +160,30 @@ def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = 
     return model.to(device).eval(), info
 
 
-def read_threshold(run_dir: str | Path) -> tuple[float, str] | None:
-    """(value, method) of RUN/threshold.json, or None when eval has not written one."""
-    doc = read_threshold_doc(run_dir)
-    return None if doc is None else (float(doc["value"]), str(doc.get("method", "eval")))
+def threshold_value(doc: dict[str, Any] | None) -> tuple[float, str] | tuple[None, None]:
+    """(value, method) of a threshold.json document, as merge records them; (None, None)
+    when eval has not written one."""
+    return (float(doc["value"]), str(doc.get("method", "eval"))) if doc else (None, None)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of RUN/metrics.jsonl ([] before the first epoch).
+
+    Raises:
+        DataError: a line is not JSON (e.g. torn by a crash mid-write); names file and line.
+    """
+    p = Path(run_dir) / METRICS_FILE
+    if not p.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise DataError(f"{p}:{n}: not a JSON line ({exc}); remove it to use this run") from None
+    return rows
 
 
 def read_run_record(run_dir: str | Path) -> dict[str, Any]:
@@ -196,12 +217,8 @@ def epoch_sha256(run_dir: str | Path, epoch: int) -> str:
 def best_epoch(run_dir: str | Path) -> int | None:
     """The epoch with the best validation score in RUN/metrics.jsonl (earliest of ties), or
     None when no epoch was validated. Only epochs still saved count."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        return None
     saved = set(saved_epochs(run_dir))
-    rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("val_score") is not None and r.get("epoch") in saved]
+    rows = [r for r in read_metrics(run_dir) if r.get("val_score") is not None and r.get("epoch") in saved]
     if not rows:
         return None
     criterion = rows[-1].get("val_criterion")

@@ -22,6 +22,7 @@ from train import distributed
 from train.config import TrainConfig
 from train.run_state import (
     CONFIG_FILE,
+    METRICS_FILE,
     OPTIM_FILE,
     STATE_FILE,
     build_run_model,
@@ -32,8 +33,6 @@ from train.run_state import (
 )
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
 
 
@@ -469,14 +468,6 @@ def record_data(
         },
     )
     log.info("data %s: %s; digests recorded in %s", data, plan.summary(), run / RUN_MANIFEST)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of RUN/metrics.jsonl ([] before the first epoch)."""
-    p = Path(run_dir) / METRICS_FILE
-    if not p.is_file():
-        return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def saved_config_dict(run_dir: str | Path) -> dict[str, Any]:

@@ -122,9 +122,9 @@ def test_eval_end_to_end(tiny_run: tuple[Path, Path], capsys: pytest.CaptureFixt
     assert thr["images"] == len(roles["val"]) and thr["frr"] == pytest.approx(
         ((scores >= thr["value"]) & (labels == 0)).sum() / (labels == 0).sum()
     )
-    from train.run_state import read_threshold
+    from train.run_state import read_threshold_doc, threshold_value
 
-    assert read_threshold(run) == (thr["value"], thr["method"])  # what merge will read
+    assert threshold_value(read_threshold_doc(run)) == (thr["value"], thr["method"])  # what merge records
 
     import cv2
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.cli import main
-from edge_runtime.errors import ConfigError
+from edge_runtime.errors import ConfigError, DataError
 from tests.train.helpers import train_argv
 from train.config import DataConfig
 from train.data import SPLITS, Sample, load_samples
@@ -350,6 +350,10 @@ def test_best_epoch_is_the_best_validated_saved_epoch(tmp_path):
     assert best_epoch(tmp_path) == 2 and default_epoch(tmp_path, None) == 2 and default_epoch(tmp_path, 4) == 4
     shutil.rmtree(epoch_dir(tmp_path, 2))  # only epochs still saved count
     assert best_epoch(tmp_path) == 3
+    with (tmp_path / "metrics.jsonl").open("a") as fh:
+        fh.write('{"epoch": 5, "val_sc')  # a line torn by a crash mid-write: one line, not a traceback
+    with pytest.raises(DataError, match=r"metrics.jsonl:5: not a JSON line"):
+        best_epoch(tmp_path)
 
 
 @pytest.mark.slow
