@@ -27,7 +27,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 def header_size(buf: bytes | np.ndarray) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG, BMP or TIFF header without decoding; None when the format
     is another or the header cannot be parsed (the decoder then has the last word)."""
-    b = bytes(buf[:65536]) if isinstance(buf, np.ndarray) else bytes(buf[:65536])
+    b = bytes(buf[:65536])
     if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24 and b[12:16] == b"IHDR":
         return struct.unpack(">II", b[16:24])
     if b[:2] == b"BM" and len(b) >= 26:

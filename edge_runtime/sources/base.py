@@ -404,6 +404,6 @@ def retry_with_backoff(
             log.warning("%s: reconnected", uri)
             return
         except Exception as exc:  # SDK exceptions have no common base we can import here
-            last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            last = first_line(exc)
             log.warning("%s: reconnect attempt %d failed: %s", uri, attempt + 1, last)
     raise SourceError(f"{uri}: device lost; {options.reconnect_attempts} reconnect attempts failed (last: {last})")

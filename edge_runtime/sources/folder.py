@@ -115,10 +115,7 @@ class FolderSource(SourceBase):
         except OSError as exc:  # unreadable (permissions, I/O error): the replay goes on
             self._warn("skipping unreadable image %s: %s", path, exc)
             return "corrupt", f"cannot read {path.name}: {exc.strerror or exc}", None
-        h, w = image.shape[:2]
-        if h * w > self.options.max_pixels:
-            self._warn("skipping huge image %s (%dx%d)", path, w, h)
-            return "huge", f"image too large ({w}x{h}): {path.name}", None
+        h, w = image.shape[:2]  # read_rgb already refused more than max_pixels ('huge' above)
         if self._size is None:
             self._size = (h, w)
         elif (h, w) != self._size:
