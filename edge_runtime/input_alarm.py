@@ -109,9 +109,9 @@ def frame_stats(
 ) -> dict[str, float]:
     """The statistics of one camera image (HxWx3 RGB/BGR, or 2-D mono/Bayer) as a dict;
     'layout' only with a `reference` thumbnail (the profile's)."""
-    stats, thumb = _measure(image, pixel_format, target_side)
-    if reference is not None and len(reference):
-        stats["layout"] = float(thumb @ np.asarray(reference, np.float32))
+    stats, gray = _measure(image, pixel_format, target_side)
+    if reference is not None and len(reference):  # the thumbnail only when layout is checked
+        stats["layout"] = float(_thumbnail(gray) @ np.asarray(reference, np.float32))
     return stats
 
 
@@ -125,6 +125,8 @@ def _thumbnail(gray: np.ndarray) -> np.ndarray:
 
 
 def _measure(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[dict[str, float], np.ndarray]:
+    """(statistics, the small gray plane they came from: `_thumbnail` makes the layout
+    fingerprint from it when one is wanted)."""
     import cv2
 
     gray, rgb_means = _planes(image, pixel_format, target_side)
@@ -140,7 +142,7 @@ def _measure(image: np.ndarray, pixel_format: str, target_side: int) -> tuple[di
         r, g, b = rgb_means
         out["red"] = r / (g + 1.0)
         out["blue"] = b / (g + 1.0)
-    return out, _thumbnail(gray)
+    return out, gray
 
 
 @dataclass(frozen=True)
@@ -252,9 +254,9 @@ def profile_from_images(
         else:
             image, fmt = read_rgb(p), "RGB8"
         shape = shape or image.shape
-        st, thumb = _measure(image, fmt, target_side)
+        st, gray = _measure(image, fmt, target_side)
         stats.append(st)
-        thumbs.append(thumb)
+        thumbs.append(_thumbnail(gray))
     return make_profile(stats, target_side, tolerance_sd, tuple(shape), thumbs)
 
 
