@@ -34,7 +34,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "clipinspect needs python3 >= 3.10; this is " + sys.version.split()[0] + " (make PYTHON=python3.11 ...)")'
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "make: $(PYTHON) has no venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 2; }
+	@{ $(PYTHON) -m venv --help && $(PYTHON) -c "import ensurepip"; } >/dev/null 2>&1 || { echo "make: $(PYTHON) has no venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[$(EXTRAS)]'
