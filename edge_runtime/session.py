@@ -113,9 +113,30 @@ class RuntimeSession:
         )
 
 
+def load_configured_bundle(cfg: RuntimeConfig) -> Bundle:
+    """The bundle `cfg` names, hashes checked as `bundle.verify` says and its signature
+    against the configured (or provisioned) trusted keys.
+
+    Raises:
+        ConfigError: no bundle given.
+        BundleError: missing, tampered with, unsigned or untrusted (one line).
+    """
+    if cfg.bundle.path is None:
+        raise ConfigError("no bundle given (--bundle or bundle.path)")
+    from edge_runtime.signing import resolve_trusted_keys
+
+    return load_bundle(
+        cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys)
+    )
+
+
 @contextlib.contextmanager
 def open_session(
-    cfg: RuntimeConfig, *, backend: Backend | None = None, backend_info: dict[str, Any] | None = None
+    cfg: RuntimeConfig,
+    *,
+    bundle: Bundle | None = None,
+    backend: Backend | None = None,
+    backend_info: dict[str, Any] | None = None,
 ) -> Iterator[RuntimeSession]:
     """Everything a pipeline needs, opened; closed in reverse order on exit.
 
@@ -123,6 +144,8 @@ def open_session(
 
     Args:
         cfg: the runtime config.
+        bundle: the bundle `cfg` names, already loaded by `load_configured_bundle` (the bench
+            opens one session per round: its files are hashed once, not per round).
         backend: a pre-loaded backend (the bench reuses one across model-only and
             end-to-end runs); it is not closed here. None: load `cfg.backend`.
         backend_info: its `describe()` info, when already known.
@@ -139,11 +162,8 @@ def open_session(
         raise ConfigError("no bundle given (--bundle or bundle.path)")
     if not cfg.source.uri:
         raise ConfigError("no frame source given (--source or source.uri)")
-    from edge_runtime.signing import resolve_trusted_keys
-
-    bundle = load_bundle(
-        cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys)
-    )
+    if bundle is None:
+        bundle = load_configured_bundle(cfg)
     from edge_runtime.publish import open_publisher
     from edge_runtime.sources import make_source
 

@@ -98,19 +98,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """(config, bundle): the flags checked, the bench's defaults applied, the bundle loaded and
     the end-to-end source defaulted to synthetic frames at the bundle's size."""
     from edge_runtime import bench
-    from edge_runtime.bundle import load_bundle
-    from edge_runtime.signing import resolve_trusted_keys
+    from edge_runtime.session import load_configured_bundle
 
     if args.rounds < 1:
         raise ConfigError("--rounds must be >= 1")
     if args.compare and (args.backend or args.precision):
         raise ConfigError("give either --compare or --backend/--precision, not both")
     cfg = config_from_args(args, BENCH_DEFAULTS)
-    if cfg.bundle.path is None:
-        raise ConfigError("no bundle given (--bundle or bundle.path)")
-    bundle = load_bundle(
-        cfg.bundle.path, verify=cfg.bundle.verify, trusted_keys=resolve_trusted_keys(None, cfg.bundle.trusted_keys)
-    )
+    bundle = load_configured_bundle(cfg)
     if not cfg.source.uri:
         cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, uri=bench.default_source(bundle)))
     return cfg, bundle
@@ -171,7 +166,7 @@ def _rounds(
         if args.mode in ("both", "e2e"):
             e2es.append(
                 bench.bench_e2e(
-                    lambda: open_session(run_cfg, backend=backend, backend_info=info),
+                    lambda: open_session(run_cfg, bundle=bundle, backend=backend, backend_info=info),
                     frames=max(2, _share(args.frames, args.rounds, r)),
                     warmup=warm,
                     progress=progress,
