@@ -71,16 +71,8 @@ def run(args: argparse.Namespace) -> int:
         from edge_runtime.trt.calib_data import ImageBatches, calibration_set_sha256, sample_images
 
         paths = tuple(sample_images(args.calib_images, args.calib_num, args.calib_seed))
-        pre = bundle.manifest.preprocess
         calibration = CalibrationSet(
-            make_batches=lambda b: ImageBatches(
-                paths,
-                pre.image_size,
-                b,
-                pre.color_order,
-                pre.resize,
-                frame=(pre.input_format, pre.input_size) if pre.raw_frame else None,
-            ),
+            make_batches=lambda b: ImageBatches(paths, bundle.manifest.preprocess, b),
             sha256=calibration_set_sha256(paths),
         )
     result = build_engine(bundle, opts, calibration)

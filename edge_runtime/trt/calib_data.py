@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.bundle import PreprocessSpec
 from edge_runtime.errors import DataError
-from edge_runtime.imageio import find_images, read_rgb
-from edge_runtime.preprocess import prepare
+from edge_runtime.file_input import image_input
+from edge_runtime.imageio import find_images
 
 log = logging.getLogger(__name__)
-
-# Folders of an MVTec-style tree that hold masks or defects, never calibration images.
 
 
 def sample_images(folder: str | Path, num: int, seed: int = 0) -> list[Path]:
@@ -46,16 +45,14 @@ def calibration_set_sha256(paths: Sequence[Path]) -> str:
 
 @dataclass(frozen=True)
 class ImageBatches:
-    """Iterable of uint8 [batch, H, W, 3] arrays; a final incomplete batch is dropped because
-    a calibration batch must have exactly the calibration shape."""
+    """Iterable of uint8 batches of the bundle's `image` input (each image read by
+    `file_input.image_input`, as enrolment and parity read theirs: model-size HxWx3, or the
+    camera frame for raw-frame bundles); a final incomplete batch is dropped because a
+    calibration batch must have exactly the calibration shape."""
 
     paths: tuple[Path, ...]
-    size_hw: tuple[int, int]
+    preprocess: PreprocessSpec
     batch_size: int
-    color_order: str = "RGB"
-    resize: str = "area"
-    # Raw-frame bundles: (input_format, (height, width)); each image becomes the camera frame.
-    frame: tuple[str, tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.paths) // self.batch_size
@@ -68,11 +65,4 @@ class ImageBatches:
             log.info("calibration: last %d image(s) dropped (not a full batch of %d)", dropped, self.batch_size)
         for b in range(len(self)):
             chunk = self.paths[b * self.batch_size : (b + 1) * self.batch_size]
-            yield np.stack([self._one(p) for p in chunk])
-
-    def _one(self, path: Path) -> np.ndarray:
-        if self.frame is not None:
-            from edge_runtime.rawframe import to_frame
-
-            return to_frame(read_rgb(path), self.frame[0], self.frame[1])
-        return prepare(read_rgb(path), self.size_hw, color_order=self.color_order, method=self.resize)
+            yield np.stack([image_input(p, self.preprocess) for p in chunk])

@@ -202,7 +202,7 @@ def test_calibrator_feeds_normalised_nchw_when_layout_says_so(fake_trt, tmp_path
     bundle = make_bundle(tmp_path / "b", float_input=True)
     paths = tuple(sample_images(write_images(tmp_path / "good", 4), 4))
     pre = bundle.manifest.preprocess
-    cal = CalibrationSet(lambda b: ImageBatches(paths, pre.image_size, b), calibration_set_sha256(paths))
+    cal = CalibrationSet(lambda b: ImageBatches(paths, pre, b), calibration_set_sha256(paths))
     res = build_engine(bundle, BuildOptions(precision="int8", calib_batch=2), cal)
     amax = _engine_header(res.bundle.path(res.entry.file))["calib_amax"]
     image_amax = struct.unpack(">f", bytes.fromhex(amax["image"]))[0] * 127

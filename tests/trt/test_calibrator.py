@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.bundle import PreprocessSpec
 from edge_runtime.errors import DataError
 from edge_runtime.preprocess import normalize
 from edge_runtime.trt import compat
@@ -102,9 +103,9 @@ def test_image_batches_from_files(tmp_path):
     write_images(tmp_path / "good" / "ground_truth", 3)
     paths = sample_images(folder, 10)
     assert len(paths) == 5 and all("ground_truth" not in p.parts for p in paths)
-    batches = list(ImageBatches(tuple(paths), (H, W), 2))
+    batches = list(ImageBatches(tuple(paths), PreprocessSpec(image_size=(H, W)), 2))
     assert len(batches) == 2 and batches[0].shape == (2, H, W, 3) and batches[0].dtype == np.uint8
     with pytest.raises(DataError, match="fewer than one batch of 8"):
-        list(ImageBatches(tuple(paths), (H, W), 8))
+        list(ImageBatches(tuple(paths), PreprocessSpec(image_size=(H, W)), 8))
     with pytest.raises(DataError, match="not found"):
         sample_images(tmp_path / "nope", 3)
