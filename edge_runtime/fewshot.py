@@ -107,11 +107,12 @@ def enrol_shots(
         BundleError: the backend cannot take a bank, or its features do not fit the manifest.
     """
     chosen = draw_shots(list(images), shots, seed)
-    bank = build_bank(backend, bundle, chosen)
+    # Before the shots go through the model: a plug-in backend without banks is refused at once.
     if not hasattr(backend, "set_memory_bank"):
         raise BundleError(
             f"backend {getattr(backend, 'name', backend)!r} cannot switch memory banks; use ort-cpu, ort-cuda, trt or torch"
         )
+    bank = build_bank(backend, bundle, chosen)
     backend.set_memory_bank(bank)
     picked = set(chosen)
     return bank, chosen, [p for p in images if p not in picked]
