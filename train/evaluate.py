@@ -166,41 +166,30 @@ def original_mask(sample: Sample, size_hw: tuple[int, int]) -> np.ndarray:
 def fgsm_scores(
     model: Any, dataset: AnomalyDataset, eps: float, options: EvalOptions, progress: bool = True
 ) -> np.ndarray:
-    """Image scores after one FGSM step of size `eps` in pixel space [0, 1].
+    """Image scores after one FGSM step of size `eps` in pixel space [0, 1]: one PGD step of
+    size eps (`pgd_scores`), which is FGSM exactly.
 
     The attacked loss is the binary cross-entropy of the image score (the number the device
     thresholds) against the true label; each pixel moves by eps * sign(d loss / d pixel),
     is clipped to [0, 1] and re-normalised with the model's mean/std. The perturbed image is
     kept in float (not re-quantised to uint8), so eps below 1/255 still has an effect.
     """
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
-
-    mean = torch.tensor(dataset.mean, device=options.device).view(1, 3, 1, 1)
-    std = torch.tensor(dataset.std, device=options.device).view(1, 3, 1, 1)
-    out_scores = np.zeros(len(dataset), np.float64)
-    with torch.no_grad():
-        text = model.text_embeddings()
-    for batch in tqdm(
-        _loader(dataset, options.batch_size), desc=f"fgsm eps={eps:g}", unit="batch", disable=not progress
-    ):
-        idx = batch["index"].numpy()
-        x = (batch["pixel_values"].to(options.device) * std + mean).clamp(0, 1).detach().requires_grad_(True)
-        score = model((x - mean) / std, text).score.float().clamp(1e-6, 1 - 1e-6)
-        loss = F.binary_cross_entropy(score, batch["label"].to(options.device).float())
-        (grad,) = torch.autograd.grad(loss, x)
-        with torch.no_grad():
-            x_adv = (x + eps * grad.sign()).clamp(0, 1)
-            out_scores[idx] = model((x_adv - mean) / std, text).score.float().cpu().numpy()
-    return out_scores
+    return pgd_scores(model, dataset, eps, 1, options, progress, alpha=eps, label=f"fgsm eps={eps:g}")[0]
 
 
 def pgd_scores(
-    model: Any, dataset: AnomalyDataset, eps: float, steps: int, options: EvalOptions, progress: bool = True
+    model: Any,
+    dataset: AnomalyDataset,
+    eps: float,
+    steps: int,
+    options: EvalOptions,
+    progress: bool = True,
+    alpha: float | None = None,
+    label: str = "",
 ) -> tuple[np.ndarray, float]:
     """Image scores after a `steps`-step PGD attack (train/adversarial.py) on the same loss and
-    in the same pixel space as `fgsm_scores`, within an L-inf ball of `eps`; also the mean loss."""
+    in the same pixel space as `fgsm_scores`, within an L-inf ball of `eps`; also the mean loss.
+    `alpha` is the step size (default 2.5 * eps / steps); `label` names the progress bar."""
     import torch
     from tqdm import tqdm
 
@@ -210,19 +199,34 @@ def pgd_scores(
     total = 0.0
     with torch.no_grad():
         text = model.text_embeddings()
-    for batch in tqdm(
-        _loader(dataset, options.batch_size), desc=f"pgd eps={eps:g} x{steps}", unit="batch", disable=not progress
-    ):
+    desc = label or f"pgd eps={eps:g} x{steps}"
+    for batch in tqdm(_loader(dataset, options.batch_size), desc=desc, unit="batch", disable=not progress):
         idx = batch["index"].numpy()
         labels = batch["label"].to(options.device)
         x_adv = pgd(
-            model, batch["pixel_values"].to(options.device), labels, text, dataset.mean, dataset.std, eps, steps
+            model, batch["pixel_values"].to(options.device), labels, text, dataset.mean, dataset.std, eps, steps, alpha
         )
         with torch.no_grad():
             score = model(x_adv, text).score
             out_scores[idx] = score.float().cpu().numpy()
             total += float(score_loss(score, labels)) * len(idx)
     return out_scores, total / len(dataset)
+
+
+def _attack_report(samples: Sequence[Sample], pred: Predictions, adv: np.ndarray) -> dict[str, Any]:
+    """Clean vs perturbed image AUROC per category, their means (as the table's image AUROC),
+    pooled over all images, and the mean score shift: what FGSM and PGD both report."""
+    per = {}
+    for cat in sorted({s.category for s in samples}):
+        idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
+        per[cat] = {"clean": auroc(pred.labels[idx], pred.scores[idx]), "perturbed": auroc(pred.labels[idx], adv[idx])}
+    return {
+        "clean_image_auroc": _nanmean([v["clean"] for v in per.values()]),
+        "perturbed_image_auroc": _nanmean([v["perturbed"] for v in per.values()]),
+        "pooled_perturbed_image_auroc": auroc(pred.labels, adv),
+        "mean_score_shift": float(np.mean(np.abs(adv - pred.scores))),
+        "per_category": per,
+    }
 
 
 # ------------------------------------------------------------------ metrics
@@ -238,21 +242,41 @@ def _pgd_report(
 ) -> dict[str, Any]:
     eps, steps = float(options.fgsm_eps), int(options.pgd_steps)
     adv, loss = pgd_scores(model, dataset, eps, steps, options, progress)
-    per = {}
-    for cat in sorted({s.category for s in samples}):
-        idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
-        per[cat] = {"clean": auroc(pred.labels[idx], pred.scores[idx]), "perturbed": auroc(pred.labels[idx], adv[idx])}
+    report = _attack_report(samples, pred, adv)
     return {
         "eps": eps,
         "steps": steps,
         "step_size": 2.5 * eps / steps,
         "loss": "BCE of image score vs label; L-inf ball in pixel space [0,1], clipped, float; no random start",
-        "clean_image_auroc": _nanmean([v["clean"] for v in per.values()]),
-        "perturbed_image_auroc": _nanmean([v["perturbed"] for v in per.values()]),
-        "pooled_perturbed_image_auroc": auroc(pred.labels, adv),
+        "clean_image_auroc": report["clean_image_auroc"],
+        "perturbed_image_auroc": report["perturbed_image_auroc"],
+        "pooled_perturbed_image_auroc": report["pooled_perturbed_image_auroc"],
         "mean_attack_loss": loss,
-        "mean_score_shift": float(np.mean(np.abs(adv - pred.scores))),
-        "per_category": per,
+        "mean_score_shift": report["mean_score_shift"],
+        "per_category": report["per_category"],
+    }
+
+
+def _fgsm_report(
+    model: Any,
+    dataset: AnomalyDataset,
+    samples: Sequence[Sample],
+    pred: Predictions,
+    options: EvalOptions,
+    progress: bool,
+) -> dict[str, Any]:
+    adv = fgsm_scores(model, dataset, options.fgsm_eps, options, progress)
+    report = _attack_report(samples, pred, adv)
+    return {
+        "eps": options.fgsm_eps,
+        "loss": "BCE of image score vs label; pixel space [0,1], clipped, float (not re-quantised)",
+        # Mean over categories, like the table's image AUROC; pooled over all images too.
+        "clean_image_auroc": report["clean_image_auroc"],
+        "perturbed_image_auroc": report["perturbed_image_auroc"],
+        "pooled_clean_image_auroc": auroc(pred.labels, pred.scores),
+        "pooled_perturbed_image_auroc": report["pooled_perturbed_image_auroc"],
+        "mean_score_shift": report["mean_score_shift"],
+        "per_category": report["per_category"],
     }
 
 
@@ -508,25 +532,7 @@ def evaluate(
         result.mean_holdout = mean_metrics({c: per_cat[c] for c in held})
     result.scores = pred.scores
     if options.fgsm_eps is not None:
-        adv = fgsm_scores(model, dataset, options.fgsm_eps, options, progress)
-        per = {}
-        for cat in per_cat:
-            idx = np.array([i for i, s in enumerate(samples) if s.category == cat])
-            per[cat] = {
-                "clean": auroc(pred.labels[idx], pred.scores[idx]),
-                "perturbed": auroc(pred.labels[idx], adv[idx]),
-            }
-        result.fgsm = {
-            "eps": options.fgsm_eps,
-            "loss": "BCE of image score vs label; pixel space [0,1], clipped, float (not re-quantised)",
-            # Mean over categories, like the table's image AUROC; pooled over all images too.
-            "clean_image_auroc": _nanmean([v["clean"] for v in per.values()]),
-            "perturbed_image_auroc": _nanmean([v["perturbed"] for v in per.values()]),
-            "pooled_clean_image_auroc": auroc(pred.labels, pred.scores),
-            "pooled_perturbed_image_auroc": auroc(pred.labels, adv),
-            "mean_score_shift": float(np.mean(np.abs(adv - pred.scores))),
-            "per_category": per,
-        }
+        result.fgsm = _fgsm_report(model, dataset, samples, pred, options, progress)
     if options.pgd_steps is not None:
         result.pgd = _pgd_report(model, dataset, samples, pred, options, progress)
     if heatmap_dir is not None and options.heatmaps:

@@ -229,19 +229,26 @@ def test_eval_reports_pgd_next_to_fgsm_and_training_runs_with_both_on(tiny_clip_
     assert main(["eval", "--run", str(run), "--data", str(data), "--pgd-steps", "3"]) == 2
     assert "--pgd-steps needs --fgsm" in capsys.readouterr().err
 
-    # One PGD step of size eps is eval's FGSM, image for image.
+    # One PGD step of size eps is FGSM, image for image: eval's fgsm_scores (which runs it)
+    # against FGSM written out here (BCE of the score, one signed gradient step, clipped).
+    import torch.nn.functional as F
+
     from train.data import load_samples
     from train.evaluate import EvalOptions, fgsm_scores
     from train.run_state import load_run_model
 
     model, info = load_run_model(run)
     ds = AnomalyDataset(load_samples(data, splits=("test",)), info.image_size, info.mean, info.std)
-    ref = fgsm_scores(model, ds, 0.02, EvalOptions(batch_size=4), progress=False)
+    got = fgsm_scores(model, ds, 0.02, EvalOptions(batch_size=4), progress=False)
     text = model.text_embeddings().detach()
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds))))
-    adv = pgd(model, batch["pixel_values"], batch["label"], text, info.mean, info.std, 0.02, steps=1, alpha=0.02)
+    m, s = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
+    x = (batch["pixel_values"] * s + m).clamp(0, 1).requires_grad_(True)
+    score = model((x - m) / s, text).score.float().clamp(1e-6, 1 - 1e-6)
+    (grad,) = torch.autograd.grad(F.binary_cross_entropy(score, batch["label"].float()), x)
     with torch.no_grad():
-        np.testing.assert_allclose(model(adv, text).score.numpy(), ref, atol=1e-5)
+        ref = model(((x + 0.02 * grad.sign()).clamp(0, 1) - m) / s, text).score.numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_fgsm_batch_under_distributed_data_parallel(tiny, tiny_clip_dir, tmp_path):
