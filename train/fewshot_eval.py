@@ -179,6 +179,19 @@ def format_fewshot(result: FewShotResult, zero_shot: dict[str, Metrics] | None =
     return "\n".join(lines)
 
 
+def check_fewshot_run(config: Any) -> None:
+    """Refuse a run `eval --shots` cannot evaluate, before any work is done.
+
+    Raises:
+        ConfigError: a raw-frame run (its bank would have to be built from camera frames).
+    """
+    if config.model.frame is not None:
+        raise ConfigError(
+            "eval --shots is not wired for raw-frame runs yet (the bank would have to be built from frames); "
+            "'clipinspect enroll --shots K' on the exported raw-frame bundle builds it from camera frames"
+        )
+
+
 def evaluate_run_fewshot(
     run_dir: Any,
     data: Any,
@@ -204,11 +217,7 @@ def evaluate_run_fewshot(
 
     run = Path(run_dir)
     config = read_run_config(run)
-    if config.model.frame is not None:
-        raise ConfigError(
-            "eval --shots is not wired for raw-frame runs yet (the bank would have to be built from frames); "
-            "'clipinspect enroll --shots K' on the exported raw-frame bundle builds it from camera frames"
-        )
+    check_fewshot_run(config)
     samples = eval_roles(run, config, data, categories, unseen)[report]
     if not samples:
         raise DataError(f"few-shot eval: no {report} images in {data} for run {run}")

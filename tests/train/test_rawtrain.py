@@ -227,6 +227,17 @@ def test_eval_refuses_attacks_on_raw_frame_runs(raw_chain, raw_data, capsys):
     assert len(err) == 1 and "raw camera frames" in err[0], err
 
 
+def test_eval_shots_on_a_raw_frame_run_is_refused_before_the_zero_shot_eval(raw_chain, raw_data, capsys):
+    run, _, _ = raw_chain
+    metrics = run / "eval" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--data", str(raw_data), "--shots", "1", "--heatmaps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not wired for raw-frame runs" in err[0], err
+    assert metrics.stat().st_mtime_ns == before  # nothing evaluated or rewritten first
+
+
 @pytest.mark.slow
 def test_raw_frame_ddp_reaches_the_single_process_weights(raw_data, tiny_clip_dir, tmp_path):
     """`train --nproc 2` with the frame flags: the frame module runs inside the DDP-wrapped

@@ -124,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         from edge_runtime.errors import ConfigError
 
         raise ConfigError(f"--shots must be >= 1 (or 0 for none), got {args.shots}")
+    if args.shots:  # refused before the zero-shot eval runs and writes its files, not after
+        from train.fewshot_eval import check_fewshot_run
+        from train.run_state import read_run_config
+
+        check_fewshot_run(read_run_config(args.run))
     device = resolve_device(args.device)
     torch.manual_seed(0)  # eval is deterministic; nothing random should run, but be sure
     options = EvalOptions(
