@@ -304,10 +304,10 @@ def _score_precisions(
     progress: bool,
 ) -> tuple[list[PrecisionRow], dict[str, list[float]]]:
     """One row per precision in `wanted` (fp32 first: the reference) and the scores of those that ran."""
-    from edge_runtime.file_input import image_input, to_model_input  # the raw frame for raw-frame bundles
+    from edge_runtime.file_input import model_input  # the raw frame for raw-frame bundles
 
     pre = bundle.manifest.preprocess
-    batches = [to_model_input(image_input(it.path, pre)[None], pre) for it in items]
+    batches = [model_input(it.path, pre) for it in items]
     labels = [it.label for it in items]
     threshold = float(bundle.manifest.threshold.value)
     bar = _bar(len(items) * len(wanted), progress)

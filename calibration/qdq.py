@@ -528,15 +528,14 @@ class BundleCalibration:
 
 def bundle_feeds(bundle: Any, images: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """Model feeds for uint8 NHWC batches, following the bundle's input contract."""
-    from edge_runtime.preprocess import normalize
+    from edge_runtime.file_input import to_model_input
 
     pre = bundle.manifest.preprocess
     text = bundle.text_embeddings()
     bank = bundle.memory_bank() if hasattr(bundle, "memory_bank") else None
     names = {t.name for t in bundle.manifest.inputs}
     for batch in images:
-        x = batch if pre.input_layout == "NHWC_uint8" else normalize(batch, pre.mean, pre.std)
-        feed = {"image": x}
+        feed = {"image": to_model_input(batch, pre)}
         if text is not None and "text_embeddings" in names:
             feed["text_embeddings"] = text
         if bank is not None and "memory_bank" in names:

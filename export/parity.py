@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.backends.base import Backend, Outputs
-from edge_runtime.bundle import Bundle, PreprocessSpec
+from edge_runtime.bundle import Bundle
 from edge_runtime.errors import CheckFailed, DataError
-from edge_runtime.file_input import image_input, to_model_input
+from edge_runtime.file_input import model_input
 from edge_runtime.imageio import IMAGE_SUFFIXES
 from edge_runtime.verdict import decide
 
@@ -55,12 +55,6 @@ def list_images(folder: str | Path, max_images: int | None = None) -> list[Path]
         idx = np.linspace(0, len(files) - 1, max_images).round().astype(int)
         files = [files[i] for i in sorted(set(idx.tolist()))]
     return files
-
-
-def load_image(path: str | Path, pre: PreprocessSpec) -> np.ndarray:
-    """An image file as the uint8 item the device would compute for it (model-size HxWx3, or
-    for a raw-frame bundle the frame its camera would deliver): edge_runtime.file_input."""
-    return image_input(path, pre)
 
 
 @dataclass(frozen=True)
@@ -178,7 +172,7 @@ def run_parity(
     spent = {"read+preprocess": 0.0, ref_name: 0.0, cand_name: 0.0}
     for path in tqdm(images, desc="parity", unit="img", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        batch = to_model_input(load_image(path, pre)[None], pre)
+        batch = model_input(path, pre)
         t1 = time.perf_counter()
         ref = reference.infer(batch)
         t2 = time.perf_counter()

@@ -15,7 +15,8 @@ from edge_runtime.backends import make_backend
 from edge_runtime.backends.base import Outputs
 from edge_runtime.bundle import load_bundle
 from edge_runtime.errors import CheckFailed
-from export.parity import ParityReport, ParityRow, compare_outputs, list_images, load_image, run_parity
+from edge_runtime.file_input import image_input
+from export.parity import ParityReport, ParityRow, compare_outputs, list_images, run_parity
 from export.torch_backend import TorchBackend
 
 
@@ -46,7 +47,7 @@ def test_fp32_training_score_equals_device_score(tiny_bundle, merged_tiny_dir, b
     with torch.no_grad():
         text = model.text_embeddings()
         train_side = [model(ds[i]["pixel_values"][None], text) for i in range(len(ds))]
-    dev_side = [device.infer(load_image(s.image_path, pre)[None]) for s in bottle_samples]
+    dev_side = [device.infer(image_input(s.image_path, pre)[None]) for s in bottle_samples]
     ts = np.array([float(o.score[0]) for o in train_side])
     dsc = np.array([float(o.score[0]) for o in dev_side])
     assert np.abs(ts - dsc).max() <= 1e-4

@@ -58,7 +58,7 @@ def test_train_cli_rejects_bad_size_in_one_line(tiny_clip_dir, tmp_path, capsys)
 def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_path, capsys):
     from edge_runtime.backends import make_backend
     from edge_runtime.bundle import load_bundle
-    from export.parity import load_image
+    from edge_runtime.file_input import image_input
     from train.data import load_samples
     from train.merged import load_merged, read_merged_info
     from train.run_state import load_run_model
@@ -98,7 +98,7 @@ def test_train_eval_merge_export_parity_above_native_size(tiny_clip_dir, tmp_pat
 
     with torch.no_grad():
         for s in samples:
-            u8 = load_image(s.image_path, pre)
+            u8 = image_input(s.image_path, pre)
             assert u8.shape == (SIZE, SIZE, 3)
             dev.append(runner.infer(u8[None]))
             x = torch.from_numpy(normalize(u8[None], pre.mean, pre.std))
