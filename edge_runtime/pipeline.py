@@ -626,8 +626,9 @@ class Pipeline:
         )
 
     def _queue_record(self, work: _Work) -> None:
-        """A SKIPPED/ERROR record made in the capture thread (already counted): into the
-        inference queue as a marker, in order; it never waits, so capture is not stalled."""
+        """A SKIPPED/ERROR record made in the capture thread: counted and put into the
+        inference queue as a marker, in order; it never waits, so capture is not stalled. One
+        that cannot be queued is counted only as lost (as an evicted frame without room is)."""
         if self._q_in.markers >= self.options.max_pending_records:
             self.recorder.count("records_lost_overflow")
             log.error(
@@ -636,6 +637,8 @@ class Pipeline:
                 self._q_in.markers,
             )
             return
+        assert work.verdict is not None
+        self._count(work.verdict)
         with self._lock:
             self._side_records += 1
         self._q_in.put(work, marker=True)
@@ -698,7 +701,6 @@ class Pipeline:
                     record = self._record(
                         item.frame_id, item.camera_serial, item.timestamp_ns, item.reason, item.detail
                     )
-                    self._count(record)
                     self._queue_record(self._marker(record, t_cap))
                     continue
                 n = self._take(item, t_wait, t_cap)
@@ -723,7 +725,6 @@ class Pipeline:
             n = self.captured
         if self.options.preprocess_in == "capture" and not self._preprocess(work, work.stages_ms):
             assert work.verdict is not None
-            self._count(work.verdict)
             self._queue_record(work)
             return n
         work.t_ready_ns = time.monotonic_ns()

@@ -109,6 +109,40 @@ def test_drop_records_never_stall_capture(toy_bundle, backend):
     assert pipe.result.dropped > 250
 
 
+def test_error_records_that_overflow_behind_a_stuck_inference_are_counted_only_as_lost(toy_bundle, backend):
+    gate = threading.Event()
+    inner = make_preprocessor(toy_bundle)
+
+    class Stuck:
+        name = "stuck"
+
+        def infer(self, batch):
+            gate.wait(10)
+            return backend.infer(batch)
+
+        def describe(self):
+            return backend.describe()
+
+    def only_the_first(frame):  # frame 0 holds inference; every later one is an ERROR record
+        if frame.frame_id:
+            raise FrameRejected("frame_size_mismatch", "not the bundle's input")
+        return inner(frame)
+
+    pub = ListPublisher()
+    pipe = _pipe(toy_bundle, Stuck(), ListSource(40), pub, only_the_first, drop_policy="block", max_pending_records=5)
+    runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
+    runner.start()
+    deadline = time.monotonic() + 5
+    while pipe.captured < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    runner.join(20)
+    r = pipe.result
+    lost = r.counters["records_lost_overflow"]
+    assert lost > 0 and r.records["total"] + lost == 40
+    assert r.records["total"] == len(pub.verdicts) and r.errors == len(pub.verdicts) - 1  # counted = published
+
+
 @pytest.mark.parametrize("where", ["capture", "inference"])
 def test_preprocessing_failures_are_error_records_and_the_run_goes_on(toy_bundle, backend, where):
     inner = make_preprocessor(toy_bundle)
